@@ -1,0 +1,1 @@
+//! combiner (later).

@@ -1,0 +1,1 @@
+//! `dvsigner dev` (later).

@@ -1,0 +1,30 @@
+//! dvsigner: a Web3Signer-compatible remote signer for Ethereum validators that splits every
+//! validator key into threshold shares.
+//!
+//! # Layout
+//!
+//! ```text
+//! cli ──► api (signer node HTTP surface) ──► signing (wire types → signing root)
+//!     ├─► combiner (fan-out, Lagrange combine)     slashing (EIP-3076 DB: SQLite / PostgreSQL)
+//!     ├─► cluster (cluster.json, peer protocol)    keys (keystores, key configs, secret types)
+//!     └─► dev (local 3-of-4 cluster)               threshold (Shamir, Feldman, Lagrange)
+//!                                                  tls (rustls configs, mTLS, dev PKI)
+//!                                                  bls (public BLS types)
+//! ```
+//!
+//! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`) → (`signing`,
+//! `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`.
+
+pub mod api;
+pub mod bls;
+pub mod cli;
+pub mod cluster;
+pub mod combiner;
+pub mod config;
+pub mod dev;
+pub mod keys;
+pub mod metrics;
+pub mod signing;
+pub mod slashing;
+pub mod threshold;
+pub mod tls;

@@ -1,0 +1,1 @@
+//! Threshold BLS (INTERFACE STUB: the threshold helper replaces this).

@@ -1,0 +1,1 @@
+//! rustls configuration (INTERFACE STUB: the TLS helper replaces this).

@@ -1,3 +1,6 @@
 //! Shared test harnesses.
+// Each integration test is its own crate and uses `common` as a private module, so `pub`
+// items here are "unreachable" to rustc's lint while being the harness's interface.
+#![allow(unreachable_pub)]
 
 pub mod pg;

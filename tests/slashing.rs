@@ -1,0 +1,760 @@
+//! Slashing-protection rules, import/export, pruning, concurrency and file safety, run
+//! against both backends (SQLite in a temp dir, PostgreSQL from `common::pg`).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dvsigner::bls::{PublicKeyBytes, SigningRoot};
+use dvsigner::slashing::{Error, Refusal, SlashableMessage, SlashingDb, Verdict};
+use proptest::prelude::*;
+
+const GVR: [u8; 32] = [7; 32];
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An open database plus whatever keeps it alive (the SQLite temp dir).
+struct TestDb {
+    db: SlashingDb,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    async fn open(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite:{}", dir.path().join("slashing.db").display()),
+            Backend::Postgres => common::pg::fresh_db(),
+        };
+        let db = SlashingDb::open(&url).await.unwrap();
+        Self { db, url, _dir: dir }
+    }
+}
+
+/// A distinct validator public key per call (the bytes need not be a curve point here).
+fn pubkey() -> PublicKeyBytes {
+    static N: AtomicU64 = AtomicU64::new(1);
+    let mut b = [0u8; 48];
+    b[..8].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    b[8..16].copy_from_slice(&std::process::id().to_be_bytes().repeat(2));
+    PublicKeyBytes(b)
+}
+
+fn root(n: u8) -> SigningRoot {
+    SigningRoot([n; 32])
+}
+
+fn block(slot: u64) -> SlashableMessage {
+    SlashableMessage::Block { slot }
+}
+
+fn att(source_epoch: u64, target_epoch: u64) -> SlashableMessage {
+    SlashableMessage::Attestation {
+        source_epoch,
+        target_epoch,
+    }
+}
+
+async fn sign(
+    db: &SlashingDb,
+    pk: PublicKeyBytes,
+    msg: SlashableMessage,
+    r: SigningRoot,
+) -> Verdict {
+    db.check_and_record(pk, GVR, msg, r).await.unwrap()
+}
+
+fn refused(v: Verdict) -> Refusal {
+    match v {
+        Verdict::Refused(r) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn interchange(gvr: [u8; 32], version: &str, data: serde_json::Value) -> String {
+    serde_json::json!({
+        "metadata": {
+            "interchange_format_version": version,
+            "genesis_validators_root": format!("0x{}", hex::encode(gvr)),
+        },
+        "data": data,
+    })
+    .to_string()
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    block_rules,
+    attestation_rules,
+    null_roots_from_import_block_signing,
+    genesis_validators_root_mismatch,
+    import_is_all_or_nothing,
+    export_filter_round_trips,
+    pruning_keeps_the_rules,
+    disabled_validator_is_refused_until_import,
+    concurrent_signers_of_one_slot_allow_exactly_one,
+    second_handle_on_same_database_cannot_double_sign,
+    batch_refusals_do_not_roll_back_others,
+    random_sequences_never_allow_slashable_pairs,
+);
+
+async fn block_rules(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Repeat);
+    assert_eq!(
+        refused(sign(&t.db, pk, block(10), root(2)).await),
+        Refusal::DoubleBlockProposal {
+            slot: 10,
+            existing_root: root(1)
+        }
+    );
+    // The first signature sets the low watermark: older slots are refused.
+    assert_eq!(
+        refused(sign(&t.db, pk, block(9), root(3)).await),
+        Refusal::BlockSlotBelowWatermark {
+            slot: 9,
+            watermark: 10
+        }
+    );
+    assert_eq!(sign(&t.db, pk, block(12), root(4)).await, Verdict::Allowed);
+    // Complete strategy: an unsigned slot between signed ones is not slashable.
+    assert_eq!(sign(&t.db, pk, block(11), root(5)).await, Verdict::Allowed);
+    let msg = Refusal::DoubleBlockProposal {
+        slot: 10,
+        existing_root: root(1),
+    }
+    .to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "double block proposal at slot 10: already signed root 0x{}",
+            "01".repeat(32)
+        )
+    );
+}
+
+async fn attestation_rules(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, att(2, 3), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, att(2, 3), root(1)).await, Verdict::Repeat);
+    assert_eq!(
+        refused(sign(&t.db, pk, att(2, 3), root(2)).await),
+        Refusal::DoubleVote {
+            target_epoch: 3,
+            existing_source: 2,
+            existing_root: root(1)
+        }
+    );
+    assert_eq!(
+        refused(sign(&t.db, pk, att(5, 4), root(3)).await),
+        Refusal::SourceGreaterThanTarget {
+            source_epoch: 5,
+            target_epoch: 4
+        }
+    );
+    assert_eq!(
+        refused(sign(&t.db, pk, att(1, 5), root(3)).await),
+        Refusal::SourceBelowWatermark {
+            source_epoch: 1,
+            watermark: 2
+        }
+    );
+    assert_eq!(
+        refused(sign(&t.db, pk, att(2, 2), root(3)).await),
+        Refusal::TargetBelowWatermark {
+            target_epoch: 2,
+            watermark: 3
+        }
+    );
+    assert_eq!(sign(&t.db, pk, att(4, 10), root(4)).await, Verdict::Allowed);
+    assert_eq!(
+        refused(sign(&t.db, pk, att(5, 9), root(5)).await),
+        Refusal::SurroundedVote {
+            source_epoch: 5,
+            target_epoch: 9,
+            existing_source: 4,
+            existing_target: 10
+        }
+    );
+    assert_eq!(
+        refused(sign(&t.db, pk, att(3, 11), root(6)).await),
+        Refusal::SurroundingVote {
+            source_epoch: 3,
+            target_epoch: 11,
+            existing_source: 4,
+            existing_target: 10
+        }
+    );
+    // Neither surrounding nor surrounded: same source, later target.
+    assert_eq!(sign(&t.db, pk, att(4, 11), root(7)).await, Verdict::Allowed);
+    let text = Refusal::SurroundingVote {
+        source_epoch: 3,
+        target_epoch: 11,
+        existing_source: 4,
+        existing_target: 10,
+    }
+    .to_string();
+    assert!(text.contains("3→11") && text.contains("4→10"), "{text}");
+}
+
+async fn null_roots_from_import_block_signing(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    let doc = interchange(
+        GVR,
+        "5",
+        serde_json::json!([{
+            "pubkey": pk.to_hex(),
+            "signed_blocks": [{"slot": "20"}],
+            "signed_attestations": [{"source_epoch": "5", "target_epoch": "6"}],
+        }]),
+    );
+    let report = t.db.import_interchange(&doc).await.unwrap();
+    assert_eq!((report.blocks, report.attestations), (1, 1));
+    // The zero root is a real root, distinct from "unknown": still refused.
+    assert_eq!(
+        refused(sign(&t.db, pk, block(20), SigningRoot([0; 32])).await),
+        Refusal::NullRootAtSlot { slot: 20 }
+    );
+    assert_eq!(
+        refused(sign(&t.db, pk, att(5, 6), SigningRoot([0; 32])).await),
+        Refusal::NullRootAtTarget { target_epoch: 6 }
+    );
+    // Export keeps the roots absent (not "0x00…").
+    let exported: serde_json::Value =
+        serde_json::from_str(&t.db.export_interchange(Some(&[pk])).await.unwrap()).unwrap();
+    assert_eq!(
+        exported["data"][0]["signed_blocks"],
+        serde_json::json!([{"slot": "20"}])
+    );
+    assert_eq!(
+        exported["data"][0]["signed_attestations"],
+        serde_json::json!([{"source_epoch": "5", "target_epoch": "6"}])
+    );
+    // Importing the same null entries again stores nothing new.
+    assert_eq!(t.db.import_interchange(&doc).await.unwrap().skipped, 2);
+}
+
+async fn genesis_validators_root_mismatch(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(1), root(1)).await, Verdict::Allowed);
+    let other = [9u8; 32];
+    let v =
+        t.db.check_and_record(pk, other, block(2), root(2))
+            .await
+            .unwrap();
+    assert_eq!(
+        refused(v),
+        Refusal::WrongGenesisValidatorsRoot {
+            stored: SigningRoot(GVR),
+            requested: SigningRoot(other)
+        }
+    );
+    // Nothing was recorded for the refused request.
+    assert_eq!(sign(&t.db, pk, block(2), root(3)).await, Verdict::Allowed);
+    assert!(matches!(
+        t.db.ensure_genesis_validators_root(other).await,
+        Err(Error::GenesisValidatorsRootMismatch { .. })
+    ));
+    t.db.ensure_genesis_validators_root(GVR).await.unwrap();
+}
+
+async fn import_is_all_or_nothing(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let (a, b) = (pubkey(), pubkey());
+    assert_eq!(sign(&t.db, a, block(5), root(1)).await, Verdict::Allowed);
+    let before = t.db.export_interchange(None).await.unwrap();
+    let data = serde_json::json!([
+        {"pubkey": b.to_hex(), "signed_blocks": [{"slot": "100"}], "signed_attestations": []},
+        {"pubkey": a.to_hex(), "signed_blocks": [{"slot": "200"}], "signed_attestations": []},
+    ]);
+    let good = interchange(GVR, "5", data.clone());
+
+    let corrupt = &good[..good.len() - 10];
+    assert!(matches!(
+        t.db.import_interchange(corrupt).await,
+        Err(Error::InvalidInterchange(_))
+    ));
+    assert!(matches!(
+        t.db.import_interchange(&interchange(GVR, "4", data.clone())).await,
+        Err(Error::UnsupportedInterchangeVersion(v)) if v == "4"
+    ));
+    assert!(matches!(
+        t.db.import_interchange(&interchange([1; 32], "5", data.clone()))
+            .await,
+        Err(Error::GenesisValidatorsRootMismatch { .. })
+    ));
+    // Valid first validator, out-of-range second one: the first must not be imported either.
+    let mut bad_second = data.clone();
+    bad_second[1]["signed_blocks"][0]["slot"] = serde_json::json!(u64::MAX.to_string());
+    assert!(matches!(
+        t.db.import_interchange(&interchange(GVR, "5", bad_second))
+            .await,
+        Err(Error::OutOfRange { .. })
+    ));
+    let mut unknown_field = data;
+    unknown_field[0]["surprise"] = serde_json::json!(1);
+    assert!(matches!(
+        t.db.import_interchange(&interchange(GVR, "5", unknown_field))
+            .await,
+        Err(Error::InvalidInterchange(_))
+    ));
+    assert_eq!(
+        t.db.export_interchange(None).await.unwrap(),
+        before,
+        "a failed import changed the DB"
+    );
+    // Block 200 of `a` was not imported, so it can still be signed after the failures.
+    assert_eq!(sign(&t.db, a, block(200), root(2)).await, Verdict::Allowed);
+    // And the good document imports.
+    let report = t.db.import_interchange(&good).await.unwrap();
+    assert_eq!((report.validators, report.blocks), (2, 2));
+}
+
+async fn export_filter_round_trips(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let (a, b) = (pubkey(), pubkey());
+    assert_eq!(sign(&t.db, a, block(3), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, a, att(1, 2), root(2)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, b, block(4), root(3)).await, Verdict::Allowed);
+    let only_a = t.db.export_interchange(Some(&[a])).await.unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&only_a).unwrap();
+    assert_eq!(parsed["metadata"]["interchange_format_version"], "5");
+    assert_eq!(
+        parsed["metadata"]["genesis_validators_root"],
+        format!("0x{}", hex::encode(GVR))
+    );
+    assert_eq!(parsed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(parsed["data"][0]["pubkey"], a.to_hex());
+    assert_eq!(
+        parsed["data"][0]["signed_blocks"],
+        serde_json::json!([{"slot": "3", "signing_root": format!("0x{}", "01".repeat(32))}])
+    );
+
+    let fresh = TestDb::open(backend).await;
+    fresh.db.import_interchange(&only_a).await.unwrap();
+    assert_eq!(fresh.db.export_interchange(None).await.unwrap(), only_a);
+    assert_eq!(sign(&fresh.db, a, block(3), root(1)).await, Verdict::Repeat);
+    assert_eq!(
+        sign(&fresh.db, a, att(1, 2), root(2)).await,
+        Verdict::Repeat
+    );
+    assert!(matches!(
+        sign(&fresh.db, a, block(3), root(9)).await,
+        Verdict::Refused(_)
+    ));
+    assert!(matches!(
+        sign(&fresh.db, a, att(0, 3), root(9)).await,
+        Verdict::Refused(_)
+    ));
+}
+
+async fn pruning_keeps_the_rules(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    // 20 epochs of 4 slots: a block every epoch, an attestation (e, e+1) every epoch.
+    for e in 0..20u64 {
+        assert_eq!(
+            sign(&t.db, pk, block(4 * e), root(e as u8)).await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            sign(&t.db, pk, att(e, e + 1), root(100 + e as u8)).await,
+            Verdict::Allowed
+        );
+    }
+    let deleted = t.db.prune(5, 4).await.unwrap();
+    // Blocks kept: slots > 76 - 20 = 56, i.e. 60..=76 (5); attestations: targets 16..=20 (5).
+    assert_eq!(deleted, 15 + 15);
+    let exported: serde_json::Value =
+        serde_json::from_str(&t.db.export_interchange(None).await.unwrap()).unwrap();
+    assert_eq!(
+        exported["data"][0]["signed_blocks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        exported["data"][0]["signed_attestations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    // Deleted rows are still protected by the raised watermarks.
+    assert_eq!(
+        refused(sign(&t.db, pk, block(8), root(50)).await),
+        Refusal::BlockSlotBelowWatermark {
+            slot: 8,
+            watermark: 60
+        }
+    );
+    assert_eq!(
+        refused(sign(&t.db, pk, att(15, 15), root(50)).await),
+        Refusal::TargetBelowWatermark {
+            target_epoch: 15,
+            watermark: 16
+        }
+    );
+    // The source floor covers every deleted vote's source (the highest was 14).
+    assert_eq!(
+        refused(sign(&t.db, pk, att(13, 30), root(50)).await),
+        Refusal::SourceBelowWatermark {
+            source_epoch: 13,
+            watermark: 14
+        }
+    );
+    assert_eq!(sign(&t.db, pk, block(76), root(19)).await, Verdict::Repeat);
+    assert_eq!(
+        sign(&t.db, pk, att(19, 20), root(119)).await,
+        Verdict::Repeat
+    );
+    assert_eq!(
+        sign(&t.db, pk, att(20, 21), root(120)).await,
+        Verdict::Allowed
+    );
+    // An import of old history cannot lower the floors below what was pruned.
+    let old = interchange(
+        GVR,
+        "5",
+        serde_json::json!([{
+            "pubkey": pk.to_hex(),
+            "signed_blocks": [{"slot": "1", "signing_root": format!("0x{}", "aa".repeat(32))}],
+            "signed_attestations": [],
+        }]),
+    );
+    t.db.import_interchange(&old).await.unwrap();
+    assert!(matches!(
+        refused(sign(&t.db, pk, block(2), root(51)).await),
+        Refusal::BlockSlotBelowWatermark { .. }
+    ));
+
+    // A vote that would surround a deleted one stays refused: (5, 20) and (10, 11) imported
+    // (slashable with each other, kept as-is), prune deletes (10, 11); (6, 21) surrounds it.
+    let q = pubkey();
+    let doc = interchange(
+        GVR,
+        "5",
+        serde_json::json!([{
+            "pubkey": q.to_hex(),
+            "signed_blocks": [],
+            "signed_attestations": [
+                {"source_epoch": "10", "target_epoch": "11"},
+                {"source_epoch": "5", "target_epoch": "20"},
+            ],
+        }]),
+    );
+    t.db.import_interchange(&doc).await.unwrap();
+    assert!(matches!(
+        refused(sign(&t.db, q, att(6, 21), root(1)).await),
+        Refusal::SurroundingVote { .. }
+    ));
+    t.db.prune(5, 4).await.unwrap();
+    assert_eq!(
+        refused(sign(&t.db, q, att(6, 21), root(1)).await),
+        Refusal::SourceBelowWatermark {
+            source_epoch: 6,
+            watermark: 10
+        }
+    );
+    assert_eq!(sign(&t.db, q, att(10, 21), root(2)).await, Verdict::Allowed);
+}
+
+async fn disabled_validator_is_refused_until_import(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    t.db.register_validators(&[pk, pk]).await.unwrap();
+    t.db.set_enabled(pk, false).await.unwrap();
+    assert_eq!(
+        refused(sign(&t.db, pk, block(1), root(1)).await),
+        Refusal::ValidatorDisabled { pubkey: pk }
+    );
+    let doc = interchange(
+        GVR,
+        "5",
+        serde_json::json!([{"pubkey": pk.to_hex(), "signed_blocks": [], "signed_attestations": []}]),
+    );
+    t.db.import_interchange(&doc).await.unwrap();
+    assert_eq!(sign(&t.db, pk, block(1), root(1)).await, Verdict::Allowed);
+    t.db.ping().await.unwrap();
+}
+
+/// Lighthouse `parallel_tests.rs`: many signers of one slot, exactly one success.
+async fn concurrent_signers_of_one_slot_allow_exactly_one(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    let tasks: Vec<_> = (0..50u8)
+        .map(|i| {
+            let db = t.db.clone();
+            tokio::spawn(async move {
+                db.check_and_record(pk, GVR, block(100), root(i))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut allowed = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Verdict::Allowed => allowed.push(i as u8),
+            Verdict::Refused(Refusal::DoubleBlockProposal { slot: 100, .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(allowed.len(), 1, "exactly one of 50 may pass");
+    // Durable: a new handle (new connection) sees the winner.
+    let again = SlashingDb::open(&t.url).await.unwrap();
+    assert_eq!(
+        sign(&again, pk, block(100), root(allowed[0])).await,
+        Verdict::Repeat
+    );
+
+    // Same for attestations with one target.
+    let tasks: Vec<_> = (0..50u8)
+        .map(|i| {
+            let db = t.db.clone();
+            tokio::spawn(async move {
+                db.check_and_record(pk, GVR, att(1, 2), root(i))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut safe = 0;
+    for task in tasks {
+        if task.await.unwrap() == Verdict::Allowed {
+            safe += 1;
+        }
+    }
+    assert_eq!(safe, 1);
+}
+
+/// Two handles with their own connections (like two processes) racing on one validator.
+async fn second_handle_on_same_database_cannot_double_sign(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let other = SlashingDb::open(&t.url).await.unwrap();
+    for slot in 0..5u64 {
+        let pk = pubkey();
+        let tasks: Vec<_> = (0..20u8)
+            .map(|i| {
+                let db = if i % 2 == 0 {
+                    t.db.clone()
+                } else {
+                    other.clone()
+                };
+                tokio::spawn(async move {
+                    db.check_and_record(pk, GVR, block(slot), root(i))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut allowed = 0;
+        for task in tasks {
+            if task.await.unwrap() == Verdict::Allowed {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 1, "slot {slot}");
+    }
+}
+
+async fn batch_refusals_do_not_roll_back_others(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let keys: Vec<PublicKeyBytes> = (0..40).map(|_| pubkey()).collect();
+    for pk in &keys {
+        assert_eq!(sign(&t.db, *pk, block(10), root(1)).await, Verdict::Allowed);
+    }
+    // Interleave refusals (double proposals at slot 10) with new blocks at slot 11.
+    let mut tasks = Vec::new();
+    for pk in keys.clone() {
+        let (d1, d2) = (t.db.clone(), t.db.clone());
+        tasks.push(tokio::spawn(async move {
+            d1.check_and_record(pk, GVR, block(10), root(2))
+                .await
+                .unwrap()
+        }));
+        tasks.push(tokio::spawn(async move {
+            d2.check_and_record(pk, GVR, block(11), root(3))
+                .await
+                .unwrap()
+        }));
+    }
+    let verdicts: Vec<Verdict> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    for pair in verdicts.chunks(2) {
+        assert!(matches!(
+            pair[0],
+            Verdict::Refused(Refusal::DoubleBlockProposal { .. })
+        ));
+        assert_eq!(pair[1], Verdict::Allowed);
+    }
+    for pk in &keys {
+        assert_eq!(sign(&t.db, *pk, block(11), root(3)).await, Verdict::Repeat);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Req {
+    Block(u64, u8),
+    Att(u64, u64, u8),
+}
+
+fn req() -> impl Strategy<Value = Req> {
+    prop_oneof![
+        (0..12u64, 0..3u8).prop_map(|(s, r)| Req::Block(s, r)),
+        (0..10u64, 0..10u64, 0..3u8).prop_map(|(s, t, r)| Req::Att(s, t, r)),
+    ]
+}
+
+/// Runs `seqs` on one database (one fresh validator per sequence) and checks that the set of
+/// messages it let through (Allowed or Repeat) holds no slashable pair.
+async fn random_sequences_never_allow_slashable_pairs(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let cases = match backend {
+        Backend::Sqlite => 64,
+        Backend::Postgres => 24,
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    let db = t.db.clone();
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&proptest::collection::vec(req(), 1..40), |seq| {
+            let pk = pubkey();
+            let mut blocks: Vec<(u64, u8)> = Vec::new();
+            let mut atts: Vec<(u64, u64, u8)> = Vec::new();
+            let mut allowed_new: HashSet<String> = HashSet::new();
+            for r in &seq {
+                let (msg, rt, key) = match *r {
+                    Req::Block(s, x) => (block(s), root(x), format!("b{s}:{x}")),
+                    Req::Att(s, tg, x) => (att(s, tg), root(x), format!("a{s}:{tg}:{x}")),
+                };
+                let v = handle
+                    .block_on(db.check_and_record(pk, GVR, msg, rt))
+                    .unwrap();
+                match v {
+                    Verdict::Allowed => {
+                        prop_assert!(
+                            allowed_new.insert(key.clone()),
+                            "allowed twice as new: {}",
+                            key
+                        );
+                    }
+                    Verdict::Repeat => {
+                        prop_assert!(allowed_new.contains(&key), "repeat of unsigned {}", key)
+                    }
+                    Verdict::Refused(_) => continue,
+                }
+                match *r {
+                    Req::Block(s, x) => {
+                        for &(s2, x2) in &blocks {
+                            prop_assert!(!(s == s2 && x != x2), "double proposal at {}", s);
+                        }
+                        blocks.push((s, x));
+                    }
+                    Req::Att(s, tg, x) => {
+                        prop_assert!(s <= tg);
+                        for &(s2, t2, x2) in &atts {
+                            prop_assert!(
+                                !(tg == t2 && (s != s2 || x != x2)),
+                                "double vote {}→{} vs {}→{}",
+                                s,
+                                tg,
+                                s2,
+                                t2
+                            );
+                            prop_assert!(
+                                !(s < s2 && t2 < tg),
+                                "{}→{} surrounds {}→{}",
+                                s,
+                                tg,
+                                s2,
+                                t2
+                            );
+                            prop_assert!(
+                                !(s2 < s && tg < t2),
+                                "{}→{} surrounded by {}→{}",
+                                s,
+                                tg,
+                                s2,
+                                t2
+                            );
+                        }
+                        atts.push((s, tg, x));
+                    }
+                }
+            }
+            Ok(())
+        })
+    });
+    result.unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_file_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slashing.db");
+    let db = SlashingDb::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(
+        sign(&db, pubkey(), block(1), root(1)).await,
+        Verdict::Allowed
+    );
+    for p in [path.clone(), dir.path().join("slashing.db-wal")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    // A bare path works too, and reopening keeps the history.
+    let again = SlashingDb::open(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(
+        sign(&again, pubkey(), block(1), root(1)).await,
+        Verdict::Allowed
+    );
+}
+
+#[tokio::test]
+async fn unknown_url_scheme_is_refused() {
+    assert!(matches!(
+        SlashingDb::open("mysql://localhost/db").await,
+        Err(Error::InvalidUrl(_))
+    ));
+}

@@ -9,9 +9,12 @@
 
 use std::collections::HashMap;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::rules::{from_db, root_from_db, to_db, Root, Store, ValidatorId, Watermark};
+use super::rules::{
+    from_db, root_from_db, to_db, AttestationContext, Root, Store, ValidatorId, Watermark,
+};
 use super::Error;
 use crate::bls::PublicKeyBytes;
 
@@ -53,6 +56,31 @@ CREATE TABLE signed_attestations (
 CREATE INDEX signed_attestations_target ON signed_attestations (validator_id, target_epoch);
 CREATE INDEX signed_attestations_source ON signed_attestations (validator_id, source_epoch);
 "#];
+
+const WATERMARK: &str =
+    "SELECT slot, source_epoch, target_epoch, pruned_slot, pruned_source_epoch, \
+     pruned_target_epoch FROM low_watermarks WHERE validator_id = $1";
+const BLOCK_ROOTS: &str =
+    "SELECT signing_root FROM signed_blocks WHERE validator_id = $1 AND slot = $2";
+const ATTESTATIONS_AT: &str = "SELECT source_epoch, signing_root FROM signed_attestations \
+     WHERE validator_id = $1 AND target_epoch = $2";
+const SURROUNDING: &str = "SELECT source_epoch, target_epoch FROM signed_attestations \
+     WHERE validator_id = $1 AND source_epoch < $2 AND target_epoch > $3 LIMIT 1";
+const SURROUNDED: &str = "SELECT source_epoch, target_epoch FROM signed_attestations \
+     WHERE validator_id = $1 AND source_epoch > $2 AND target_epoch < $3 LIMIT 1";
+
+fn watermark_from_row(row: Option<tokio_postgres::Row>) -> Result<Watermark, Error> {
+    match row {
+        None => Ok(Watermark::default()),
+        Some(r) => {
+            let mut v = [None; 6];
+            for (i, slot) in v.iter_mut().enumerate() {
+                *slot = r.try_get::<_, Option<i64>>(i)?;
+            }
+            Watermark::from_db(v)
+        }
+    }
+}
 
 /// The PostgreSQL store.
 pub(crate) struct PgStore {
@@ -221,22 +249,8 @@ impl Store for PgStore {
     }
 
     async fn watermark(&mut self, id: ValidatorId) -> Result<Watermark, Error> {
-        let st = self
-            .st(
-                "SELECT slot, source_epoch, target_epoch, pruned_slot, pruned_source_epoch, pruned_target_epoch
-                 FROM low_watermarks WHERE validator_id = $1",
-            )
-            .await?;
-        match self.client.query_opt(&st, &[&id]).await? {
-            None => Ok(Watermark::default()),
-            Some(r) => {
-                let mut v = [None; 6];
-                for (i, slot) in v.iter_mut().enumerate() {
-                    *slot = r.try_get::<_, Option<i64>>(i)?;
-                }
-                Watermark::from_db(v)
-            }
-        }
+        let st = self.st(WATERMARK).await?;
+        watermark_from_row(self.client.query_opt(&st, &[&id]).await?)
     }
 
     async fn set_watermark(&mut self, id: ValidatorId, wm: Watermark) -> Result<(), Error> {
@@ -256,9 +270,7 @@ impl Store for PgStore {
     }
 
     async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Root>, Error> {
-        let st = self
-            .st("SELECT signing_root FROM signed_blocks WHERE validator_id = $1 AND slot = $2")
-            .await?;
+        let st = self.st(BLOCK_ROOTS).await?;
         let rows = self.client.query(&st, &[&id, &to_db(slot)?]).await?;
         rows.into_iter()
             .map(|r| root_from_db(r.try_get(0)?))
@@ -280,9 +292,7 @@ impl Store for PgStore {
         id: ValidatorId,
         target: u64,
     ) -> Result<Vec<(u64, Root)>, Error> {
-        let st = self
-            .st("SELECT source_epoch, signing_root FROM signed_attestations WHERE validator_id = $1 AND target_epoch = $2")
-            .await?;
+        let st = self.st(ATTESTATIONS_AT).await?;
         let rows = self.client.query(&st, &[&id, &to_db(target)?]).await?;
         rows.into_iter()
             .map(|r| Ok((from_db(r.try_get(0)?)?, root_from_db(r.try_get(1)?)?)))
@@ -295,10 +305,7 @@ impl Store for PgStore {
         source: u64,
         target: u64,
     ) -> Result<Option<(u64, u64)>, Error> {
-        let st = self
-            .st("SELECT source_epoch, target_epoch FROM signed_attestations
-                 WHERE validator_id = $1 AND source_epoch < $2 AND target_epoch > $3 LIMIT 1")
-            .await?;
+        let st = self.st(SURROUNDING).await?;
         let row = self
             .client
             .query_opt(&st, &[&id, &to_db(source)?, &to_db(target)?])
@@ -313,10 +320,7 @@ impl Store for PgStore {
         source: u64,
         target: u64,
     ) -> Result<Option<(u64, u64)>, Error> {
-        let st = self
-            .st("SELECT source_epoch, target_epoch FROM signed_attestations
-                 WHERE validator_id = $1 AND source_epoch > $2 AND target_epoch < $3 LIMIT 1")
-            .await?;
+        let st = self.st(SURROUNDED).await?;
         let row = self
             .client
             .query_opt(&st, &[&id, &to_db(source)?, &to_db(target)?])
@@ -347,6 +351,63 @@ impl Store for PgStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn block_context(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+    ) -> Result<(Vec<Root>, Watermark), Error> {
+        // Prepare first (cached), then pipeline both reads on the connection.
+        let roots = self.st(BLOCK_ROOTS).await?;
+        let wm = self.st(WATERMARK).await?;
+        let slot = to_db(slot)?;
+        let (p_roots, p_wm): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+            (&[&id, &slot], &[&id]);
+        let (roots, wm) = futures::try_join!(
+            self.client.query(&roots, p_roots),
+            self.client.query_opt(&wm, p_wm),
+        )?;
+        let roots = roots
+            .into_iter()
+            .map(|r| root_from_db(r.try_get(0)?))
+            .collect::<Result<_, Error>>()?;
+        Ok((roots, watermark_from_row(wm)?))
+    }
+
+    async fn attestation_context(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<AttestationContext, Error> {
+        let at = self.st(ATTESTATIONS_AT).await?;
+        let wm = self.st(WATERMARK).await?;
+        let sing = self.st(SURROUNDING).await?;
+        let sed = self.st(SURROUNDED).await?;
+        let (s, t) = (to_db(source)?, to_db(target)?);
+        let p_at: &[&(dyn ToSql + Sync)] = &[&id, &t];
+        let p_wm: &[&(dyn ToSql + Sync)] = &[&id];
+        let p_range: &[&(dyn ToSql + Sync)] = &[&id, &s, &t];
+        let (at, wm, sing, sed) = futures::try_join!(
+            self.client.query(&at, p_at),
+            self.client.query_opt(&wm, p_wm),
+            self.client.query_opt(&sing, p_range),
+            self.client.query_opt(&sed, p_range),
+        )?;
+        let pair = |r: Option<tokio_postgres::Row>| -> Result<Option<(u64, u64)>, Error> {
+            r.map(|r| Ok((from_db(r.try_get(0)?)?, from_db(r.try_get(1)?)?)))
+                .transpose()
+        };
+        Ok(AttestationContext {
+            at_target: at
+                .into_iter()
+                .map(|r| Ok((from_db(r.try_get(0)?)?, root_from_db(r.try_get(1)?)?)))
+                .collect::<Result<_, Error>>()?,
+            watermark: watermark_from_row(wm)?,
+            surrounding: pair(sing)?,
+            surrounded: pair(sed)?,
+        })
     }
 
     async fn blocks(&mut self, id: ValidatorId) -> Result<Vec<(u64, Root)>, Error> {

@@ -79,6 +79,18 @@ fn merged_floor(current: Option<u64>, imported: u64, pruned: Option<u64>) -> u64
     pruned.map_or(merged, |p| merged.max(p))
 }
 
+/// The stored facts an attestation check needs.
+pub(crate) struct AttestationContext {
+    /// `(source, root)` of the votes at the requested target.
+    pub(crate) at_target: Vec<(u64, Root)>,
+    /// The validator's watermarks.
+    pub(crate) watermark: Watermark,
+    /// A stored vote surrounding the request.
+    pub(crate) surrounding: Option<(u64, u64)>,
+    /// A stored vote the request surrounds.
+    pub(crate) surrounded: Option<(u64, u64)>,
+}
+
 /// Primitive operations a backend offers. `begin`/`commit`/`rollback` bracket a transaction;
 /// `register` and `insert_gvr` are idempotent and may also run outside one.
 pub(crate) trait Store {
@@ -130,6 +142,29 @@ pub(crate) trait Store {
         target: u64,
         root: Root,
     ) -> Result<(), Error>;
+    /// Everything a block check reads: the roots at `slot` and the watermark. Backends with
+    /// network round trips override this to issue the reads together.
+    async fn block_context(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+    ) -> Result<(Vec<Root>, Watermark), Error> {
+        Ok((self.block_roots(id, slot).await?, self.watermark(id).await?))
+    }
+    /// Everything an attestation check reads (see [`AttestationContext`]).
+    async fn attestation_context(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<AttestationContext, Error> {
+        Ok(AttestationContext {
+            at_target: self.attestations_at(id, target).await?,
+            watermark: self.watermark(id).await?,
+            surrounding: self.surrounding(id, source, target).await?,
+            surrounded: self.surrounded(id, source, target).await?,
+        })
+    }
     /// Every block, by slot.
     async fn blocks(&mut self, id: ValidatorId) -> Result<Vec<(u64, Root)>, Error>;
     /// Every attestation `(source, target, root)`, by target.
@@ -184,7 +219,7 @@ async fn check_block<S: Store>(
     root: SigningRoot,
 ) -> Result<Verdict, Error> {
     to_db(slot)?;
-    let existing = store.block_roots(id, slot).await?;
+    let (existing, mut wm) = store.block_context(id, slot).await?;
     if !existing.is_empty() {
         if existing.iter().all(|r| *r == Some(root.0)) {
             return Ok(Verdict::Repeat);
@@ -198,7 +233,6 @@ async fn check_block<S: Store>(
         };
         return Ok(Verdict::Refused(refusal));
     }
-    let mut wm = store.watermark(id).await?;
     if let Some(low) = wm.slot {
         if slot <= low {
             return Ok(Verdict::Refused(Refusal::BlockSlotBelowWatermark {
@@ -229,7 +263,8 @@ async fn check_attestation<S: Store>(
         }));
     }
     to_db(target)?;
-    let existing = store.attestations_at(id, target).await?;
+    let ctx = store.attestation_context(id, source, target).await?;
+    let existing = ctx.at_target;
     if !existing.is_empty() {
         if existing
             .iter()
@@ -252,7 +287,7 @@ async fn check_attestation<S: Store>(
         };
         return Ok(Verdict::Refused(refusal));
     }
-    let mut wm = store.watermark(id).await?;
+    let mut wm = ctx.watermark;
     if let Some(low) = wm.source {
         if source < low {
             return Ok(Verdict::Refused(Refusal::SourceBelowWatermark {
@@ -269,7 +304,7 @@ async fn check_attestation<S: Store>(
             }));
         }
     }
-    if let Some((existing_source, existing_target)) = store.surrounding(id, source, target).await? {
+    if let Some((existing_source, existing_target)) = ctx.surrounding {
         return Ok(Verdict::Refused(Refusal::SurroundedVote {
             source_epoch: source,
             target_epoch: target,
@@ -277,7 +312,7 @@ async fn check_attestation<S: Store>(
             existing_target,
         }));
     }
-    if let Some((existing_source, existing_target)) = store.surrounded(id, source, target).await? {
+    if let Some((existing_source, existing_target)) = ctx.surrounded {
         return Ok(Verdict::Refused(Refusal::SurroundingVote {
             source_epoch: source,
             target_epoch: target,

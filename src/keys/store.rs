@@ -86,3 +86,11 @@ impl KeyStore {
         todo!()
     }
 }
+
+impl KeyStore {
+    /// Replaces the key set; returns (added, removed) public keys.
+    pub fn replace_all(&self, keys: Vec<LoadedKey>) -> (Vec<PublicKeyBytes>, Vec<PublicKeyBytes>) {
+        let _ = keys;
+        todo!()
+    }
+}

@@ -94,15 +94,16 @@ struct KeystoreJob {
 
 impl KeystoreJob {
     fn run(&self) -> Result<LoadedKey, String> {
-        let fail = |reason: String| format!("{}: {reason}", self.label);
-        let text = std::fs::read_to_string(&self.keystore_file).map_err(|e| {
-            fail(format!(
-                "cannot read keystore {}: {e}",
-                self.keystore_file.display()
-            ))
-        })?;
-        let keystore = Keystore::from_json(&text)
-            .map_err(|e| fail(format!("keystore {}: {e}", self.keystore_file.display())))?;
+        // Name the keystore only when the report is about another file (a key config).
+        let keystore = if self.keystore_file == self.report_path {
+            String::new()
+        } else {
+            format!("keystore {}: ", self.keystore_file.display())
+        };
+        let fail = |reason: String| format!("{}: {keystore}{reason}", self.label);
+        let text = std::fs::read_to_string(&self.keystore_file)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        let parsed = Keystore::from_json(&text).map_err(|e| fail(e.to_string()))?;
         let password = Password::from_file(&self.password_file)
             .map_err(|e| fail(format!("password file: {e}")))?;
         if self.refuse_empty_password && password.expose_secret().is_empty() {
@@ -111,9 +112,7 @@ impl KeystoreJob {
                 self.password_file.display()
             )));
         }
-        let secret = keystore
-            .decrypt(&password)
-            .map_err(|e| fail(format!("keystore {}: {e}", self.keystore_file.display())))?;
+        let secret = parsed.decrypt(&password).map_err(|e| fail(e.to_string()))?;
         Ok(LoadedKey {
             secret,
             origin: self.origin.clone(),

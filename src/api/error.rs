@@ -27,6 +27,9 @@ pub enum ApiError {
         /// Why.
         refusal: slashing::Refusal,
     },
+    /// A combiner could no longer reach the threshold because nodes refused (412).
+    #[error("refused by signer nodes: {0}")]
+    RefusedByNodes(String),
     /// The slashing-protection database failed (500; details logged).
     #[error("slashing protection database: {0}")]
     Slashing(#[from] slashing::Error),
@@ -56,7 +59,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UnknownKey(_) => StatusCode::NOT_FOUND,
-            Self::Refused { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::Refused { .. } | Self::RefusedByNodes(_) => StatusCode::PRECONDITION_FAILED,
             Self::Slashing(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -74,6 +77,7 @@ impl IntoResponse for ApiError {
             Self::Signing(e) => format!("{reason}: {e}"),
             Self::UnknownKey(pk) => format!("{reason}: no key for public key {pk}"),
             Self::Refused { refusal, .. } => format!("{reason}: {refusal}"),
+            Self::RefusedByNodes(m) => format!("{reason}: {m}"),
             Self::Unavailable(m) => format!("{reason}: {m}"),
             Self::Slashing(e) => {
                 tracing::error!(error = %e, "slashing protection database error");

@@ -25,6 +25,7 @@ mod health;
 mod reload;
 pub mod server;
 mod sign;
+pub(crate) use sign::signature_response;
 
 pub use error::ApiError;
 

@@ -86,8 +86,8 @@ fn reload_keys(state: &NodeState) -> Result<(String, Option<String>), String> {
         first_error = first_error.or_else(|| report.errors.first().map(|(p, e)| format!("{}: {e}", p.display())));
         loaded.extend(report.keys);
     }
-    let (added, removed) = state.keys.replace_all(loaded);
-    tracing::info!(added = added.len(), removed = removed.len(), "keys reloaded");
+    let diff = state.keys.replace_all(loaded);
+    tracing::info!(added = diff.added.len(), removed = diff.removed.len(), "keys reloaded");
     if let Ok(mut s) = state.load_status.write() {
         *s = status;
     }

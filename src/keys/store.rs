@@ -468,11 +468,3 @@ mod tests {
         assert!((r.keys_per_second() - 4.0).abs() < 1e-9);
     }
 }
-
-impl KeyStore {
-    /// Replaces the key set; returns (added, removed) public keys.
-    pub fn replace_all(&self, keys: Vec<LoadedKey>) -> (Vec<PublicKeyBytes>, Vec<PublicKeyBytes>) {
-        let _ = keys;
-        todo!()
-    }
-}

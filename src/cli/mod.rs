@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod bench;
 pub mod serve;
 pub mod slashing;
+pub mod threshold;
 
 /// dvsigner: threshold remote signer for Ethereum validators (Web3Signer API).
 #[derive(Debug, Parser)]
@@ -39,7 +40,14 @@ pub enum Command {
     /// Slashing-protection database maintenance (EIP-3076 interchange).
     #[command(subcommand)]
     SlashingProtection(slashing::SlashingCommand),
-    /// Run a local development signer over TLS and print how to connect clients.
+    /// Run a combiner in front of a cluster of signer nodes.
+    Combiner(threshold::CombinerArgs),
+    /// Split keystores into t-of-n share keystores and a cluster definition.
+    Split(threshold::SplitArgs),
+    /// Cluster definition tools.
+    #[command(subcommand)]
+    Cluster(threshold::ClusterCommand),
+    /// Run a local 3-of-4 cluster plus combiner over TLS and print how to connect clients.
     Dev(DevArgs),
     /// Load-test a Web3Signer-compatible URL and compare with raw blst signing.
     Bench(bench::BenchArgs),
@@ -111,7 +119,7 @@ pub struct DevArgs {
     /// Number of interop validators to serve.
     #[arg(long, default_value_t = 4)]
     pub validators: u64,
-    /// First port to use (node ports follow).
+    /// Combiner port; the four nodes use the next four ports.
     #[arg(long, default_value_t = 9100)]
     pub base_port: u16,
 }
@@ -124,6 +132,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Signer(args) => serve::run_signer(args, crate::dev::shutdown_signal()).await,
         Command::SlashingProtection(cmd) => slashing::run(cmd).await,
+        Command::Combiner(args) => threshold::run_combiner(args, crate::dev::shutdown_signal()).await,
+        Command::Split(args) => threshold::run_split(args),
+        Command::Cluster(cmd) => threshold::run_cluster(cmd),
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }

@@ -1,1 +1,5 @@
+#![allow(dead_code, unreachable_pub, missing_docs)]
+//! Shared test harness.
+
 pub mod node;
+pub mod process;

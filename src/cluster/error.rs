@@ -119,7 +119,7 @@ pub enum Error {
     GroupKeyMismatch {
         /// The group public key.
         validator: PublicKeyBytes,
-        /// commitments[0].
+        /// `commitments[0]`.
         found: PublicKeyBytes,
     },
     /// A share public key does not match the commitments.

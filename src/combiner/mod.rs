@@ -288,6 +288,10 @@ async fn combine_from_nodes(
                 names.join(", ")
             )));
         }
+        if failed.len() + refused.len() > n - t {
+            // Not enough nodes left to reach t: answer now instead of waiting for stragglers.
+            break;
+        }
         if candidates.len() >= t {
             if let Some(sig) = try_combine(c, v, root, &mut candidates, &mut verified, request_id).await? {
                 for (node, _, _) in &candidates {

@@ -2,4 +2,5 @@
 //! Shared test harness.
 
 pub mod node;
+pub mod pg;
 pub mod process;

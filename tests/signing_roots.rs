@@ -660,3 +660,45 @@ fn error_types_are_send_sync_static() {
     check::<Error>();
     check::<dvsigner::signing::network::Error>();
 }
+
+/// Roots and signatures from the independent oracle (`tests/oracle/generate.py`: remerkleable +
+/// py_ecc), every sign type and fork variant on mainnet, signed with interop key 0.
+#[test]
+fn oracle_fixtures_roots_and_signatures() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/fixtures.json");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read fixtures")).expect("json");
+    let sk = dvsigner::keys::secret::SecretKey::from_bytes(&hex_n::<32>(&doc["secret_key"]))
+        .expect("secret key");
+    // The well-known public key of interop validator 0.
+    assert_eq!(
+        sk.public_key().bytes().to_hex(),
+        "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c"
+    );
+    assert_eq!(
+        sk.public_key().bytes().to_hex(),
+        doc["public_key"].as_str().expect("pk")
+    );
+    let cases = doc["cases"].as_array().expect("cases");
+    let mut kinds = std::collections::HashSet::new();
+    for c in cases {
+        let name = c["name"].as_str().expect("name");
+        assert_eq!(c["network"], "mainnet");
+        let net =
+            Network::from_name_or_path(c["network"].as_str().expect("network")).expect("network");
+        let p = prep(&c["request"], &net).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.root.0, hex_n::<32>(&c["signing_root"]), "{name}");
+        assert_eq!(
+            sk.sign(&p.root).to_hex(),
+            c["signature"].as_str().expect("sig"),
+            "{name}"
+        );
+        kinds.insert(p.kind);
+    }
+    assert_eq!(
+        kinds.len(),
+        SignKind::ALL.len(),
+        "every sign type has an oracle case"
+    );
+    assert!(cases.len() >= 28);
+}

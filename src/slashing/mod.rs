@@ -1,6 +1,52 @@
-//! EIP-3076 slashing protection (INTERFACE STUB: the slashing helper replaces this).
+//! EIP-3076 slashing protection: an embedded SQLite database (default) or a shared PostgreSQL
+//! one, with interchange import/export, pruning, and group commit.
+//!
+//! Spec: <https://eips.ethereum.org/EIPS/eip-3076>; rules as Web3Signer applies them
+//! (`../shared/reference/web3signer-api.md` section 5). The database keeps every signed
+//! message with its signing root (EIP-3076's *complete* strategy), so an identical re-sign is
+//! a [`Verdict::Repeat`] and only slashable messages, or messages at or below the low
+//! watermarks, are refused:
+//! - block: refused when a different root, or an unknown (imported `null`) root, is stored at
+//!   the slot, or when the slot is at or below the low watermark;
+//! - attestation: refused when `source > target`; when another vote (or an unknown root) is
+//!   stored at the target; when `source` is below, or `target` at or below, the watermarks;
+//!   when it surrounds, or is surrounded by, a stored vote.
+//!
+//! Invariants:
+//! - **atomic**: all access goes through one writer (a dedicated thread per [`SlashingDb`])
+//!   that runs each batch in one transaction; PostgreSQL additionally locks each validator's
+//!   row (`FOR UPDATE`) and SQLite holds its write lock (`BEGIN IMMEDIATE`), so two processes
+//!   sharing a database cannot both pass a check for one validator;
+//! - **durable**: [`SlashingDb::check_and_record`] returns only after `COMMIT` (SQLite WAL with
+//!   `synchronous=FULL`; PostgreSQL commit);
+//! - **group commit**: concurrent requests are coalesced into one transaction (one fsync);
+//!   a refusal inside a batch records nothing and does not affect the others, and a database
+//!   error makes the batch fall back to one transaction per request;
+//! - the genesis validators root is stored on first use (or import); requests for another
+//!   chain are refused and imports for another chain fail.
+//!
+//! Layout: `rules.rs` (the rules, import/export/prune, over a `Store` trait), `sqlite.rs`,
+//! `postgres.rs` (the two stores and their migrations), `interchange.rs` (wire types).
+
+pub mod interchange;
+mod postgres;
+mod rules;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::bls::{PublicKeyBytes, SigningRoot};
+use interchange::Hash256;
+use rules::Store;
+
+/// Largest number of check-and-record requests committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Depth of the writer's request queue (senders wait when it is full).
+const QUEUE_DEPTH: usize = 65_536;
 
 /// What the database checks for a block or attestation request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,12 +65,114 @@ pub enum SlashableMessage {
     },
 }
 
-/// Why a request was refused (412).
+/// Why a request was refused (HTTP 412). Nothing is recorded for a refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// Placeholder.
-    #[error("refused")]
-    Refused,
+    /// Another block with a different signing root was signed at this slot.
+    #[error("double block proposal at slot {slot}: already signed root {}", existing_root.to_hex())]
+    DoubleBlockProposal {
+        /// The requested slot.
+        slot: u64,
+        /// The root already signed there.
+        existing_root: SigningRoot,
+    },
+    /// A block was imported at this slot without a signing root, so no block may be signed
+    /// there.
+    #[error("a block with unknown signing root is recorded at slot {slot}")]
+    NullRootAtSlot {
+        /// The requested slot.
+        slot: u64,
+    },
+    /// The slot is at or below the validator's low watermark (and not a repeat).
+    #[error("block slot {slot} is at or below the low watermark {watermark}")]
+    BlockSlotBelowWatermark {
+        /// The requested slot.
+        slot: u64,
+        /// The lowest slot that may still be signed, as a repeat only.
+        watermark: u64,
+    },
+    /// The attestation's source epoch is greater than its target epoch.
+    #[error("attestation source epoch {source_epoch} is greater than target epoch {target_epoch}")]
+    SourceGreaterThanTarget {
+        /// Source epoch.
+        source_epoch: u64,
+        /// Target epoch.
+        target_epoch: u64,
+    },
+    /// Another attestation with this target epoch was signed.
+    #[error("double vote at target epoch {target_epoch}: already signed source {existing_source} with root {}", existing_root.to_hex())]
+    DoubleVote {
+        /// The requested target epoch.
+        target_epoch: u64,
+        /// The stored vote's source epoch.
+        existing_source: u64,
+        /// The stored vote's signing root.
+        existing_root: SigningRoot,
+    },
+    /// An attestation was imported at this target without a signing root, so no attestation
+    /// may be signed with this target.
+    #[error("an attestation with unknown signing root is recorded at target epoch {target_epoch}")]
+    NullRootAtTarget {
+        /// The requested target epoch.
+        target_epoch: u64,
+    },
+    /// The request surrounds a stored vote (`new.source < old.source`, `old.target < new.target`).
+    #[error("attestation {source_epoch}→{target_epoch} surrounds signed attestation {existing_source}→{existing_target}")]
+    SurroundingVote {
+        /// Requested source epoch.
+        source_epoch: u64,
+        /// Requested target epoch.
+        target_epoch: u64,
+        /// The surrounded vote's source.
+        existing_source: u64,
+        /// The surrounded vote's target.
+        existing_target: u64,
+    },
+    /// The request is surrounded by a stored vote (`old.source < new.source`,
+    /// `new.target < old.target`).
+    #[error("attestation {source_epoch}→{target_epoch} is surrounded by signed attestation {existing_source}→{existing_target}")]
+    SurroundedVote {
+        /// Requested source epoch.
+        source_epoch: u64,
+        /// Requested target epoch.
+        target_epoch: u64,
+        /// The surrounding vote's source.
+        existing_source: u64,
+        /// The surrounding vote's target.
+        existing_target: u64,
+    },
+    /// The source epoch is below the validator's low source watermark.
+    #[error("attestation source epoch {source_epoch} is below the low watermark {watermark}")]
+    SourceBelowWatermark {
+        /// Requested source epoch.
+        source_epoch: u64,
+        /// Lowest source epoch that may be signed.
+        watermark: u64,
+    },
+    /// The target epoch is at or below the validator's low target watermark (and not a repeat).
+    #[error(
+        "attestation target epoch {target_epoch} is at or below the low watermark {watermark}"
+    )]
+    TargetBelowWatermark {
+        /// Requested target epoch.
+        target_epoch: u64,
+        /// The lowest target epoch that may still be signed, as a repeat only.
+        watermark: u64,
+    },
+    /// The request is for another chain than the one the database belongs to.
+    #[error("genesis validators root {} differs from the database's {}", requested.to_hex(), stored.to_hex())]
+    WrongGenesisValidatorsRoot {
+        /// The root the database stores.
+        stored: SigningRoot,
+        /// The root of the request.
+        requested: SigningRoot,
+    },
+    /// The validator was disabled (keymanager delete); only an import enables it again.
+    #[error("validator {pubkey} is disabled")]
+    ValidatorDisabled {
+        /// The validator.
+        pubkey: PublicKeyBytes,
+    },
 }
 
 /// Outcome of a check-and-record.
@@ -32,39 +180,217 @@ pub enum Refusal {
 pub enum Verdict {
     /// New message, recorded durably.
     Allowed,
-    /// Identical to a recorded message.
+    /// Identical to a recorded message (same slot or epochs, same signing root): safe to sign.
     Repeat,
     /// Slashable or otherwise refused; nothing recorded.
     Refused(Refusal),
 }
 
-/// Database errors (500).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Placeholder.
-    #[error("db: {0}")]
-    Db(String),
+impl Verdict {
+    /// Whether the message may be signed (`Allowed` or `Repeat`).
+    pub fn is_safe(&self) -> bool {
+        matches!(self, Self::Allowed | Self::Repeat)
+    }
 }
 
-/// A slashing-protection database handle (cheap to clone).
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Distinct validators in the document.
+    pub validators: usize,
+    /// Block entries stored.
+    pub blocks: usize,
+    /// Attestation entries stored.
+    pub attestations: usize,
+    /// Entries already stored identically (not stored twice).
+    pub skipped: usize,
+}
+
+/// Database, corruption and interchange errors (HTTP 500; never used for a refusal).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database URL is neither `sqlite:PATH`, a path, nor `postgres://…`.
+    #[error("unsupported slashing database url {0:?}")]
+    InvalidUrl(String),
+    /// A file-system operation on the SQLite file failed.
+    #[error("slashing database file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database holds something this code never writes.
+    #[error("corrupt slashing database: {0}")]
+    Corrupt(String),
+    /// The database was migrated by a newer dvsigner.
+    #[error("database schema version {found} is newer than the supported {supported}")]
+    SchemaTooNew {
+        /// Version found.
+        found: u64,
+        /// Highest version this build knows.
+        supported: u64,
+    },
+    /// A slot or epoch does not fit the database's signed 64-bit integers.
+    #[error("slot or epoch {value} is out of range (max 2^63-1)")]
+    OutOfRange {
+        /// The value.
+        value: u64,
+    },
+    /// The interchange document is not valid JSON of the EIP-3076 schema.
+    #[error("invalid interchange document: {0}")]
+    InvalidInterchange(String),
+    /// The interchange format version is not "5".
+    #[error("unsupported interchange format version {0:?} (only \"5\")")]
+    UnsupportedInterchangeVersion(String),
+    /// The interchange belongs to another chain than the database.
+    #[error("interchange genesis validators root {interchange:?} differs from the database's {database:?}")]
+    GenesisValidatorsRootMismatch {
+        /// The database's root.
+        database: Hash256,
+        /// The document's root.
+        interchange: Hash256,
+    },
+    /// Export was asked before any request or import stored a genesis validators root.
+    #[error("the database has no genesis validators root yet")]
+    NoGenesisValidatorsRoot,
+    /// The writer thread stopped (it panicked or could not start).
+    #[error("slashing database writer stopped")]
+    WriterStopped,
+}
+
+/// A slashing-protection database handle (cheap to clone; all clones share one writer).
 #[derive(Clone)]
-pub struct SlashingDb;
+pub struct SlashingDb {
+    queue: Arc<mpsc::Sender<Job>>,
+    backend: Backend,
+}
+
+/// Which backend a [`SlashingDb`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn parse_url(url: &str) -> Result<Location, Error> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Location::Postgres(url.to_owned()));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.is_empty() || path.contains("://") {
+        return Err(Error::InvalidUrl(redact(url)));
+    }
+    Ok(Location::Sqlite(PathBuf::from(path)))
+}
+
+/// Drops anything after `://` up to `@` (credentials) for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://…@{}", &url[..s], &url[a + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+struct CheckJob {
+    pubkey: PublicKeyBytes,
+    gvr: [u8; 32],
+    msg: SlashableMessage,
+    root: SigningRoot,
+    reply: oneshot::Sender<Result<Verdict, Error>>,
+}
+
+enum Op {
+    Ping(oneshot::Sender<Result<(), Error>>),
+    EnsureGvr([u8; 32], oneshot::Sender<Result<(), Error>>),
+    Register(Vec<PublicKeyBytes>, oneshot::Sender<Result<(), Error>>),
+    SetEnabled(PublicKeyBytes, bool, oneshot::Sender<Result<(), Error>>),
+    Import(
+        Box<interchange::Interchange>,
+        oneshot::Sender<Result<ImportReport, Error>>,
+    ),
+    Export(
+        Option<Vec<PublicKeyBytes>>,
+        oneshot::Sender<Result<interchange::Interchange, Error>>,
+    ),
+    Prune {
+        epochs_to_keep: u64,
+        slots_per_epoch: u64,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+}
+
+enum Job {
+    Check(CheckJob),
+    Op(Op),
+}
 
 impl SlashingDb {
-    /// Opens `sqlite:PATH` or `postgres://…`, applying migrations.
+    /// Opens `sqlite:PATH` (or a bare path) or `postgres://…` / `postgresql://…`, creating the
+    /// SQLite file with mode 0600 and applying migrations, and starts the writer thread.
     ///
     /// # Errors
-    /// [`Error`] when the database cannot be opened or migrated.
+    /// [`Error`] when the URL is not understood or the database cannot be opened or migrated.
     pub async fn open(url: &str) -> Result<Self, Error> {
-        let _ = url;
-        todo!()
+        let location = parse_url(url)?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let backend = match location {
+            Location::Sqlite(path) => {
+                std::thread::Builder::new()
+                    .name("slashing-sqlite".into())
+                    .spawn(move || sqlite_writer(path, rx, ready_tx))
+                    .map_err(|e| Error::Io {
+                        path: "writer thread".into(),
+                        source: e,
+                    })?;
+                Backend::Sqlite
+            }
+            Location::Postgres(url) => {
+                std::thread::Builder::new()
+                    .name("slashing-postgres".into())
+                    .spawn(move || postgres_writer(url, rx, ready_tx))
+                    .map_err(|e| Error::Io {
+                        path: "writer thread".into(),
+                        source: e,
+                    })?;
+                Backend::Postgres
+            }
+        };
+        ready_rx.await.map_err(|_| Error::WriterStopped)??;
+        Ok(Self {
+            queue: Arc::new(tx),
+            backend,
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Atomically checks `msg` against the history of `pubkey` and records it when allowed;
-    /// the record is durable before this returns.
+    /// the record is durable before this returns. Unknown validators are registered on first
+    /// use; the first request (or import) stores the genesis validators root.
     ///
     /// # Errors
-    /// [`Error`] on database failure (never for a refusal).
+    /// [`Error`] on database failure (never for a refusal, which is `Ok(Verdict::Refused)`).
     pub async fn check_and_record(
         &self,
         pubkey: PublicKeyBytes,
@@ -72,16 +398,439 @@ impl SlashingDb {
         msg: SlashableMessage,
         root: SigningRoot,
     ) -> Result<Verdict, Error> {
-        let _ = (pubkey, genesis_validators_root, msg, root);
-        todo!()
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Check(CheckJob {
+            pubkey,
+            gvr: genesis_validators_root,
+            msg,
+            root,
+            reply,
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        rx.await.map_err(|_| Error::WriterStopped)?
     }
 
-    /// Health probe (`SELECT 1`).
+    async fn op<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Op,
+    ) -> Result<T, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .send(Job::Op(make(reply)))
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        rx.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Health probe (`SELECT 1` through the writer).
     ///
     /// # Errors
     /// [`Error`] when the database does not answer.
     pub async fn ping(&self) -> Result<(), Error> {
-        todo!()
+        self.op(Op::Ping).await
+    }
+
+    /// Pins the database to a chain: stores `genesis_validators_root` when none is stored yet.
+    ///
+    /// # Errors
+    /// [`Error::GenesisValidatorsRootMismatch`] when another root is stored; database errors.
+    pub async fn ensure_genesis_validators_root(
+        &self,
+        genesis_validators_root: [u8; 32],
+    ) -> Result<(), Error> {
+        self.op(|r| Op::EnsureGvr(genesis_validators_root, r)).await
+    }
+
+    /// Registers validators (idempotent), enabled unless they were disabled before.
+    ///
+    /// # Errors
+    /// [`Error`] on database failure.
+    pub async fn register_validators(&self, pubkeys: &[PublicKeyBytes]) -> Result<(), Error> {
+        let mut keys = pubkeys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        self.op(|r| Op::Register(keys, r)).await
+    }
+
+    /// Enables or disables a validator (registering it if needed). A disabled validator's
+    /// requests are refused with [`Refusal::ValidatorDisabled`].
+    ///
+    /// # Errors
+    /// [`Error`] on database failure.
+    pub async fn set_enabled(&self, pubkey: PublicKeyBytes, enabled: bool) -> Result<(), Error> {
+        self.op(|r| Op::SetEnabled(pubkey, enabled, r)).await
+    }
+
+    /// Imports an EIP-3076 (version "5") document in one transaction: all of it or nothing.
+    /// Entries without `signing_root` are stored as unknown roots (they block the slot or
+    /// target); low watermarks rise to the minimum imported slot / source / target; imported
+    /// validators are enabled.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInterchange`], [`Error::UnsupportedInterchangeVersion`],
+    /// [`Error::GenesisValidatorsRootMismatch`], [`Error::OutOfRange`], or a database error; in
+    /// every case nothing was imported.
+    pub async fn import_interchange(&self, json: &str) -> Result<ImportReport, Error> {
+        let doc = Box::new(rules::parse_interchange(json)?);
+        self.op(|r| Op::Import(doc, r)).await
+    }
+
+    /// Exports the history (format version "5") of every registered validator, or only of
+    /// those in `filter`, as pretty JSON.
+    ///
+    /// # Errors
+    /// [`Error::NoGenesisValidatorsRoot`] for a database that never stored one; database errors.
+    pub async fn export_interchange(
+        &self,
+        filter: Option<&[PublicKeyBytes]>,
+    ) -> Result<String, Error> {
+        let doc = self.export(filter).await?;
+        serde_json::to_string_pretty(&doc).map_err(|e| Error::InvalidInterchange(e.to_string()))
+    }
+
+    /// As [`SlashingDb::export_interchange`], as a typed document (e.g. for peer sync).
+    ///
+    /// # Errors
+    /// As [`SlashingDb::export_interchange`].
+    pub async fn export(
+        &self,
+        filter: Option<&[PublicKeyBytes]>,
+    ) -> Result<interchange::Interchange, Error> {
+        let filter = filter.map(<[PublicKeyBytes]>::to_vec);
+        self.op(|r| Op::Export(filter, r)).await
+    }
+
+    /// Web3Signer-style pruning: per validator, raises the low watermarks to the nearest stored
+    /// entry within the last `epochs_to_keep` epochs of its history (blocks:
+    /// `epochs_to_keep * slots_per_epoch` slots) and deletes the rows below them. The rules
+    /// hold unchanged afterwards. Returns the number of rows deleted.
+    ///
+    /// # Errors
+    /// [`Error`] on database failure (nothing is pruned then).
+    pub async fn prune(&self, epochs_to_keep: u64, slots_per_epoch: u64) -> Result<u64, Error> {
+        self.op(|reply| Op::Prune {
+            epochs_to_keep,
+            slots_per_epoch,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Writer state that survives between batches; only updated after a commit.
+#[derive(Default)]
+struct WriterState {
+    gvr: Option<[u8; 32]>,
+    known: std::collections::HashSet<PublicKeyBytes>,
+}
+
+fn sqlite_writer(
+    path: PathBuf,
+    mut rx: mpsc::Receiver<Job>,
+    ready: oneshot::Sender<Result<(), Error>>,
+) {
+    let mut store = match sqlite::SqliteStore::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if ready.send(Ok(())).is_err() {
+        return;
+    }
+    let mut state = WriterState::default();
+    while let Some(first) = rx.blocking_recv() {
+        let (checks, op) = drain(first, &mut rx);
+        futures::executor::block_on(serve(&mut store, &mut state, checks, op));
+    }
+}
+
+fn postgres_writer(
+    url: String,
+    mut rx: mpsc::Receiver<Job>,
+    ready: oneshot::Sender<Result<(), Error>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(Error::Io {
+                path: "postgres runtime".into(),
+                source: e,
+            }));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut store = match postgres::PgStore::open(&url).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        if ready.send(Ok(())).is_err() {
+            return;
+        }
+        let mut state = WriterState::default();
+        while let Some(first) = rx.recv().await {
+            let (checks, op) = drain(first, &mut rx);
+            serve(&mut store, &mut state, checks, op).await;
+        }
+    });
+}
+
+/// Takes every queued check (up to [`MAX_BATCH`]) after `first`, stopping at the first other
+/// operation, which runs after the batch.
+fn drain(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Vec<CheckJob>, Option<Op>) {
+    let mut checks = Vec::new();
+    match first {
+        Job::Op(op) => return (checks, Some(op)),
+        Job::Check(c) => checks.push(c),
+    }
+    while checks.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Job::Check(c)) => checks.push(c),
+            Ok(Job::Op(op)) => return (checks, Some(op)),
+            Err(_) => break,
+        }
+    }
+    (checks, None)
+}
+
+async fn serve<S: Store>(
+    store: &mut S,
+    state: &mut WriterState,
+    checks: Vec<CheckJob>,
+    op: Option<Op>,
+) {
+    if !checks.is_empty() {
+        serve_checks(store, state, checks).await;
+    }
+    if let Some(op) = op {
+        serve_op(store, state, op).await;
+    }
+}
+
+async fn serve_checks<S: Store>(store: &mut S, state: &mut WriterState, checks: Vec<CheckJob>) {
+    match check_batch(store, state, &checks).await {
+        Ok(verdicts) => {
+            for (job, verdict) in checks.into_iter().zip(verdicts) {
+                let _ = job.reply.send(Ok(verdict));
+            }
+        }
+        Err(e) => {
+            let _ = store.rollback().await;
+            if checks.len() == 1 {
+                if let Some(job) = checks.into_iter().next() {
+                    let _ = job.reply.send(Err(e));
+                }
+                return;
+            }
+            tracing::warn!(error = %e, size = checks.len(), "slashing batch failed, retrying one by one");
+            for job in checks {
+                let result = check_batch(store, state, std::slice::from_ref(&job)).await;
+                if result.is_err() {
+                    let _ = store.rollback().await;
+                }
+                let _ = job
+                    .reply
+                    .send(result.and_then(|mut v| v.pop().ok_or(Error::WriterStopped)));
+            }
+        }
+    }
+}
+
+/// Checks and records a batch in one transaction; refusals record nothing.
+async fn check_batch<S: Store>(
+    store: &mut S,
+    state: &mut WriterState,
+    jobs: &[CheckJob],
+) -> Result<Vec<Verdict>, Error> {
+    let stored_gvr = match state.gvr {
+        Some(g) => g,
+        None => {
+            // invariant: callers never pass an empty batch
+            let first = jobs.first().map(|j| j.gvr).ok_or(Error::WriterStopped)?;
+            store.insert_gvr(first).await?;
+            let g = store
+                .gvr()
+                .await?
+                .ok_or_else(|| Error::Corrupt("genesis validators root not stored".into()))?;
+            state.gvr = Some(g);
+            g
+        }
+    };
+    let mut pubkeys: Vec<PublicKeyBytes> = jobs.iter().map(|j| j.pubkey).collect();
+    pubkeys.sort_unstable();
+    pubkeys.dedup();
+    let unknown: Vec<PublicKeyBytes> = pubkeys
+        .iter()
+        .filter(|p| !state.known.contains(p))
+        .copied()
+        .collect();
+    if !unknown.is_empty() {
+        store.register(&unknown).await?;
+        state.known.extend(unknown);
+    }
+    store.begin().await?;
+    let ids = store.lock_validators(&pubkeys).await?;
+    let mut verdicts = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.gvr != stored_gvr {
+            verdicts.push(Verdict::Refused(Refusal::WrongGenesisValidatorsRoot {
+                stored: SigningRoot(stored_gvr),
+                requested: SigningRoot(job.gvr),
+            }));
+            continue;
+        }
+        let &(id, enabled) = ids
+            .get(&job.pubkey)
+            .ok_or_else(|| Error::Corrupt(format!("validator {} is not registered", job.pubkey)))?;
+        if !enabled {
+            verdicts.push(Verdict::Refused(Refusal::ValidatorDisabled {
+                pubkey: job.pubkey,
+            }));
+            continue;
+        }
+        verdicts.push(rules::check(store, id, job.msg, job.root).await?);
+    }
+    store.commit().await?;
+    Ok(verdicts)
+}
+
+async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
+    match op {
+        Op::Ping(reply) => {
+            let _ = reply.send(store.ping().await);
+        }
+        Op::EnsureGvr(gvr, reply) => {
+            let r = in_txn(store, async |s: &mut S| {
+                s.insert_gvr(gvr).await?;
+                match s.gvr().await? {
+                    Some(stored) if stored == gvr => Ok(()),
+                    Some(stored) => Err(Error::GenesisValidatorsRootMismatch {
+                        database: Hash256(stored),
+                        interchange: Hash256(gvr),
+                    }),
+                    None => Err(Error::Corrupt("genesis validators root not stored".into())),
+                }
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+        Op::Register(keys, reply) => {
+            let r = store.register(&keys).await;
+            if r.is_ok() {
+                state.known.extend(keys);
+            }
+            let _ = reply.send(r);
+        }
+        Op::SetEnabled(pubkey, enabled, reply) => {
+            let r = in_txn(store, async |s: &mut S| {
+                s.register(&[pubkey]).await?;
+                let ids = s.lock_validators(&[pubkey]).await?;
+                let &(id, _) = ids
+                    .get(&pubkey)
+                    .ok_or_else(|| Error::Corrupt(format!("validator {pubkey} not registered")))?;
+                s.set_enabled(id, enabled).await
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+        Op::Import(doc, reply) => {
+            let r = in_txn(store, async |s: &mut S| rules::import(s, &doc).await).await;
+            if r.is_ok() {
+                // The import may have stored the root; re-read it on the next batch.
+                state.gvr = None;
+            }
+            let _ = reply.send(r);
+        }
+        Op::Export(filter, reply) => {
+            let r = in_txn(store, async |s: &mut S| {
+                rules::export(s, filter.as_deref()).await
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+        Op::Prune {
+            epochs_to_keep,
+            slots_per_epoch,
+            reply,
+        } => {
+            let r = in_txn(store, async |s: &mut S| {
+                let validators = s.all_validators().await?;
+                let keys: Vec<PublicKeyBytes> = validators.iter().map(|(pk, _)| *pk).collect();
+                s.lock_validators(&keys).await?;
+                let mut deleted = 0;
+                for (_, id) in validators {
+                    deleted +=
+                        rules::prune_validator(s, id, epochs_to_keep, slots_per_epoch).await?;
+                }
+                Ok(deleted)
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// Runs `f` in one transaction, committing on success and rolling back on error.
+async fn in_txn<S: Store, T>(
+    store: &mut S,
+    f: impl AsyncFnOnce(&mut S) -> Result<T, Error>,
+) -> Result<T, Error> {
+    store.begin().await?;
+    match f(store).await {
+        Ok(v) => {
+            store.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = store.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+        check::<Refusal>();
+    }
+
+    #[test]
+    fn urls_select_the_backend() {
+        assert!(
+            matches!(parse_url("sqlite:/tmp/x.db"), Ok(Location::Sqlite(p)) if p == Path::new("/tmp/x.db"))
+        );
+        assert!(
+            matches!(parse_url("/tmp/y.db"), Ok(Location::Sqlite(p)) if p == Path::new("/tmp/y.db"))
+        );
+        assert!(matches!(
+            parse_url("postgres://u:p@h/db"),
+            Ok(Location::Postgres(_))
+        ));
+        assert!(matches!(
+            parse_url("postgresql://h/db"),
+            Ok(Location::Postgres(_))
+        ));
+        assert!(
+            matches!(parse_url("mysql://u:secret@h/db"), Err(Error::InvalidUrl(u)) if !u.contains("secret"))
+        );
+        assert!(parse_url("").is_err());
     }
 }
 

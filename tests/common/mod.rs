@@ -1,5 +1,5 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
-//! Shared test harness.
+//! Shared test harnesses.
 
 pub mod node;
 pub mod pg;

@@ -1,0 +1,515 @@
+//! The EIP-3076 rules (complete strategy), written once against the [`Store`] trait that both
+//! backends implement, plus the import / export / prune procedures.
+//!
+//! Every function here runs inside a transaction that the caller opened on the store, so the
+//! read-check-insert sequence is atomic per validator (the caller has locked its row).
+//!
+//! Invariants kept in the tables:
+//! - a stored root of `None` means "signed, root unknown" and conflicts with every request;
+//! - the low watermark of a validator only rises (import, prune), and is first set by its first
+//!   signature;
+//! - rows below the low watermark may be deleted (prune) without weakening any rule, because
+//!   the watermark then refuses everything they could have refused.
+
+use std::collections::HashMap;
+
+use super::interchange::{self, Hash256, Interchange, SignedAttestation, SignedBlock};
+use super::{Error, ImportReport, Refusal, SlashableMessage, Verdict};
+use crate::bls::{PublicKeyBytes, SigningRoot};
+
+/// A stored signing root: `None` when the message was imported without one.
+pub(crate) type Root = Option<[u8; 32]>;
+
+/// Row id of a validator.
+pub(crate) type ValidatorId = i64;
+
+/// A validator's low watermarks (floors); `None` until first set.
+///
+/// `slot`/`source`/`target` are the floors the rules apply. An import may lower them to the
+/// minimum of everything now stored (EIP-3076 complete strategy: the union of the histories is
+/// known), but never below the `pruned_*` floors, under which rows were deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Watermark {
+    /// Block slots at or below this are refused unless they repeat a stored block.
+    pub(crate) slot: Option<u64>,
+    /// Attestation source epochs below this are refused.
+    pub(crate) source: Option<u64>,
+    /// Attestation target epochs at or below this are refused unless they repeat.
+    pub(crate) target: Option<u64>,
+    /// Highest slot floor a prune set (rows below it are gone).
+    pub(crate) pruned_slot: Option<u64>,
+    /// Highest source floor a prune set.
+    pub(crate) pruned_source: Option<u64>,
+    /// Highest target floor a prune set.
+    pub(crate) pruned_target: Option<u64>,
+}
+
+impl Watermark {
+    /// From the six nullable columns, in declaration order.
+    pub(crate) fn from_db(v: [Option<i64>; 6]) -> Result<Self, Error> {
+        let f = |x: Option<i64>| x.map(from_db).transpose();
+        Ok(Self {
+            slot: f(v[0])?,
+            source: f(v[1])?,
+            target: f(v[2])?,
+            pruned_slot: f(v[3])?,
+            pruned_source: f(v[4])?,
+            pruned_target: f(v[5])?,
+        })
+    }
+
+    /// To the six nullable columns, in declaration order.
+    pub(crate) fn to_db(self) -> Result<[Option<i64>; 6], Error> {
+        let f = |x: Option<u64>| x.map(to_db).transpose();
+        Ok([
+            f(self.slot)?,
+            f(self.source)?,
+            f(self.target)?,
+            f(self.pruned_slot)?,
+            f(self.pruned_source)?,
+            f(self.pruned_target)?,
+        ])
+    }
+}
+
+/// The floor after importing entries whose minimum is `imported`: the lower of the two (both
+/// histories are now stored), but never below what pruning deleted.
+fn merged_floor(current: Option<u64>, imported: u64, pruned: Option<u64>) -> u64 {
+    let merged = current.map_or(imported, |c| c.min(imported));
+    pruned.map_or(merged, |p| merged.max(p))
+}
+
+/// Primitive operations a backend offers. `begin`/`commit`/`rollback` bracket a transaction;
+/// `register` and `insert_gvr` are idempotent and may also run outside one.
+pub(crate) trait Store {
+    async fn begin(&mut self) -> Result<(), Error>;
+    async fn commit(&mut self) -> Result<(), Error>;
+    async fn rollback(&mut self) -> Result<(), Error>;
+    async fn ping(&mut self) -> Result<(), Error>;
+    /// Inserts the validators that are missing (in the given order).
+    async fn register(&mut self, pubkeys: &[PublicKeyBytes]) -> Result<(), Error>;
+    /// Locks the rows of these (registered) validators until the end of the transaction, in
+    /// ascending id order, and returns `(id, enabled)` for each.
+    async fn lock_validators(
+        &mut self,
+        pubkeys: &[PublicKeyBytes],
+    ) -> Result<HashMap<PublicKeyBytes, (ValidatorId, bool)>, Error>;
+    async fn all_validators(&mut self) -> Result<Vec<(PublicKeyBytes, ValidatorId)>, Error>;
+    async fn set_enabled(&mut self, id: ValidatorId, enabled: bool) -> Result<(), Error>;
+    async fn gvr(&mut self) -> Result<Option<[u8; 32]>, Error>;
+    /// Stores the genesis validators root unless one is already stored.
+    async fn insert_gvr(&mut self, gvr: [u8; 32]) -> Result<(), Error>;
+    async fn watermark(&mut self, id: ValidatorId) -> Result<Watermark, Error>;
+    async fn set_watermark(&mut self, id: ValidatorId, wm: Watermark) -> Result<(), Error>;
+    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Root>, Error>;
+    async fn insert_block(&mut self, id: ValidatorId, slot: u64, root: Root) -> Result<(), Error>;
+    /// `(source, root)` of every attestation at `target`.
+    async fn attestations_at(
+        &mut self,
+        id: ValidatorId,
+        target: u64,
+    ) -> Result<Vec<(u64, Root)>, Error>;
+    /// An attestation `(s, t)` with `s < source && t > target`, if any.
+    async fn surrounding(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<(u64, u64)>, Error>;
+    /// An attestation `(s, t)` with `s > source && t < target`, if any.
+    async fn surrounded(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<(u64, u64)>, Error>;
+    async fn insert_attestation(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+        root: Root,
+    ) -> Result<(), Error>;
+    /// Every block, by slot.
+    async fn blocks(&mut self, id: ValidatorId) -> Result<Vec<(u64, Root)>, Error>;
+    /// Every attestation `(source, target, root)`, by target.
+    async fn attestations(&mut self, id: ValidatorId) -> Result<Vec<(u64, u64, Root)>, Error>;
+    async fn delete_blocks_below(&mut self, id: ValidatorId, slot: u64) -> Result<(), Error>;
+    async fn delete_attestations_below(
+        &mut self,
+        id: ValidatorId,
+        target: u64,
+    ) -> Result<(), Error>;
+}
+
+/// Converts a `u64` to the signed 64-bit integer both databases store.
+pub(crate) fn to_db(v: u64) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::OutOfRange { value: v })
+}
+
+/// Converts a stored integer back.
+pub(crate) fn from_db(v: i64) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative slot or epoch {v}")))
+}
+
+/// Converts a stored root blob back.
+pub(crate) fn root_from_db(v: Option<Vec<u8>>) -> Result<Root, Error> {
+    v.map(|b| {
+        <[u8; 32]>::try_from(b.as_slice())
+            .map_err(|_| Error::Corrupt(format!("signing root of {} bytes", b.len())))
+    })
+    .transpose()
+}
+
+/// Checks one message of an enabled validator and records it when allowed.
+pub(crate) async fn check<S: Store>(
+    store: &mut S,
+    id: ValidatorId,
+    msg: SlashableMessage,
+    root: SigningRoot,
+) -> Result<Verdict, Error> {
+    match msg {
+        SlashableMessage::Block { slot } => check_block(store, id, slot, root).await,
+        SlashableMessage::Attestation {
+            source_epoch,
+            target_epoch,
+        } => check_attestation(store, id, source_epoch, target_epoch, root).await,
+    }
+}
+
+async fn check_block<S: Store>(
+    store: &mut S,
+    id: ValidatorId,
+    slot: u64,
+    root: SigningRoot,
+) -> Result<Verdict, Error> {
+    to_db(slot)?;
+    let existing = store.block_roots(id, slot).await?;
+    if !existing.is_empty() {
+        if existing.iter().all(|r| *r == Some(root.0)) {
+            return Ok(Verdict::Repeat);
+        }
+        let refusal = match existing.iter().find(|r| **r != Some(root.0)) {
+            Some(Some(other)) => Refusal::DoubleBlockProposal {
+                slot,
+                existing_root: SigningRoot(*other),
+            },
+            _ => Refusal::NullRootAtSlot { slot },
+        };
+        return Ok(Verdict::Refused(refusal));
+    }
+    let mut wm = store.watermark(id).await?;
+    if let Some(low) = wm.slot {
+        if slot <= low {
+            return Ok(Verdict::Refused(Refusal::BlockSlotBelowWatermark {
+                slot,
+                watermark: low,
+            }));
+        }
+    }
+    store.insert_block(id, slot, Some(root.0)).await?;
+    if wm.slot.is_none() {
+        wm.slot = Some(slot);
+        store.set_watermark(id, wm).await?;
+    }
+    Ok(Verdict::Allowed)
+}
+
+async fn check_attestation<S: Store>(
+    store: &mut S,
+    id: ValidatorId,
+    source: u64,
+    target: u64,
+    root: SigningRoot,
+) -> Result<Verdict, Error> {
+    if source > target {
+        return Ok(Verdict::Refused(Refusal::SourceGreaterThanTarget {
+            source_epoch: source,
+            target_epoch: target,
+        }));
+    }
+    to_db(target)?;
+    let existing = store.attestations_at(id, target).await?;
+    if !existing.is_empty() {
+        if existing
+            .iter()
+            .all(|(s, r)| *s == source && *r == Some(root.0))
+        {
+            return Ok(Verdict::Repeat);
+        }
+        let refusal = match existing
+            .iter()
+            .find(|(s, r)| *s != source || *r != Some(root.0))
+        {
+            Some((_, None)) | None => Refusal::NullRootAtTarget {
+                target_epoch: target,
+            },
+            Some((existing_source, Some(other))) => Refusal::DoubleVote {
+                target_epoch: target,
+                existing_source: *existing_source,
+                existing_root: SigningRoot(*other),
+            },
+        };
+        return Ok(Verdict::Refused(refusal));
+    }
+    let mut wm = store.watermark(id).await?;
+    if let Some(low) = wm.source {
+        if source < low {
+            return Ok(Verdict::Refused(Refusal::SourceBelowWatermark {
+                source_epoch: source,
+                watermark: low,
+            }));
+        }
+    }
+    if let Some(low) = wm.target {
+        if target <= low {
+            return Ok(Verdict::Refused(Refusal::TargetBelowWatermark {
+                target_epoch: target,
+                watermark: low,
+            }));
+        }
+    }
+    if let Some((existing_source, existing_target)) = store.surrounding(id, source, target).await? {
+        return Ok(Verdict::Refused(Refusal::SurroundedVote {
+            source_epoch: source,
+            target_epoch: target,
+            existing_source,
+            existing_target,
+        }));
+    }
+    if let Some((existing_source, existing_target)) = store.surrounded(id, source, target).await? {
+        return Ok(Verdict::Refused(Refusal::SurroundingVote {
+            source_epoch: source,
+            target_epoch: target,
+            existing_source,
+            existing_target,
+        }));
+    }
+    store
+        .insert_attestation(id, source, target, Some(root.0))
+        .await?;
+    if wm.source.is_none() || wm.target.is_none() {
+        wm.source = wm.source.or(Some(source));
+        wm.target = wm.target.or(Some(target));
+        store.set_watermark(id, wm).await?;
+    }
+    Ok(Verdict::Allowed)
+}
+
+/// Parses and checks an interchange document before any database work.
+pub(crate) fn parse_interchange(json: &str) -> Result<Interchange, Error> {
+    let doc: Interchange =
+        serde_json::from_str(json).map_err(|e| Error::InvalidInterchange(e.to_string()))?;
+    if doc.metadata.interchange_format_version != interchange::FORMAT_VERSION {
+        return Err(Error::UnsupportedInterchangeVersion(
+            doc.metadata.interchange_format_version,
+        ));
+    }
+    for v in &doc.data {
+        for b in &v.signed_blocks {
+            to_db(b.slot)?;
+        }
+        for a in &v.signed_attestations {
+            to_db(a.source_epoch)?;
+            to_db(a.target_epoch)?;
+        }
+    }
+    Ok(doc)
+}
+
+/// Imports a parsed document inside the caller's transaction. Entries already stored
+/// identically are skipped; everything else (conflicting roots, absent roots, even slashable
+/// or invalid entries) is kept, so the rules refuse anything that could conflict with it.
+/// Low watermarks become the minimum of the stored and imported slots / sources / targets
+/// (never below a prune floor). Imported validators are (re-)enabled.
+pub(crate) async fn import<S: Store>(
+    store: &mut S,
+    doc: &Interchange,
+) -> Result<ImportReport, Error> {
+    let file_gvr = doc.metadata.genesis_validators_root.0;
+    match store.gvr().await? {
+        Some(db) if db != file_gvr => {
+            return Err(Error::GenesisValidatorsRootMismatch {
+                database: Hash256(db),
+                interchange: Hash256(file_gvr),
+            })
+        }
+        Some(_) => {}
+        None => store.insert_gvr(file_gvr).await?,
+    }
+    let mut pubkeys: Vec<PublicKeyBytes> = doc.data.iter().map(|v| v.pubkey).collect();
+    pubkeys.sort_unstable();
+    pubkeys.dedup();
+    store.register(&pubkeys).await?;
+    let ids = store.lock_validators(&pubkeys).await?;
+    let mut report = ImportReport {
+        validators: pubkeys.len(),
+        ..ImportReport::default()
+    };
+    for v in &doc.data {
+        let &(id, enabled) = ids.get(&v.pubkey).ok_or_else(|| {
+            Error::Corrupt(format!("validator {} vanished during import", v.pubkey))
+        })?;
+        if !enabled {
+            store.set_enabled(id, true).await?;
+        }
+        let mut wm = store.watermark(id).await?;
+        let before = wm;
+        for b in &v.signed_blocks {
+            let root = b.signing_root.map(|h| h.0);
+            let existing = store.block_roots(id, b.slot).await?;
+            if root.is_some() && existing.contains(&root)
+                || root.is_none() && existing.contains(&None)
+            {
+                report.skipped += 1;
+            } else {
+                store.insert_block(id, b.slot, root).await?;
+                report.blocks += 1;
+            }
+        }
+        if let Some(min) = v.signed_blocks.iter().map(|b| b.slot).min() {
+            wm.slot = Some(merged_floor(wm.slot, min, wm.pruned_slot));
+        }
+        for a in &v.signed_attestations {
+            let root = a.signing_root.map(|h| h.0);
+            let existing = store.attestations_at(id, a.target_epoch).await?;
+            if existing.contains(&(a.source_epoch, root)) {
+                report.skipped += 1;
+            } else {
+                store
+                    .insert_attestation(id, a.source_epoch, a.target_epoch, root)
+                    .await?;
+                report.attestations += 1;
+            }
+        }
+        if let Some(min) = v.signed_attestations.iter().map(|a| a.source_epoch).min() {
+            wm.source = Some(merged_floor(wm.source, min, wm.pruned_source));
+        }
+        if let Some(min) = v.signed_attestations.iter().map(|a| a.target_epoch).min() {
+            wm.target = Some(merged_floor(wm.target, min, wm.pruned_target));
+        }
+        if wm != before {
+            store.set_watermark(id, wm).await?;
+        }
+    }
+    Ok(report)
+}
+
+/// Builds the export document inside the caller's transaction.
+pub(crate) async fn export<S: Store>(
+    store: &mut S,
+    filter: Option<&[PublicKeyBytes]>,
+) -> Result<Interchange, Error> {
+    let gvr = store.gvr().await?.ok_or(Error::NoGenesisValidatorsRoot)?;
+    let mut validators = store.all_validators().await?;
+    if let Some(filter) = filter {
+        validators.retain(|(pk, _)| filter.contains(pk));
+    }
+    validators.sort_unstable_by_key(|(pk, _)| *pk);
+    let mut data = Vec::with_capacity(validators.len());
+    for (pubkey, id) in validators {
+        let signed_blocks = store
+            .blocks(id)
+            .await?
+            .into_iter()
+            .map(|(slot, root)| SignedBlock {
+                slot,
+                signing_root: root.map(Hash256),
+            })
+            .collect();
+        let signed_attestations = store
+            .attestations(id)
+            .await?
+            .into_iter()
+            .map(|(source_epoch, target_epoch, root)| SignedAttestation {
+                source_epoch,
+                target_epoch,
+                signing_root: root.map(Hash256),
+            })
+            .collect();
+        data.push(interchange::ValidatorData {
+            pubkey,
+            signed_blocks,
+            signed_attestations,
+        });
+    }
+    Ok(Interchange {
+        metadata: interchange::Metadata {
+            interchange_format_version: interchange::FORMAT_VERSION.to_owned(),
+            genesis_validators_root: Hash256(gvr),
+        },
+        data,
+    })
+}
+
+/// Prunes one (locked) validator: keeps the blocks of the last `epochs_to_keep` epochs and the
+/// attestations whose target lies in the last `epochs_to_keep` epochs of its history, raising
+/// the low watermarks first so no rule weakens. Returns the number of rows deleted.
+pub(crate) async fn prune_validator<S: Store>(
+    store: &mut S,
+    id: ValidatorId,
+    epochs_to_keep: u64,
+    slots_per_epoch: u64,
+) -> Result<u64, Error> {
+    let keep = epochs_to_keep.max(1);
+    let mut wm = store.watermark(id).await?;
+    let before = wm;
+    let mut deleted = 0u64;
+
+    let blocks = store.blocks(id).await?;
+    if let Some(&(max, _)) = blocks.last() {
+        let threshold = max
+            .saturating_sub(keep.saturating_mul(slots_per_epoch.max(1)))
+            .saturating_add(1);
+        // The lowest kept block: the nearest existing entry at/above the threshold.
+        if let Some(&(low, _)) = blocks.iter().find(|(s, _)| *s >= threshold) {
+            if wm.slot.is_none_or(|w| w < low) {
+                wm.slot = Some(low);
+            }
+            let floor = wm.slot.unwrap_or(low);
+            wm.pruned_slot = Some(floor);
+            deleted += blocks.iter().filter(|(s, _)| *s < floor).count() as u64;
+        }
+    }
+
+    let atts = store.attestations(id).await?;
+    if let Some(max) = atts.iter().map(|(_, t, _)| *t).max() {
+        let threshold = max.saturating_sub(keep).saturating_add(1);
+        if let Some(low) = atts
+            .iter()
+            .map(|(_, t, _)| *t)
+            .filter(|t| *t >= threshold)
+            .min()
+        {
+            if wm.target.is_none_or(|w| w < low) {
+                wm.target = Some(low);
+            }
+            let floor = wm.target.unwrap_or(low);
+            // A new vote (s, t) with t >= floor could only surround a deleted one (s', t'),
+            // t' < floor, if s < s': so the source floor must cover every deleted source.
+            let removed: Vec<_> = atts.iter().filter(|(_, t, _)| *t < floor).collect();
+            if let Some(max_source) = removed.iter().map(|(s, _, _)| *s).max() {
+                if wm.source.is_none_or(|w| w < max_source) {
+                    wm.source = Some(max_source);
+                }
+            }
+            if wm.source.is_none() {
+                wm.source = atts.iter().map(|(s, _, _)| *s).min();
+            }
+            wm.pruned_source = wm.source;
+            wm.pruned_target = Some(floor);
+            deleted += removed.len() as u64;
+        }
+    }
+
+    if wm != before {
+        store.set_watermark(id, wm).await?;
+    }
+    if let Some(floor) = wm.slot {
+        store.delete_blocks_below(id, floor).await?;
+    }
+    if let Some(floor) = wm.target {
+        store.delete_attestations_below(id, floor).await?;
+    }
+    Ok(deleted)
+}

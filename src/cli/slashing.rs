@@ -42,7 +42,10 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", a.file.display()))?;
             let db = SlashingDb::open(&a.slashing_db).await?;
             let report = db.import_interchange(&json).await.context("import refused; nothing was imported")?;
-            println!("imported {report}");
+            println!(
+                "imported {} validator(s): {} block(s), {} attestation(s), {} already present",
+                report.validators, report.blocks, report.attestations, report.skipped
+            );
         }
         SlashingCommand::Export(a) => {
             let filter = a

@@ -834,32 +834,3 @@ mod tests {
     }
 }
 
-/// Summary of an import (stub).
-#[derive(Debug)]
-pub struct ImportReport;
-
-impl std::fmt::Display for ImportReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stub")
-    }
-}
-
-impl SlashingDb {
-    /// Imports an interchange (stub).
-    ///
-    /// # Errors
-    /// Always in the stub.
-    pub async fn import_interchange(&self, json: &str) -> Result<ImportReport, Error> {
-        let _ = json;
-        todo!()
-    }
-
-    /// Exports an interchange (stub).
-    ///
-    /// # Errors
-    /// Always in the stub.
-    pub async fn export_interchange(&self, filter: Option<&[PublicKeyBytes]>) -> Result<String, Error> {
-        let _ = filter;
-        todo!()
-    }
-}

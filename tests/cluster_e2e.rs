@@ -19,7 +19,6 @@ use dvsigner::signing::Network;
 use dvsigner::tls::DevPki;
 use serde_json::Value;
 
-const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/fixtures.json");
 const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const DEADLINE_MS: u64 = 1500;
 
@@ -279,8 +278,7 @@ async fn three_of_four_cluster_end_to_end() {
 
     // Every sign type: the threshold signature is exactly the unsplit key's signature, as
     // computed by the independent oracle.
-    let fixtures: Value = serde_json::from_str(&std::fs::read_to_string(ORACLE).expect("fixtures")).expect("json");
-    for case in fixtures["cases"].as_array().expect("cases") {
+    for case in &common::oracle::cases_in_signable_order() {
         let body = serde_json::to_string(&case["request"]).expect("body");
         let (status, text, _) = c.sign(cport, &group_pk(0), &body).await;
         assert_eq!(status, 200, "{}: {text}\n{}", case["name"], combiner.log_text());

@@ -2,5 +2,6 @@
 //! Shared test harnesses.
 
 pub mod node;
+pub mod oracle;
 pub mod pg;
 pub mod process;

@@ -139,6 +139,12 @@ fn run_ok(args: &[String]) -> String {
     text
 }
 
+/// An attestation above every epoch the oracle fixtures use (they set the low watermark).
+fn att(target: u64) -> String {
+    dvsigner::cli::bench::attestation_body(target)
+        .replace("\"source\":{\"epoch\":\"0\"", "\"source\":{\"epoch\":\"400000\"")
+}
+
 fn group_pk(i: u64) -> String {
     interop_secret_key(i).public_key().bytes().to_hex()
 }
@@ -286,23 +292,23 @@ async fn three_of_four_cluster_end_to_end() {
     }
 
     // Slashable: a double vote through the combiner is refused by the nodes → 412.
-    let att = dvsigner::cli::bench::attestation_body(7_000);
-    let (s, _, _) = c.sign(cport, &group_pk(1), &att).await;
+    let first = att(407_000);
+    let (s, _, _) = c.sign(cport, &group_pk(1), &first).await;
     assert_eq!(s, 200);
-    let double = att.replace(&"ab".repeat(32), &"cd".repeat(32));
+    let double = first.replace(&"ab".repeat(32), &"cd".repeat(32));
     let (s, text, _) = c.sign(cport, &group_pk(1), &double).await;
     assert_eq!(s, 412, "{text}");
 
     // One node killed: still signs, and the signature is the whole key's.
     c.nodes[3].as_mut().expect("node-d").kill9();
-    let body = dvsigner::cli::bench::attestation_body(7_001);
+    let body = att(407_001);
     let (s, text, _) = c.sign(cport, &group_pk(0), &body).await;
     assert_eq!(s, 200, "{text}");
     assert_eq!(signature_of(&text), local_signature(&body, 0));
 
     // Two killed: 503 within the deadline, naming the failing nodes.
     c.nodes[2].as_mut().expect("node-c").kill9();
-    let (s, text, took) = c.sign(cport, &group_pk(0), &dvsigner::cli::bench::attestation_body(7_002)).await;
+    let (s, text, took) = c.sign(cport, &group_pk(0), &att(407_002)).await;
     assert_eq!(s, 503, "{text}");
     assert!(text.contains("node-c") && text.contains("node-d"), "{text}");
     assert!(took < Duration::from_millis(DEADLINE_MS + 2_000), "503 took {took:?}");
@@ -318,7 +324,7 @@ async fn three_of_four_cluster_end_to_end() {
     let mut combiner2 = c.start_combiner(&stalled_json, cport2, "2");
     c.wait_healthy(cport2, &mut combiner2, 3).await;
     for k in 0..5 {
-        let body = dvsigner::cli::bench::attestation_body(7_100 + k);
+        let body = att(407_100 + k);
         let (s, text, took) = c.sign(cport2, &group_pk(0), &body).await;
         assert_eq!(s, 200, "{text}");
         assert_eq!(signature_of(&text), local_signature(&body, 0));
@@ -335,7 +341,7 @@ async fn three_of_four_cluster_end_to_end() {
     let mut combiner3 = c.start_combiner(&liar_json, cport3, "3");
     c.wait_healthy(cport3, &mut combiner3, 4).await;
     for k in 0..5 {
-        let body = dvsigner::cli::bench::attestation_body(7_200 + k);
+        let body = att(407_200 + k);
         let (s, text, _) = c.sign(cport3, &group_pk(0), &body).await;
         assert_eq!(s, 200, "{text}\n{}", combiner3.log_text());
         assert_eq!(signature_of(&text), local_signature(&body, 0));

@@ -156,9 +156,7 @@ fn run_batch_verify(input: &Value, output: &Value) -> Result<(), Failed> {
                     let mut b = [0u8; 32];
                     rand::rngs::OsRng.fill_bytes(&mut b[..8]);
                     b[0] |= 1;
-                    let mut s = blst::blst_scalar::default();
-                    s.b = b;
-                    s
+                    blst::blst_scalar { b }
                 })
                 .collect();
             let pk_refs: Vec<&min_pk::PublicKey> = pks.iter().collect();

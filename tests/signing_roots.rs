@@ -382,10 +382,13 @@ fn hex_without_prefix_and_upper_case_is_accepted() {
     }
 }
 
+/// An edit of a request body.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn bad_nested_values_are_malformed() {
     let net = Network::minimal_test();
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         (
             "ATTESTATION",
             Box::new(|b| b["attestation"]["slot"] = json!("-1")),

@@ -6,7 +6,7 @@
 //! builder-specs (`DOMAIN_APPLICATION_BUILDER`).
 //!
 //! # Layout
-//! - [`request`](self) wire types (serde only) and `json` primitives (quoted u64, hex bytes),
+//! - `request`: wire types (serde only); `json`: primitives (quoted u64, hex bytes, type name),
 //! - `ssz`: the SSZ containers (`tree_hash` derived) and their conversion from the wire types,
 //! - [`domain`]: domain types, `compute_domain`, `compute_signing_root`,
 //! - [`network`]: fork schedule, preset, clock.

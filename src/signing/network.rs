@@ -96,8 +96,10 @@ pub struct Network {
     pub forks: Vec<ScheduledFork>,
 }
 
-/// Built-in networks: (name, preset, genesis time, seconds per slot, forks).
-const MAINNET: &[(&str, u32, u64)] = &[
+/// A fork table: (fork name, version as a big-endian u32, activation epoch).
+type ForkTable = &'static [(&'static str, u32, u64)];
+
+const MAINNET: ForkTable = &[
     ("GENESIS", 0x0000_0000, 0),
     ("ALTAIR", 0x0100_0000, 74_240),
     ("BELLATRIX", 0x0200_0000, 144_896),
@@ -106,7 +108,7 @@ const MAINNET: &[(&str, u32, u64)] = &[
     ("ELECTRA", 0x0500_0000, 364_032),
     ("FULU", 0x0600_0000, 411_392),
 ];
-const HOLESKY: &[(&str, u32, u64)] = &[
+const HOLESKY: ForkTable = &[
     ("GENESIS", 0x0101_7000, 0),
     ("ALTAIR", 0x0201_7000, 0),
     ("BELLATRIX", 0x0301_7000, 0),
@@ -115,7 +117,7 @@ const HOLESKY: &[(&str, u32, u64)] = &[
     ("ELECTRA", 0x0601_7000, 115_968),
     ("FULU", 0x0701_7000, 165_120),
 ];
-const SEPOLIA: &[(&str, u32, u64)] = &[
+const SEPOLIA: ForkTable = &[
     ("GENESIS", 0x9000_0069, 0),
     ("ALTAIR", 0x9000_0070, 50),
     ("BELLATRIX", 0x9000_0071, 100),
@@ -124,7 +126,7 @@ const SEPOLIA: &[(&str, u32, u64)] = &[
     ("ELECTRA", 0x9000_0074, 222_464),
     ("FULU", 0x9000_0075, 272_640),
 ];
-const HOODI: &[(&str, u32, u64)] = &[
+const HOODI: ForkTable = &[
     ("GENESIS", 0x1000_0910, 0),
     ("ALTAIR", 0x2000_0910, 0),
     ("BELLATRIX", 0x3000_0910, 0),
@@ -134,7 +136,7 @@ const HOODI: &[(&str, u32, u64)] = &[
     ("FULU", 0x7000_0910, 50_688),
 ];
 /// consensus-specs `configs/minimal.yaml`: every fork after genesis unscheduled.
-const MINIMAL: &[(&str, u32, u64)] = &[
+const MINIMAL: ForkTable = &[
     ("GENESIS", 0x0000_0001, 0),
     ("ALTAIR", 0x0100_0001, u64::MAX),
     ("BELLATRIX", 0x0200_0001, u64::MAX),
@@ -145,7 +147,7 @@ const MINIMAL: &[(&str, u32, u64)] = &[
 ];
 
 /// Names accepted by [`Network::from_name_or_path`], with genesis times.
-const BUILT_IN: &[(&str, &[(&str, u32, u64)], u64)] = &[
+const BUILT_IN: &[(&str, ForkTable, u64)] = &[
     ("mainnet", MAINNET, 1_606_824_023),
     ("holesky", HOLESKY, 1_695_902_400),
     ("sepolia", SEPOLIA, 1_655_733_600),
@@ -199,7 +201,7 @@ impl Network {
     fn from_table(
         name: &str,
         preset: PresetBase,
-        table: &[(&str, u32, u64)],
+        table: ForkTable,
         genesis_time: Option<u64>,
         seconds_per_slot: u64,
     ) -> Self {

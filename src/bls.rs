@@ -69,9 +69,15 @@ impl From<BLST_ERROR> for BlstReason {
 /// # Errors
 /// [`Error::Hex`] for non-hex input, [`Error::Length`] for the wrong length.
 pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], Error> {
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     if s.len() != 2 * N {
-        return Err(Error::Length { expected: N, actual: s.len() / 2 });
+        return Err(Error::Length {
+            expected: N,
+            actual: s.len() / 2,
+        });
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|e| Error::Hex(e.to_string()))?;
@@ -137,18 +143,29 @@ impl PublicKey {
     /// [`Error::Point`] unless the bytes are a valid non-identity G1 subgroup point.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 48 {
-            return Err(Error::Length { expected: 48, actual: bytes.len() });
+            return Err(Error::Length {
+                expected: 48,
+                actual: bytes.len(),
+            });
         }
-        let point = min_pk::PublicKey::key_validate(bytes)
-            .map_err(|e| Error::Point { what: "public key", reason: e.into() })?;
+        let point = min_pk::PublicKey::key_validate(bytes).map_err(|e| Error::Point {
+            what: "public key",
+            reason: e.into(),
+        })?;
         let mut b = [0u8; 48];
         b.copy_from_slice(bytes);
-        Ok(Self { point, bytes: PublicKeyBytes(b) })
+        Ok(Self {
+            point,
+            bytes: PublicKeyBytes(b),
+        })
     }
 
     /// Wraps a point that blst produced itself (e.g. from a secret key).
     pub(crate) fn from_point(point: min_pk::PublicKey) -> Self {
-        Self { bytes: PublicKeyBytes(point.compress()), point }
+        Self {
+            bytes: PublicKeyBytes(point.compress()),
+            point,
+        }
     }
 
     /// The compressed encoding.
@@ -196,11 +213,17 @@ impl Signature {
     /// [`Error::Point`] for anything that is not a valid subgroup point.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 96 {
-            return Err(Error::Length { expected: 96, actual: bytes.len() });
+            return Err(Error::Length {
+                expected: 96,
+                actual: bytes.len(),
+            });
         }
         min_pk::Signature::sig_validate(bytes, false)
             .map(Self)
-            .map_err(|e| Error::Point { what: "signature", reason: e.into() })
+            .map_err(|e| Error::Point {
+                what: "signature",
+                reason: e.into(),
+            })
     }
 
     /// Parses `0x`-prefixed hex (as nodes return it) and validates the point.

@@ -1,1 +1,122 @@
-//! HTTP API.
+//! The signer node's HTTP surface: the Web3Signer eth2 API.
+//!
+//! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
+//! `shared/reference/web3signer-api.md`. Routes:
+//! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
+//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`.
+//!
+//! Invariants: a signature leaves the node only after the root was computed by the node from the
+//! typed payload and, for blocks and attestations, after the slashing-protection record is
+//! durable. BLS work never runs on the async reactor.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::keys::KeyStore;
+use crate::signing::Network;
+use crate::slashing::SlashingDb;
+
+pub mod error;
+mod health;
+mod reload;
+pub mod server;
+mod sign;
+pub(crate) use sign::signature_response;
+
+pub use error::ApiError;
+
+/// Largest accepted request body (Web3Signer enforces none; 1 MiB is far above any real block
+/// header or full phase0/altair block request).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Where the node's keys come from (re-read by `/reload`).
+#[derive(Debug, Clone, Default)]
+pub struct KeySources {
+    /// EIP-2335 keystores directory and its passwords directory.
+    pub keystores: Option<(PathBuf, PathBuf)>,
+    /// Web3Signer key-config directory.
+    pub key_config: Option<PathBuf>,
+}
+
+/// Outcome of the last key load, for `/healthcheck`.
+#[derive(Debug, Clone, Default)]
+pub struct LoadStatus {
+    /// Keys loaded from the keystores directory, and files that failed.
+    pub keystores: Option<(usize, usize)>,
+    /// Keys loaded from key-config files, and files that failed.
+    pub key_config: Option<(usize, usize)>,
+}
+
+/// Shared state of a signer node.
+pub struct NodeState {
+    /// The keys this node signs with.
+    pub keys: Arc<KeyStore>,
+    /// Slashing protection (None only when explicitly disabled).
+    pub slashing: Option<SlashingDb>,
+    /// Network settings for signing roots.
+    pub network: Network,
+    /// Key sources for `/reload`.
+    pub sources: KeySources,
+    /// Result of the last load.
+    pub load_status: RwLock<LoadStatus>,
+    /// Readiness gate: `Some(reason)` while the node must not sign (e.g. peer sync pending).
+    pub not_ready: RwLock<Option<String>>,
+    reload: Mutex<reload::ReloadState>,
+    signer_pool: rayon::ThreadPool,
+}
+
+impl NodeState {
+    /// Builds the state; BLS signing runs on a pool with one thread per core.
+    ///
+    /// # Errors
+    /// When the signing thread pool cannot be created.
+    pub fn new(
+        keys: Arc<KeyStore>,
+        slashing: Option<SlashingDb>,
+        network: Network,
+        sources: KeySources,
+    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let signer_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(num_cpus::get().max(1))
+            .thread_name(|i| format!("bls-sign-{i}"))
+            .build()?;
+        Ok(Self {
+            keys,
+            slashing,
+            network,
+            sources,
+            load_status: RwLock::default(),
+            not_ready: RwLock::new(None),
+            reload: Mutex::default(),
+            signer_pool,
+        })
+    }
+
+    /// Runs CPU-bound work on the signing pool and awaits its result.
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.signer_pool.spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.await.map_err(|_| ApiError::Internal("signing task dropped".into()))
+    }
+}
+
+/// The Web3Signer-compatible router of a signer node.
+pub fn router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/upcheck", get(health::upcheck))
+        .route("/healthcheck", get(health::healthcheck))
+        .route("/api/v1/eth2/publicKeys", get(health::public_keys))
+        .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
+        .route("/reload", post(reload::start).get(reload::status))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

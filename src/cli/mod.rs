@@ -1,1 +1,176 @@
-//! CLI.
+//! Command line: the contract of DESIGN.md §8. `main.rs` parses [`Cli`] and calls [`run`].
+//! Every option that names a secret takes a path (or an environment variable), never a value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub mod bench;
+pub mod serve;
+pub mod slashing;
+pub mod threshold;
+
+/// dvsigner: threshold remote signer for Ethereum validators (Web3Signer API).
+#[derive(Debug, Parser)]
+#[command(name = "dvsigner", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DVSIGNER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a signer node (Web3Signer eth2 API over HTTPS).
+    Signer(SignerArgs),
+    /// Slashing-protection database maintenance (EIP-3076 interchange).
+    #[command(subcommand)]
+    SlashingProtection(slashing::SlashingCommand),
+    /// Run a combiner in front of a cluster of signer nodes.
+    Combiner(threshold::CombinerArgs),
+    /// Split keystores into t-of-n share keystores and a cluster definition.
+    Split(threshold::SplitArgs),
+    /// Cluster definition tools.
+    #[command(subcommand)]
+    Cluster(threshold::ClusterCommand),
+    /// Run a local 3-of-4 cluster plus combiner over TLS and print how to connect clients.
+    Dev(DevArgs),
+    /// Load-test a Web3Signer-compatible URL and compare with raw blst signing.
+    Bench(bench::BenchArgs),
+}
+
+/// Listener and TLS options shared by the node and the combiner.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Listener and TLS")]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "DVSIGNER_TLS_CERT", required_unless_present = "insecure_http")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "DVSIGNER_TLS_KEY", required_unless_present = "insecure_http")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM).
+    #[arg(long, env = "DVSIGNER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require client certificates whose SHA-256 fingerprint is listed (`NAME FINGERPRINT` lines).
+    #[arg(long, env = "DVSIGNER_TLS_ALLOWED_CLIENTS")]
+    pub tls_allowed_clients: Option<PathBuf>,
+    /// Serve plain HTTP (only for loopback, e.g. a sidecar sharing the validator client's pod).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca", "tls_allowed_clients"])]
+    pub insecure_http: bool,
+    /// Seconds a client may take to send a request head before the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    pub header_read_timeout_secs: u64,
+}
+
+/// `dvsigner signer` options.
+#[derive(Debug, Clone, Args)]
+pub struct SignerArgs {
+    /// Listener and TLS.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Data directory (slashing-protection SQLite database by default).
+    #[arg(long, env = "DVSIGNER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Directory of EIP-2335 keystores (`NAME.json`).
+    #[arg(long, requires = "keystores_passwords")]
+    pub keystores: Option<PathBuf>,
+    /// Directory of keystore passwords (`NAME.txt`, first line).
+    #[arg(long, requires = "keystores")]
+    pub keystores_passwords: Option<PathBuf>,
+    /// Directory of Web3Signer key-config YAML files (`file-keystore`, `file-raw`).
+    #[arg(long)]
+    pub key_config: Option<PathBuf>,
+    /// Slashing-protection database: `sqlite:PATH` or `postgres://…` (default: SQLite in the data dir).
+    #[arg(long, env = "DVSIGNER_SLASHING_DB")]
+    pub slashing_db: Option<String>,
+    /// Turn slashing protection off (only for nodes behind another protected signer; never for
+    /// a node a validator client talks to directly).
+    #[arg(long)]
+    pub no_slashing_protection: bool,
+    /// Network: mainnet, holesky, hoodi, sepolia, or a path to a consensus config YAML.
+    #[arg(long, default_value = "mainnet")]
+    pub network: String,
+}
+
+/// `dvsigner dev` options.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Working directory for certificates, keys and databases (default: a new temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Number of interop validators to serve.
+    #[arg(long, default_value_t = 4)]
+    pub validators: u64,
+    /// Combiner port; the four nodes use the next four ports.
+    #[arg(long, default_value_t = 9100)]
+    pub base_port: u16,
+}
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// Any failure, with context, for `main` to print.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Signer(args) => serve::run_signer(args, crate::dev::shutdown_signal()).await,
+        Command::SlashingProtection(cmd) => slashing::run(cmd).await,
+        Command::Combiner(args) => threshold::run_combiner(args, crate::dev::shutdown_signal()).await,
+        Command::Split(args) => threshold::run_split(args),
+        Command::Cluster(cmd) => threshold::run_cluster(cmd),
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signer_defaults() {
+        let cli = Cli::try_parse_from([
+            "dvsigner", "signer", "--data-dir", "/tmp/d", "--insecure-http",
+        ])
+        .expect("parse");
+        let Command::Signer(a) = cli.command else { panic!("not signer") };
+        assert_eq!(a.serve.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(a.network, "mainnet");
+        assert!(a.slashing_db.is_none());
+        assert!(!a.no_slashing_protection);
+    }
+
+    #[test]
+    fn tls_required_unless_insecure() {
+        assert!(Cli::try_parse_from(["dvsigner", "signer", "--data-dir", "/d"]).is_err());
+        assert!(Cli::try_parse_from([
+            "dvsigner", "signer", "--data-dir", "/d", "--insecure-http", "--tls-cert", "c.pem"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn keystores_need_passwords() {
+        assert!(Cli::try_parse_from([
+            "dvsigner", "signer", "--data-dir", "/d", "--insecure-http", "--keystores", "k"
+        ])
+        .is_err());
+    }
+}

@@ -1,8 +1,13 @@
-//! Key material: secret types, EIP-2335 keystores, Web3Signer key-config files, the in-memory
-//! key store (INTERFACE STUB for everything but `secret`: the keys helper replaces this).
+//! Key material: secret types ([`secret`]), EIP-2335 keystores ([`keystore`]), Web3Signer
+//! key-config files ([`key_config`]), the in-memory key store and directory loaders ([`store`]),
+//! and the public interop test keys ([`interop`]).
 
+pub mod interop;
+pub mod key_config;
+pub mod keystore;
 pub mod secret;
 pub mod store;
 
+pub use keystore::{KdfParams, Keystore};
 pub use secret::{Password, SecretKey};
-pub use store::{KeyOrigin, KeyStore, LoadReport, LoadedKey};
+pub use store::{KeyDiff, KeyOrigin, KeyStore, LoadReport, LoadedKey};

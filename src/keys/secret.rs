@@ -99,9 +99,13 @@ impl Password {
     /// # Errors
     /// [`Error::ReadFile`] when the file cannot be read.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            Error::ReadFile { path: path.display().to_string(), source }
-        })?);
+        let raw =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            );
         let first = raw.split('\n').next().unwrap_or("");
         let first = first.strip_suffix('\r').unwrap_or(first);
         Ok(Self(first.to_owned()))
@@ -144,6 +148,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pw");
         std::fs::write(&p, "secret pass\r\nsecond").expect("write");
-        assert_eq!(Password::from_file(&p).expect("read").expose_secret(), "secret pass");
+        assert_eq!(
+            Password::from_file(&p).expect("read").expose_secret(),
+            "secret pass"
+        );
     }
 }

@@ -1,12 +1,30 @@
-//! In-memory key store and directory loaders (INTERFACE STUB).
+//! The in-memory key store a node signs with, and the directory loaders that fill it.
+//!
+//! Sources (Web3Signer conventions, see `reference/web3signer-api.md` section 8):
+//! - [`load_keystores_dir`]: `--keystores` / `--keystores-passwords`: every `<name>.json` EIP-2335
+//!   keystore with its password in `<passwords>/<name>.txt` (first line).
+//! - [`load_key_config_dir`]: `--key-config`: every `.yaml`/`.yml` file, see
+//!   [`crate::keys::key_config`].
+//!
+//! Loading decrypts in parallel on all cores (rayon's global pool). A file that fails never stops
+//! the others: it becomes a per-file entry in [`LoadReport::errors`], whose messages name the file
+//! and the reason but never a key or a password. Decryption is CPU-heavy (and scrypt's default
+//! needs 256 MiB per keystore in flight): call the loaders from a blocking thread.
+//!
+//! [`KeyStore`] is read on the signing hot path: lookups take a shared `RwLock` read guard for the
+//! duration of a map lookup and return an `Arc<SecretKey>`, so signing never holds the lock.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 use crate::bls::PublicKeyBytes;
-use crate::keys::secret::SecretKey;
+use crate::keys::key_config::{self, KeyConfigEntry};
+use crate::keys::keystore::Keystore;
+use crate::keys::secret::{Password, SecretKey};
 
 /// Where a loaded key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,46 +61,410 @@ pub struct LoadReport {
     pub elapsed: Duration,
 }
 
+impl LoadReport {
+    /// Keys loaded per second of wall time (0 when nothing was loaded).
+    pub fn keys_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if self.keys.is_empty() || secs == 0.0 {
+            return 0.0;
+        }
+        self.keys.len() as f64 / secs
+    }
+
+    /// Appends another report (keys, errors, and elapsed time).
+    pub fn merge(&mut self, other: LoadReport) {
+        self.keys.extend(other.keys);
+        self.errors.extend(other.errors);
+        self.elapsed += other.elapsed;
+    }
+}
+
+/// A keystore waiting to be decrypted.
+struct KeystoreJob {
+    /// The file errors are reported against.
+    report_path: PathBuf,
+    /// Prefix for error messages (names the file, and the document for key configs).
+    label: String,
+    keystore_file: PathBuf,
+    password_file: PathBuf,
+    /// Web3Signer refuses an empty `keystorePasswordFile` in key configs.
+    refuse_empty_password: bool,
+    origin: KeyOrigin,
+}
+
+impl KeystoreJob {
+    fn run(&self) -> Result<LoadedKey, String> {
+        // Name the keystore only when the report is about another file (a key config).
+        let keystore = if self.keystore_file == self.report_path {
+            String::new()
+        } else {
+            format!("keystore {}: ", self.keystore_file.display())
+        };
+        let fail = |reason: String| format!("{}: {keystore}{reason}", self.label);
+        let text = std::fs::read_to_string(&self.keystore_file)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        let parsed = Keystore::from_json(&text).map_err(|e| fail(e.to_string()))?;
+        let password = Password::from_file(&self.password_file)
+            .map_err(|e| fail(format!("password file: {e}")))?;
+        if self.refuse_empty_password && password.expose_secret().is_empty() {
+            return Err(fail(format!(
+                "password file {} is empty",
+                self.password_file.display()
+            )));
+        }
+        let secret = parsed.decrypt(&password).map_err(|e| fail(e.to_string()))?;
+        Ok(LoadedKey {
+            secret,
+            origin: self.origin.clone(),
+        })
+    }
+}
+
+/// Decrypts all jobs in parallel and adds the outcomes to `report`, in job order.
+fn run_jobs(jobs: Vec<KeystoreJob>, report: &mut LoadReport) {
+    let outcomes: Vec<_> = jobs
+        .into_par_iter()
+        .map(|job| (job.run(), job.report_path))
+        .collect();
+    for (outcome, path) in outcomes {
+        match outcome {
+            Ok(key) => report.keys.push(key),
+            Err(msg) => report.errors.push((path, msg)),
+        }
+    }
+}
+
+/// Regular files (symlinks followed, as in Kubernetes secret mounts) in `dir` whose name ends with
+/// one of `suffixes`, sorted by name.
+fn files_with_suffix(dir: &Path, suffixes: &[&str]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if suffixes
+            .iter()
+            .any(|s| name.len() > s.len() && name.ends_with(s))
+            && path.is_file()
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Loads `*.json` keystores from `keystores` with passwords `<name>.txt` from `passwords`.
 ///
 /// # Errors
-/// When a directory cannot be read.
+/// When the keystores directory cannot be read. Problems with single files (unreadable, invalid,
+/// missing password, wrong password) are reported in [`LoadReport::errors`] instead.
 pub fn load_keystores_dir(keystores: &Path, passwords: &Path) -> std::io::Result<LoadReport> {
-    let _ = (keystores, passwords);
-    todo!()
+    let start = Instant::now();
+    let mut report = LoadReport::default();
+    let mut jobs = Vec::new();
+    for path in files_with_suffix(keystores, &[".json"])? {
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        jobs.push(KeystoreJob {
+            label: path.display().to_string(),
+            keystore_file: path.clone(),
+            password_file: passwords.join(format!("{stem}.txt")),
+            refuse_empty_password: false,
+            origin: KeyOrigin::Keystore { path: path.clone() },
+            report_path: path,
+        });
+    }
+    run_jobs(jobs, &mut report);
+    report.elapsed = start.elapsed();
+    Ok(report)
 }
 
 /// Loads Web3Signer key-config YAML files (`file-keystore`, `file-raw`) from `dir`.
+/// Relative paths inside them resolve against `dir`.
 ///
 /// # Errors
-/// When the directory cannot be read.
+/// When the directory cannot be read. Problems with single files or documents (YAML errors,
+/// unsupported `type`s, unreadable or undecryptable keystores) are reported in
+/// [`LoadReport::errors`] against the YAML file.
 pub fn load_key_config_dir(dir: &Path) -> std::io::Result<LoadReport> {
-    let _ = dir;
-    todo!()
+    let start = Instant::now();
+    let mut report = LoadReport::default();
+    let mut jobs = Vec::new();
+    for path in files_with_suffix(dir, &[".yaml", ".yml"])? {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => zeroize::Zeroizing::new(t),
+            Err(e) => {
+                let msg = format!("{}: cannot read: {e}", path.display());
+                report.errors.push((path, msg));
+                continue;
+            }
+        };
+        for (doc, entry) in key_config::parse_key_config(&text, dir) {
+            let label = format!("{}: document {doc}", path.display());
+            let origin = KeyOrigin::KeyConfig { path: path.clone() };
+            match entry {
+                Err(e) => report.errors.push((path.clone(), format!("{label}: {e}"))),
+                Ok(KeyConfigEntry::FileRaw { private_key }) => {
+                    match SecretKey::from_bytes(&private_key) {
+                        Ok(secret) => report.keys.push(LoadedKey { secret, origin }),
+                        Err(e) => report.errors.push((path.clone(), format!("{label}: {e}"))),
+                    }
+                }
+                Ok(KeyConfigEntry::FileKeystore {
+                    keystore_file,
+                    password_file,
+                }) => jobs.push(KeystoreJob {
+                    report_path: path.clone(),
+                    label,
+                    keystore_file,
+                    password_file,
+                    refuse_empty_password: true,
+                    origin,
+                }),
+            }
+        }
+    }
+    run_jobs(jobs, &mut report);
+    report.elapsed = start.elapsed();
+    Ok(report)
 }
 
-/// The keys a node can sign with, by public key.
+/// Public keys added and removed by [`KeyStore::replace_all`], each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyDiff {
+    /// Keys that were not there before.
+    pub added: Vec<PublicKeyBytes>,
+    /// Keys that are gone.
+    pub removed: Vec<PublicKeyBytes>,
+}
+
+type KeyMap = BTreeMap<PublicKeyBytes, (Arc<SecretKey>, KeyOrigin)>;
+
+/// The keys a node can sign with, by public key. Safe to share between threads; reads never wait
+/// for a decryption (keys are decrypted before they are inserted).
 #[derive(Default)]
 pub struct KeyStore {
-    keys: RwLock<BTreeMap<PublicKeyBytes, (Arc<SecretKey>, KeyOrigin)>>,
+    keys: RwLock<KeyMap>,
 }
 
 impl KeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // A panic while holding the lock cannot leave the map half-updated (every write is a single
+    // map operation or a whole-map swap), so a poisoned lock is still consistent.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyMap> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyMap> {
+        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Looks a key up.
     pub fn get(&self, pk: &PublicKeyBytes) -> Option<Arc<SecretKey>> {
-        let _ = pk;
-        let _ = &self.keys;
-        todo!()
+        self.read().get(pk).map(|(sk, _)| Arc::clone(sk))
+    }
+
+    /// Where a key came from.
+    pub fn origin(&self, pk: &PublicKeyBytes) -> Option<KeyOrigin> {
+        self.read().get(pk).map(|(_, origin)| origin.clone())
+    }
+
+    /// Whether the key is loaded.
+    pub fn contains(&self, pk: &PublicKeyBytes) -> bool {
+        self.read().contains_key(pk)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
     }
 
     /// All public keys, sorted.
     pub fn public_keys(&self) -> Vec<PublicKeyBytes> {
-        todo!()
+        self.read().keys().copied().collect()
     }
 
-    /// Adds keys; returns how many were new.
+    /// All public keys with their origins, sorted by public key (for the keymanager listing).
+    pub fn entries(&self) -> Vec<(PublicKeyBytes, KeyOrigin)> {
+        self.read()
+            .iter()
+            .map(|(pk, (_, origin))| (*pk, origin.clone()))
+            .collect()
+    }
+
+    /// Adds one key. Returns false (and keeps the existing entry) when it is already loaded.
+    pub fn insert(&self, key: LoadedKey) -> bool {
+        let pk = key.secret.public_key().bytes();
+        let mut map = self.write();
+        if map.contains_key(&pk) {
+            return false;
+        }
+        map.insert(pk, (Arc::new(key.secret), key.origin));
+        true
+    }
+
+    /// Adds keys; returns how many were new. A key already loaded keeps its existing entry.
     pub fn insert_all(&self, keys: Vec<LoadedKey>) -> usize {
-        let _ = keys;
-        todo!()
+        let mut map = self.write();
+        let mut added = 0;
+        for key in keys {
+            let pk = key.secret.public_key().bytes();
+            if let std::collections::btree_map::Entry::Vacant(slot) = map.entry(pk) {
+                slot.insert((Arc::new(key.secret), key.origin));
+                added += 1;
+            }
+        }
+        added
+    }
+
+    /// Removes a key; returns its origin if it was loaded. Signers already holding its `Arc` may
+    /// finish their current signature.
+    pub fn remove(&self, pk: &PublicKeyBytes) -> Option<KeyOrigin> {
+        self.write().remove(pk).map(|(_, origin)| origin)
+    }
+
+    /// Replaces the whole set with `keys` (for `/reload`) and reports the difference. Keys present
+    /// before and after keep their existing `Arc`; the first of several copies of a key wins.
+    /// The caller decides whether a load with errors should be applied at all (a key whose file
+    /// failed to load would be reported as removed).
+    pub fn replace_all(&self, keys: Vec<LoadedKey>) -> KeyDiff {
+        let mut map = self.write();
+        let mut next = KeyMap::new();
+        let mut diff = KeyDiff::default();
+        for key in keys {
+            let pk = key.secret.public_key().bytes();
+            if next.contains_key(&pk) {
+                continue;
+            }
+            let secret = match map.get(&pk) {
+                Some((existing, _)) => Arc::clone(existing),
+                None => {
+                    diff.added.push(pk);
+                    Arc::new(key.secret)
+                }
+            };
+            next.insert(pk, (secret, key.origin));
+        }
+        diff.removed = map
+            .keys()
+            .filter(|pk| !next.contains_key(pk))
+            .copied()
+            .collect();
+        diff.added.sort();
+        *map = next;
+        diff
+    }
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.public_keys())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(sk: SecretKey, name: &str) -> LoadedKey {
+        LoadedKey {
+            secret: sk,
+            origin: KeyOrigin::Keystore {
+                path: PathBuf::from(name),
+            },
+        }
+    }
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_bytes(&[seed; 32]).expect("valid scalar")
+    }
+
+    #[test]
+    fn insert_get_remove() {
+        let store = KeyStore::new();
+        let pk1 = key(1).public_key().bytes();
+        assert_eq!(
+            store.insert_all(vec![loaded(key(1), "a"), loaded(key(2), "b")]),
+            2
+        );
+        assert_eq!(store.insert_all(vec![loaded(key(1), "c")]), 0);
+        assert!(!store.insert(loaded(key(2), "d")));
+        assert_eq!(store.len(), 2);
+        let got = store.get(&pk1).expect("present");
+        assert_eq!(got.public_key().bytes(), pk1);
+        assert_eq!(
+            store.origin(&pk1),
+            Some(KeyOrigin::Keystore { path: "a".into() })
+        );
+        let mut sorted = store.public_keys();
+        sorted.sort();
+        assert_eq!(store.public_keys(), sorted);
+        assert_eq!(
+            store.remove(&pk1),
+            Some(KeyOrigin::Keystore { path: "a".into() })
+        );
+        assert!(!store.contains(&pk1));
+        assert!(store.get(&pk1).is_none());
+        assert_eq!(store.remove(&pk1), None);
+    }
+
+    #[test]
+    fn replace_all_reports_diff_and_keeps_arcs() {
+        let store = KeyStore::new();
+        store.insert_all(vec![loaded(key(1), "a"), loaded(key(2), "b")]);
+        let pk = |s: u8| key(s).public_key().bytes();
+        let before = store.get(&pk(2)).expect("present");
+        let diff = store.replace_all(vec![loaded(key(2), "b"), loaded(key(3), "c")]);
+        assert_eq!(diff.added, vec![pk(3)]);
+        assert_eq!(diff.removed, vec![pk(1)]);
+        assert!(Arc::ptr_eq(&before, &store.get(&pk(2)).expect("kept")));
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn concurrent_reads_and_writes() {
+        let store = Arc::new(KeyStore::new());
+        let pk = key(9).public_key().bytes();
+        store.insert(loaded(key(9), "x"));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let store = Arc::clone(&store);
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        assert!(store.get(&pk).is_some());
+                    }
+                });
+            }
+            s.spawn(|| {
+                for i in 10..60u8 {
+                    store.insert(loaded(key(i), "y"));
+                }
+            });
+        });
+        assert_eq!(store.len(), 51);
+    }
+
+    #[test]
+    fn keys_per_second() {
+        let mut r = LoadReport::default();
+        assert_eq!(r.keys_per_second(), 0.0);
+        r.keys.push(loaded(key(1), "a"));
+        r.keys.push(loaded(key(2), "b"));
+        r.elapsed = Duration::from_millis(500);
+        assert!((r.keys_per_second() - 4.0).abs() < 1e-9);
     }
 }

@@ -1,4 +1,14 @@
-//! Network settings the signing roots depend on (INTERFACE STUB).
+//! Network settings the signing roots depend on: the fork schedule, the preset and the clock.
+//!
+//! Spec: consensus-specs `configs/*.yaml` and `presets/*`; built-in values from
+//! ethereum/consensus-specs `configs/mainnet.yaml` and eth-clients/{holesky,sepolia,hoodi}
+//! `metadata/config.yaml`.
+//!
+//! Invariants: `forks` is sorted by epoch and starts with the genesis fork at epoch 0;
+//! unscheduled forks (epoch 2^64-1) are kept with epoch `u64::MAX`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Errors loading a network.
 #[derive(Debug, thiserror::Error)]
@@ -6,6 +16,61 @@ pub enum Error {
     /// Unknown name and not a readable config file.
     #[error("unknown network {0}")]
     Unknown(String),
+    /// The config file exists but cannot be read.
+    #[error("cannot read network config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not a usable consensus config.
+    #[error("invalid network config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The preset a network builds on (`PRESET_BASE`); it fixes SSZ sizes of sync-committee and
+/// Electra aggregate bitfields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresetBase {
+    /// `mainnet` (also used by `gnosis` for every size that signing needs).
+    Mainnet,
+    /// `minimal`.
+    Minimal,
+}
+
+impl PresetBase {
+    /// SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT: bits in a contribution's bitvector.
+    pub fn sync_subcommittee_size(self) -> usize {
+        match self {
+            Self::Mainnet => 128,
+            Self::Minimal => 8,
+        }
+    }
+
+    /// SLOTS_PER_EPOCH of the preset.
+    pub fn slots_per_epoch(self) -> u64 {
+        match self {
+            Self::Mainnet => 32,
+            Self::Minimal => 8,
+        }
+    }
+}
+
+/// One entry of the fork schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledFork {
+    /// Upper-case fork name as in the config keys: `GENESIS`, `ALTAIR`, ..., `FULU`, `GLOAS`.
+    pub name: String,
+    /// `<NAME>_FORK_VERSION`.
+    pub version: [u8; 4],
+    /// `<NAME>_FORK_EPOCH` (`u64::MAX` when not scheduled).
+    pub epoch: u64,
 }
 
 /// The parts of a consensus network config that signing needs.
@@ -25,15 +90,353 @@ pub struct Network {
     pub genesis_time: Option<u64>,
     /// SECONDS_PER_SLOT.
     pub seconds_per_slot: u64,
+    /// PRESET_BASE.
+    pub preset: PresetBase,
+    /// Every fork of the config, genesis first, sorted by epoch.
+    pub forks: Vec<ScheduledFork>,
 }
+
+/// A fork table: (fork name, version as a big-endian u32, activation epoch).
+type ForkTable = &'static [(&'static str, u32, u64)];
+
+const MAINNET: ForkTable = &[
+    ("GENESIS", 0x0000_0000, 0),
+    ("ALTAIR", 0x0100_0000, 74_240),
+    ("BELLATRIX", 0x0200_0000, 144_896),
+    ("CAPELLA", 0x0300_0000, 194_048),
+    ("DENEB", 0x0400_0000, 269_568),
+    ("ELECTRA", 0x0500_0000, 364_032),
+    ("FULU", 0x0600_0000, 411_392),
+];
+const HOLESKY: ForkTable = &[
+    ("GENESIS", 0x0101_7000, 0),
+    ("ALTAIR", 0x0201_7000, 0),
+    ("BELLATRIX", 0x0301_7000, 0),
+    ("CAPELLA", 0x0401_7000, 256),
+    ("DENEB", 0x0501_7000, 29_696),
+    ("ELECTRA", 0x0601_7000, 115_968),
+    ("FULU", 0x0701_7000, 165_120),
+];
+const SEPOLIA: ForkTable = &[
+    ("GENESIS", 0x9000_0069, 0),
+    ("ALTAIR", 0x9000_0070, 50),
+    ("BELLATRIX", 0x9000_0071, 100),
+    ("CAPELLA", 0x9000_0072, 56_832),
+    ("DENEB", 0x9000_0073, 132_608),
+    ("ELECTRA", 0x9000_0074, 222_464),
+    ("FULU", 0x9000_0075, 272_640),
+];
+const HOODI: ForkTable = &[
+    ("GENESIS", 0x1000_0910, 0),
+    ("ALTAIR", 0x2000_0910, 0),
+    ("BELLATRIX", 0x3000_0910, 0),
+    ("CAPELLA", 0x4000_0910, 0),
+    ("DENEB", 0x5000_0910, 0),
+    ("ELECTRA", 0x6000_0910, 2_048),
+    ("FULU", 0x7000_0910, 50_688),
+];
+/// consensus-specs `configs/minimal.yaml`: every fork after genesis unscheduled.
+const MINIMAL: ForkTable = &[
+    ("GENESIS", 0x0000_0001, 0),
+    ("ALTAIR", 0x0100_0001, u64::MAX),
+    ("BELLATRIX", 0x0200_0001, u64::MAX),
+    ("CAPELLA", 0x0300_0001, u64::MAX),
+    ("DENEB", 0x0400_0001, u64::MAX),
+    ("ELECTRA", 0x0500_0001, u64::MAX),
+    ("FULU", 0x0600_0001, u64::MAX),
+];
+
+/// Names accepted by [`Network::from_name_or_path`], with genesis times.
+const BUILT_IN: &[(&str, ForkTable, u64)] = &[
+    ("mainnet", MAINNET, 1_606_824_023),
+    ("holesky", HOLESKY, 1_695_902_400),
+    ("sepolia", SEPOLIA, 1_655_733_600),
+    ("hoodi", HOODI, 1_742_213_400),
+];
 
 impl Network {
     /// A built-in network by name (mainnet, holesky, hoodi, sepolia) or a consensus config YAML.
     ///
     /// # Errors
-    /// [`Error::Unknown`].
+    /// [`Error::Unknown`] for a name that is neither built in nor an existing file;
+    /// [`Error::Read`] / [`Error::Config`] for an unreadable or unusable file.
     pub fn from_name_or_path(s: &str) -> Result<Self, Error> {
-        let _ = s;
-        todo!()
+        if let Some(n) = Self::built_in(s) {
+            return Ok(n);
+        }
+        let path = Path::new(s);
+        if !path.is_file() {
+            return Err(Error::Unknown(s.to_owned()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: s.to_owned(),
+            source,
+        })?;
+        Self::from_config_yaml(&text).map_err(|reason| Error::Config {
+            path: s.to_owned(),
+            reason,
+        })
+    }
+
+    /// A built-in network by (case-insensitive) name.
+    pub fn built_in(name: &str) -> Option<Self> {
+        let (n, forks, genesis) = BUILT_IN
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))?;
+        Some(Self::from_table(
+            n,
+            PresetBase::Mainnet,
+            forks,
+            Some(*genesis),
+            12,
+        ))
+    }
+
+    /// The minimal-preset network of the consensus spec tests (GENESIS_FORK_VERSION 0x00000001,
+    /// SLOTS_PER_EPOCH 8, later forks unscheduled), which the signing-root vectors use.
+    pub fn minimal_test() -> Self {
+        Self::from_table("minimal", PresetBase::Minimal, MINIMAL, None, 6)
+    }
+
+    fn from_table(
+        name: &str,
+        preset: PresetBase,
+        table: ForkTable,
+        genesis_time: Option<u64>,
+        seconds_per_slot: u64,
+    ) -> Self {
+        let forks = table
+            .iter()
+            .map(|(n, v, e)| ScheduledFork {
+                name: (*n).to_owned(),
+                version: v.to_be_bytes(),
+                epoch: *e,
+            })
+            .collect();
+        Self::assemble(
+            name.to_owned(),
+            preset,
+            preset.slots_per_epoch(),
+            genesis_time,
+            seconds_per_slot,
+            forks,
+        )
+    }
+
+    fn assemble(
+        name: String,
+        preset: PresetBase,
+        slots_per_epoch: u64,
+        genesis_time: Option<u64>,
+        seconds_per_slot: u64,
+        mut forks: Vec<ScheduledFork>,
+    ) -> Self {
+        forks.sort_by_key(|f| (f.epoch, fork_rank(&f.name)));
+        let find = |n: &str| forks.iter().find(|f| f.name == n);
+        let genesis_fork_version = find("GENESIS").map_or([0; 4], |f| f.version);
+        // Without a Capella entry EIP-7044 cannot apply: Deneb is then treated as unscheduled.
+        let (capella_fork_version, deneb_fork_epoch) = match (find("CAPELLA"), find("DENEB")) {
+            (Some(c), Some(d)) => (c.version, d.epoch),
+            _ => (genesis_fork_version, u64::MAX),
+        };
+        Self {
+            name,
+            genesis_fork_version,
+            capella_fork_version,
+            deneb_fork_epoch,
+            slots_per_epoch,
+            genesis_time,
+            seconds_per_slot,
+            preset,
+            forks,
+        }
+    }
+
+    /// Parses a consensus config YAML (`CONFIG_NAME`, `PRESET_BASE`, `GENESIS_FORK_VERSION`,
+    /// `<FORK>_FORK_VERSION`/`<FORK>_FORK_EPOCH`, `SECONDS_PER_SLOT` or `SLOT_DURATION_MS`,
+    /// `MIN_GENESIS_TIME` + `GENESIS_DELAY`, optional `SLOTS_PER_EPOCH`).
+    ///
+    /// # Errors
+    /// A readable reason when a required key is missing or malformed.
+    pub fn from_config_yaml(text: &str) -> Result<Self, String> {
+        let map: BTreeMap<String, serde_yaml::Value> =
+            serde_yaml::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
+        let int = |k: &str| -> Result<Option<u64>, String> {
+            match map.get(k) {
+                None => Ok(None),
+                Some(v) => yaml_u64(v)
+                    .map(Some)
+                    .ok_or_else(|| format!("{k} is not a uint64")),
+            }
+        };
+        let preset_name = map
+            .get("PRESET_BASE")
+            .and_then(|v| v.as_str())
+            .unwrap_or("mainnet");
+        let (preset, default_spe) = match preset_name {
+            "mainnet" => (PresetBase::Mainnet, 32),
+            "minimal" => (PresetBase::Minimal, 8),
+            "gnosis" => (PresetBase::Mainnet, 16),
+            other => return Err(format!("unsupported PRESET_BASE {other:?}")),
+        };
+        let name = map
+            .get("CONFIG_NAME")
+            .and_then(|v| v.as_str())
+            .unwrap_or(preset_name)
+            .to_owned();
+        let mut forks = Vec::new();
+        for (k, v) in &map {
+            let Some(fork) = k.strip_suffix("_FORK_VERSION") else {
+                continue;
+            };
+            let version = yaml_version(v).ok_or_else(|| format!("{k} is not a 4-byte version"))?;
+            let epoch = if fork == "GENESIS" {
+                0
+            } else {
+                int(&format!("{fork}_FORK_EPOCH"))?
+                    .ok_or_else(|| format!("{fork}_FORK_EPOCH missing"))?
+            };
+            forks.push(ScheduledFork {
+                name: fork.to_owned(),
+                version,
+                epoch,
+            });
+        }
+        if !forks.iter().any(|f| f.name == "GENESIS") {
+            return Err("GENESIS_FORK_VERSION missing".into());
+        }
+        let seconds_per_slot = match (int("SECONDS_PER_SLOT")?, int("SLOT_DURATION_MS")?) {
+            (Some(s), _) => s,
+            (None, Some(ms)) => ms / 1000,
+            (None, None) => return Err("SECONDS_PER_SLOT / SLOT_DURATION_MS missing".into()),
+        };
+        if seconds_per_slot == 0 {
+            return Err("slot duration is zero".into());
+        }
+        let slots_per_epoch = int("SLOTS_PER_EPOCH")?.unwrap_or(default_spe);
+        if slots_per_epoch == 0 {
+            return Err("SLOTS_PER_EPOCH is zero".into());
+        }
+        // Exact for a built-in name; otherwise MIN_GENESIS_TIME + GENESIS_DELAY, which is the real
+        // genesis of every network that launched at its MIN_GENESIS_TIME.
+        let genesis_time = match BUILT_IN
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(&name))
+        {
+            Some((_, _, g)) => Some(*g),
+            None => match (int("MIN_GENESIS_TIME")?, int("GENESIS_DELAY")?) {
+                (Some(t), d) => t.checked_add(d.unwrap_or(0)),
+                (None, _) => None,
+            },
+        };
+        Ok(Self::assemble(
+            name,
+            preset,
+            slots_per_epoch,
+            genesis_time,
+            seconds_per_slot,
+            forks,
+        ))
+    }
+
+    /// `compute_epoch_at_slot`.
+    pub fn epoch_at_slot(&self, slot: u64) -> u64 {
+        // invariant: slots_per_epoch is never zero (checked when loading).
+        slot / self.slots_per_epoch.max(1)
+    }
+
+    /// The version of the newest fork scheduled at or before `epoch`.
+    pub fn fork_version_at(&self, epoch: u64) -> [u8; 4] {
+        self.forks
+            .iter()
+            .rev()
+            .find(|f| f.epoch <= epoch)
+            .map_or(self.genesis_fork_version, |f| f.version)
+    }
+}
+
+/// Order of same-epoch forks: the known sequence, then any other name.
+fn fork_rank(name: &str) -> usize {
+    const ORDER: [&str; 9] = [
+        "GENESIS",
+        "ALTAIR",
+        "BELLATRIX",
+        "CAPELLA",
+        "DENEB",
+        "ELECTRA",
+        "FULU",
+        "GLOAS",
+        "HEZE",
+    ];
+    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
+}
+
+/// A YAML integer, or a decimal string.
+fn yaml_u64(v: &serde_yaml::Value) -> Option<u64> {
+    match v {
+        serde_yaml::Value::Number(n) => n.as_u64(),
+        serde_yaml::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A fork version: YAML may read `0x01017000` as a (hex) integer or keep it a string.
+fn yaml_version(v: &serde_yaml::Value) -> Option<[u8; 4]> {
+    match v {
+        serde_yaml::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(u32::to_be_bytes),
+        serde_yaml::Value::String(s) => crate::bls::parse_hex::<4>(s).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_ins_know_their_fork_schedule() {
+        let m = Network::from_name_or_path("Mainnet").unwrap();
+        assert_eq!(m.capella_fork_version, [3, 0, 0, 0]);
+        assert_eq!(m.deneb_fork_epoch, 269_568);
+        assert_eq!(m.fork_version_at(364_031), [4, 0, 0, 0]);
+        assert_eq!(m.fork_version_at(364_032), [5, 0, 0, 0]);
+        let h = Network::from_name_or_path("hoodi").unwrap();
+        assert_eq!(h.genesis_fork_version, [0x10, 0, 0x09, 0x10]);
+        assert_eq!(h.deneb_fork_epoch, 0);
+        assert!(matches!(
+            Network::from_name_or_path("nonesuch"),
+            Err(Error::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn config_yaml_is_read() {
+        let yaml = "PRESET_BASE: 'minimal'\nCONFIG_NAME: 'devnet'\nMIN_GENESIS_TIME: 100\nGENESIS_DELAY: 5\n\
+                    GENESIS_FORK_VERSION: 0x00000064\nALTAIR_FORK_VERSION: 0x01000064\nALTAIR_FORK_EPOCH: 0\n\
+                    CAPELLA_FORK_VERSION: 0x03000064\nCAPELLA_FORK_EPOCH: 1\n\
+                    DENEB_FORK_VERSION: '0x04000064'\nDENEB_FORK_EPOCH: 18446744073709551615\n\
+                    SLOT_DURATION_MS: 6000\n";
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        let n = Network::from_name_or_path(p.to_str().unwrap()).unwrap();
+        assert_eq!(n.name, "devnet");
+        assert_eq!(n.preset, PresetBase::Minimal);
+        assert_eq!(n.slots_per_epoch, 8);
+        assert_eq!(n.seconds_per_slot, 6);
+        assert_eq!(n.genesis_time, Some(105));
+        assert_eq!(n.genesis_fork_version, [0, 0, 0, 0x64]);
+        assert_eq!(n.capella_fork_version, [3, 0, 0, 0x64]);
+        assert_eq!(n.deneb_fork_epoch, u64::MAX);
+        assert_eq!(n.forks[0].name, "GENESIS");
+        assert_eq!(n.fork_version_at(0), [1, 0, 0, 0x64]);
+        std::fs::write(&p, "PRESET_BASE: mainnet\nSECONDS_PER_SLOT: 12\n").unwrap();
+        assert!(matches!(
+            Network::from_name_or_path(p.to_str().unwrap()),
+            Err(Error::Config { .. })
+        ));
     }
 }

@@ -833,3 +833,4 @@ mod tests {
         assert!(parse_url("").is_err());
     }
 }
+

@@ -1,1 +1,28 @@
-//! Threshold BLS (INTERFACE STUB: the threshold helper replaces this).
+//! Threshold BLS over BLS12-381 (Ethereum's `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`
+//! ciphersuite, min_pk): Shamir secret sharing of a validator key, Feldman commitments that let
+//! anyone check a share's public key, and Lagrange combination of partial signatures.
+//!
+//! - [`split`] draws `f(x) = sk + a_1 x + ... + a_{t-1} x^{t-1}` with fresh random non-zero
+//!   coefficients and hands out `sk_i = f(i)` for `i = 1..=n` with commitments `C_k = a_k G1`.
+//! - [`Commitments::share_public_key`] computes `pk_i = sum_k i^k C_k`.
+//! - [`combine`] computes `sigma = sum_{i in S} lambda_i sigma_i`, with
+//!   `lambda_i = prod_{j in S, j != i} j / (j - i) mod r`, as one G2 multi-scalar multiplication.
+//!
+//! Invariants: share index 0 is unrepresentable ([`ShareIndex`] wraps `NonZeroU64`), so a share
+//! can never be the secret itself and the blsttc-style `x = i + 1` off-by-one cannot happen.
+//! Every secret scalar (coefficients, shares, Horner intermediates) lives in a zeroizing type.
+//! All blst FFI is confined to `curve.rs`. BLS is deterministic, so any t valid partials combine
+//! to exactly the signature of the whole key.
+//!
+//! References: Shamir, "How to share a secret" (1979); Feldman, "A practical scheme for
+//! non-interactive verifiable secret sharing" (1987); the design notes in `DESIGN.md` §2.
+
+mod combine;
+mod curve;
+mod error;
+mod lagrange;
+mod shamir;
+
+pub use combine::combine;
+pub use error::Error;
+pub use shamir::{split, Commitments, KeyShare, ShareIndex};

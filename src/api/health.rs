@@ -1,0 +1,75 @@
+//! `GET /upcheck`, `GET /healthcheck` and `GET /api/v1/eth2/publicKeys`, in Web3Signer's shapes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::NodeState;
+
+pub(super) async fn upcheck() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response()
+}
+
+pub(super) async fn public_keys(State(state): State<Arc<NodeState>>) -> Response {
+    let keys: Vec<String> = state.keys.public_keys().iter().map(|k| k.to_hex()).collect();
+    json_response(StatusCode::OK, &Value::from(keys))
+}
+
+/// Web3Signer's health document: `{"status","checks":[..],"outcome"}`; 503 when any check is
+/// DOWN (a key file that failed to load, an unreachable database, a node not yet synced).
+pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response {
+    let mut checks = vec![json!({"id": "default-check", "status": "UP"})];
+    let mut all_up = true;
+
+    let load = state.load_status.read().map(|s| s.clone()).unwrap_or_default();
+    let mut key_checks = Vec::new();
+    for (id, counts) in [
+        ("keystores-bulk-loading", load.keystores),
+        ("config-files-loading", load.key_config),
+    ] {
+        if let Some((loaded, errors)) = counts {
+            let up = errors == 0;
+            all_up &= up;
+            key_checks.push(json!({
+                "id": id,
+                "status": status(up),
+                "data": {"keys-loaded": loaded, "error-count": errors},
+            }));
+        }
+    }
+    let keys_up = key_checks.iter().all(|c| c["status"] == "UP");
+    checks.push(json!({"id": "keys-check", "status": status(keys_up), "checks": key_checks}));
+
+    if let Some(db) = &state.slashing {
+        let up = matches!(tokio::time::timeout(Duration::from_secs(3), db.ping()).await, Ok(Ok(())));
+        all_up &= up;
+        checks.push(json!({"id": "slashing-protection-db-health-check", "status": status(up)}));
+    }
+
+    let not_ready = state.not_ready.read().map(|r| r.clone()).unwrap_or(None);
+    if let Some(reason) = not_ready {
+        all_up = false;
+        checks.push(json!({"id": "cluster-sync", "status": "DOWN", "data": {"reason": reason}}));
+    }
+
+    let doc = json!({"status": status(all_up), "checks": checks, "outcome": status(all_up)});
+    let code = if all_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(code, &doc)
+}
+
+fn status(up: bool) -> &'static str {
+    if up {
+        "UP"
+    } else {
+        "DOWN"
+    }
+}
+
+pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], v.to_string())
+        .into_response()
+}

@@ -1,0 +1,134 @@
+//! The HTTP(S) accept loop shared by the signer node and the combiner.
+//!
+//! `run(listener, tls, app, options, shutdown)` serves HTTP/1.1 (optionally over rustls) until
+//! `shutdown` resolves, then stops accepting, lets in-flight requests finish (bounded by
+//! [`ServerOptions::drain_timeout`]) and returns. Tests bind `127.0.0.1:0` and call it directly.
+//!
+//! Invariants: a slow or broken client only ever costs its own connection task (handshake and
+//! header-read timeouts); handshake failures are logged at debug level and dropped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Connection-level limits.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a client to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// Never for per-connection problems (those are logged); only if the listener itself fails
+/// irrecoverably.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let options = options.clone();
+        let stop = stop_rx.clone();
+        connections.spawn(async move {
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls_stream)) => serve(tls_stream, app, &options, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve(stream, app, &options, stop).await,
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(options.drain_timeout, drain).await.is_err() {
+        tracing::warn!(remaining = connections.len(), "shutdown: dropping connections still busy");
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+async fn serve<S>(stream: S, app: Router, options: &ServerOptions, stop: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut stop = stop;
+    let stopped = async move {
+        // Drop the watch guard before completing so the future stays Send.
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+        }
+        () = stopped => {
+            // Finish the request in flight (if any), then close.
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with error during shutdown");
+            }
+        }
+    }
+}

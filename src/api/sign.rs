@@ -1,0 +1,97 @@
+//! `POST /api/v1/eth2/sign/{identifier}`: parse → compute root → key lookup → slashing
+//! check-and-record → sign → respond in the format the `Accept` header asks for.
+//! The order of the first four steps follows Web3Signer so that status codes match.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, NodeState};
+use crate::bls::{PublicKeyBytes, Signature};
+use crate::signing;
+use crate::slashing::Verdict;
+
+pub(super) async fn sign(
+    State(state): State<Arc<NodeState>>,
+    Path(identifier): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let prepared = signing::prepare(&body, &state.network)?;
+    let pubkey = PublicKeyBytes::parse(&identifier)
+        .map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
+    let key = state.keys.get(&pubkey).ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
+    if let Some(reason) = state.not_ready.read().map_err(poisoned)?.clone() {
+        return Err(ApiError::Unavailable(reason));
+    }
+    if let (Some(db), Some((msg, gvr))) = (&state.slashing, prepared.slashable) {
+        match db.check_and_record(pubkey, gvr, msg, prepared.root).await? {
+            Verdict::Allowed | Verdict::Repeat => {}
+            Verdict::Refused(refusal) => {
+                tracing::warn!(
+                    %pubkey, kind = prepared.kind.as_str(), %refusal,
+                    "refused to sign: slashing protection"
+                );
+                return Err(ApiError::Refused { pubkey, refusal });
+            }
+        }
+    }
+    let root = prepared.root;
+    let signature = state.run_blocking(move || key.sign(&root)).await?;
+    tracing::debug!(%pubkey, kind = prepared.kind.as_str(), root = %root.to_hex(), "signed");
+    Ok(signature_response(&headers, &signature))
+}
+
+fn poisoned<T>(_: T) -> ApiError {
+    ApiError::Internal("lock poisoned".into())
+}
+
+/// Web3Signer's content negotiation: JSON when any Accept media range is `application/json` or
+/// `*/*` (case-insensitive, parameters ignored), otherwise bare hex as text/plain.
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|range| {
+            let media = range.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json") || media == "*/*"
+        })
+    })
+}
+
+/// Builds the 200 response carrying a signature.
+pub(crate) fn signature_response(headers: &HeaderMap, signature: &Signature) -> Response {
+    let hex = signature.to_hex();
+    if wants_json(headers) {
+        (
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            format!("{{\"signature\":\"{hex}\"}}"),
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], hex).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).expect("header"));
+        h
+    }
+
+    #[test]
+    fn accept_negotiation_matches_web3signer() {
+        assert!(!wants_json(&HeaderMap::new()));
+        assert!(wants_json(&accept("application/json")));
+        assert!(wants_json(&accept("Application/JSON; charset=utf-8")));
+        assert!(wants_json(&accept("text/plain, */*;q=0.1")));
+        assert!(!wants_json(&accept("text/plain")));
+        assert!(!wants_json(&accept("application/*")));
+    }
+}

@@ -1,0 +1,372 @@
+//! Threshold commands: `dvsigner split`, `dvsigner cluster verify`, `dvsigner combiner`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use super::serve::{bind, server_tls};
+use super::ServeArgs;
+use crate::api;
+use crate::cluster::{split_keys, ClusterDefinition, Operator};
+use crate::combiner::{self, Combiner, NodeTarget, ShareTarget, ValidatorTarget};
+use crate::keys::{KdfParams, Keystore, Password, SecretKey};
+use crate::signing::Network;
+use crate::tls;
+
+/// Keystore encryption cost for written share keystores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KdfChoice {
+    /// scrypt n=2^18, r=8, p=1 (EIP-2335 default).
+    Scrypt,
+    /// PBKDF2-HMAC-SHA256 c=2^18.
+    Pbkdf2,
+    /// Very cheap PBKDF2: for throwaway test and dev clusters only.
+    InsecureFast,
+}
+
+impl KdfChoice {
+    fn params(self) -> KdfParams {
+        match self {
+            Self::Scrypt => KdfParams::scrypt_default(),
+            Self::Pbkdf2 => KdfParams::pbkdf2_default(),
+            Self::InsecureFast => KdfParams::insecure_fast(),
+        }
+    }
+}
+
+/// `dvsigner split` options.
+#[derive(Debug, Clone, Args)]
+pub struct SplitArgs {
+    /// A keystore file, or a directory of `NAME.json` keystores.
+    #[arg(long)]
+    pub keystore: PathBuf,
+    /// Password file for the keystore(s).
+    #[arg(long, conflicts_with = "passwords")]
+    pub password_file: Option<PathBuf>,
+    /// Directory of `NAME.txt` passwords matching `NAME.json` keystores.
+    #[arg(long)]
+    pub passwords: Option<PathBuf>,
+    /// Signatures needed (t); must be a strict majority of the shares.
+    #[arg(long)]
+    pub threshold: u32,
+    /// Number of shares (n); must equal the number of operators.
+    #[arg(long)]
+    pub shares: u32,
+    /// Operators and their node URLs: `a=https://node-a:9000,b=https://node-b:9000,...`.
+    #[arg(long, value_delimiter = ',')]
+    pub operators: Vec<String>,
+    /// Directory of `<operator>.txt` passwords for the share keystores (generated when absent).
+    #[arg(long)]
+    pub operator_passwords: Option<PathBuf>,
+    /// Output directory (`cluster.json`, `<operator>/keystores`, `<operator>/passwords`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Encryption cost of the share keystores.
+    #[arg(long, value_enum, default_value_t = KdfChoice::Scrypt)]
+    pub kdf: KdfChoice,
+}
+
+/// `dvsigner cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Check a cluster definition (commitments against share public keys) and optionally one
+    /// share keystore against it.
+    Verify(VerifyArgs),
+}
+
+/// `dvsigner cluster verify` options.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The cluster definition.
+    pub cluster: PathBuf,
+    /// A share keystore to check against the definition.
+    #[arg(long, requires = "password_file")]
+    pub share_keystore: Option<PathBuf>,
+    /// Its password file.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `dvsigner combiner` options.
+#[derive(Debug, Clone, Args)]
+pub struct CombinerArgs {
+    /// Listener and TLS (the validator client's side).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The cluster definition.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// CA that signed the nodes' server certificates (nodes may also be pinned by fingerprint
+    /// in cluster.json).
+    #[arg(long)]
+    pub node_ca: Option<PathBuf>,
+    /// Client certificate the combiner presents to nodes (PEM).
+    #[arg(long, env = "DVSIGNER_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "DVSIGNER_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// How long to wait for partial signatures, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub deadline_ms: u64,
+    /// Network: mainnet, holesky, hoodi, sepolia, or a consensus config YAML.
+    #[arg(long, default_value = "mainnet")]
+    pub network: String,
+}
+
+/// `dvsigner split`.
+///
+/// # Errors
+/// Bad arguments, unreadable or undecryptable keystores, unwritable output.
+pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
+    let operators = parse_operators(&args.operators)?;
+    if operators.len() != args.shares as usize {
+        bail!("--shares {} but {} operators were named", args.shares, operators.len());
+    }
+    let inputs = read_input_keystores(&args.keystore, args.password_file.as_deref(), args.passwords.as_deref())?;
+    let keys: Vec<SecretKey> = inputs.into_iter().map(|(_, k)| k).collect();
+    let (definition, per_operator) = split_keys(&keys, args.threshold, &operators)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    for (operator, shares) in &per_operator {
+        let password = operator_password(&args, operator)?;
+        let ks_dir = args.out.join(operator).join("keystores");
+        let pw_dir = args.out.join(operator).join("passwords");
+        std::fs::create_dir_all(&ks_dir)?;
+        std::fs::create_dir_all(&pw_dir)?;
+        for share in shares {
+            let name = share.secret.public_key().bytes().to_hex();
+            let ks = Keystore::encrypt(
+                &share.secret,
+                &password,
+                args.kdf.params(),
+                "",
+                &format!("dvsigner threshold share {} of operator {operator}", share.index.get()),
+            )?;
+            write_private(&ks_dir.join(format!("{name}.json")), ks.to_json().as_bytes())?;
+            write_private(&pw_dir.join(format!("{name}.txt")), password.expose_secret().as_bytes())?;
+        }
+    }
+    let cluster_path = args.out.join("cluster.json");
+    definition.save(&cluster_path)?;
+    println!(
+        "split {} validator(s) {}-of-{} across {}; cluster {} written to {}",
+        keys.len(),
+        args.threshold,
+        args.shares,
+        per_operator.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(", "),
+        definition.hash(),
+        cluster_path.display()
+    );
+    Ok(())
+}
+
+fn operator_password(args: &SplitArgs, operator: &str) -> anyhow::Result<Password> {
+    if let Some(dir) = &args.operator_passwords {
+        let p = dir.join(format!("{operator}.txt"));
+        if p.exists() {
+            return Ok(Password::from_file(&p)?);
+        }
+    }
+    use rand::RngCore;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+    Ok(Password::new(hex::encode(bytes.as_ref())))
+}
+
+fn parse_operators(list: &[String]) -> anyhow::Result<Vec<Operator>> {
+    list.iter()
+        .map(|item| {
+            let (name, url) = item
+                .split_once('=')
+                .with_context(|| format!("operator {item:?} is not NAME=URL"))?;
+            Ok(Operator::new(name.trim(), url.trim()))
+        })
+        .collect()
+}
+
+/// Reads one keystore or a directory of them, returning (file name, key) pairs.
+fn read_input_keystores(
+    path: &Path,
+    password_file: Option<&Path>,
+    passwords: Option<&Path>,
+) -> anyhow::Result<Vec<(String, SecretKey)>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_owned()]
+    };
+    if files.is_empty() {
+        bail!("no keystores in {}", path.display());
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let password = match (password_file, passwords) {
+            (Some(f), _) => Password::from_file(f)?,
+            (None, Some(dir)) => Password::from_file(&dir.join(format!("{stem}.txt")))?,
+            (None, None) => bail!("give --password-file or --passwords"),
+        };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let ks = Keystore::from_json(&text).with_context(|| format!("{}", file.display()))?;
+        let sk = ks.decrypt(&password).with_context(|| format!("decrypting {}", file.display()))?;
+        out.push((stem, sk));
+    }
+    Ok(out)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `dvsigner cluster verify`.
+///
+/// # Errors
+/// Any verification failure, named.
+pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Verify(args) = cmd;
+    let text = std::fs::read_to_string(&args.cluster)
+        .with_context(|| format!("reading {}", args.cluster.display()))?;
+    let def = ClusterDefinition::from_json(&text).context("cluster definition is invalid")?;
+    println!(
+        "cluster {}: {} operator(s), {} validator(s): commitments match every share public key",
+        def.hash(),
+        def.operators().len(),
+        def.validators().len()
+    );
+    if let (Some(ks), Some(pw)) = (&args.share_keystore, &args.password_file) {
+        let text = std::fs::read_to_string(ks).with_context(|| format!("reading {}", ks.display()))?;
+        let sk = Keystore::from_json(&text)?.decrypt(&Password::from_file(pw)?)?;
+        let pk = sk.public_key();
+        let Some((v, share)) = def.share(&pk.bytes()) else {
+            bail!("share keystore {} (public key {}) is not in this cluster", ks.display(), pk.bytes());
+        };
+        if !v.commitments.verify_share(share.index, pk) {
+            bail!("share {} does not match the commitments of validator {}", pk.bytes(), v.group_pubkey.bytes());
+        }
+        println!(
+            "share keystore OK: validator {}, share index {}, operator {}",
+            v.group_pubkey.bytes(),
+            share.index.get(),
+            share.operator
+        );
+    }
+    Ok(())
+}
+
+/// Builds the combiner state from a cluster definition and TLS options.
+///
+/// # Errors
+/// TLS configuration errors.
+pub fn build_combiner(
+    def: &ClusterDefinition,
+    network: Network,
+    deadline: Duration,
+    client_tls: rustls::ClientConfig,
+) -> anyhow::Result<Combiner> {
+    let nodes: Vec<NodeTarget> =
+        def.operators().iter().map(|o| NodeTarget { name: o.name.clone(), url: o.url.clone() }).collect();
+    let validators = def
+        .validators()
+        .iter()
+        .map(|v| ValidatorTarget {
+            group_pubkey: v.group_pubkey.clone(),
+            threshold: v.threshold as usize,
+            shares: v
+                .shares
+                .iter()
+                .filter_map(|s| {
+                    def.operators().iter().position(|o| o.name == s.operator).map(|node| ShareTarget {
+                        index: s.index,
+                        pubkey: s.pubkey.clone(),
+                        node,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls)
+        .http1_only()
+        .pool_max_idle_per_host(512)
+        .pool_idle_timeout(Duration::from_secs(20))
+        .connect_timeout(deadline)
+        .timeout(deadline)
+        .tcp_nodelay(true)
+        .build()?;
+    Ok(Combiner::new(nodes, validators, network, deadline, client)?)
+}
+
+/// The client TLS settings a combiner uses towards the nodes of `def`.
+///
+/// # Errors
+/// Unreadable certificate files.
+pub fn node_client_tls(
+    def: &ClusterDefinition,
+    node_ca: Option<&Path>,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let pinned = def.operators().iter().filter_map(|o| o.tls_fingerprint).collect();
+    Ok(tls::client_config(tls::ClientTlsOptions { ca: node_ca.map(Path::to_owned), pinned, identity })?)
+}
+
+/// Starts a combiner on `listener` until `shutdown`.
+///
+/// # Errors
+/// Start-up failures.
+pub async fn serve_combiner(
+    args: CombinerArgs,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.cluster)
+        .with_context(|| format!("reading {}", args.cluster.display()))?;
+    let def = ClusterDefinition::from_json(&text).context("cluster definition is invalid")?;
+    let network = Network::from_name_or_path(&args.network).context("--network")?;
+    let identity = args.client_cert.clone().zip(args.client_key.clone());
+    if identity.is_none() {
+        tracing::warn!("no --client-cert/--client-key: nodes that require client certificates will refuse the combiner");
+    }
+    let client_tls = node_client_tls(&def, args.node_ca.as_deref(), identity)?;
+    let combiner = build_combiner(&def, network, Duration::from_millis(args.deadline_ms), client_tls)?;
+    let tls = server_tls(&args.serve)?;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, cluster = %def.hash(), validators = def.validators().len(), nodes = def.operators().len(), "combiner listening");
+    let options = api::server::ServerOptions {
+        header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
+        ..Default::default()
+    };
+    api::server::run(listener, tls, combiner::router(Arc::new(combiner)), options, shutdown).await?;
+    tracing::info!("combiner stopped");
+    Ok(())
+}
+
+/// `dvsigner combiner`.
+///
+/// # Errors
+/// Start-up failures.
+pub async fn run_combiner(args: CombinerArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = bind(args.serve.listen).await?;
+    serve_combiner(args, listener, shutdown).await
+}

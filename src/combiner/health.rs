@@ -1,0 +1,73 @@
+//! Combiner health routes: `/upcheck`, `/healthcheck` (node reachability per validator),
+//! `/api/v1/eth2/publicKeys` (group keys).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use super::Combiner;
+
+pub(super) async fn upcheck() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response()
+}
+
+pub(super) async fn public_keys(State(c): State<Arc<Combiner>>) -> Response {
+    let mut keys: Vec<String> = c.validators.keys().map(|k| k.to_hex()).collect();
+    keys.sort();
+    json(StatusCode::OK, &Value::from(keys))
+}
+
+/// UP when, for every validator, at least `t` of its nodes answer `/upcheck`.
+pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
+    let probes = c.nodes.iter().map(|n| {
+        let url = format!("{}/upcheck", n.url.trim_end_matches('/'));
+        let client = c.client.clone();
+        async move {
+            match client.get(url).timeout(Duration::from_secs(2)).send().await {
+                Ok(r) if r.status().is_success() => (true, String::new()),
+                Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),
+                Err(e) => (false, e.to_string()),
+            }
+        }
+    });
+    let results = join_all(probes).await;
+    let node_checks: Vec<Value> = c
+        .nodes
+        .iter()
+        .zip(&results)
+        .map(|(n, (up, err))| {
+            let mut v = json!({"id": format!("node/{}", n.name), "status": if *up {"UP"} else {"DOWN"}});
+            if !up {
+                v["data"] = json!({"error": err});
+            }
+            v
+        })
+        .collect();
+    let short: Vec<String> = c
+        .validators
+        .values()
+        .filter(|v| v.shares.iter().filter(|s| results[s.node].0).count() < v.threshold)
+        .map(|v| v.group_pubkey.bytes().to_hex())
+        .collect();
+    let up = short.is_empty();
+    let status = if up { "UP" } else { "DOWN" };
+    let doc = json!({
+        "status": status,
+        "checks": [
+            {"id": "default-check", "status": "UP"},
+            {"id": "nodes", "status": status, "checks": node_checks,
+             "data": {"validators-below-threshold": short.len()}},
+        ],
+        "outcome": status,
+    });
+    json(if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &doc)
+}
+
+fn json(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], v.to_string()).into_response()
+}

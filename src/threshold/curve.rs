@@ -1,0 +1,296 @@
+//! The only place in the crate that calls blst's C functions directly: arithmetic in the
+//! BLS12-381 scalar field (order r) and the two point operations the threshold scheme needs
+//! (a G1 polynomial evaluation "in the exponent" and a G2 multi-scalar multiplication).
+//!
+//! Invariants:
+//! - A [`Scalar`] is always a reduced field element (blst keeps `blst_fr` in Montgomery form
+//!   and every `blst_fr_*` function returns reduced values); it is wiped when dropped, because
+//!   polynomial coefficients, shares and every intermediate of their arithmetic are secrets.
+//! - Points are only ever built from values blst produced or validated ([`PublicKey`],
+//!   [`Signature`]), so every sum stays in the prime-order subgroup.
+//!
+//! Spec: `draft-irtf-cfrg-bls-signature` (scalars are big-endian 32-byte integers below r) and
+//! blst's `bindings/blst.h` (point multiplications take little-endian scalars and a bit count).
+#![allow(unsafe_code)]
+
+use blst::{
+    blst_bendian_from_scalar, blst_fr, blst_fr_add, blst_fr_eucl_inverse, blst_fr_from_scalar,
+    blst_fr_from_uint64, blst_fr_inverse, blst_fr_mul, blst_fr_sub, blst_lendian_from_scalar,
+    blst_p1, blst_p1_add_or_double, blst_p1_affine, blst_p1_from_affine, blst_p1_is_inf,
+    blst_p1_mult, blst_p1_to_affine, blst_p2, blst_p2_add_or_double, blst_p2_affine,
+    blst_p2_from_affine, blst_p2_mult, blst_p2_to_affine, blst_p2s_mult_pippenger,
+    blst_p2s_mult_pippenger_scratch_sizeof, blst_scalar, blst_scalar_fr_check,
+    blst_scalar_from_be_bytes, blst_scalar_from_bendian, blst_scalar_from_fr, min_pk,
+};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::bls::{PublicKey, Signature};
+use crate::keys::secret::SecretKey;
+
+/// Bits of a reduced scalar (r < 2^255).
+const SCALAR_BITS: usize = 255;
+
+/// An element of the BLS12-381 scalar field, zeroized on drop. Deliberately not `Copy`/`Clone`.
+pub(crate) struct Scalar(blst_fr);
+
+impl Drop for Scalar {
+    fn drop(&mut self) {
+        self.0.l.zeroize();
+    }
+}
+
+impl Scalar {
+    /// The field element `v`.
+    pub(crate) fn from_u64(v: u64) -> Self {
+        let limbs: [u64; 4] = [v, 0, 0, 0];
+        let mut out = blst_fr::default();
+        // SAFETY: `out` is a valid, writable blst_fr and `limbs` is the 4-limb array the C
+        // function reads (`const uint64_t a[4]`).
+        unsafe { blst_fr_from_uint64(&mut out, limbs.as_ptr()) };
+        Self(out)
+    }
+
+    /// The scalar of a secret key (its canonical big-endian encoding, already below r).
+    pub(crate) fn from_secret(sk: &SecretKey) -> Self {
+        let bytes = sk.expose_secret();
+        let mut s = blst_scalar::default(); // blst_scalar zeroizes itself on drop
+        let mut out = blst_fr::default();
+        // SAFETY: `bytes` is exactly 32 readable bytes; `s` and `out` are valid and writable.
+        unsafe {
+            blst_scalar_from_bendian(&mut s, bytes.as_ptr());
+            blst_fr_from_scalar(&mut out, &s);
+        }
+        Self(out)
+    }
+
+    /// Reduces an arbitrary-length big-endian integer modulo r (used on 64 random bytes, so the
+    /// result is uniform up to a 2^-256 bias).
+    pub(crate) fn from_be_bytes_wide(bytes: &[u8]) -> Self {
+        let mut s = blst_scalar::default();
+        let mut out = blst_fr::default();
+        // SAFETY: `bytes.as_ptr()` points to `bytes.len()` readable bytes; `s` and `out` are
+        // valid and writable. The boolean result (non-zero) is checked by callers via is_zero.
+        unsafe {
+            blst_scalar_from_be_bytes(&mut s, bytes.as_ptr(), bytes.len());
+            blst_fr_from_scalar(&mut out, &s);
+        }
+        Self(out)
+    }
+
+    /// `self + other mod r`.
+    pub(crate) fn add(&self, other: &Scalar) -> Scalar {
+        let mut out = blst_fr::default();
+        // SAFETY: all three pointers are to valid blst_fr values; blst allows any aliasing.
+        unsafe { blst_fr_add(&mut out, &self.0, &other.0) };
+        Scalar(out)
+    }
+
+    /// `self - other mod r`.
+    pub(crate) fn sub(&self, other: &Scalar) -> Scalar {
+        let mut out = blst_fr::default();
+        // SAFETY: as in `add`.
+        unsafe { blst_fr_sub(&mut out, &self.0, &other.0) };
+        Scalar(out)
+    }
+
+    /// `self * other mod r`.
+    pub(crate) fn mul(&self, other: &Scalar) -> Scalar {
+        let mut out = blst_fr::default();
+        // SAFETY: as in `add`.
+        unsafe { blst_fr_mul(&mut out, &self.0, &other.0) };
+        Scalar(out)
+    }
+
+    /// Constant-time inverse, or `None` for zero. Safe to use on secret values.
+    #[allow(dead_code)] // kept for completeness; Lagrange only inverts public values
+    pub(crate) fn invert(&self) -> Option<Scalar> {
+        if self.is_zero() {
+            return None;
+        }
+        let mut out = blst_fr::default();
+        // SAFETY: valid in/out blst_fr pointers.
+        unsafe { blst_fr_inverse(&mut out, &self.0) };
+        Some(Scalar(out))
+    }
+
+    /// Variable-time inverse, or `None` for zero. Only for public values (Lagrange
+    /// denominators are functions of the public share indices).
+    pub(crate) fn invert_public(&self) -> Option<Scalar> {
+        if self.is_zero() {
+            return None;
+        }
+        let mut out = blst_fr::default();
+        // SAFETY: valid in/out blst_fr pointers.
+        unsafe { blst_fr_eucl_inverse(&mut out, &self.0) };
+        Some(Scalar(out))
+    }
+
+    /// Whether this is the zero element (Montgomery form of 0 is 0).
+    pub(crate) fn is_zero(&self) -> bool {
+        self.0.l.iter().all(|l| *l == 0)
+    }
+
+    fn to_blst_scalar(&self) -> blst_scalar {
+        let mut s = blst_scalar::default();
+        // SAFETY: valid in/out pointers.
+        unsafe { blst_scalar_from_fr(&mut s, &self.0) };
+        s
+    }
+
+    /// The canonical 32-byte big-endian encoding (what [`SecretKey::from_bytes`] takes).
+    pub(crate) fn to_be_bytes(&self) -> Zeroizing<[u8; 32]> {
+        let s = self.to_blst_scalar();
+        let mut out = Zeroizing::new([0u8; 32]);
+        // SAFETY: `out` has 32 writable bytes; `s` is a valid scalar. It is reduced, as
+        // asserted in debug builds.
+        unsafe {
+            debug_assert!(blst_scalar_fr_check(&s));
+            blst_bendian_from_scalar(out.as_mut_ptr(), &s);
+        }
+        out
+    }
+
+    /// The 32-byte little-endian encoding, the form blst's point multiplications take.
+    fn to_le_bytes(&self) -> Zeroizing<[u8; 32]> {
+        let s = self.to_blst_scalar();
+        let mut out = Zeroizing::new([0u8; 32]);
+        // SAFETY: `out` has 32 writable bytes; `s` is a valid scalar.
+        unsafe { blst_lendian_from_scalar(out.as_mut_ptr(), &s) };
+        out
+    }
+}
+
+/// Evaluates `sum_k x^k * points[k]` in G1 (Horner's rule, one 64-bit multiplication per
+/// coefficient). Returns `None` for an empty list or when the sum is the identity (which no
+/// valid public key is).
+pub(crate) fn g1_poly_eval(points: &[PublicKey], x: u64) -> Option<PublicKey> {
+    let (last, rest) = points.split_last()?;
+    let x_le = x.to_le_bytes();
+    let mut acc = blst_p1::default();
+    let last_aff: &blst_p1_affine = last.point().into();
+    // SAFETY: every pointer is to a valid, initialised blst value owned by this frame;
+    // `x_le` holds the 64 bits announced to blst_p1_mult; blst permits out == in aliasing.
+    unsafe {
+        blst_p1_from_affine(&mut acc, last_aff);
+        for p in rest.iter().rev() {
+            let aff: &blst_p1_affine = p.point().into();
+            let mut q = blst_p1::default();
+            blst_p1_from_affine(&mut q, aff);
+            let cur = acc;
+            blst_p1_mult(&mut acc, &cur, x_le.as_ptr(), 64);
+            let cur = acc;
+            blst_p1_add_or_double(&mut acc, &cur, &q);
+        }
+        if blst_p1_is_inf(&acc) {
+            return None;
+        }
+        let mut out = blst_p1_affine::default();
+        blst_p1_to_affine(&mut out, &acc);
+        Some(PublicKey::from_point(min_pk::PublicKey::from(out)))
+    }
+}
+
+/// How the G2 multi-scalar multiplication is computed; see [`g2_msm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))] // the alternatives exist for the timing test
+pub(crate) enum MsmStrategy {
+    /// One `blst_p2_mult` per point, summed, on the calling thread.
+    Serial,
+    /// `blst_p2s_mult_pippenger` on the calling thread.
+    Pippenger,
+    /// The Rust binding's `MultiPoint::mult`, which below 32 points spreads plain
+    /// multiplications over blst's own thread pool.
+    BindingPool,
+}
+
+/// `sum_i scalars[i] * points[i]` in G2 with the default strategy.
+///
+/// The default is [`MsmStrategy::Pippenger`] on the caller's thread. Measured on the 2-core
+/// development machine for 3 points (`msm_strategies_agree_and_timings` in `combine.rs`):
+/// Pippenger ~7% less CPU than three serial multiplications; the binding's pool path costs
+/// ~10% more total CPU than serial and moves it onto blst's threads, where the caller cannot
+/// budget it. The combiner runs many combines concurrently, so CPU, not latency, is what to
+/// save.
+///
+/// # Panics
+/// If the slices differ in length (an internal invariant of the callers).
+pub(crate) fn g2_msm(points: &[Signature], scalars: &[Scalar]) -> Signature {
+    g2_msm_with(points, scalars, MsmStrategy::Pippenger)
+}
+
+/// [`g2_msm`] with an explicit strategy (all strategies give the same point).
+///
+/// # Panics
+/// If the slices differ in length.
+pub(crate) fn g2_msm_with(
+    points: &[Signature],
+    scalars: &[Scalar],
+    strategy: MsmStrategy,
+) -> Signature {
+    assert_eq!(
+        points.len(),
+        scalars.len(),
+        "invariant: one scalar per point"
+    );
+    let affines: Vec<blst_p2_affine> = points
+        .iter()
+        .map(|s| *<&blst_p2_affine>::from(s.point()))
+        .collect();
+    let mut flat = Zeroizing::new(Vec::with_capacity(32 * scalars.len()));
+    for s in scalars {
+        flat.extend_from_slice(s.to_le_bytes().as_ref());
+    }
+    let acc = match (strategy, affines.is_empty()) {
+        (_, true) => blst_p2::default(),
+        (MsmStrategy::Serial, false) => msm_serial(&affines, &flat),
+        (MsmStrategy::Pippenger, false) => msm_pippenger(&affines, &flat),
+        (MsmStrategy::BindingPool, false) => {
+            use blst::MultiPoint;
+            affines.as_slice().mult(&flat, SCALAR_BITS)
+        }
+    };
+    let mut out = blst_p2_affine::default();
+    // SAFETY: valid in/out pointers.
+    unsafe { blst_p2_to_affine(&mut out, &acc) };
+    Signature::from_point(min_pk::Signature::from(out))
+}
+
+fn msm_serial(affines: &[blst_p2_affine], scalars_le: &[u8]) -> blst_p2 {
+    let mut acc = blst_p2::default(); // the identity
+    for (p, s) in affines.iter().zip(scalars_le.chunks_exact(32)) {
+        let mut q = blst_p2::default();
+        // SAFETY: `p` is a valid affine point, `s` holds the 32 bytes (>= 255 bits) announced
+        // to blst_p2_mult; outputs are distinct local values.
+        unsafe {
+            blst_p2_from_affine(&mut q, p);
+            let base = q;
+            blst_p2_mult(&mut q, &base, s.as_ptr(), SCALAR_BITS);
+            let cur = acc;
+            blst_p2_add_or_double(&mut acc, &cur, &q);
+        }
+    }
+    acc
+}
+
+fn msm_pippenger(affines: &[blst_p2_affine], scalars_le: &[u8]) -> blst_p2 {
+    let n = affines.len();
+    let point_ptrs: [*const blst_p2_affine; 2] = [affines.as_ptr(), std::ptr::null()];
+    let scalar_ptrs: [*const u8; 2] = [scalars_le.as_ptr(), std::ptr::null()];
+    let mut ret = blst_p2::default();
+    // SAFETY: the scratch size comes from blst itself (in bytes, so /8 u64 words, rounded up);
+    // `affines` holds `n` contiguous points and `scalars_le` `n` contiguous 32-byte scalars, as
+    // the null-terminated one-element pointer arrays announce.
+    unsafe {
+        let words = blst_p2s_mult_pippenger_scratch_sizeof(n).div_ceil(8);
+        let mut scratch = vec![0u64; words.max(1)];
+        blst_p2s_mult_pippenger(
+            &mut ret,
+            point_ptrs.as_ptr(),
+            n,
+            scalar_ptrs.as_ptr(),
+            SCALAR_BITS,
+            scratch.as_mut_ptr(),
+        );
+    }
+    ret
+}

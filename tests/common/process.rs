@@ -1,0 +1,123 @@
+//! Real `dvsigner` processes for end-to-end tests: free loopback ports, readiness polling,
+//! kill by PID. Every child is killed when its handle drops, so a failing test leaves nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dvsigner"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the OS will not hand it out again soon).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The repository's public dev keystores (interop keys 0..=4).
+pub fn dev_keystores() -> (PathBuf, PathBuf) {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("keystores/dev");
+    (base.clone(), base.join("passwords"))
+}
+
+/// A running child process, killed (SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `dvsigner ARGS`, logging stdout+stderr to `log`.
+    pub fn start(name: &str, args: &[String], log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("clone");
+        let child = Command::new(bin())
+            .args(args)
+            .env("DVSIGNER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn dvsigner");
+        Self { child, name: name.to_owned(), log: log.to_owned() }
+    }
+
+    /// PID of the child.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM by PID, then wait up to `bound` for exit; returns the exit status if it exited.
+    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// Polls `url` until it answers 200 or `bound` passes (panicking with the process log).
+pub async fn wait_ready(client: &reqwest::Client, url: &str, proc_: &mut Proc, bound: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if let Ok(Some(status)) = proc_.child.try_wait() {
+            panic!("{} exited early ({status}):\n{}", proc_.name, proc_.log_text());
+        }
+        if let Ok(r) = client.get(url).timeout(Duration::from_millis(500)).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} not ready after {bound:?}:\n{}", proc_.name, proc_.log_text());
+}
+
+/// Arguments for a plain-HTTP signer on `port` with the dev keystores.
+pub fn signer_args(port: u16, data_dir: &Path, slashing_db: Option<&str>) -> Vec<String> {
+    let (ks, pw) = dev_keystores();
+    let mut a: Vec<String> = vec![
+        "signer".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--insecure-http".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--keystores".into(),
+        ks.display().to_string(),
+        "--keystores-passwords".into(),
+        pw.display().to_string(),
+    ];
+    if let Some(db) = slashing_db {
+        a.push("--slashing-db".into());
+        a.push(db.into());
+    }
+    a
+}

@@ -58,8 +58,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&dir)?;
-    let pki = DevPki::generate(&dir.join("tls"), &[&OPERATORS[..], &["combiner"]].concat(), &["combiner-client"])
-        .context("generating dev certificates")?;
+    let pki = DevPki::generate(
+        &dir.join("tls"),
+        &[&OPERATORS[..], &["combiner"]].concat(),
+        &["combiner-client"],
+    )
+    .context("generating dev certificates")?;
 
     // Whole keys: interop keys (public!) written as keystores, then split 3-of-4.
     let whole = dir.join("validator-keys");
@@ -113,7 +117,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tasks.spawn(async move { serve_signer(signer, listener, stop).await });
     }
     let combiner_id = pki.identity("combiner").context("combiner certificate")?;
-    let client_id = pki.identity("combiner-client").context("combiner client certificate")?;
+    let client_id = pki
+        .identity("combiner-client")
+        .context("combiner client certificate")?;
     let combiner = CombinerArgs {
         serve: ServeArgs {
             listen: format!("127.0.0.1:{}", args.base_port).parse()?,
@@ -137,8 +143,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     // Give the servers a moment to load their keys before printing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pubkeys: Vec<String> =
-        (0..args.validators).map(|i| interop_secret_key(i).public_key().bytes().to_hex()).collect();
+    let pubkeys: Vec<String> = (0..args.validators)
+        .map(|i| interop_secret_key(i).public_key().bytes().to_hex())
+        .collect();
     print_instructions(&dir, &pki.ca_cert, args.base_port, &pubkeys);
 
     tokio::select! {
@@ -164,7 +171,13 @@ fn write_interop_keystores(dir: &Path, count: u64) -> anyhow::Result<()> {
     let password = Password::new(DEV_PASSWORD.into());
     for i in 0..count {
         let sk = interop_secret_key(i);
-        let ks = Keystore::encrypt(&sk, &password, KdfParams::insecure_fast(), &format!("m/12381/3600/{i}/0/0"), "dvsigner dev interop key (PUBLIC)")?;
+        let ks = Keystore::encrypt(
+            &sk,
+            &password,
+            KdfParams::insecure_fast(),
+            &format!("m/12381/3600/{i}/0/0"),
+            "dvsigner dev interop key (PUBLIC)",
+        )?;
         std::fs::write(dir.join(format!("interop-{i}.json")), ks.to_json())?;
     }
     Ok(())
@@ -206,6 +219,9 @@ Press Ctrl-C to stop."#,
         p1 = port + 1,
         p4 = port + 4,
         n = pubkeys.len(),
-        keys = pubkeys.iter().map(|k| format!("                  {k}\n")).collect::<String>(),
+        keys = pubkeys
+            .iter()
+            .map(|k| format!("                  {k}\n"))
+            .collect::<String>(),
     );
 }

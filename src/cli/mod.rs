@@ -61,10 +61,18 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
     /// Server certificate chain (PEM).
-    #[arg(long, env = "DVSIGNER_TLS_CERT", required_unless_present = "insecure_http")]
+    #[arg(
+        long,
+        env = "DVSIGNER_TLS_CERT",
+        required_unless_present = "insecure_http"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Server private key (PEM).
-    #[arg(long, env = "DVSIGNER_TLS_KEY", required_unless_present = "insecure_http")]
+    #[arg(
+        long,
+        env = "DVSIGNER_TLS_KEY",
+        required_unless_present = "insecure_http"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates issued by this CA (PEM).
     #[arg(long, env = "DVSIGNER_TLS_CLIENT_CA")]
@@ -132,7 +140,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Signer(args) => serve::run_signer(args, crate::dev::shutdown_signal()).await,
         Command::SlashingProtection(cmd) => slashing::run(cmd).await,
-        Command::Combiner(args) => threshold::run_combiner(args, crate::dev::shutdown_signal()).await,
+        Command::Combiner(args) => {
+            threshold::run_combiner(args, crate::dev::shutdown_signal()).await
+        }
         Command::Split(args) => threshold::run_split(args),
         Command::Cluster(cmd) => threshold::run_cluster(cmd),
         Command::Dev(args) => crate::dev::run(args).await,
@@ -147,10 +157,16 @@ mod tests {
     #[test]
     fn signer_defaults() {
         let cli = Cli::try_parse_from([
-            "dvsigner", "signer", "--data-dir", "/tmp/d", "--insecure-http",
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/tmp/d",
+            "--insecure-http",
         ])
         .expect("parse");
-        let Command::Signer(a) = cli.command else { panic!("not signer") };
+        let Command::Signer(a) = cli.command else {
+            panic!("not signer")
+        };
         assert_eq!(a.serve.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(a.network, "mainnet");
         assert!(a.slashing_db.is_none());
@@ -161,7 +177,13 @@ mod tests {
     fn tls_required_unless_insecure() {
         assert!(Cli::try_parse_from(["dvsigner", "signer", "--data-dir", "/d"]).is_err());
         assert!(Cli::try_parse_from([
-            "dvsigner", "signer", "--data-dir", "/d", "--insecure-http", "--tls-cert", "c.pem"
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/d",
+            "--insecure-http",
+            "--tls-cert",
+            "c.pem"
         ])
         .is_err());
     }
@@ -169,7 +191,13 @@ mod tests {
     #[test]
     fn keystores_need_passwords() {
         assert!(Cli::try_parse_from([
-            "dvsigner", "signer", "--data-dir", "/d", "--insecure-http", "--keystores", "k"
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/d",
+            "--insecure-http",
+            "--keystores",
+            "k"
         ])
         .is_err());
     }

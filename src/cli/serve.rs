@@ -35,7 +35,9 @@ pub fn server_tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<rustls::ServerC
         client_ca: args.tls_client_ca.clone(),
         allowed_clients: args.tls_allowed_clients.clone(),
     };
-    Ok(Some(tls::server_config(&files).context("TLS configuration")?))
+    Ok(Some(
+        tls::server_config(&files).context("TLS configuration")?,
+    ))
 }
 
 /// Loads every configured key source (decrypting keystores on all cores) and reports the rate.
@@ -72,7 +74,11 @@ fn log_report(source: &str, report: &store::LoadReport) {
         tracing::error!(source, file = %path.display(), %error, "key failed to load");
     }
     let secs = report.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { report.keys.len() as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        report.keys.len() as f64 / secs
+    } else {
+        0.0
+    };
     tracing::info!(
         source,
         loaded = report.keys.len(),
@@ -97,10 +103,15 @@ pub async fn open_slashing_db(args: &SignerArgs) -> anyhow::Result<Option<Slashi
         None => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("creating {}", args.data_dir.display()))?;
-            format!("sqlite:{}", args.data_dir.join("slashing-protection.sqlite").display())
+            format!(
+                "sqlite:{}",
+                args.data_dir.join("slashing-protection.sqlite").display()
+            )
         }
     };
-    let db = SlashingDb::open(&url).await.context("opening slashing-protection database")?;
+    let db = SlashingDb::open(&url)
+        .await
+        .context("opening slashing-protection database")?;
     Ok(Some(db))
 }
 
@@ -148,7 +159,10 @@ pub async fn serve_signer(
 ///
 /// # Errors
 /// Start-up failures.
-pub async fn run_signer(args: SignerArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_signer(
+    args: SignerArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let listener = bind(args.serve.listen).await?;
     serve_signer(args, listener, shutdown).await
 }
@@ -164,6 +178,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
     Ok(socket.listen(4096)?)
 }

@@ -681,26 +681,43 @@ async fn check_batch<S: Store>(
     }
     store.begin().await?;
     let ids = store.lock_validators(&pubkeys).await?;
-    let mut verdicts = Vec::with_capacity(jobs.len());
+    // Refusals that need no history are decided here; the rest go to the store as one batch.
+    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(jobs.len());
+    let mut candidates = Vec::with_capacity(jobs.len());
     for job in jobs {
         if job.gvr != stored_gvr {
-            verdicts.push(Verdict::Refused(Refusal::WrongGenesisValidatorsRoot {
-                stored: SigningRoot(stored_gvr),
-                requested: SigningRoot(job.gvr),
-            }));
+            verdicts.push(Some(Verdict::Refused(
+                Refusal::WrongGenesisValidatorsRoot {
+                    stored: SigningRoot(stored_gvr),
+                    requested: SigningRoot(job.gvr),
+                },
+            )));
             continue;
         }
         let &(id, enabled) = ids
             .get(&job.pubkey)
             .ok_or_else(|| Error::Corrupt(format!("validator {} is not registered", job.pubkey)))?;
         if !enabled {
-            verdicts.push(Verdict::Refused(Refusal::ValidatorDisabled {
+            verdicts.push(Some(Verdict::Refused(Refusal::ValidatorDisabled {
                 pubkey: job.pubkey,
-            }));
+            })));
             continue;
         }
-        verdicts.push(rules::check(store, id, job.msg, job.root).await?);
+        verdicts.push(None);
+        candidates.push(rules::Candidate {
+            id,
+            msg: job.msg,
+            root: job.root,
+        });
     }
+    let mut decided = store.check_many(&candidates).await?.into_iter();
+    let verdicts = verdicts
+        .into_iter()
+        .map(|v| {
+            v.or_else(|| decided.next())
+                .ok_or_else(|| Error::Corrupt("batch verdict missing".into()))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     store.commit().await?;
     Ok(verdicts)
 }
@@ -833,4 +850,3 @@ mod tests {
         assert!(parse_url("").is_err());
     }
 }
-

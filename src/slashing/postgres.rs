@@ -13,9 +13,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::rules::{
-    from_db, root_from_db, to_db, AttestationContext, Root, Store, ValidatorId, Watermark,
+    self, from_db, root_from_db, to_db, AttestationContext, BatchFacts, BatchWrites, Candidate,
+    Root, Store, ValidatorId, Watermark,
 };
-use super::Error;
+use super::{Error, SlashableMessage, Verdict};
 use crate::bls::PublicKeyBytes;
 
 /// Advisory-lock key that serializes migrations across processes ("dvsigner" in ASCII).
@@ -68,6 +69,41 @@ const SURROUNDING: &str = "SELECT source_epoch, target_epoch FROM signed_attesta
      WHERE validator_id = $1 AND source_epoch < $2 AND target_epoch > $3 LIMIT 1";
 const SURROUNDED: &str = "SELECT source_epoch, target_epoch FROM signed_attestations \
      WHERE validator_id = $1 AND source_epoch > $2 AND target_epoch < $3 LIMIT 1";
+
+/// Batch reads: one statement each for the whole batch, the candidates given as parallel
+/// arrays (`n` is the candidate's position in the batch).
+const BATCH_WATERMARKS: &str =
+    "SELECT validator_id, slot, source_epoch, target_epoch, pruned_slot, pruned_source_epoch, \
+     pruned_target_epoch FROM low_watermarks WHERE validator_id = ANY($1::bigint[])";
+const BATCH_BLOCK_ROOTS: &str = "SELECT c.n, b.signing_root \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS c(n, vid, slot) \
+     JOIN signed_blocks b ON b.validator_id = c.vid AND b.slot = c.slot";
+const BATCH_ATTESTATIONS_AT: &str = "SELECT c.n, a.source_epoch, a.signing_root \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS c(n, vid, t) \
+     JOIN signed_attestations a ON a.validator_id = c.vid AND a.target_epoch = c.t";
+const BATCH_SURROUNDS: &str = "SELECT c.n, x.source_epoch, x.target_epoch, y.source_epoch, y.target_epoch \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS c(n, vid, s, t) \
+     LEFT JOIN LATERAL (SELECT source_epoch, target_epoch FROM signed_attestations \
+        WHERE validator_id = c.vid AND source_epoch < c.s AND target_epoch > c.t LIMIT 1) x ON TRUE \
+     LEFT JOIN LATERAL (SELECT source_epoch, target_epoch FROM signed_attestations \
+        WHERE validator_id = c.vid AND source_epoch > c.s AND target_epoch < c.t LIMIT 1) y ON TRUE \
+     WHERE x.source_epoch IS NOT NULL OR y.source_epoch IS NOT NULL";
+/// Batch writes: one multi-row statement per table.
+const BATCH_INSERT_BLOCKS: &str = "INSERT INTO signed_blocks (validator_id, slot, signing_root) \
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
+const BATCH_INSERT_ATTESTATIONS: &str =
+    "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root) \
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[])";
+const BATCH_SET_WATERMARKS: &str = "INSERT INTO low_watermarks (validator_id, slot, source_epoch, \
+        target_epoch, pruned_slot, pruned_source_epoch, pruned_target_epoch) \
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+        $6::bigint[], $7::bigint[]) \
+     ON CONFLICT (validator_id) DO UPDATE SET slot = EXCLUDED.slot, \
+        source_epoch = EXCLUDED.source_epoch, target_epoch = EXCLUDED.target_epoch, \
+        pruned_slot = EXCLUDED.pruned_slot, pruned_source_epoch = EXCLUDED.pruned_source_epoch, \
+        pruned_target_epoch = EXCLUDED.pruned_target_epoch";
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 fn watermark_from_row(row: Option<tokio_postgres::Row>) -> Result<Watermark, Error> {
     match row {
@@ -166,6 +202,146 @@ fn pk_from_db(b: Vec<u8>) -> Result<PublicKeyBytes, Error> {
     <[u8; 48]>::try_from(b.as_slice())
         .map(PublicKeyBytes)
         .map_err(|_| Error::Corrupt(format!("public key of {} bytes", b.len())))
+}
+
+impl PgStore {
+    /// Reads, in one pipelined round trip of four statements, everything the rules need for
+    /// every candidate of a batch.
+    async fn batch_facts(&mut self, candidates: &[Candidate]) -> Result<BatchFacts, Error> {
+        let wm_st = self.st(BATCH_WATERMARKS).await?;
+        let blocks_st = self.st(BATCH_BLOCK_ROOTS).await?;
+        let at_st = self.st(BATCH_ATTESTATIONS_AT).await?;
+        let sur_st = self.st(BATCH_SURROUNDS).await?;
+
+        let mut ids: Vec<ValidatorId> = candidates.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (mut b_n, mut b_id, mut b_slot) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut a_n, mut a_id, mut a_s, mut a_t) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (n, c) in candidates.iter().enumerate() {
+            let n = i64::try_from(n).map_err(|_| Error::Corrupt("batch too large".into()))?;
+            match c.msg {
+                SlashableMessage::Block { slot } => {
+                    b_n.push(n);
+                    b_id.push(c.id);
+                    b_slot.push(to_db(slot)?);
+                }
+                SlashableMessage::Attestation {
+                    source_epoch,
+                    target_epoch,
+                } if rules::needs_attestation_facts(c) => {
+                    a_n.push(n);
+                    a_id.push(c.id);
+                    a_s.push(to_db(source_epoch)?);
+                    a_t.push(to_db(target_epoch)?);
+                }
+                SlashableMessage::Attestation { .. } => {}
+            }
+        }
+        let p_wm: Params<'_> = &[&ids];
+        let p_blocks: Params<'_> = &[&b_n, &b_id, &b_slot];
+        let p_at: Params<'_> = &[&a_n, &a_id, &a_t];
+        let p_sur: Params<'_> = &[&a_n, &a_id, &a_s, &a_t];
+        let (wm_rows, block_rows, at_rows, sur_rows) = futures::try_join!(
+            self.client.query(&wm_st, p_wm),
+            self.client.query(&blocks_st, p_blocks),
+            self.client.query(&at_st, p_at),
+            self.client.query(&sur_st, p_sur),
+        )?;
+
+        let index =
+            |n: i64| usize::try_from(n).map_err(|_| Error::Corrupt(format!("batch index {n}")));
+        let mut facts = BatchFacts::default();
+        for r in wm_rows {
+            let mut v = [None; 6];
+            for (i, slot) in v.iter_mut().enumerate() {
+                *slot = r.try_get::<_, Option<i64>>(i + 1)?;
+            }
+            facts
+                .watermarks
+                .insert(r.try_get(0)?, Watermark::from_db(v)?);
+        }
+        for r in block_rows {
+            facts
+                .block_roots
+                .entry(index(r.try_get(0)?)?)
+                .or_default()
+                .push(root_from_db(r.try_get(1)?)?);
+        }
+        for r in at_rows {
+            facts
+                .at_target
+                .entry(index(r.try_get(0)?)?)
+                .or_default()
+                .push((from_db(r.try_get(1)?)?, root_from_db(r.try_get(2)?)?));
+        }
+        for r in sur_rows {
+            let n = index(r.try_get(0)?)?;
+            let pair = |a: usize| -> Result<Option<(u64, u64)>, Error> {
+                let s: Option<i64> = r.try_get(a)?;
+                let t: Option<i64> = r.try_get(a + 1)?;
+                match (s, t) {
+                    (Some(s), Some(t)) => Ok(Some((from_db(s)?, from_db(t)?))),
+                    _ => Ok(None),
+                }
+            };
+            if let Some(p) = pair(1)? {
+                facts.surrounding.insert(n, p);
+            }
+            if let Some(p) = pair(3)? {
+                facts.surrounded.insert(n, p);
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Records a batch's rows with one multi-row statement per table, pipelined.
+    async fn batch_write(&mut self, writes: &BatchWrites) -> Result<(), Error> {
+        let blocks_st = self.st(BATCH_INSERT_BLOCKS).await?;
+        let atts_st = self.st(BATCH_INSERT_ATTESTATIONS).await?;
+        let wm_st = self.st(BATCH_SET_WATERMARKS).await?;
+
+        let mut b_cols: (Vec<i64>, Vec<i64>, Vec<&[u8]>) = Default::default();
+        for (id, slot, root) in &writes.blocks {
+            b_cols.0.push(*id);
+            b_cols.1.push(to_db(*slot)?);
+            b_cols.2.push(&root.0[..]);
+        }
+        let mut a_cols: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<&[u8]>) = Default::default();
+        for (id, source, target, root) in &writes.attestations {
+            a_cols.0.push(*id);
+            a_cols.1.push(to_db(*source)?);
+            a_cols.2.push(to_db(*target)?);
+            a_cols.3.push(&root.0[..]);
+        }
+        let mut w_ids = Vec::with_capacity(writes.watermarks.len());
+        let mut w_cols: [Vec<Option<i64>>; 6] = Default::default();
+        for (id, wm) in &writes.watermarks {
+            w_ids.push(*id);
+            for (col, v) in w_cols.iter_mut().zip(wm.to_db()?) {
+                col.push(v);
+            }
+        }
+        let p_blocks: Params<'_> = &[&b_cols.0, &b_cols.1, &b_cols.2];
+        let p_atts: Params<'_> = &[&a_cols.0, &a_cols.1, &a_cols.2, &a_cols.3];
+        let p_wm: Params<'_> = &[
+            &w_ids, &w_cols[0], &w_cols[1], &w_cols[2], &w_cols[3], &w_cols[4], &w_cols[5],
+        ];
+        let client = &self.client;
+        let run = async |st: &Statement, p: Params<'_>, rows: usize| -> Result<(), Error> {
+            if rows > 0 {
+                client.execute(st, p).await?;
+            }
+            Ok(())
+        };
+        futures::try_join!(
+            run(&blocks_st, p_blocks, writes.blocks.len()),
+            run(&atts_st, p_atts, writes.attestations.len()),
+            run(&wm_st, p_wm, writes.watermarks.len()),
+        )?;
+        Ok(())
+    }
 }
 
 impl Store for PgStore {
@@ -408,6 +584,20 @@ impl Store for PgStore {
             surrounding: pair(sing)?,
             surrounded: pair(sed)?,
         })
+    }
+
+    /// The whole batch in a fixed number of round trips: one pipelined read of four
+    /// statements, the rules in memory ([`rules::decide_batch`]), one pipelined write of at
+    /// most three statements.
+    async fn check_many(&mut self, candidates: &[Candidate]) -> Result<Vec<Verdict>, Error> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        rules::check_ranges(candidates)?;
+        let facts = self.batch_facts(candidates).await?;
+        let (verdicts, writes) = rules::decide_batch(candidates, facts);
+        self.batch_write(&writes).await?;
+        Ok(verdicts)
     }
 
     async fn blocks(&mut self, id: ValidatorId) -> Result<Vec<(u64, Root)>, Error> {

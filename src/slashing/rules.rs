@@ -165,6 +165,20 @@ pub(crate) trait Store {
             surrounded: self.surrounded(id, source, target).await?,
         })
     }
+    /// Checks and records `candidates` (enabled, locked validators) in order, exactly as if
+    /// one by one: later candidates see what earlier ones recorded. The default runs the rules
+    /// once per candidate; backends with network round trips override it to read and write
+    /// the whole batch in a fixed number of statements (see [`decide_batch`]).
+    async fn check_many(&mut self, candidates: &[Candidate]) -> Result<Vec<Verdict>, Error>
+    where
+        Self: Sized,
+    {
+        let mut verdicts = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            verdicts.push(check(self, c.id, c.msg, c.root).await?);
+        }
+        Ok(verdicts)
+    }
     /// Every block, by slot.
     async fn blocks(&mut self, id: ValidatorId) -> Result<Vec<(u64, Root)>, Error>;
     /// Every attestation `(source, target, root)`, by target.
@@ -220,9 +234,23 @@ async fn check_block<S: Store>(
 ) -> Result<Verdict, Error> {
     to_db(slot)?;
     let (existing, mut wm) = store.block_context(id, slot).await?;
+    let verdict = block_verdict(slot, root, &existing, &wm);
+    if verdict == Verdict::Allowed {
+        store.insert_block(id, slot, Some(root.0)).await?;
+        if wm.slot.is_none() {
+            wm.slot = Some(slot);
+            store.set_watermark(id, wm).await?;
+        }
+    }
+    Ok(verdict)
+}
+
+/// The verdict on a block at `slot` given the roots stored at that slot and the watermarks;
+/// `Allowed` means it is to be recorded.
+fn block_verdict(slot: u64, root: SigningRoot, existing: &[Root], wm: &Watermark) -> Verdict {
     if !existing.is_empty() {
         if existing.iter().all(|r| *r == Some(root.0)) {
-            return Ok(Verdict::Repeat);
+            return Verdict::Repeat;
         }
         let refusal = match existing.iter().find(|r| **r != Some(root.0)) {
             Some(Some(other)) => Refusal::DoubleBlockProposal {
@@ -231,22 +259,25 @@ async fn check_block<S: Store>(
             },
             _ => Refusal::NullRootAtSlot { slot },
         };
-        return Ok(Verdict::Refused(refusal));
+        return Verdict::Refused(refusal);
     }
     if let Some(low) = wm.slot {
         if slot <= low {
-            return Ok(Verdict::Refused(Refusal::BlockSlotBelowWatermark {
+            return Verdict::Refused(Refusal::BlockSlotBelowWatermark {
                 slot,
                 watermark: low,
-            }));
+            });
         }
     }
-    store.insert_block(id, slot, Some(root.0)).await?;
-    if wm.slot.is_none() {
-        wm.slot = Some(slot);
-        store.set_watermark(id, wm).await?;
-    }
-    Ok(Verdict::Allowed)
+    Verdict::Allowed
+}
+
+/// The refusal of an attestation whose source is after its target (checked before any read).
+fn source_after_target(source: u64, target: u64) -> Option<Verdict> {
+    (source > target).then_some(Verdict::Refused(Refusal::SourceGreaterThanTarget {
+        source_epoch: source,
+        target_epoch: target,
+    }))
 }
 
 async fn check_attestation<S: Store>(
@@ -256,21 +287,41 @@ async fn check_attestation<S: Store>(
     target: u64,
     root: SigningRoot,
 ) -> Result<Verdict, Error> {
-    if source > target {
-        return Ok(Verdict::Refused(Refusal::SourceGreaterThanTarget {
-            source_epoch: source,
-            target_epoch: target,
-        }));
+    if let Some(refused) = source_after_target(source, target) {
+        return Ok(refused);
     }
     to_db(target)?;
     let ctx = store.attestation_context(id, source, target).await?;
-    let existing = ctx.at_target;
+    let verdict = attestation_verdict(source, target, root, &ctx);
+    if verdict == Verdict::Allowed {
+        store
+            .insert_attestation(id, source, target, Some(root.0))
+            .await?;
+        let mut wm = ctx.watermark;
+        if wm.source.is_none() || wm.target.is_none() {
+            wm.source = wm.source.or(Some(source));
+            wm.target = wm.target.or(Some(target));
+            store.set_watermark(id, wm).await?;
+        }
+    }
+    Ok(verdict)
+}
+
+/// The verdict on an attestation `source → target` (with `source <= target`) given the stored
+/// facts; `Allowed` means it is to be recorded.
+fn attestation_verdict(
+    source: u64,
+    target: u64,
+    root: SigningRoot,
+    ctx: &AttestationContext,
+) -> Verdict {
+    let existing = &ctx.at_target;
     if !existing.is_empty() {
         if existing
             .iter()
             .all(|(s, r)| *s == source && *r == Some(root.0))
         {
-            return Ok(Verdict::Repeat);
+            return Verdict::Repeat;
         }
         let refusal = match existing
             .iter()
@@ -285,50 +336,207 @@ async fn check_attestation<S: Store>(
                 existing_root: SigningRoot(*other),
             },
         };
-        return Ok(Verdict::Refused(refusal));
+        return Verdict::Refused(refusal);
     }
-    let mut wm = ctx.watermark;
+    let wm = &ctx.watermark;
     if let Some(low) = wm.source {
         if source < low {
-            return Ok(Verdict::Refused(Refusal::SourceBelowWatermark {
+            return Verdict::Refused(Refusal::SourceBelowWatermark {
                 source_epoch: source,
                 watermark: low,
-            }));
+            });
         }
     }
     if let Some(low) = wm.target {
         if target <= low {
-            return Ok(Verdict::Refused(Refusal::TargetBelowWatermark {
+            return Verdict::Refused(Refusal::TargetBelowWatermark {
                 target_epoch: target,
                 watermark: low,
-            }));
+            });
         }
     }
     if let Some((existing_source, existing_target)) = ctx.surrounding {
-        return Ok(Verdict::Refused(Refusal::SurroundedVote {
+        return Verdict::Refused(Refusal::SurroundedVote {
             source_epoch: source,
             target_epoch: target,
             existing_source,
             existing_target,
-        }));
+        });
     }
     if let Some((existing_source, existing_target)) = ctx.surrounded {
-        return Ok(Verdict::Refused(Refusal::SurroundingVote {
+        return Verdict::Refused(Refusal::SurroundingVote {
             source_epoch: source,
             target_epoch: target,
             existing_source,
             existing_target,
-        }));
+        });
     }
-    store
-        .insert_attestation(id, source, target, Some(root.0))
-        .await?;
-    if wm.source.is_none() || wm.target.is_none() {
-        wm.source = wm.source.or(Some(source));
-        wm.target = wm.target.or(Some(target));
-        store.set_watermark(id, wm).await?;
+    Verdict::Allowed
+}
+
+/// One check of a batch: an enabled validator's message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    /// The (locked) validator.
+    pub(crate) id: ValidatorId,
+    /// What it asks to sign.
+    pub(crate) msg: SlashableMessage,
+    /// The signing root.
+    pub(crate) root: SigningRoot,
+}
+
+/// What a batch read from the database for its candidates (indexed by position in the batch),
+/// before any of them was recorded.
+#[derive(Debug, Default)]
+pub(crate) struct BatchFacts {
+    /// Watermarks of the batch's validators (absent: none set).
+    pub(crate) watermarks: HashMap<ValidatorId, Watermark>,
+    /// Block candidates: the roots stored at their slot.
+    pub(crate) block_roots: HashMap<usize, Vec<Root>>,
+    /// Attestation candidates: `(source, root)` of the votes stored at their target.
+    pub(crate) at_target: HashMap<usize, Vec<(u64, Root)>>,
+    /// Attestation candidates: a stored vote surrounding them.
+    pub(crate) surrounding: HashMap<usize, (u64, u64)>,
+    /// Attestation candidates: a stored vote they surround.
+    pub(crate) surrounded: HashMap<usize, (u64, u64)>,
+}
+
+/// The rows a batch records.
+#[derive(Debug, Default)]
+pub(crate) struct BatchWrites {
+    /// New blocks.
+    pub(crate) blocks: Vec<(ValidatorId, u64, SigningRoot)>,
+    /// New attestations `(id, source, target, root)`.
+    pub(crate) attestations: Vec<(ValidatorId, u64, u64, SigningRoot)>,
+    /// Watermarks first set by this batch (final values, one per validator).
+    pub(crate) watermarks: Vec<(ValidatorId, Watermark)>,
+}
+
+/// Converts the candidates' epochs and slots for the database, as the sequential path does
+/// before its reads: blocks `slot`; attestations with `source <= target`, both epochs.
+///
+/// # Errors
+/// [`Error::OutOfRange`] as the sequential path would return it.
+pub(crate) fn check_ranges(candidates: &[Candidate]) -> Result<(), Error> {
+    for c in candidates {
+        match c.msg {
+            SlashableMessage::Block { slot } => {
+                to_db(slot)?;
+            }
+            SlashableMessage::Attestation {
+                source_epoch,
+                target_epoch,
+            } => {
+                if source_epoch <= target_epoch {
+                    to_db(target_epoch)?;
+                    to_db(source_epoch)?;
+                }
+            }
+        }
     }
-    Ok(Verdict::Allowed)
+    Ok(())
+}
+
+/// Whether candidate `c` needs attestation facts (it is an attestation that passes the
+/// source/target order check, which needs no read).
+pub(crate) fn needs_attestation_facts(c: &Candidate) -> bool {
+    matches!(c.msg, SlashableMessage::Attestation { source_epoch, target_epoch } if source_epoch <= target_epoch)
+}
+
+/// Decides a whole batch in memory from `facts` (read before the batch recorded anything),
+/// exactly as if its candidates were checked and recorded one by one in order: each
+/// candidate also sees the rows and watermarks that earlier allowed candidates of the batch
+/// recorded. Returns the verdicts (in order) and the rows to record.
+pub(crate) fn decide_batch(
+    candidates: &[Candidate],
+    mut facts: BatchFacts,
+) -> (Vec<Verdict>, BatchWrites) {
+    let mut writes = BatchWrites::default();
+    let mut first_set: Vec<ValidatorId> = Vec::new();
+    let mut new_blocks: HashMap<(ValidatorId, u64), Vec<Root>> = HashMap::new();
+    let mut new_atts: HashMap<ValidatorId, Vec<(u64, u64, Root)>> = HashMap::new();
+    let mut verdicts = Vec::with_capacity(candidates.len());
+    for (i, c) in candidates.iter().enumerate() {
+        let wm = facts.watermarks.entry(c.id).or_default();
+        let verdict = match c.msg {
+            SlashableMessage::Block { slot } => {
+                let mut existing = facts.block_roots.remove(&i).unwrap_or_default();
+                if let Some(recorded) = new_blocks.get(&(c.id, slot)) {
+                    existing.extend_from_slice(recorded);
+                }
+                let v = block_verdict(slot, c.root, &existing, wm);
+                if v == Verdict::Allowed {
+                    writes.blocks.push((c.id, slot, c.root));
+                    new_blocks
+                        .entry((c.id, slot))
+                        .or_default()
+                        .push(Some(c.root.0));
+                    if wm.slot.is_none() {
+                        wm.slot = Some(slot);
+                        first_set.push(c.id);
+                    }
+                }
+                v
+            }
+            SlashableMessage::Attestation {
+                source_epoch: source,
+                target_epoch: target,
+            } => {
+                if let Some(refused) = source_after_target(source, target) {
+                    verdicts.push(refused);
+                    continue;
+                }
+                let recorded = new_atts.get(&c.id).map(Vec::as_slice).unwrap_or_default();
+                let mut at_target = facts.at_target.remove(&i).unwrap_or_default();
+                at_target.extend(
+                    recorded
+                        .iter()
+                        .filter(|(_, t, _)| *t == target)
+                        .map(|(s, _, r)| (*s, *r)),
+                );
+                let surrounding = facts.surrounding.get(&i).copied().or_else(|| {
+                    recorded
+                        .iter()
+                        .find(|(s, t, _)| *s < source && *t > target)
+                        .map(|(s, t, _)| (*s, *t))
+                });
+                let surrounded = facts.surrounded.get(&i).copied().or_else(|| {
+                    recorded
+                        .iter()
+                        .find(|(s, t, _)| *s > source && *t < target)
+                        .map(|(s, t, _)| (*s, *t))
+                });
+                let ctx = AttestationContext {
+                    at_target,
+                    watermark: *wm,
+                    surrounding,
+                    surrounded,
+                };
+                let v = attestation_verdict(source, target, c.root, &ctx);
+                if v == Verdict::Allowed {
+                    writes.attestations.push((c.id, source, target, c.root));
+                    new_atts
+                        .entry(c.id)
+                        .or_default()
+                        .push((source, target, Some(c.root.0)));
+                    if wm.source.is_none() || wm.target.is_none() {
+                        wm.source = wm.source.or(Some(source));
+                        wm.target = wm.target.or(Some(target));
+                        first_set.push(c.id);
+                    }
+                }
+                v
+            }
+        };
+        verdicts.push(verdict);
+    }
+    first_set.sort_unstable();
+    first_set.dedup();
+    writes.watermarks = first_set
+        .into_iter()
+        .map(|id| (id, facts.watermarks.get(&id).copied().unwrap_or_default()))
+        .collect();
+    (verdicts, writes)
 }
 
 /// Parses and checks an interchange document before any database work.

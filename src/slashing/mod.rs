@@ -338,6 +338,8 @@ enum Op {
 
 enum Job {
     Check(CheckJob),
+    /// Checks that must run in one batch, in this order.
+    Batch(Vec<CheckJob>),
     Op(Op),
 }
 
@@ -411,6 +413,45 @@ impl SlashingDb {
             .await
             .map_err(|_| Error::WriterStopped)?;
         rx.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Checks and records several requests in one transaction, in order, exactly as if they
+    /// were made one after another: a later request sees what an earlier one recorded (two
+    /// different blocks at one slot: the first is allowed, the second refused). Other
+    /// concurrent requests may join the same transaction.
+    ///
+    /// # Errors
+    /// The outer [`Error`] when the writer stopped; an inner one when the database failed for
+    /// that request (the batch then falls back to one transaction per request).
+    pub async fn check_and_record_many(
+        &self,
+        requests: &[(PublicKeyBytes, [u8; 32], SlashableMessage, SigningRoot)],
+    ) -> Result<Vec<Result<Verdict, Error>>, Error> {
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut replies = Vec::with_capacity(requests.len());
+        for &(pubkey, gvr, msg, root) in requests {
+            let (reply, rx) = oneshot::channel();
+            jobs.push(CheckJob {
+                pubkey,
+                gvr,
+                msg,
+                root,
+                reply,
+            });
+            replies.push(rx);
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.queue
+            .send(Job::Batch(jobs))
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(rx.await.map_err(|_| Error::WriterStopped)?);
+        }
+        Ok(out)
     }
 
     async fn op<T>(
@@ -586,17 +627,20 @@ fn postgres_writer(
     });
 }
 
-/// Takes every queued check (up to [`MAX_BATCH`]) after `first`, stopping at the first other
-/// operation, which runs after the batch.
+/// Takes every queued check after `first` while fewer than [`MAX_BATCH`] are taken (a
+/// [`Job::Batch`] is never split), stopping at the first other operation, which runs after
+/// the batch.
 fn drain(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Vec<CheckJob>, Option<Op>) {
     let mut checks = Vec::new();
     match first {
         Job::Op(op) => return (checks, Some(op)),
         Job::Check(c) => checks.push(c),
+        Job::Batch(b) => checks.extend(b),
     }
     while checks.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(Job::Check(c)) => checks.push(c),
+            Ok(Job::Batch(b)) => checks.extend(b),
             Ok(Job::Op(op)) => return (checks, Some(op)),
             Err(_) => break,
         }

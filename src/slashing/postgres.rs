@@ -302,18 +302,20 @@ impl PgStore {
         let atts_st = self.st(BATCH_INSERT_ATTESTATIONS).await?;
         let wm_st = self.st(BATCH_SET_WATERMARKS).await?;
 
-        let mut b_cols: (Vec<i64>, Vec<i64>, Vec<&[u8]>) = Default::default();
+        let mut b_ints: [Vec<i64>; 2] = Default::default();
+        let mut b_roots: Vec<&[u8]> = Vec::with_capacity(writes.blocks.len());
         for (id, slot, root) in &writes.blocks {
-            b_cols.0.push(*id);
-            b_cols.1.push(to_db(*slot)?);
-            b_cols.2.push(&root.0[..]);
+            b_ints[0].push(*id);
+            b_ints[1].push(to_db(*slot)?);
+            b_roots.push(&root.0[..]);
         }
-        let mut a_cols: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<&[u8]>) = Default::default();
+        let mut a_ints: [Vec<i64>; 3] = Default::default();
+        let mut a_roots: Vec<&[u8]> = Vec::with_capacity(writes.attestations.len());
         for (id, source, target, root) in &writes.attestations {
-            a_cols.0.push(*id);
-            a_cols.1.push(to_db(*source)?);
-            a_cols.2.push(to_db(*target)?);
-            a_cols.3.push(&root.0[..]);
+            a_ints[0].push(*id);
+            a_ints[1].push(to_db(*source)?);
+            a_ints[2].push(to_db(*target)?);
+            a_roots.push(&root.0[..]);
         }
         let mut w_ids = Vec::with_capacity(writes.watermarks.len());
         let mut w_cols: [Vec<Option<i64>>; 6] = Default::default();
@@ -323,8 +325,8 @@ impl PgStore {
                 col.push(v);
             }
         }
-        let p_blocks: Params<'_> = &[&b_cols.0, &b_cols.1, &b_cols.2];
-        let p_atts: Params<'_> = &[&a_cols.0, &a_cols.1, &a_cols.2, &a_cols.3];
+        let p_blocks: Params<'_> = &[&b_ints[0], &b_ints[1], &b_roots];
+        let p_atts: Params<'_> = &[&a_ints[0], &a_ints[1], &a_ints[2], &a_roots];
         let p_wm: Params<'_> = &[
             &w_ids, &w_cols[0], &w_cols[1], &w_cols[2], &w_cols[3], &w_cols[4], &w_cols[5],
         ];

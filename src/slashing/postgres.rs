@@ -13,8 +13,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::rules::{
-    self, from_db, root_from_db, to_db, AttestationContext, BatchFacts, BatchWrites, Candidate,
-    Root, Store, ValidatorId, Watermark,
+    self, from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate, Root, Store,
+    ValidatorId, Watermark,
 };
 use super::{Error, SlashableMessage, Verdict};
 use crate::bls::PublicKeyBytes;
@@ -66,9 +66,11 @@ const BLOCK_ROOTS: &str =
 const ATTESTATIONS_AT: &str = "SELECT source_epoch, signing_root FROM signed_attestations \
      WHERE validator_id = $1 AND target_epoch = $2";
 const SURROUNDING: &str = "SELECT source_epoch, target_epoch FROM signed_attestations \
-     WHERE validator_id = $1 AND source_epoch < $2 AND target_epoch > $3 LIMIT 1";
+     WHERE validator_id = $1 AND target_epoch > $3 AND source_epoch < $2 \
+     ORDER BY target_epoch LIMIT 1";
 const SURROUNDED: &str = "SELECT source_epoch, target_epoch FROM signed_attestations \
-     WHERE validator_id = $1 AND source_epoch > $2 AND target_epoch < $3 LIMIT 1";
+     WHERE validator_id = $1 AND source_epoch > $2 AND target_epoch < $3 \
+     ORDER BY source_epoch LIMIT 1";
 
 /// Batch reads: one statement each for the whole batch, the candidates given as parallel
 /// arrays (`n` is the candidate's position in the batch).
@@ -81,12 +83,15 @@ const BATCH_BLOCK_ROOTS: &str = "SELECT c.n, b.signing_root \
 const BATCH_ATTESTATIONS_AT: &str = "SELECT c.n, a.source_epoch, a.signing_root \
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS c(n, vid, t) \
      JOIN signed_attestations a ON a.validator_id = c.vid AND a.target_epoch = c.t";
-const BATCH_SURROUNDS: &str = "SELECT c.n, x.source_epoch, x.target_epoch, y.source_epoch, y.target_epoch \
+const BATCH_SURROUNDS: &str =
+    "SELECT c.n, x.source_epoch, x.target_epoch, y.source_epoch, y.target_epoch \
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS c(n, vid, s, t) \
      LEFT JOIN LATERAL (SELECT source_epoch, target_epoch FROM signed_attestations \
-        WHERE validator_id = c.vid AND source_epoch < c.s AND target_epoch > c.t LIMIT 1) x ON TRUE \
+        WHERE validator_id = c.vid AND target_epoch > c.t AND source_epoch < c.s \
+        ORDER BY target_epoch LIMIT 1) x ON TRUE \
      LEFT JOIN LATERAL (SELECT source_epoch, target_epoch FROM signed_attestations \
-        WHERE validator_id = c.vid AND source_epoch > c.s AND target_epoch < c.t LIMIT 1) y ON TRUE \
+        WHERE validator_id = c.vid AND source_epoch > c.s AND target_epoch < c.t \
+        ORDER BY source_epoch LIMIT 1) y ON TRUE \
      WHERE x.source_epoch IS NOT NULL OR y.source_epoch IS NOT NULL";
 /// Batch writes: one multi-row statement per table.
 const BATCH_INSERT_BLOCKS: &str = "INSERT INTO signed_blocks (validator_id, slot, signing_root) \
@@ -133,6 +138,9 @@ impl PgStore {
                 tracing::error!(error = %e, "slashing database connection closed");
             }
         });
+        // The batch statements are planned per batch; JIT compilation would cost more than
+        // it saves on them.
+        client.batch_execute("SET jit = off").await?;
         let mut store = Self {
             client,
             statements: HashMap::new(),
@@ -529,63 +537,6 @@ impl Store for PgStore {
             )
             .await?;
         Ok(())
-    }
-
-    async fn block_context(
-        &mut self,
-        id: ValidatorId,
-        slot: u64,
-    ) -> Result<(Vec<Root>, Watermark), Error> {
-        // Prepare first (cached), then pipeline both reads on the connection.
-        let roots = self.st(BLOCK_ROOTS).await?;
-        let wm = self.st(WATERMARK).await?;
-        let slot = to_db(slot)?;
-        let (p_roots, p_wm): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
-            (&[&id, &slot], &[&id]);
-        let (roots, wm) = futures::try_join!(
-            self.client.query(&roots, p_roots),
-            self.client.query_opt(&wm, p_wm),
-        )?;
-        let roots = roots
-            .into_iter()
-            .map(|r| root_from_db(r.try_get(0)?))
-            .collect::<Result<_, Error>>()?;
-        Ok((roots, watermark_from_row(wm)?))
-    }
-
-    async fn attestation_context(
-        &mut self,
-        id: ValidatorId,
-        source: u64,
-        target: u64,
-    ) -> Result<AttestationContext, Error> {
-        let at = self.st(ATTESTATIONS_AT).await?;
-        let wm = self.st(WATERMARK).await?;
-        let sing = self.st(SURROUNDING).await?;
-        let sed = self.st(SURROUNDED).await?;
-        let (s, t) = (to_db(source)?, to_db(target)?);
-        let p_at: &[&(dyn ToSql + Sync)] = &[&id, &t];
-        let p_wm: &[&(dyn ToSql + Sync)] = &[&id];
-        let p_range: &[&(dyn ToSql + Sync)] = &[&id, &s, &t];
-        let (at, wm, sing, sed) = futures::try_join!(
-            self.client.query(&at, p_at),
-            self.client.query_opt(&wm, p_wm),
-            self.client.query_opt(&sing, p_range),
-            self.client.query_opt(&sed, p_range),
-        )?;
-        let pair = |r: Option<tokio_postgres::Row>| -> Result<Option<(u64, u64)>, Error> {
-            r.map(|r| Ok((from_db(r.try_get(0)?)?, from_db(r.try_get(1)?)?)))
-                .transpose()
-        };
-        Ok(AttestationContext {
-            at_target: at
-                .into_iter()
-                .map(|r| Ok((from_db(r.try_get(0)?)?, root_from_db(r.try_get(1)?)?)))
-                .collect::<Result<_, Error>>()?,
-            watermark: watermark_from_row(wm)?,
-            surrounding: pair(sing)?,
-            surrounded: pair(sed)?,
-        })
     }
 
     /// The whole batch in a fixed number of round trips: one pipelined read of four

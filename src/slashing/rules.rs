@@ -142,8 +142,7 @@ pub(crate) trait Store {
         target: u64,
         root: Root,
     ) -> Result<(), Error>;
-    /// Everything a block check reads: the roots at `slot` and the watermark. Backends with
-    /// network round trips override this to issue the reads together.
+    /// Everything a block check reads: the roots at `slot` and the watermark.
     async fn block_context(
         &mut self,
         id: ValidatorId,

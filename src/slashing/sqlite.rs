@@ -310,7 +310,8 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT source_epoch, target_epoch FROM signed_attestations
-                 WHERE validator_id = ?1 AND source_epoch < ?2 AND target_epoch > ?3 LIMIT 1",
+                 WHERE validator_id = ?1 AND target_epoch > ?3 AND source_epoch < ?2
+                 ORDER BY target_epoch LIMIT 1",
             )?
             .query_row(params![id, to_db(source)?, to_db(target)?], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
@@ -329,7 +330,8 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT source_epoch, target_epoch FROM signed_attestations
-                 WHERE validator_id = ?1 AND source_epoch > ?2 AND target_epoch < ?3 LIMIT 1",
+                 WHERE validator_id = ?1 AND source_epoch > ?2 AND target_epoch < ?3
+                 ORDER BY source_epoch LIMIT 1",
             )?
             .query_row(params![id, to_db(source)?, to_db(target)?], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))

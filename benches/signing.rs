@@ -51,7 +51,10 @@ fn print_level(label: &str, r: &LevelResult, baseline: f64, baseline_name: &str)
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: f64 = std::env::var("DVSIGNER_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let seconds: f64 = std::env::var("DVSIGNER_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     let cores = num_cpus::get();
 
     // 1. raw blst
@@ -69,10 +72,17 @@ async fn main() -> anyhow::Result<()> {
     });
     let (shares, commitments) = split(&sk, 3, 4)?;
     let root = next_root();
-    let partials: Vec<(ShareIndex, dvsigner::bls::Signature)> =
-        shares.iter().take(3).map(|s| (s.index, s.secret.sign(&root))).collect();
+    let partials: Vec<(ShareIndex, dvsigner::bls::Signature)> = shares
+        .iter()
+        .take(3)
+        .map(|s| (s.index, s.secret.sign(&root)))
+        .collect();
     let group = commitments.group_public_key().clone();
-    let share_pks: Vec<_> = shares.iter().take(3).map(|s| s.public_key().clone()).collect();
+    let share_pks: Vec<_> = shares
+        .iter()
+        .take(3)
+        .map(|s| s.public_key().clone())
+        .collect();
     let combine_t = per_op(300, || {
         std::hint::black_box(combine(&partials, 3).ok());
     });
@@ -81,9 +91,20 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(whole_sig.verify(&group, &root.0));
     });
     println!("== raw blst ({cores} cores)");
-    println!("sign                  {:>8.1} us   ({:.0}/s one core, {:.0}/s all cores)", sign.as_secs_f64() * 1e6, raw.one_core, raw.all_cores);
-    println!("verify                {:>8.1} us", verify.as_secs_f64() * 1e6);
-    println!("combine 3-of-4        {:>8.1} us", combine_t.as_secs_f64() * 1e6);
+    println!(
+        "sign                  {:>8.1} us   ({:.0}/s one core, {:.0}/s all cores)",
+        sign.as_secs_f64() * 1e6,
+        raw.one_core,
+        raw.all_cores
+    );
+    println!(
+        "verify                {:>8.1} us",
+        verify.as_secs_f64() * 1e6
+    );
+    println!(
+        "combine 3-of-4        {:>8.1} us",
+        combine_t.as_secs_f64() * 1e6
+    );
 
     // 2. verification strategies
     let combine_first = per_op(200, || {
@@ -98,8 +119,15 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(s);
     });
     println!("== combiner verification strategy (3-of-4, per signature)");
-    println!("combine, then verify once      {:>8.1} us", combine_first.as_secs_f64() * 1e6);
-    println!("verify each partial, combine   {:>8.1} us   ({:.2} x combine-first)", verify_each.as_secs_f64() * 1e6, verify_each.as_secs_f64() / combine_first.as_secs_f64());
+    println!(
+        "combine, then verify once      {:>8.1} us",
+        combine_first.as_secs_f64() * 1e6
+    );
+    println!(
+        "verify each partial, combine   {:>8.1} us   ({:.2} x combine-first)",
+        verify_each.as_secs_f64() * 1e6,
+        verify_each.as_secs_f64() / combine_first.as_secs_f64()
+    );
 
     // 3. whole-key node
     let dir = tempfile::tempdir()?;
@@ -107,7 +135,13 @@ async fn main() -> anyhow::Result<()> {
     let ks_dir = dir.path().join("keys");
     std::fs::create_dir_all(ks_dir.join("pw"))?;
     for v in 0..VALIDATORS {
-        let ks = Keystore::encrypt(&interop_secret_key(v), &Password::new("bench".into()), KdfParams::insecure_fast(), "", "")?;
+        let ks = Keystore::encrypt(
+            &interop_secret_key(v),
+            &Password::new("bench".into()),
+            KdfParams::insecure_fast(),
+            "",
+            "",
+        )?;
         std::fs::write(ks_dir.join(format!("k{v}.json")), ks.to_json())?;
         std::fs::write(ks_dir.join("pw").join(format!("k{v}.txt")), "bench")?;
     }
@@ -132,19 +166,35 @@ async fn main() -> anyhow::Result<()> {
         slashing_db: None,
         no_slashing_protection: false,
         network: "mainnet".into(),
+        pruning: Default::default(),
     };
     let node = tokio::spawn(serve_signer(args, listener, async {
         let _ = stop_rx.await;
     }));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let keys: Vec<String> = (0..VALIDATORS).map(|v| interop_secret_key(v).public_key().bytes().to_hex()).collect();
+    let keys: Vec<String> = (0..VALIDATORS)
+        .map(|v| interop_secret_key(v).public_key().bytes().to_hex())
+        .collect();
     let client = http_client(Some(&pki.ca_cert), None, 128)?;
     let target = Arc::new(AtomicU64::new(1_000_000));
     println!("== signer node, whole keys, HTTPS keep-alive, slashing protection on (SQLite)");
     let mut node_64 = None;
     for c in [1usize, 64] {
-        let r = timed_level(&client, &node_url, &keys, &target, c, Duration::from_secs_f64(seconds)).await;
-        print_level("node ATTESTATION", &r, raw.all_cores, &format!("raw {cores}-core blst"));
+        let r = timed_level(
+            &client,
+            &node_url,
+            &keys,
+            &target,
+            c,
+            Duration::from_secs_f64(seconds),
+        )
+        .await;
+        print_level(
+            "node ATTESTATION",
+            &r,
+            raw.all_cores,
+            &format!("raw {cores}-core blst"),
+        );
         if c == 64 {
             node_64 = Some(r);
         }
@@ -167,7 +217,15 @@ async fn main() -> anyhow::Result<()> {
     let bound = cores as f64 / cost;
     println!("== 3-of-4 cluster (4 nodes + combiner on this machine), through the combiner");
     println!("CPU bound of one threshold signature: 4 x sign + combine + verify = {:.0} us -> {bound:.0}/s on {cores} cores", cost * 1e6);
-    let r = timed_level(&client, &cluster.combiner_url, &cluster.pubkeys, &target, 64, Duration::from_secs_f64(seconds)).await;
+    let r = timed_level(
+        &client,
+        &cluster.combiner_url,
+        &cluster.pubkeys,
+        &target,
+        64,
+        Duration::from_secs_f64(seconds),
+    )
+    .await;
     print_level("threshold ATTESTATION", &r, bound, "threshold CPU bound");
     if let Some(n) = node_64 {
         println!("threshold / whole-key node at c=64: {:.2}", r.rate / n.rate);

@@ -110,7 +110,11 @@ impl LocalCluster {
             passwords: None,
             threshold: 3,
             shares: 4,
-            operators: OPERATORS.iter().zip(&node_urls).map(|(n, u)| format!("{n}={u}")).collect(),
+            operators: OPERATORS
+                .iter()
+                .zip(&node_urls)
+                .map(|(n, u)| format!("{n}={u}"))
+                .collect(),
             operator_passwords: None,
             out: split_out.clone(),
             kdf: opts.kdf,
@@ -141,12 +145,15 @@ impl LocalCluster {
                 slashing_db: None,
                 no_slashing_protection: false,
                 network: "mainnet".into(),
+                pruning: Default::default(),
             };
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { serve_signer(signer, listener, stop).await });
         }
         let combiner_id = pki.identity("combiner").context("combiner certificate")?;
-        let client_id = pki.identity("combiner-client").context("combiner client certificate")?;
+        let client_id = pki
+            .identity("combiner-client")
+            .context("combiner client certificate")?;
         let combiner_addr = combiner_listener.local_addr()?;
         let combiner = CombinerArgs {
             serve: ServeArgs {
@@ -223,7 +230,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         kdf: KdfChoice::Pbkdf2,
     })
     .await?;
-    print_instructions(&dir, &cluster.pki.ca_cert, &cluster.combiner_url, &cluster.node_urls, &cluster.pubkeys);
+    print_instructions(
+        &dir,
+        &cluster.pki.ca_cert,
+        &cluster.combiner_url,
+        &cluster.node_urls,
+        &cluster.pubkeys,
+    );
     tokio::select! {
         () = shutdown_signal() => {}
         res = cluster.next_exit() => {
@@ -242,7 +255,13 @@ fn write_interop_keystores(dir: &Path, count: u64) -> anyhow::Result<()> {
     let password = Password::new(DEV_PASSWORD.into());
     for i in 0..count {
         let sk = interop_secret_key(i);
-        let ks = Keystore::encrypt(&sk, &password, KdfParams::insecure_fast(), &format!("m/12381/3600/{i}/0/0"), "dvsigner dev interop key (PUBLIC)")?;
+        let ks = Keystore::encrypt(
+            &sk,
+            &password,
+            KdfParams::insecure_fast(),
+            &format!("m/12381/3600/{i}/0/0"),
+            "dvsigner dev interop key (PUBLIC)",
+        )?;
         std::fs::write(dir.join(format!("interop-{i}.json")), ks.to_json())?;
     }
     Ok(())
@@ -282,6 +301,9 @@ Press Ctrl-C to stop."#,
         dir = dir.display(),
         nodes = nodes.join(" "),
         n = pubkeys.len(),
-        keys = pubkeys.iter().map(|k| format!("                  {k}\n")).collect::<String>(),
+        keys = pubkeys
+            .iter()
+            .map(|k| format!("                  {k}\n"))
+            .collect::<String>(),
     );
 }

@@ -43,7 +43,10 @@ impl Cluster {
             "--listen",
             &format!("127.0.0.1:{}", self.node_ports[i]),
             "--data-dir",
-            &self.path(&format!("data/{}", NODES[i])).display().to_string(),
+            &self
+                .path(&format!("data/{}", NODES[i]))
+                .display()
+                .to_string(),
             "--keystores",
             &out.join("keystores").display().to_string(),
             "--keystores-passwords",
@@ -61,13 +64,20 @@ impl Cluster {
     }
 
     fn start_node(&mut self, i: usize) {
-        let log = self.path(&format!("{}-{}.log", NODES[i], Instant::now().elapsed().as_nanos()));
+        let log = self.path(&format!(
+            "{}-{}.log",
+            NODES[i],
+            Instant::now().elapsed().as_nanos()
+        ));
         self.nodes[i] = Some(Proc::start(NODES[i], &self.node_args(i), &log));
     }
 
     fn start_combiner(&self, cluster_json: &Path, port: u16, tag: &str) -> Proc {
         let id = self.pki.identity("combiner").expect("combiner identity");
-        let client = self.pki.identity("combiner-client").expect("client identity");
+        let client = self
+            .pki
+            .identity("combiner-client")
+            .expect("client identity");
         let args: Vec<String> = [
             "combiner",
             "--listen",
@@ -90,7 +100,11 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        Proc::start("combiner", &args, &self.path(&format!("combiner-{tag}.log")))
+        Proc::start(
+            "combiner",
+            &args,
+            &self.path(&format!("combiner-{tag}.log")),
+        )
     }
 
     /// Waits until the combiner reports all four nodes UP.
@@ -100,7 +114,12 @@ impl Cluster {
             if let Ok(Some(s)) = combiner.child.try_wait() {
                 panic!("combiner exited ({s}):\n{}", combiner.log_text());
             }
-            if let Ok(r) = self.client.get(format!("https://127.0.0.1:{port}/healthcheck")).send().await {
+            if let Ok(r) = self
+                .client
+                .get(format!("https://127.0.0.1:{port}/healthcheck"))
+                .send()
+                .await
+            {
                 if let Ok(v) = r.json::<Value>().await {
                     let up = v["checks"][1]["checks"]
                         .as_array()
@@ -111,7 +130,11 @@ impl Cluster {
                     }
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(90), "cluster not healthy:\n{}", combiner.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "cluster not healthy:\n{}",
+                combiner.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -120,7 +143,9 @@ impl Cluster {
         let t0 = Instant::now();
         let r = self
             .client
-            .post(format!("https://127.0.0.1:{port}/api/v1/eth2/sign/{pubkey}"))
+            .post(format!(
+                "https://127.0.0.1:{port}/api/v1/eth2/sign/{pubkey}"
+            ))
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .body(body.to_owned())
@@ -133,16 +158,25 @@ impl Cluster {
 }
 
 fn run_ok(args: &[String]) -> String {
-    let out = Command::new(bin()).args(args).output().expect("run dvsigner");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run dvsigner");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
     text
 }
 
 /// An attestation above every epoch the oracle fixtures use (they set the low watermark).
 fn att(target: u64) -> String {
-    dvsigner::cli::bench::attestation_body(target)
-        .replace("\"source\":{\"epoch\":\"0\"", "\"source\":{\"epoch\":\"400000\"")
+    dvsigner::cli::bench::attestation_body(target).replace(
+        "\"source\":{\"epoch\":\"0\"",
+        "\"source\":{\"epoch\":\"400000\"",
+    )
 }
 
 fn group_pk(i: u64) -> String {
@@ -162,7 +196,8 @@ fn signature_of(text: &str) -> String {
 
 /// Edits the node URL of one operator in a copy of cluster.json.
 fn with_operator_url(src: &Path, dst: &Path, operator: &str, url: &str) {
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(src).expect("read")).expect("json");
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(src).expect("read")).expect("json");
     for op in v["operators"].as_array_mut().expect("operators") {
         if op["name"] == operator {
             op["url"] = Value::from(url);
@@ -191,23 +226,35 @@ async fn start_lying_node(pki: &DevPki) -> (u16, tokio::sync::oneshot::Sender<()
                 let wrong = wrong.clone();
                 async move {
                     let network = Network::from_name_or_path("mainnet").expect("mainnet");
-                    let root = dvsigner::signing::prepare(&body, &network).expect("prepare").root;
+                    let root = dvsigner::signing::prepare(&body, &network)
+                        .expect("prepare")
+                        .root;
                     axum::Json(serde_json::json!({"signature": wrong.sign(&root).to_hex()}))
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dvsigner::api::server::run(listener, Some(tls), app, Default::default(), async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(dvsigner::api::server::run(
+        listener,
+        Some(tls),
+        app,
+        Default::default(),
+        async {
+            let _ = rx.await;
+        },
+    ));
     (port, tx)
 }
 
 /// Accepts connections and never answers.
 async fn start_stalled_node() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let h = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -224,11 +271,17 @@ async fn start_stalled_node() -> (u16, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_of_four_cluster_end_to_end() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = DevPki::generate(&dir.path().join("tls"), &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"], &["combiner-client"])
-        .expect("pki");
+    let pki = DevPki::generate(
+        &dir.path().join("tls"),
+        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
+        &["combiner-client"],
+    )
+    .expect("pki");
     let client = reqwest::Client::builder()
         .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
+        )
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
@@ -238,35 +291,79 @@ async fn three_of_four_cluster_end_to_end() {
     std::fs::create_dir_all(&whole).expect("mkdir");
     std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
     for i in 0..2 {
-        let ks = Keystore::encrypt(&interop_secret_key(i), &Password::new("whole-key-password".into()), KdfParams::insecure_fast(), "", "")
-            .expect("encrypt");
+        let ks = Keystore::encrypt(
+            &interop_secret_key(i),
+            &Password::new("whole-key-password".into()),
+            KdfParams::insecure_fast(),
+            "",
+            "",
+        )
+        .expect("encrypt");
         std::fs::write(whole.join(format!("v{i}.json")), ks.to_json()).expect("write");
     }
     let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let operators = NODES.iter().zip(&node_ports).map(|(n, p)| format!("{n}=https://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let operators = NODES
+        .iter()
+        .zip(&node_ports)
+        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let out = dir.path().join("cluster");
     let split_text = run_ok(&[
-        "split".into(), "--keystore".into(), whole.display().to_string(),
-        "--password-file".into(), whole.join("pw.txt").display().to_string(),
-        "--threshold".into(), "3".into(), "--shares".into(), "4".into(),
-        "--operators".into(), operators,
-        "--out".into(), out.display().to_string(), "--kdf".into(), "insecure-fast".into(),
+        "split".into(),
+        "--keystore".into(),
+        whole.display().to_string(),
+        "--password-file".into(),
+        whole.join("pw.txt").display().to_string(),
+        "--threshold".into(),
+        "3".into(),
+        "--shares".into(),
+        "4".into(),
+        "--operators".into(),
+        operators,
+        "--out".into(),
+        out.display().to_string(),
+        "--kdf".into(),
+        "insecure-fast".into(),
     ]);
     assert!(split_text.contains("3-of-4"), "{split_text}");
     // `cluster verify` accepts the definition and a share keystore of node-b.
-    let share = std::fs::read_dir(out.join("node-b/keystores")).expect("dir").next().expect("one").expect("entry").path();
-    let share_pw = out.join("node-b/passwords").join(share.with_extension("txt").file_name().expect("name"));
+    let share = std::fs::read_dir(out.join("node-b/keystores"))
+        .expect("dir")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path();
+    let share_pw = out
+        .join("node-b/passwords")
+        .join(share.with_extension("txt").file_name().expect("name"));
     let verify = run_ok(&[
-        "cluster".into(), "verify".into(), out.join("cluster.json").display().to_string(),
-        "--share-keystore".into(), share.display().to_string(), "--password-file".into(), share_pw.display().to_string(),
+        "cluster".into(),
+        "verify".into(),
+        out.join("cluster.json").display().to_string(),
+        "--share-keystore".into(),
+        share.display().to_string(),
+        "--password-file".into(),
+        share_pw.display().to_string(),
     ]);
     assert!(verify.contains("share keystore OK"), "{verify}");
     // A share keystore holds a share, not the whole key.
-    let share_sk = Keystore::from_json(&std::fs::read_to_string(&share).expect("read")).expect("ks")
-        .decrypt(&Password::from_file(&share_pw).expect("pw")).expect("decrypt");
-    assert!(share_sk.public_key().bytes().to_hex() != group_pk(0) && share_sk.public_key().bytes().to_hex() != group_pk(1));
+    let share_sk = Keystore::from_json(&std::fs::read_to_string(&share).expect("read"))
+        .expect("ks")
+        .decrypt(&Password::from_file(&share_pw).expect("pw"))
+        .expect("decrypt");
+    assert!(
+        share_sk.public_key().bytes().to_hex() != group_pk(0)
+            && share_sk.public_key().bytes().to_hex() != group_pk(1)
+    );
 
-    let mut c = Cluster { dir, pki, node_ports, nodes: vec![None, None, None, None], client };
+    let mut c = Cluster {
+        dir,
+        pki,
+        node_ports,
+        nodes: vec![None, None, None, None],
+        client,
+    };
     for i in 0..4 {
         c.start_node(i);
     }
@@ -276,7 +373,15 @@ async fn three_of_four_cluster_end_to_end() {
     c.wait_healthy(cport, &mut combiner, 4).await;
 
     // publicKeys lists the group keys.
-    let mut keys: Vec<String> = c.client.get(format!("https://127.0.0.1:{cport}/api/v1/eth2/publicKeys")).send().await.expect("keys").json().await.expect("json");
+    let mut keys: Vec<String> = c
+        .client
+        .get(format!("https://127.0.0.1:{cport}/api/v1/eth2/publicKeys"))
+        .send()
+        .await
+        .expect("keys")
+        .json()
+        .await
+        .expect("json");
     keys.sort();
     let mut want = vec![group_pk(0), group_pk(1)];
     want.sort();
@@ -287,8 +392,19 @@ async fn three_of_four_cluster_end_to_end() {
     for case in &common::oracle::cases_in_signable_order() {
         let body = serde_json::to_string(&case["request"]).expect("body");
         let (status, text, _) = c.sign(cport, &group_pk(0), &body).await;
-        assert_eq!(status, 200, "{}: {text}\n{}", case["name"], combiner.log_text());
-        assert_eq!(signature_of(&text), case["signature"].as_str().expect("sig"), "{}", case["name"]);
+        assert_eq!(
+            status,
+            200,
+            "{}: {text}\n{}",
+            case["name"],
+            combiner.log_text()
+        );
+        assert_eq!(
+            signature_of(&text),
+            case["signature"].as_str().expect("sig"),
+            "{}",
+            case["name"]
+        );
     }
 
     // Slashable: a double vote through the combiner is refused by the nodes → 412.
@@ -311,7 +427,10 @@ async fn three_of_four_cluster_end_to_end() {
     let (s, text, took) = c.sign(cport, &group_pk(0), &att(407_002)).await;
     assert_eq!(s, 503, "{text}");
     assert!(text.contains("node-c") && text.contains("node-d"), "{text}");
-    assert!(took < Duration::from_millis(DEADLINE_MS + 2_000), "503 took {took:?}");
+    assert!(
+        took < Duration::from_millis(DEADLINE_MS + 2_000),
+        "503 took {took:?}"
+    );
     drop(combiner);
 
     // node-c back; node-d's place taken by a node that accepts connections and never answers:
@@ -319,7 +438,12 @@ async fn three_of_four_cluster_end_to_end() {
     c.start_node(2);
     let (stall_port, _staller) = start_stalled_node().await;
     let stalled_json = c.path("cluster-stalled.json");
-    with_operator_url(&cluster_json, &stalled_json, "node-d", &format!("https://127.0.0.1:{stall_port}"));
+    with_operator_url(
+        &cluster_json,
+        &stalled_json,
+        "node-d",
+        &format!("https://127.0.0.1:{stall_port}"),
+    );
     let cport2 = free_port();
     let mut combiner2 = c.start_combiner(&stalled_json, cport2, "2");
     c.wait_healthy(cport2, &mut combiner2, 3).await;
@@ -328,7 +452,10 @@ async fn three_of_four_cluster_end_to_end() {
         let (s, text, took) = c.sign(cport2, &group_pk(0), &body).await;
         assert_eq!(s, 200, "{text}");
         assert_eq!(signature_of(&text), local_signature(&body, 0));
-        assert!(took < Duration::from_millis(DEADLINE_MS / 2), "a stalled node slowed signing to {took:?}");
+        assert!(
+            took < Duration::from_millis(DEADLINE_MS / 2),
+            "a stalled node slowed signing to {took:?}"
+        );
     }
     drop(combiner2);
 
@@ -336,7 +463,12 @@ async fn three_of_four_cluster_end_to_end() {
     // left out) and the combiner reports it.
     let (liar_port, _liar) = start_lying_node(&c.pki).await;
     let liar_json = c.path("cluster-liar.json");
-    with_operator_url(&cluster_json, &liar_json, "node-d", &format!("https://127.0.0.1:{liar_port}"));
+    with_operator_url(
+        &cluster_json,
+        &liar_json,
+        "node-d",
+        &format!("https://127.0.0.1:{liar_port}"),
+    );
     let cport3 = free_port();
     let mut combiner3 = c.start_combiner(&liar_json, cport3, "3");
     c.wait_healthy(cport3, &mut combiner3, 4).await;
@@ -347,5 +479,8 @@ async fn three_of_four_cluster_end_to_end() {
         assert_eq!(signature_of(&text), local_signature(&body, 0));
     }
     let log = combiner3.log_text();
-    assert!(log.contains("wrong partial") && log.contains("node-d"), "liar not reported:\n{log}");
+    assert!(
+        log.contains("wrong partial") && log.contains("node-d"),
+        "liar not reported:\n{log}"
+    );
 }

@@ -16,7 +16,10 @@ fn pk(i: u64) -> String {
 
 fn attestation(source: u64, target: u64, root_byte: &str) -> String {
     dvsigner::cli::bench::attestation_body(target)
-        .replace("\"source\":{\"epoch\":\"0\"", &format!("\"source\":{{\"epoch\":\"{source}\""))
+        .replace(
+            "\"source\":{\"epoch\":\"0\"",
+            &format!("\"source\":{{\"epoch\":\"{source}\""),
+        )
         .replace(&"ab".repeat(32), &root_byte.repeat(32))
 }
 
@@ -35,7 +38,12 @@ fn block_v2(slot: u64, body_root_byte: &str) -> String {
     )
 }
 
-async fn post(client: &reqwest::Client, base: &str, key: &str, body: String) -> reqwest::StatusCode {
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: String,
+) -> reqwest::StatusCode {
     match client
         .post(format!("{base}/api/v1/eth2/sign/{key}"))
         .header("content-type", "application/json")
@@ -57,7 +65,15 @@ async fn exactly_one_of_fifty(bases: &[String]) {
     for i in 0..50u32 {
         let client = client.clone();
         let base = bases[i as usize % bases.len()].clone();
-        tasks.spawn(async move { post(&client, &base, &pk(2), block_v2(12_345_678, &format!("{:02x}", i + 1))).await });
+        tasks.spawn(async move {
+            post(
+                &client,
+                &base,
+                &pk(2),
+                block_v2(12_345_678, &format!("{:02x}", i + 1)),
+            )
+            .await
+        });
     }
     let mut ok = 0;
     let mut refused = 0;
@@ -75,10 +91,20 @@ async fn exactly_one_of_fifty(bases: &[String]) {
 async fn fifty_concurrent_conflicting_blocks_one_process_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut node = Proc::start("signer", &signer_args(port, dir.path(), None), &dir.path().join("node.log"));
+    let mut node = Proc::start(
+        "signer",
+        &signer_args(port, dir.path(), None),
+        &dir.path().join("node.log"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_ready(&client, &format!("{base}/upcheck"), &mut node, Duration::from_secs(60)).await;
+    wait_ready(
+        &client,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(60),
+    )
+    .await;
     exactly_one_of_fifty(&[base]).await;
 }
 
@@ -92,9 +118,19 @@ async fn fifty_concurrent_conflicting_blocks_two_processes_one_postgres() {
     for i in 0..2 {
         let port = free_port();
         let data = dir.path().join(format!("n{i}"));
-        let mut p = Proc::start(&format!("signer{i}"), &signer_args(port, &data, Some(&db)), &dir.path().join(format!("n{i}.log")));
+        let mut p = Proc::start(
+            &format!("signer{i}"),
+            &signer_args(port, &data, Some(&db)),
+            &dir.path().join(format!("n{i}.log")),
+        );
         let base = format!("http://127.0.0.1:{port}");
-        wait_ready(&client, &format!("{base}/upcheck"), &mut p, Duration::from_secs(60)).await;
+        wait_ready(
+            &client,
+            &format!("{base}/upcheck"),
+            &mut p,
+            Duration::from_secs(60),
+        )
+        .await;
         bases.push(base);
         nodes.push(p);
     }
@@ -111,7 +147,13 @@ async fn crash_under_load_loses_no_record() {
     let mut node = Proc::start("signer", &args, &dir.path().join("node-1.log"));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_ready(&client, &format!("{base}/upcheck"), &mut node, Duration::from_secs(60)).await;
+    wait_ready(
+        &client,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(60),
+    )
+    .await;
 
     // Load: 16 workers, each owning distinct (validator, target) duties, bounded in count.
     let signed: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
@@ -126,7 +168,8 @@ async fn crash_under_load_loses_no_record() {
                 }
                 let validator = w % 5;
                 let target = 100 + w * 10_000 + k;
-                let status = post(&client, &base, &pk(validator), attestation(1, target, "ab")).await;
+                let status =
+                    post(&client, &base, &pk(validator), attestation(1, target, "ab")).await;
                 if status == 200 {
                     signed.lock().expect("lock").push((validator, target));
                 } else if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
@@ -139,19 +182,44 @@ async fn crash_under_load_loses_no_record() {
     node.kill9();
     while workers.join_next().await.is_some() {}
     let signed = signed.lock().expect("lock").clone();
-    assert!(signed.len() > 50, "too little load before the crash: {}", signed.len());
+    assert!(
+        signed.len() > 50,
+        "too little load before the crash: {}",
+        signed.len()
+    );
 
     let mut node = Proc::start("signer", &args, &dir.path().join("node-2.log"));
-    wait_ready(&client, &format!("{base}/upcheck"), &mut node, Duration::from_secs(60)).await;
+    wait_ready(
+        &client,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(60),
+    )
+    .await;
     let mut checked = 0;
     for (validator, target) in &signed {
         // Same target, different vote: a double vote if (and only if) the record survived.
-        let s = post(&client, &base, &pk(*validator), attestation(1, *target, "cd")).await;
-        assert_eq!(s.as_u16(), 412, "validator {validator} target {target}: record lost in the crash");
+        let s = post(
+            &client,
+            &base,
+            &pk(*validator),
+            attestation(1, *target, "cd"),
+        )
+        .await;
+        assert_eq!(
+            s.as_u16(),
+            412,
+            "validator {validator} target {target}: record lost in the crash"
+        );
         checked += 1;
     }
     // And the identical message is still signable (repeat).
     let (v, t) = signed[0];
-    assert_eq!(post(&client, &base, &pk(v), attestation(1, t, "ab")).await.as_u16(), 200);
+    assert_eq!(
+        post(&client, &base, &pk(v), attestation(1, t, "ab"))
+            .await
+            .as_u16(),
+        200
+    );
     assert_eq!(checked, signed.len());
 }

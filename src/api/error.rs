@@ -45,9 +45,7 @@ impl From<signing::Error> for ApiError {
     fn from(e: signing::Error) -> Self {
         match e {
             signing::Error::Malformed(m) => Self::BadRequest(m),
-            e @ (signing::Error::Root(_) | signing::Error::RootMismatch { .. }) => {
-                Self::Signing(e)
-            }
+            e @ (signing::Error::Root(_) | signing::Error::RootMismatch { .. }) => Self::Signing(e),
         }
     }
 }
@@ -88,7 +86,12 @@ impl IntoResponse for ApiError {
                 reason.to_owned()
             }
         };
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }
 

@@ -15,7 +15,12 @@ pub(super) async fn upcheck() -> Response {
 }
 
 pub(super) async fn public_keys(State(state): State<Arc<NodeState>>) -> Response {
-    let keys: Vec<String> = state.keys.public_keys().iter().map(|k| k.to_hex()).collect();
+    let keys: Vec<String> = state
+        .keys
+        .public_keys()
+        .iter()
+        .map(|k| k.to_hex())
+        .collect();
     json_response(StatusCode::OK, &Value::from(keys))
 }
 
@@ -25,7 +30,11 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
     let mut checks = vec![json!({"id": "default-check", "status": "UP"})];
     let mut all_up = true;
 
-    let load = state.load_status.read().map(|s| s.clone()).unwrap_or_default();
+    let load = state
+        .load_status
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_default();
     let mut key_checks = Vec::new();
     for (id, counts) in [
         ("keystores-bulk-loading", load.keystores),
@@ -45,7 +54,10 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
     checks.push(json!({"id": "keys-check", "status": status(keys_up), "checks": key_checks}));
 
     if let Some(db) = &state.slashing {
-        let up = matches!(tokio::time::timeout(Duration::from_secs(3), db.ping()).await, Ok(Ok(())));
+        let up = matches!(
+            tokio::time::timeout(Duration::from_secs(3), db.ping()).await,
+            Ok(Ok(()))
+        );
         all_up &= up;
         checks.push(json!({"id": "slashing-protection-db-health-check", "status": status(up)}));
     }
@@ -57,7 +69,11 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
     }
 
     let doc = json!({"status": status(all_up), "checks": checks, "outcome": status(all_up)});
-    let code = if all_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if all_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(code, &doc)
 }
 
@@ -70,6 +86,10 @@ fn status(up: bool) -> &'static str {
 }
 
 pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], v.to_string())
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        v.to_string(),
+    )
         .into_response()
 }

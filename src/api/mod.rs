@@ -105,7 +105,8 @@ impl NodeState {
         self.signer_pool.spawn(move || {
             let _ = tx.send(f());
         });
-        rx.await.map_err(|_| ApiError::Internal("signing task dropped".into()))
+        rx.await
+            .map_err(|_| ApiError::Internal("signing task dropped".into()))
     }
 }
 

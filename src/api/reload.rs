@@ -22,7 +22,10 @@ pub(super) struct ReloadState {
 pub(super) async fn start(State(state): State<Arc<NodeState>>) -> Response {
     {
         let Ok(mut r) = state.reload.lock() else {
-            return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"status": "error"}));
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"status": "error"}),
+            );
         };
         if r.running {
             return json_response(
@@ -55,7 +58,10 @@ pub(super) async fn status(State(state): State<Arc<NodeState>>) -> Response {
         Ok(r) => match &r.last {
             None => json!({"status": "idle"}),
             Some((status, at, err)) => {
-                let secs = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let secs = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 let mut v = json!({"status": status, "lastOperationTime": secs.to_string()});
                 if let Some(e) = err {
                     v["lastError"] = json!(e);
@@ -77,20 +83,38 @@ fn reload_keys(state: &NodeState) -> Result<(String, Option<String>), String> {
     if let Some((dir, pw)) = &state.sources.keystores {
         let report = store::load_keystores_dir(dir, pw).map_err(|e| e.to_string())?;
         status.keystores = Some((report.keys.len(), report.errors.len()));
-        first_error = first_error.or_else(|| report.errors.first().map(|(p, e)| format!("{}: {e}", p.display())));
+        first_error = first_error.or_else(|| {
+            report
+                .errors
+                .first()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+        });
         loaded.extend(report.keys);
     }
     if let Some(dir) = &state.sources.key_config {
         let report = store::load_key_config_dir(dir).map_err(|e| e.to_string())?;
         status.key_config = Some((report.keys.len(), report.errors.len()));
-        first_error = first_error.or_else(|| report.errors.first().map(|(p, e)| format!("{}: {e}", p.display())));
+        first_error = first_error.or_else(|| {
+            report
+                .errors
+                .first()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+        });
         loaded.extend(report.keys);
     }
     let diff = state.keys.replace_all(loaded);
-    tracing::info!(added = diff.added.len(), removed = diff.removed.len(), "keys reloaded");
+    tracing::info!(
+        added = diff.added.len(),
+        removed = diff.removed.len(),
+        "keys reloaded"
+    );
     if let Ok(mut s) = state.load_status.write() {
         *s = status;
     }
-    let word = if first_error.is_some() { "completed_with_errors" } else { "completed" };
+    let word = if first_error.is_some() {
+        "completed_with_errors"
+    } else {
+        "completed"
+    };
     Ok((word.to_owned(), first_error))
 }

@@ -94,8 +94,14 @@ pub async fn run(
     drop(listener);
     let _ = stop_tx.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(options.drain_timeout, drain).await.is_err() {
-        tracing::warn!(remaining = connections.len(), "shutdown: dropping connections still busy");
+    if tokio::time::timeout(options.drain_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = connections.len(),
+            "shutdown: dropping connections still busy"
+        );
         connections.abort_all();
     }
     Ok(())

@@ -21,9 +21,12 @@ pub(super) async fn sign(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let prepared = signing::prepare(&body, &state.network)?;
-    let pubkey = PublicKeyBytes::parse(&identifier)
-        .map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
-    let key = state.keys.get(&pubkey).ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
+    let pubkey =
+        PublicKeyBytes::parse(&identifier).map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
+    let key = state
+        .keys
+        .get(&pubkey)
+        .ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
     if let Some(reason) = state.not_ready.read().map_err(poisoned)?.clone() {
         return Err(ApiError::Unavailable(reason));
     }
@@ -52,12 +55,16 @@ fn poisoned<T>(_: T) -> ApiError {
 /// Web3Signer's content negotiation: JSON when any Accept media range is `application/json` or
 /// `*/*` (case-insensitive, parameters ignored), otherwise bare hex as text/plain.
 pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|range| {
-            let media = range.split(';').next().unwrap_or("").trim();
-            media.eq_ignore_ascii_case("application/json") || media == "*/*"
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|range| {
+                let media = range.split(';').next().unwrap_or("").trim();
+                media.eq_ignore_ascii_case("application/json") || media == "*/*"
+            })
         })
-    })
 }
 
 /// Builds the 200 response carrying a signature.

@@ -81,7 +81,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         num_cpus::get(),
         raw.one_core
     );
-    let pool = args.concurrency.iter().copied().max().unwrap_or(1).max(BURST_CONNECTIONS);
+    let pool = args
+        .concurrency
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(BURST_CONNECTIONS);
     let client = client(&args, pool)?;
     let base = args.url.trim_end_matches('/').to_owned();
     let keys: Vec<String> = client
@@ -101,7 +107,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("the server lists no keys");
     }
     let target = Arc::new(AtomicU64::new(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64,
     ));
     if args.burst {
         let (elapsed, ok, failed) = burst(&client, &base, &keys, &target).await;
@@ -116,7 +124,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for &c in &args.concurrency {
-        let r = timed_level(&client, &base, &keys, &target, c, Duration::from_secs_f64(args.seconds)).await;
+        let r = timed_level(
+            &client,
+            &base,
+            &keys,
+            &target,
+            c,
+            Duration::from_secs_f64(args.seconds),
+        )
+        .await;
         println!(
             "concurrency {:>3}: {:>7.0} signatures/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ok {} failed {}  ratio to raw {}-core blst {:.2}",
             r.concurrency,
@@ -147,10 +163,16 @@ pub async fn raw_blst_rate(duration: Duration) -> RawRate {
         let sk = SecretKey::random();
         let one = sign_for(&sk, duration / 2, 1);
         let all = sign_for(&sk, duration, num_cpus::get().max(1));
-        RawRate { all_cores: all, one_core: one }
+        RawRate {
+            all_cores: all,
+            one_core: one,
+        }
     })
     .await
-    .unwrap_or(RawRate { all_cores: f64::NAN, one_core: f64::NAN })
+    .unwrap_or(RawRate {
+        all_cores: f64::NAN,
+        one_core: f64::NAN,
+    })
 }
 
 fn sign_for(sk: &SecretKey, duration: Duration, threads: usize) -> f64 {
@@ -176,7 +198,11 @@ fn sign_for(sk: &SecretKey, duration: Duration, threads: usize) -> f64 {
 }
 
 fn client(args: &BenchArgs, pool: usize) -> anyhow::Result<reqwest::Client> {
-    http_client(args.ca.as_deref(), args.client_cert.as_deref().zip(args.client_key.as_deref()), pool)
+    http_client(
+        args.ca.as_deref(),
+        args.client_cert.as_deref().zip(args.client_key.as_deref()),
+        pool,
+    )
 }
 
 /// A keep-alive HTTP/1.1 client trusting `ca` and presenting `identity` (cert, key) if given.
@@ -259,8 +285,11 @@ pub async fn timed_level(
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let client = client.clone();
-        let urls: Arc<Vec<String>> =
-            Arc::new(keys.iter().map(|k| format!("{base}/api/v1/eth2/sign/{k}")).collect());
+        let urls: Arc<Vec<String>> = Arc::new(
+            keys.iter()
+                .map(|k| format!("{base}/api/v1/eth2/sign/{k}"))
+                .collect(),
+        );
         let next_key = next_key.clone();
         let target = target.clone();
         tasks.spawn(async move {
@@ -314,7 +343,9 @@ async fn burst(
         let url = format!("{base}/api/v1/eth2/sign/{k}");
         let permits = permits.clone();
         tasks.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else { return false };
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return false;
+            };
             one_request(&client, &url, t).await
         });
     }

@@ -61,10 +61,18 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
     /// Server certificate chain (PEM).
-    #[arg(long, env = "DVSIGNER_TLS_CERT", required_unless_present = "insecure_http")]
+    #[arg(
+        long,
+        env = "DVSIGNER_TLS_CERT",
+        required_unless_present = "insecure_http"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Server private key (PEM).
-    #[arg(long, env = "DVSIGNER_TLS_KEY", required_unless_present = "insecure_http")]
+    #[arg(
+        long,
+        env = "DVSIGNER_TLS_KEY",
+        required_unless_present = "insecure_http"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates issued by this CA (PEM).
     #[arg(long, env = "DVSIGNER_TLS_CLIENT_CA")]
@@ -108,6 +116,37 @@ pub struct SignerArgs {
     /// Network: mainnet, holesky, hoodi, sepolia, or a path to a consensus config YAML.
     #[arg(long, default_value = "mainnet")]
     pub network: String,
+    /// Slashing-protection history pruning.
+    #[command(flatten)]
+    pub pruning: PruningArgs,
+}
+
+/// Slashing-protection pruning (Web3Signer's defaults: keep 250 epochs, every 12 hours).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Slashing-protection pruning")]
+pub struct PruningArgs {
+    /// Epochs of history to keep per validator; older records are deleted after the low
+    /// watermarks are raised above them, so the rules still hold.
+    #[arg(
+        long = "slashing-protection-pruning-epochs-to-keep",
+        default_value_t = 250
+    )]
+    pub epochs_to_keep: u64,
+    /// Hours between prunes (0 turns pruning off).
+    #[arg(
+        long = "slashing-protection-pruning-interval-hours",
+        default_value_t = 12
+    )]
+    pub interval_hours: u64,
+}
+
+impl Default for PruningArgs {
+    fn default() -> Self {
+        Self {
+            epochs_to_keep: 250,
+            interval_hours: 12,
+        }
+    }
 }
 
 /// `dvsigner dev` options.
@@ -132,7 +171,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Signer(args) => serve::run_signer(args, crate::dev::shutdown_signal()).await,
         Command::SlashingProtection(cmd) => slashing::run(cmd).await,
-        Command::Combiner(args) => threshold::run_combiner(args, crate::dev::shutdown_signal()).await,
+        Command::Combiner(args) => {
+            threshold::run_combiner(args, crate::dev::shutdown_signal()).await
+        }
         Command::Split(args) => threshold::run_split(args),
         Command::Cluster(cmd) => threshold::run_cluster(cmd),
         Command::Dev(args) => crate::dev::run(args).await,
@@ -147,21 +188,37 @@ mod tests {
     #[test]
     fn signer_defaults() {
         let cli = Cli::try_parse_from([
-            "dvsigner", "signer", "--data-dir", "/tmp/d", "--insecure-http",
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/tmp/d",
+            "--insecure-http",
         ])
         .expect("parse");
-        let Command::Signer(a) = cli.command else { panic!("not signer") };
+        let Command::Signer(a) = cli.command else {
+            panic!("not signer")
+        };
         assert_eq!(a.serve.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(a.network, "mainnet");
         assert!(a.slashing_db.is_none());
         assert!(!a.no_slashing_protection);
+        assert_eq!(
+            (a.pruning.epochs_to_keep, a.pruning.interval_hours),
+            (250, 12)
+        );
     }
 
     #[test]
     fn tls_required_unless_insecure() {
         assert!(Cli::try_parse_from(["dvsigner", "signer", "--data-dir", "/d"]).is_err());
         assert!(Cli::try_parse_from([
-            "dvsigner", "signer", "--data-dir", "/d", "--insecure-http", "--tls-cert", "c.pem"
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/d",
+            "--insecure-http",
+            "--tls-cert",
+            "c.pem"
         ])
         .is_err());
     }
@@ -169,7 +226,13 @@ mod tests {
     #[test]
     fn keystores_need_passwords() {
         assert!(Cli::try_parse_from([
-            "dvsigner", "signer", "--data-dir", "/d", "--insecure-http", "--keystores", "k"
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/d",
+            "--insecure-http",
+            "--keystores",
+            "k"
         ])
         .is_err());
     }

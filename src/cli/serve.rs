@@ -35,7 +35,9 @@ pub fn server_tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<rustls::ServerC
         client_ca: args.tls_client_ca.clone(),
         allowed_clients: args.tls_allowed_clients.clone(),
     };
-    Ok(Some(tls::server_config(&files).context("TLS configuration")?))
+    Ok(Some(
+        tls::server_config(&files).context("TLS configuration")?,
+    ))
 }
 
 /// Loads every configured key source (decrypting keystores on all cores) and reports the rate.
@@ -72,7 +74,11 @@ fn log_report(source: &str, report: &store::LoadReport) {
         tracing::error!(source, file = %path.display(), %error, "key failed to load");
     }
     let secs = report.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { report.keys.len() as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        report.keys.len() as f64 / secs
+    } else {
+        0.0
+    };
     tracing::info!(
         source,
         loaded = report.keys.len(),
@@ -97,10 +103,15 @@ pub async fn open_slashing_db(args: &SignerArgs) -> anyhow::Result<Option<Slashi
         None => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("creating {}", args.data_dir.display()))?;
-            format!("sqlite:{}", args.data_dir.join("slashing-protection.sqlite").display())
+            format!(
+                "sqlite:{}",
+                args.data_dir.join("slashing-protection.sqlite").display()
+            )
         }
     };
-    let db = SlashingDb::open(&url).await.context("opening slashing-protection database")?;
+    let db = SlashingDb::open(&url)
+        .await
+        .context("opening slashing-protection database")?;
     Ok(Some(db))
 }
 
@@ -127,6 +138,9 @@ pub async fn serve_signer(
         *s = status;
     }
     let state = Arc::new(state);
+    if let Some(db) = state.slashing.clone() {
+        spawn_pruning(db, &args.pruning, state.network.slots_per_epoch);
+    }
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -144,11 +158,37 @@ pub async fn serve_signer(
     Ok(())
 }
 
+/// Prunes slashing-protection history every `interval_hours` (first run one interval after start).
+fn spawn_pruning(db: SlashingDb, args: &super::PruningArgs, slots_per_epoch: u64) {
+    if args.interval_hours == 0 {
+        return;
+    }
+    let every = Duration::from_secs(args.interval_hours.saturating_mul(3600));
+    let keep = args.epochs_to_keep;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            match db.prune(keep, slots_per_epoch).await {
+                Ok(deleted) => tracing::info!(
+                    deleted,
+                    epochs_to_keep = keep,
+                    "slashing-protection history pruned"
+                ),
+                Err(e) => tracing::warn!(error = %e, "slashing-protection pruning failed"),
+            }
+        }
+    });
+}
+
 /// `dvsigner signer`.
 ///
 /// # Errors
 /// Start-up failures.
-pub async fn run_signer(args: SignerArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_signer(
+    args: SignerArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let listener = bind(args.serve.listen).await?;
     serve_signer(args, listener, shutdown).await
 }
@@ -164,6 +204,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
     Ok(socket.listen(4096)?)
 }

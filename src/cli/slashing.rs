@@ -41,7 +41,10 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
             let json = std::fs::read_to_string(&a.file)
                 .with_context(|| format!("reading {}", a.file.display()))?;
             let db = SlashingDb::open(&a.slashing_db).await?;
-            let report = db.import_interchange(&json).await.context("import refused; nothing was imported")?;
+            let report = db
+                .import_interchange(&json)
+                .await
+                .context("import refused; nothing was imported")?;
             println!(
                 "imported {} validator(s): {} block(s), {} attestation(s), {} already present",
                 report.validators, report.blocks, report.attestations, report.skipped
@@ -55,9 +58,14 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let db = SlashingDb::open(&a.slashing_db).await?;
             let json = db
-                .export_interchange(if filter.is_empty() { None } else { Some(&filter) })
+                .export_interchange(if filter.is_empty() {
+                    None
+                } else {
+                    Some(&filter)
+                })
                 .await?;
-            std::fs::write(&a.file, json).with_context(|| format!("writing {}", a.file.display()))?;
+            std::fs::write(&a.file, json)
+                .with_context(|| format!("writing {}", a.file.display()))?;
             println!("exported to {}", a.file.display());
         }
     }

@@ -125,12 +125,21 @@ pub struct CombinerArgs {
 pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
     let operators = parse_operators(&args.operators)?;
     if operators.len() != args.shares as usize {
-        bail!("--shares {} but {} operators were named", args.shares, operators.len());
+        bail!(
+            "--shares {} but {} operators were named",
+            args.shares,
+            operators.len()
+        );
     }
-    let inputs = read_input_keystores(&args.keystore, args.password_file.as_deref(), args.passwords.as_deref())?;
+    let inputs = read_input_keystores(
+        &args.keystore,
+        args.password_file.as_deref(),
+        args.passwords.as_deref(),
+    )?;
     let keys: Vec<SecretKey> = inputs.into_iter().map(|(_, k)| k).collect();
     let (definition, per_operator) = split_keys(&keys, args.threshold, &operators)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     for (operator, shares) in &per_operator {
         let password = operator_password(&args, operator)?;
         let ks_dir = args.out.join(operator).join("keystores");
@@ -144,10 +153,19 @@ pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
                 &password,
                 args.kdf.params(),
                 "",
-                &format!("dvsigner threshold share {} of operator {operator}", share.index.get()),
+                &format!(
+                    "dvsigner threshold share {} of operator {operator}",
+                    share.index.get()
+                ),
             )?;
-            write_private(&ks_dir.join(format!("{name}.json")), ks.to_json().as_bytes())?;
-            write_private(&pw_dir.join(format!("{name}.txt")), password.expose_secret().as_bytes())?;
+            write_private(
+                &ks_dir.join(format!("{name}.json")),
+                ks.to_json().as_bytes(),
+            )?;
+            write_private(
+                &pw_dir.join(format!("{name}.txt")),
+                password.expose_secret().as_bytes(),
+            )?;
         }
     }
     let cluster_path = args.out.join("cluster.json");
@@ -157,7 +175,11 @@ pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
         keys.len(),
         args.threshold,
         args.shares,
-        per_operator.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(", "),
+        per_operator
+            .iter()
+            .map(|(o, _)| o.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         definition.hash(),
         cluster_path.display()
     );
@@ -211,15 +233,21 @@ fn read_input_keystores(
     }
     let mut out = Vec::new();
     for file in files {
-        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let password = match (password_file, passwords) {
             (Some(f), _) => Password::from_file(f)?,
             (None, Some(dir)) => Password::from_file(&dir.join(format!("{stem}.txt")))?,
             (None, None) => bail!("give --password-file or --passwords"),
         };
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
         let ks = Keystore::from_json(&text).with_context(|| format!("{}", file.display()))?;
-        let sk = ks.decrypt(&password).with_context(|| format!("decrypting {}", file.display()))?;
+        let sk = ks
+            .decrypt(&password)
+            .with_context(|| format!("decrypting {}", file.display()))?;
         out.push((stem, sk));
     }
     Ok(out)
@@ -234,7 +262,9 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(data)?;
     f.sync_all()?;
     Ok(())
@@ -256,14 +286,23 @@ pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
         def.validators().len()
     );
     if let (Some(ks), Some(pw)) = (&args.share_keystore, &args.password_file) {
-        let text = std::fs::read_to_string(ks).with_context(|| format!("reading {}", ks.display()))?;
+        let text =
+            std::fs::read_to_string(ks).with_context(|| format!("reading {}", ks.display()))?;
         let sk = Keystore::from_json(&text)?.decrypt(&Password::from_file(pw)?)?;
         let pk = sk.public_key();
         let Some((v, share)) = def.share(&pk.bytes()) else {
-            bail!("share keystore {} (public key {}) is not in this cluster", ks.display(), pk.bytes());
+            bail!(
+                "share keystore {} (public key {}) is not in this cluster",
+                ks.display(),
+                pk.bytes()
+            );
         };
         if !v.commitments.verify_share(share.index, pk) {
-            bail!("share {} does not match the commitments of validator {}", pk.bytes(), v.group_pubkey.bytes());
+            bail!(
+                "share {} does not match the commitments of validator {}",
+                pk.bytes(),
+                v.group_pubkey.bytes()
+            );
         }
         println!(
             "share keystore OK: validator {}, share index {}, operator {}",
@@ -285,8 +324,14 @@ pub fn build_combiner(
     deadline: Duration,
     client_tls: rustls::ClientConfig,
 ) -> anyhow::Result<Combiner> {
-    let nodes: Vec<NodeTarget> =
-        def.operators().iter().map(|o| NodeTarget { name: o.name.clone(), url: o.url.clone() }).collect();
+    let nodes: Vec<NodeTarget> = def
+        .operators()
+        .iter()
+        .map(|o| NodeTarget {
+            name: o.name.clone(),
+            url: o.url.clone(),
+        })
+        .collect();
     let validators = def
         .validators()
         .iter()
@@ -297,11 +342,14 @@ pub fn build_combiner(
                 .shares
                 .iter()
                 .filter_map(|s| {
-                    def.operators().iter().position(|o| o.name == s.operator).map(|node| ShareTarget {
-                        index: s.index,
-                        pubkey: s.pubkey.clone(),
-                        node,
-                    })
+                    def.operators()
+                        .iter()
+                        .position(|o| o.name == s.operator)
+                        .map(|node| ShareTarget {
+                            index: s.index,
+                            pubkey: s.pubkey.clone(),
+                            node,
+                        })
                 })
                 .collect(),
         })
@@ -327,8 +375,16 @@ pub fn node_client_tls(
     node_ca: Option<&Path>,
     identity: Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<rustls::ClientConfig> {
-    let pinned = def.operators().iter().filter_map(|o| o.tls_fingerprint).collect();
-    Ok(tls::client_config(tls::ClientTlsOptions { ca: node_ca.map(Path::to_owned), pinned, identity })?)
+    let pinned = def
+        .operators()
+        .iter()
+        .filter_map(|o| o.tls_fingerprint)
+        .collect();
+    Ok(tls::client_config(tls::ClientTlsOptions {
+        ca: node_ca.map(Path::to_owned),
+        pinned,
+        identity,
+    })?)
 }
 
 /// Starts a combiner on `listener` until `shutdown`.
@@ -349,7 +405,12 @@ pub async fn serve_combiner(
         tracing::warn!("no --client-cert/--client-key: nodes that require client certificates will refuse the combiner");
     }
     let client_tls = node_client_tls(&def, args.node_ca.as_deref(), identity)?;
-    let combiner = build_combiner(&def, network, Duration::from_millis(args.deadline_ms), client_tls)?;
+    let combiner = build_combiner(
+        &def,
+        network,
+        Duration::from_millis(args.deadline_ms),
+        client_tls,
+    )?;
     let tls = server_tls(&args.serve)?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, cluster = %def.hash(), validators = def.validators().len(), nodes = def.operators().len(), "combiner listening");
@@ -357,7 +418,14 @@ pub async fn serve_combiner(
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
         ..Default::default()
     };
-    api::server::run(listener, tls, combiner::router(Arc::new(combiner)), options, shutdown).await?;
+    api::server::run(
+        listener,
+        tls,
+        combiner::router(Arc::new(combiner)),
+        options,
+        shutdown,
+    )
+    .await?;
     tracing::info!("combiner stopped");
     Ok(())
 }
@@ -366,7 +434,10 @@ pub async fn serve_combiner(
 ///
 /// # Errors
 /// Start-up failures.
-pub async fn run_combiner(args: CombinerArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_combiner(
+    args: CombinerArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let listener = bind(args.serve.listen).await?;
     serve_combiner(args, listener, shutdown).await
 }

@@ -41,7 +41,8 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
         .iter()
         .zip(&results)
         .map(|(n, (up, err))| {
-            let mut v = json!({"id": format!("node/{}", n.name), "status": if *up {"UP"} else {"DOWN"}});
+            let mut v =
+                json!({"id": format!("node/{}", n.name), "status": if *up {"UP"} else {"DOWN"}});
             if !up {
                 v["data"] = json!({"error": err});
             }
@@ -65,9 +66,21 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
         ],
         "outcome": status,
     });
-    json(if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &doc)
+    json(
+        if up {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &doc,
+    )
 }
 
 fn json(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], v.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        v.to_string(),
+    )
+        .into_response()
 }

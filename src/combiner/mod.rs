@@ -109,8 +109,19 @@ impl Combiner {
             .thread_name(|i| format!("bls-combine-{i}"))
             .build()?;
         let counters = nodes.iter().map(|_| NodeCounters::default()).collect();
-        let validators = validators.into_iter().map(|v| (v.group_pubkey.bytes(), v)).collect();
-        Ok(Self { nodes, validators, network, deadline, client, counters, pool })
+        let validators = validators
+            .into_iter()
+            .map(|v| (v.group_pubkey.bytes(), v))
+            .collect();
+        Ok(Self {
+            nodes,
+            validators,
+            network,
+            deadline,
+            client,
+            counters,
+            pool,
+        })
     }
 
     async fn run_blocking<T: Send + 'static>(
@@ -121,7 +132,8 @@ impl Combiner {
         self.pool.spawn(move || {
             let _ = tx.send(f());
         });
-        rx.await.map_err(|_| ApiError::Internal("combine task dropped".into()))
+        rx.await
+            .map_err(|_| ApiError::Internal("combine task dropped".into()))
     }
 }
 
@@ -152,15 +164,22 @@ async fn sign(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let prepared = signing::prepare(&body, &c.network)?;
-    let pubkey = PublicKeyBytes::parse(&identifier)
-        .map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
-    let v = c.validators.get(&pubkey).ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
+    let pubkey =
+        PublicKeyBytes::parse(&identifier).map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
+    let v = c
+        .validators
+        .get(&pubkey)
+        .ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
     let request_id = headers
         .get("x-request-id")
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| {
-            format!("{:x}-{:x}", std::process::id(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
+            format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+            )
         });
     let started = Instant::now();
     let signature = combine_from_nodes(&c, v, &body, prepared.root, &request_id).await?;
@@ -178,7 +197,11 @@ async fn ask_node(
     request_id: &str,
 ) -> (usize, ShareIndex, NodeAnswer) {
     let node = &c.nodes[share.node];
-    let url = format!("{}/api/v1/eth2/sign/{}", node.url.trim_end_matches('/'), share.pubkey.bytes());
+    let url = format!(
+        "{}/api/v1/eth2/sign/{}",
+        node.url.trim_end_matches('/'),
+        share.pubkey.bytes()
+    );
     let res = c
         .client
         .post(url)
@@ -201,7 +224,11 @@ async fn ask_node(
             } else if status == StatusCode::PRECONDITION_FAILED {
                 NodeAnswer::Refused(text)
             } else {
-                NodeAnswer::Failed(format!("HTTP {}: {}", status.as_u16(), truncate(&text, 200)))
+                NodeAnswer::Failed(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    truncate(&text, 200)
+                ))
             }
         }
     };
@@ -235,8 +262,11 @@ async fn combine_from_nodes(
 ) -> Result<Signature, ApiError> {
     let n = v.shares.len();
     let t = v.threshold;
-    let mut pending: FuturesUnordered<_> =
-        v.shares.iter().map(|s| ask_node(c, s, body.clone(), request_id)).collect();
+    let mut pending: FuturesUnordered<_> = v
+        .shares
+        .iter()
+        .map(|s| ask_node(c, s, body.clone(), request_id))
+        .collect();
     let deadline = tokio::time::sleep(c.deadline);
     tokio::pin!(deadline);
 
@@ -293,16 +323,23 @@ async fn combine_from_nodes(
             break;
         }
         if candidates.len() >= t {
-            if let Some(sig) = try_combine(c, v, root, &mut candidates, &mut verified, request_id).await? {
+            if let Some(sig) =
+                try_combine(c, v, root, &mut candidates, &mut verified, request_id).await?
+            {
                 for (node, _, _) in &candidates {
-                    c.counters[*node].partials_ok.fetch_add(1, Ordering::Relaxed);
+                    c.counters[*node]
+                        .partials_ok
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 return Ok(sig);
             }
         }
     }
-    let mut reasons: Vec<String> =
-        failed.iter().chain(refused.iter()).map(|(n, w)| format!("{n}: {}", truncate(w, 120))).collect();
+    let mut reasons: Vec<String> = failed
+        .iter()
+        .chain(refused.iter())
+        .map(|(n, w)| format!("{n}: {}", truncate(w, 120)))
+        .collect();
     reasons.sort();
     Err(ApiError::Unavailable(format!(
         "only {} of {t} required partial signatures ({})",
@@ -322,12 +359,17 @@ async fn try_combine(
     request_id: &str,
 ) -> Result<Option<Signature>, ApiError> {
     let t = v.threshold;
-    let chosen: Vec<(ShareIndex, Signature)> =
-        candidates.iter().take(t).map(|(_, i, s)| (*i, s.clone())).collect();
+    let chosen: Vec<(ShareIndex, Signature)> = candidates
+        .iter()
+        .take(t)
+        .map(|(_, i, s)| (*i, s.clone()))
+        .collect();
     let group = v.group_pubkey.clone();
     let combined = c
         .run_blocking(move || {
-            threshold::combine(&chosen, t).ok().filter(|sig| sig.verify(&group, &root.0))
+            threshold::combine(&chosen, t)
+                .ok()
+                .filter(|sig| sig.verify(&group, &root.0))
         })
         .await?;
     if combined.is_some() {
@@ -348,7 +390,10 @@ async fn try_combine(
         .collect();
     let results = c
         .run_blocking(move || {
-            to_check.into_iter().map(|(pos, sig, pk)| (pos, sig.verify(&pk, &root.0))).collect::<Vec<_>>()
+            to_check
+                .into_iter()
+                .map(|(pos, sig, pk)| (pos, sig.verify(&pk, &root.0)))
+                .collect::<Vec<_>>()
         })
         .await?;
     let mut bad = Vec::new();
@@ -362,15 +407,24 @@ async fn try_combine(
     for pos in bad.into_iter().rev() {
         let (node, _, _) = candidates.remove(pos);
         verified.remove(pos);
-        c.counters[node].partials_wrong.fetch_add(1, Ordering::Relaxed);
+        c.counters[node]
+            .partials_wrong
+            .fetch_add(1, Ordering::Relaxed);
         tracing::error!(node = %c.nodes[node].name, request_id, "node returned a wrong partial signature; left out");
     }
     if candidates.len() < t {
         return Ok(None);
     }
-    let chosen: Vec<(ShareIndex, Signature)> =
-        candidates.iter().take(t).map(|(_, i, s)| (*i, s.clone())).collect();
+    let chosen: Vec<(ShareIndex, Signature)> = candidates
+        .iter()
+        .take(t)
+        .map(|(_, i, s)| (*i, s.clone()))
+        .collect();
     let group = v.group_pubkey.clone();
-    c.run_blocking(move || threshold::combine(&chosen, t).ok().filter(|sig| sig.verify(&group, &root.0)))
-        .await
+    c.run_blocking(move || {
+        threshold::combine(&chosen, t)
+            .ok()
+            .filter(|sig| sig.verify(&group, &root.0))
+    })
+    .await
 }

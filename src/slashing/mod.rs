@@ -833,4 +833,3 @@ mod tests {
         assert!(parse_url("").is_err());
     }
 }
-

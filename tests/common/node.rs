@@ -23,16 +23,24 @@ impl TestNode {
             keys.into_iter()
                 .map(|secret| LoadedKey {
                     secret,
-                    origin: KeyOrigin::KeyConfig { path: "test".into() },
+                    origin: KeyOrigin::KeyConfig {
+                        path: "test".into(),
+                    },
                 })
                 .collect(),
         );
-        let db = SlashingDb::open(&format!("sqlite:{}", dir.path().join("sp.sqlite").display()))
-            .await
-            .expect("open sqlite");
+        let db = SlashingDb::open(&format!(
+            "sqlite:{}",
+            dir.path().join("sp.sqlite").display()
+        ))
+        .await
+        .expect("open sqlite");
         let state = NodeState::new(Arc::new(store), Some(db), network, KeySources::default())
             .expect("state");
-        Self { state: Arc::new(state), dir }
+        Self {
+            state: Arc::new(state),
+            dir,
+        }
     }
 
     pub fn router(&self) -> axum::Router {
@@ -44,8 +52,14 @@ impl TestNode {
         &self,
         tls: Option<Arc<rustls::ServerConfig>>,
         options: api::server::ServerOptions,
-    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = self.router();

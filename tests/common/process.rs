@@ -42,7 +42,11 @@ impl Proc {
             .stderr(err)
             .spawn()
             .expect("spawn dvsigner");
-        Self { child, name: name.to_owned(), log: log.to_owned() }
+        Self {
+            child,
+            name: name.to_owned(),
+            log: log.to_owned(),
+        }
     }
 
     /// PID of the child.
@@ -58,7 +62,10 @@ impl Proc {
 
     /// SIGTERM by PID, then wait up to `bound` for exit; returns the exit status if it exited.
     pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let start = Instant::now();
         while start.elapsed() < bound {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -88,16 +95,29 @@ pub async fn wait_ready(client: &reqwest::Client, url: &str, proc_: &mut Proc, b
     let start = Instant::now();
     while start.elapsed() < bound {
         if let Ok(Some(status)) = proc_.child.try_wait() {
-            panic!("{} exited early ({status}):\n{}", proc_.name, proc_.log_text());
+            panic!(
+                "{} exited early ({status}):\n{}",
+                proc_.name,
+                proc_.log_text()
+            );
         }
-        if let Ok(r) = client.get(url).timeout(Duration::from_millis(500)).send().await {
+        if let Ok(r) = client
+            .get(url)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+        {
             if r.status().is_success() {
                 return;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{} not ready after {bound:?}:\n{}", proc_.name, proc_.log_text());
+    panic!(
+        "{} not ready after {bound:?}:\n{}",
+        proc_.name,
+        proc_.log_text()
+    );
 }
 
 /// Arguments for a plain-HTTP signer on `port` with the dev keystores.

@@ -146,6 +146,7 @@ impl LocalCluster {
                 no_slashing_protection: false,
                 network: "mainnet".into(),
                 pruning: Default::default(),
+                sync: Default::default(),
             };
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { serve_signer(signer, listener, stop).await });

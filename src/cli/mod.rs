@@ -119,6 +119,47 @@ pub struct SignerArgs {
     /// Slashing-protection history pruning.
     #[command(flatten)]
     pub pruning: PruningArgs,
+    /// Cluster membership and peer history sync.
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Cluster membership and peer history sync (issue #6): with `--cluster` and `--operator` the
+/// node pulls its validators' signed-duty history from the other nodes before it signs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster history sync")]
+pub struct SyncArgs {
+    /// Cluster definition (`cluster.json`); enables the peer history route and sync.
+    #[arg(long, requires = "operator")]
+    pub cluster: Option<PathBuf>,
+    /// This node's operator name in the cluster definition.
+    #[arg(long, requires = "cluster")]
+    pub operator: Option<String>,
+    /// CA that issued the peers' server certificates (PEM); operators' `tls_fingerprint`s in
+    /// the cluster definition are accepted too.
+    #[arg(long)]
+    pub peer_ca: Option<PathBuf>,
+    /// Client certificate (PEM) this node presents to its peers.
+    #[arg(long, requires = "peer_client_key")]
+    pub peer_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--peer-client-cert`.
+    #[arg(long, requires = "peer_client_cert")]
+    pub peer_client_key: Option<PathBuf>,
+    /// Peers' client certificates allowed on the history route: `OPERATOR FINGERPRINT` lines,
+    /// OPERATOR an operator of the cluster definition (its `tls_fingerprint` is allowed too).
+    #[arg(long)]
+    pub peer_allowed_clients: Option<PathBuf>,
+    /// Distinct peers whose history must be merged before signing (default: the largest
+    /// max(t-1, n-t+1) over the cluster's validators).
+    #[arg(long)]
+    pub sync_min_peers: Option<usize>,
+    /// Seconds between background pulls once synced.
+    #[arg(long, default_value_t = 60)]
+    pub sync_interval_secs: u64,
+    /// Do not raise the low watermarks of validators without history to the current slot and
+    /// epoch (for devnets and tests whose epochs are not wall-clock time).
+    #[arg(long)]
+    pub no_sync_watermark_from_genesis: bool,
 }
 
 /// Slashing-protection pruning (Web3Signer's defaults: keep 250 epochs, every 12 hours).
@@ -145,6 +186,22 @@ impl Default for PruningArgs {
         Self {
             epochs_to_keep: 250,
             interval_hours: 12,
+        }
+    }
+}
+
+impl Default for SyncArgs {
+    fn default() -> Self {
+        Self {
+            cluster: None,
+            operator: None,
+            peer_ca: None,
+            peer_client_cert: None,
+            peer_client_key: None,
+            peer_allowed_clients: None,
+            sync_min_peers: None,
+            sync_interval_secs: 60,
+            no_sync_watermark_from_genesis: false,
         }
     }
 }
@@ -206,6 +263,21 @@ mod tests {
             (a.pruning.epochs_to_keep, a.pruning.interval_hours),
             (250, 12)
         );
+        assert!(a.sync.cluster.is_none() && a.sync.operator.is_none());
+        assert_eq!(a.sync.sync_interval_secs, 60);
+        assert_eq!(a.sync.sync_min_peers, None);
+        assert!(!a.sync.no_sync_watermark_from_genesis);
+    }
+
+    #[test]
+    fn cluster_needs_operator() {
+        let base = ["dvsigner", "signer", "--data-dir", "/d", "--insecure-http"];
+        let with = |extra: &[&str]| {
+            Cli::try_parse_from(base.iter().chain(extra).copied().collect::<Vec<_>>())
+        };
+        assert!(with(&["--cluster", "c.json"]).is_err());
+        assert!(with(&["--operator", "a"]).is_err());
+        assert!(with(&["--cluster", "c.json", "--operator", "a"]).is_ok());
     }
 
     #[test]

@@ -167,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         no_slashing_protection: false,
         network: "mainnet".into(),
         pruning: Default::default(),
+        sync: Default::default(),
     };
     let node = tokio::spawn(serve_signer(args, listener, async {
         let _ = stop_rx.await;

@@ -33,6 +33,8 @@ pub enum LogFormat {
 }
 
 /// Subcommands.
+// Parsed once at start-up; the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a signer node (Web3Signer eth2 API over HTTPS).

@@ -161,6 +161,8 @@ fn start_private_server() -> String {
         data = path(&data),
         dir = path(&dir),
     );
+    // The watcher must outlive this process (it stops PostgreSQL after we exit): never waited.
+    #[allow(clippy::zombie_processes)]
     let _ = pg_command(root, "/bin/sh")
         .args(["-c", &watcher])
         .stdin(std::process::Stdio::null())

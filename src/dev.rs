@@ -7,7 +7,6 @@
 //! everything cleanly.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -45,6 +44,174 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// Options of a [`LocalCluster`].
+#[derive(Debug, Clone)]
+pub struct LocalClusterOptions {
+    /// Working directory (certificates, keystores, databases).
+    pub dir: std::path::PathBuf,
+    /// Number of interop validators.
+    pub validators: u64,
+    /// Combiner port (0 = any free port); nodes take the next four when non-zero.
+    pub combiner_port: u16,
+    /// Encryption cost of the share keystores.
+    pub kdf: KdfChoice,
+}
+
+/// A running 3-of-4 cluster plus combiner, all in this process.
+pub struct LocalCluster {
+    /// `https://127.0.0.1:PORT` of the combiner.
+    pub combiner_url: String,
+    /// Node URLs.
+    pub node_urls: Vec<String>,
+    /// The dev PKI (CA, server and client certificates).
+    pub pki: DevPki,
+    /// Group public keys served.
+    pub pubkeys: Vec<String>,
+    stop: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+impl LocalCluster {
+    /// Generates certificates, splits interop keys 3-of-4, starts four nodes and a combiner.
+    ///
+    /// # Errors
+    /// Ports in use, unwritable directory, key or TLS errors.
+    pub async fn start(opts: LocalClusterOptions) -> anyhow::Result<Self> {
+        let dir = opts.dir;
+        std::fs::create_dir_all(&dir)?;
+        let pki = DevPki::generate(
+            &dir.join("tls"),
+            &[&OPERATORS[..], &["combiner"]].concat(),
+            &["combiner-client"],
+        )
+        .context("generating dev certificates")?;
+        let port = |offset: u16| match opts.combiner_port {
+            0 => 0,
+            p => p + offset,
+        };
+        // Bind first so the cluster definition can name the real ports.
+        let mut node_listeners = Vec::new();
+        for i in 1..=4u16 {
+            node_listeners.push(bind(format!("127.0.0.1:{}", port(i)).parse()?).await?);
+        }
+        let combiner_listener = bind(format!("127.0.0.1:{}", port(0)).parse()?).await?;
+        let node_urls: Vec<String> = node_listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| format!("https://{a}")))
+            .collect::<Result<_, _>>()?;
+
+        // Whole keys: interop keys (public!) written as keystores, then split 3-of-4.
+        let whole = dir.join("validator-keys");
+        write_interop_keystores(&whole, opts.validators)?;
+        let split_out = dir.join("cluster");
+        let split = SplitArgs {
+            keystore: whole.clone(),
+            password_file: Some(whole.join("password.txt")),
+            passwords: None,
+            threshold: 3,
+            shares: 4,
+            operators: OPERATORS
+                .iter()
+                .zip(&node_urls)
+                .map(|(n, u)| format!("{n}={u}"))
+                .collect(),
+            operator_passwords: None,
+            out: split_out.clone(),
+            kdf: opts.kdf,
+        };
+        tokio::task::spawn_blocking(move || crate::cli::threshold::run_split(split)).await??;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for ((name, listener), url) in OPERATORS.iter().zip(node_listeners).zip(&node_urls) {
+            let id = pki.identity(name).context("node certificate")?;
+            let signer = SignerArgs {
+                serve: ServeArgs {
+                    listen: url.trim_start_matches("https://").parse()?,
+                    tls_cert: Some(id.cert.clone()),
+                    tls_key: Some(id.key.clone()),
+                    tls_client_ca: Some(pki.ca_cert.clone()),
+                    tls_allowed_clients: None,
+                    insecure_http: false,
+                    header_read_timeout_secs: 30,
+                },
+                data_dir: dir.join("data").join(name),
+                keystores: Some(split_out.join(name).join("keystores")),
+                keystores_passwords: Some(split_out.join(name).join("passwords")),
+                key_config: None,
+                slashing_db: None,
+                no_slashing_protection: false,
+                network: "mainnet".into(),
+                pruning: Default::default(),
+                sync: Default::default(),
+            };
+            let stop = stopped(stop_rx.clone());
+            tasks.spawn(async move { serve_signer(signer, listener, stop).await });
+        }
+        let combiner_id = pki.identity("combiner").context("combiner certificate")?;
+        let client_id = pki
+            .identity("combiner-client")
+            .context("combiner client certificate")?;
+        let combiner_addr = combiner_listener.local_addr()?;
+        let combiner = CombinerArgs {
+            serve: ServeArgs {
+                listen: combiner_addr,
+                tls_cert: Some(combiner_id.cert.clone()),
+                tls_key: Some(combiner_id.key.clone()),
+                tls_client_ca: None,
+                tls_allowed_clients: None,
+                insecure_http: false,
+                header_read_timeout_secs: 30,
+            },
+            cluster: split_out.join("cluster.json"),
+            node_ca: Some(pki.ca_cert.clone()),
+            client_cert: Some(client_id.cert.clone()),
+            client_key: Some(client_id.key.clone()),
+            deadline_ms: 2000,
+            network: "mainnet".into(),
+        };
+        let stop_c = stopped(stop_rx.clone());
+        tasks.spawn(async move { serve_combiner(combiner, combiner_listener, stop_c).await });
+        let pubkeys = (0..opts.validators)
+            .map(|i| interop_secret_key(i).public_key().bytes().to_hex())
+            .collect();
+        Ok(Self {
+            combiner_url: format!("https://{combiner_addr}"),
+            node_urls,
+            pki,
+            pubkeys,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Waits until a server task ends on its own (an error) and returns its result.
+    pub async fn next_exit(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(res) => res?,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops every server and waits for them to drain.
+    ///
+    /// # Errors
+    /// The first server error, if any.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut first = Ok(());
+        while let Some(res) = self.tasks.join_next().await {
+            if let (Ok(()), Err(e)) = (&first, res.map_err(anyhow::Error::from).and_then(|r| r)) {
+                first = Err(e);
+            }
+        }
+        first
+    }
+}
+
 /// Runs the local development cluster until Ctrl-C.
 ///
 /// # Errors
@@ -57,110 +224,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             (t.path().to_owned(), Some(t))
         }
     };
-    std::fs::create_dir_all(&dir)?;
-    let pki = DevPki::generate(
-        &dir.join("tls"),
-        &[&OPERATORS[..], &["combiner"]].concat(),
-        &["combiner-client"],
-    )
-    .context("generating dev certificates")?;
-
-    // Whole keys: interop keys (public!) written as keystores, then split 3-of-4.
-    let whole = dir.join("validator-keys");
-    write_interop_keystores(&whole, args.validators)?;
-    let ports: Vec<u16> = (1..=4).map(|i| args.base_port + i).collect();
-    let split_out = dir.join("cluster");
-    let split = SplitArgs {
-        keystore: whole.clone(),
-        password_file: Some(whole.join("password.txt")),
-        passwords: None,
-        threshold: 3,
-        shares: 4,
-        operators: OPERATORS
-            .iter()
-            .zip(&ports)
-            .map(|(name, port)| format!("{name}=https://127.0.0.1:{port}"))
-            .collect(),
-        operator_passwords: None,
-        out: split_out.clone(),
+    let mut cluster = LocalCluster::start(LocalClusterOptions {
+        dir: dir.clone(),
+        validators: args.validators,
+        combiner_port: args.base_port,
         kdf: KdfChoice::Pbkdf2,
-    };
-    tokio::task::spawn_blocking(move || crate::cli::threshold::run_split(split)).await??;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, name) in OPERATORS.iter().enumerate() {
-        let id = pki.identity(name).context("node certificate")?;
-        let signer = SignerArgs {
-            serve: ServeArgs {
-                listen: format!("127.0.0.1:{}", ports[i]).parse()?,
-                tls_cert: Some(id.cert.clone()),
-                tls_key: Some(id.key.clone()),
-                tls_client_ca: Some(pki.ca_cert.clone()),
-                tls_allowed_clients: None,
-                insecure_http: false,
-                header_read_timeout_secs: 30,
-            },
-            data_dir: dir.join("data").join(name),
-            keystores: Some(split_out.join(name).join("keystores")),
-            keystores_passwords: Some(split_out.join(name).join("passwords")),
-            key_config: None,
-            slashing_db: None,
-            no_slashing_protection: false,
-            network: "mainnet".into(),
-        };
-        let listener = bind(signer.serve.listen).await?;
-        let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { serve_signer(signer, listener, stop).await });
-    }
-    let combiner_id = pki.identity("combiner").context("combiner certificate")?;
-    let client_id = pki
-        .identity("combiner-client")
-        .context("combiner client certificate")?;
-    let combiner = CombinerArgs {
-        serve: ServeArgs {
-            listen: format!("127.0.0.1:{}", args.base_port).parse()?,
-            tls_cert: Some(combiner_id.cert.clone()),
-            tls_key: Some(combiner_id.key.clone()),
-            tls_client_ca: None,
-            tls_allowed_clients: None,
-            insecure_http: false,
-            header_read_timeout_secs: 30,
-        },
-        cluster: split_out.join("cluster.json"),
-        node_ca: Some(pki.ca_cert.clone()),
-        client_cert: Some(client_id.cert.clone()),
-        client_key: Some(client_id.key.clone()),
-        deadline_ms: 2000,
-        network: "mainnet".into(),
-    };
-    let listener = bind(combiner.serve.listen).await?;
-    let stop = stopped(stop_rx.clone());
-    tasks.spawn(async move { serve_combiner(combiner, listener, stop).await });
-
-    // Give the servers a moment to load their keys before printing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pubkeys: Vec<String> = (0..args.validators)
-        .map(|i| interop_secret_key(i).public_key().bytes().to_hex())
-        .collect();
-    print_instructions(&dir, &pki.ca_cert, args.base_port, &pubkeys);
-
+    })
+    .await?;
+    print_instructions(
+        &dir,
+        &cluster.pki.ca_cert,
+        &cluster.combiner_url,
+        &cluster.node_urls,
+        &cluster.pubkeys,
+    );
     tokio::select! {
         () = shutdown_signal() => {}
-        Some(res) = tasks.join_next() => {
-            // A server ended on its own: report why and stop the rest.
-            let _ = stop_tx.send(true);
-            res??;
+        res = cluster.next_exit() => {
+            res?;
             anyhow::bail!("a dev server stopped unexpectedly");
         }
     }
-    let _ = stop_tx.send(true);
-    while let Some(res) = tasks.join_next().await {
-        res??;
-    }
+    cluster.stop().await?;
     println!("dev cluster stopped");
     Ok(())
 }
@@ -183,15 +268,14 @@ fn write_interop_keystores(dir: &Path, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_instructions(dir: &Path, ca: &Path, port: u16, pubkeys: &[String]) {
-    let url = format!("https://127.0.0.1:{port}");
+fn print_instructions(dir: &Path, ca: &Path, url: &str, nodes: &[String], pubkeys: &[String]) {
     let ca = ca.display();
     let first = pubkeys.first().cloned().unwrap_or_default();
     println!(
         r#"
 dvsigner dev: 3-of-4 threshold cluster running (working directory {dir})
   combiner        {url}    (Web3Signer API; no client certificate needed)
-  signer nodes    https://127.0.0.1:{p1} .. https://127.0.0.1:{p4}  (mutual TLS, CA below)
+  signer nodes    {nodes}  (mutual TLS, CA below)
   CA certificate  {ca}
   validators      {n} interop keys (PUBLIC test keys: never use them on a real network)
 {keys}
@@ -216,8 +300,7 @@ Teku (make a truststore from the CA first, e.g.
 Try it:  curl --cacert {ca} {url}/api/v1/eth2/publicKeys
 Press Ctrl-C to stop."#,
         dir = dir.display(),
-        p1 = port + 1,
-        p4 = port + 4,
+        nodes = nodes.join(" "),
         n = pubkeys.len(),
         keys = pubkeys
             .iter()

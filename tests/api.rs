@@ -264,3 +264,88 @@ async fn upcheck_answers_during_a_signing_burst() {
     let _ = stop.send(());
     handle.await.expect("server stops");
 }
+
+/// `/reload` picks up an added keystore and drops a removed one (202, then status `completed`).
+#[tokio::test]
+async fn reload_applies_added_and_removed_keystores() {
+    use dvsigner::api::{KeySources, NodeState};
+    use dvsigner::keys::{KdfParams, KeyStore, Keystore, Password};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ks, pw) = (dir.path().join("ks"), dir.path().join("pw"));
+    std::fs::create_dir_all(&ks).expect("mkdir");
+    std::fs::create_dir_all(&pw).expect("mkdir");
+    let db = dvsigner::slashing::SlashingDb::open(&format!(
+        "sqlite:{}",
+        dir.path().join("db.sqlite").display()
+    ))
+    .await
+    .expect("db");
+    let state = NodeState::new(
+        Arc::new(KeyStore::default()),
+        Some(db),
+        Network::from_name_or_path("mainnet").expect("mainnet"),
+        KeySources {
+            keystores: Some((ks.clone(), pw.clone())),
+            key_config: None,
+        },
+    )
+    .expect("state");
+    let app = dvsigner::api::router(Arc::new(state));
+
+    async fn reload(app: &axum::Router) {
+        let (s, _, body) = call(
+            app,
+            Request::post("/reload").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        for _ in 0..200 {
+            let (_, _, body) = call(
+                app,
+                Request::get("/reload").body(Body::empty()).expect("req"),
+            )
+            .await;
+            let v: Value = serde_json::from_str(&body).expect("json");
+            if v["status"] == "completed" {
+                return;
+            }
+            assert_ne!(v["status"], "failed", "{body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("reload did not complete");
+    }
+    async fn keys(app: &axum::Router) -> Vec<String> {
+        let (_, _, body) = call(
+            app,
+            Request::get("/api/v1/eth2/publicKeys")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+        serde_json::from_str(&body).expect("json")
+    }
+
+    assert!(keys(&app).await.is_empty());
+    let ks3 = Keystore::encrypt(
+        &interop_secret_key(3),
+        &Password::new("pw3".into()),
+        KdfParams::insecure_fast(),
+        "",
+        "",
+    )
+    .expect("encrypt");
+    std::fs::write(ks.join("k3.json"), ks3.to_json()).expect("write");
+    std::fs::write(pw.join("k3.txt"), "pw3").expect("write");
+    reload(&app).await;
+    assert_eq!(keys(&app).await, vec![pk(3)]);
+    let (s, _, _) = call(&app, sign_req(&pk(3), attestation(60), None)).await;
+    assert_eq!(s, 200);
+
+    std::fs::remove_file(ks.join("k3.json")).expect("rm");
+    reload(&app).await;
+    assert!(keys(&app).await.is_empty());
+    let (s, _, _) = call(&app, sign_req(&pk(3), attestation(61), None)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

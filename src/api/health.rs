@@ -63,9 +63,18 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
     }
 
     let not_ready = state.not_ready.read().map(|r| r.clone()).unwrap_or(None);
-    if let Some(reason) = not_ready {
-        all_up = false;
-        checks.push(json!({"id": "cluster-sync", "status": "DOWN", "data": {"reason": reason}}));
+    let sync = state
+        .cluster_sync
+        .get()
+        .and_then(|s| serde_json::to_value(s.snapshot()).ok());
+    if not_ready.is_some() || sync.is_some() {
+        let mut data = sync.unwrap_or_else(|| json!({}));
+        let up = not_ready.is_none();
+        if let (Some(reason), Some(obj)) = (not_ready, data.as_object_mut()) {
+            obj.insert("reason".into(), Value::from(reason));
+        }
+        all_up &= up;
+        checks.push(json!({"id": "cluster-sync", "status": status(up), "data": data}));
     }
 
     let doc = json!({"status": status(all_up), "checks": checks, "outcome": status(all_up)});

@@ -3,14 +3,15 @@
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
 //! `shared/reference/web3signer-api.md`. Routes:
 //! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
-//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`.
+//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, and for cluster peers
+//! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`).
 //!
 //! Invariants: a signature leaves the node only after the root was computed by the node from the
 //! typed payload and, for blocks and attestations, after the slashing-protection record is
 //! durable. BLS work never runs on the async reactor.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -22,6 +23,7 @@ use crate::slashing::SlashingDb;
 
 pub mod error;
 mod health;
+mod peer;
 mod reload;
 pub mod server;
 mod sign;
@@ -65,6 +67,9 @@ pub struct NodeState {
     pub load_status: RwLock<LoadStatus>,
     /// Readiness gate: `Some(reason)` while the node must not sign (e.g. peer sync pending).
     pub not_ready: RwLock<Option<String>>,
+    /// Peer history sync, when the node runs with `--cluster` (serves the peer route, reports
+    /// in `/healthcheck`).
+    pub cluster_sync: OnceLock<Arc<crate::cluster::sync::ClusterSync>>,
     reload: Mutex<reload::ReloadState>,
     signer_pool: rayon::ThreadPool,
 }
@@ -91,6 +96,7 @@ impl NodeState {
             sources,
             load_status: RwLock::default(),
             not_ready: RwLock::new(None),
+            cluster_sync: OnceLock::new(),
             reload: Mutex::default(),
             signer_pool,
         })
@@ -118,6 +124,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/eth2/publicKeys", get(health::public_keys))
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
         .route("/reload", post(reload::start).get(reload::status))
+        .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -12,11 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// The SHA-256 fingerprint of the certificate a TLS client presented, inserted into the
+/// extensions of every request of that connection (absent for plain HTTP or no certificate).
+/// The handshake already verified that the client holds the certificate's private key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCertificate(pub crate::tls::Fingerprint);
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -82,12 +90,22 @@ pub async fn run(
                     match tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream))
                         .await
                     {
-                        Ok(Ok(tls_stream)) => serve(tls_stream, app, &options, stop).await,
+                        Ok(Ok(tls_stream)) => {
+                            let client = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(|leaf| {
+                                    ClientCertificate(crate::tls::Fingerprint::of_der(leaf))
+                                });
+                            serve(tls_stream, app, client, &options, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve(stream, app, &options, stop).await,
+                None => serve(stream, app, None, &options, stop).await,
             }
         });
     }
@@ -107,11 +125,22 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve<S>(stream: S, app: Router, options: &ServerOptions, stop: watch::Receiver<bool>)
-where
+async fn serve<S>(
+    stream: S,
+    app: Router,
+    client: Option<ClientCertificate>,
+    options: &ServerOptions,
+    stop: watch::Receiver<bool>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let service = TowerToHyperService::new(app);
+    let service = tower::service_fn(move |mut req: axum::extract::Request<Incoming>| {
+        if let Some(c) = client {
+            req.extensions_mut().insert(c);
+        }
+        app.clone().oneshot(req)
+    });
+    let service = TowerToHyperService::new(service);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)

@@ -198,16 +198,32 @@ fn sign_for(sk: &SecretKey, duration: Duration, threads: usize) -> f64 {
 }
 
 fn client(args: &BenchArgs, pool: usize) -> anyhow::Result<reqwest::Client> {
+    http_client(
+        args.ca.as_deref(),
+        args.client_cert.as_deref().zip(args.client_key.as_deref()),
+        pool,
+    )
+}
+
+/// A keep-alive HTTP/1.1 client trusting `ca` and presenting `identity` (cert, key) if given.
+///
+/// # Errors
+/// Unreadable or invalid PEM files.
+pub fn http_client(
+    ca: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    pool: usize,
+) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .http1_only()
         .pool_max_idle_per_host(pool)
         .timeout(Duration::from_secs(30));
-    if let Some(ca) = &args.ca {
+    if let Some(ca) = ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
-    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+    if let Some((cert, key)) = identity {
         let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
         pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
         b = b.identity(reqwest::Identity::from_pem(&pem)?);
@@ -255,7 +271,8 @@ async fn one_request(client: &reqwest::Client, url: &str, target: u64) -> bool {
     }
 }
 
-async fn timed_level(
+/// Runs `concurrency` request loops against the keys for `duration`.
+pub async fn timed_level(
     client: &reqwest::Client,
     base: &str,
     keys: &[String],

@@ -33,6 +33,8 @@ pub enum LogFormat {
 }
 
 /// Subcommands.
+// Parsed once at start-up; the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a signer node (Web3Signer eth2 API over HTTPS).
@@ -116,6 +118,94 @@ pub struct SignerArgs {
     /// Network: mainnet, holesky, hoodi, sepolia, or a path to a consensus config YAML.
     #[arg(long, default_value = "mainnet")]
     pub network: String,
+    /// Slashing-protection history pruning.
+    #[command(flatten)]
+    pub pruning: PruningArgs,
+    /// Cluster membership and peer history sync.
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Cluster membership and peer history sync (issue #6): with `--cluster` and `--operator` the
+/// node pulls its validators' signed-duty history from the other nodes before it signs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster history sync")]
+pub struct SyncArgs {
+    /// Cluster definition (`cluster.json`); enables the peer history route and sync.
+    #[arg(long, requires = "operator")]
+    pub cluster: Option<PathBuf>,
+    /// This node's operator name in the cluster definition.
+    #[arg(long, requires = "cluster")]
+    pub operator: Option<String>,
+    /// CA that issued the peers' server certificates (PEM); operators' `tls_fingerprint`s in
+    /// the cluster definition are accepted too.
+    #[arg(long)]
+    pub peer_ca: Option<PathBuf>,
+    /// Client certificate (PEM) this node presents to its peers.
+    #[arg(long, requires = "peer_client_key")]
+    pub peer_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--peer-client-cert`.
+    #[arg(long, requires = "peer_client_cert")]
+    pub peer_client_key: Option<PathBuf>,
+    /// Peers' client certificates allowed on the history route: `OPERATOR FINGERPRINT` lines,
+    /// OPERATOR an operator of the cluster definition (its `tls_fingerprint` is allowed too).
+    #[arg(long)]
+    pub peer_allowed_clients: Option<PathBuf>,
+    /// Distinct peers whose history must be merged before signing (default: the largest
+    /// max(t-1, n-t+1) over the cluster's validators).
+    #[arg(long)]
+    pub sync_min_peers: Option<usize>,
+    /// Seconds between background pulls once synced.
+    #[arg(long, default_value_t = 60)]
+    pub sync_interval_secs: u64,
+    /// Do not raise the low watermarks of validators without history to the current slot and
+    /// epoch (for devnets and tests whose epochs are not wall-clock time).
+    #[arg(long)]
+    pub no_sync_watermark_from_genesis: bool,
+}
+
+/// Slashing-protection pruning (Web3Signer's defaults: keep 250 epochs, every 12 hours).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Slashing-protection pruning")]
+pub struct PruningArgs {
+    /// Epochs of history to keep per validator; older records are deleted after the low
+    /// watermarks are raised above them, so the rules still hold.
+    #[arg(
+        long = "slashing-protection-pruning-epochs-to-keep",
+        default_value_t = 250
+    )]
+    pub epochs_to_keep: u64,
+    /// Hours between prunes (0 turns pruning off).
+    #[arg(
+        long = "slashing-protection-pruning-interval-hours",
+        default_value_t = 12
+    )]
+    pub interval_hours: u64,
+}
+
+impl Default for PruningArgs {
+    fn default() -> Self {
+        Self {
+            epochs_to_keep: 250,
+            interval_hours: 12,
+        }
+    }
+}
+
+impl Default for SyncArgs {
+    fn default() -> Self {
+        Self {
+            cluster: None,
+            operator: None,
+            peer_ca: None,
+            peer_client_cert: None,
+            peer_client_key: None,
+            peer_allowed_clients: None,
+            sync_min_peers: None,
+            sync_interval_secs: 60,
+            no_sync_watermark_from_genesis: false,
+        }
+    }
 }
 
 /// `dvsigner dev` options.
@@ -171,6 +261,25 @@ mod tests {
         assert_eq!(a.network, "mainnet");
         assert!(a.slashing_db.is_none());
         assert!(!a.no_slashing_protection);
+        assert_eq!(
+            (a.pruning.epochs_to_keep, a.pruning.interval_hours),
+            (250, 12)
+        );
+        assert!(a.sync.cluster.is_none() && a.sync.operator.is_none());
+        assert_eq!(a.sync.sync_interval_secs, 60);
+        assert_eq!(a.sync.sync_min_peers, None);
+        assert!(!a.sync.no_sync_watermark_from_genesis);
+    }
+
+    #[test]
+    fn cluster_needs_operator() {
+        let base = ["dvsigner", "signer", "--data-dir", "/d", "--insecure-http"];
+        let with = |extra: &[&str]| {
+            Cli::try_parse_from(base.iter().chain(extra).copied().collect::<Vec<_>>())
+        };
+        assert!(with(&["--cluster", "c.json"]).is_err());
+        assert!(with(&["--operator", "a"]).is_err());
+        assert!(with(&["--cluster", "c.json", "--operator", "a"]).is_ok());
     }
 
     #[test]

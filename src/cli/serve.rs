@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 
 use super::{ServeArgs, SignerArgs};
 use crate::api::{self, KeySources, LoadStatus, NodeState};
+use crate::cluster::sync::{ClusterSync, SyncOptions};
+use crate::cluster::ClusterDefinition;
 use crate::keys::{store, KeyStore};
 use crate::signing::Network;
 use crate::slashing::SlashingDb;
@@ -138,6 +140,10 @@ pub async fn serve_signer(
         *s = status;
     }
     let state = Arc::new(state);
+    if let Some(db) = state.slashing.clone() {
+        spawn_pruning(db, &args.pruning, state.network.slots_per_epoch);
+    }
+    let sync_task = start_cluster_sync(&args, &state)?;
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -150,9 +156,124 @@ pub async fn serve_signer(
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
         ..Default::default()
     };
-    api::server::run(listener, tls, api::router(state), options, shutdown).await?;
+    let served = api::server::run(listener, tls, api::router(state), options, shutdown).await;
+    if let Some(task) = sync_task {
+        task.abort();
+    }
+    served?;
     tracing::info!("signer stopped");
     Ok(())
+}
+
+/// With `--cluster`: closes the sign gate, builds the peer sync engine, registers it for the
+/// history route and `/healthcheck`, and spawns the sync loop (which opens the gate).
+///
+/// # Errors
+/// Unreadable cluster definition or TLS files, unknown operator, impossible minimum, or
+/// slashing protection turned off (sync needs the database).
+fn start_cluster_sync(
+    args: &SignerArgs,
+    state: &Arc<NodeState>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let sync_args = &args.sync;
+    let (Some(path), Some(operator)) = (&sync_args.cluster, &sync_args.operator) else {
+        return Ok(None);
+    };
+    let Some(db) = state.slashing.clone() else {
+        anyhow::bail!("--cluster needs slashing protection (remove --no-slashing-protection)");
+    };
+    let definition = Arc::new(
+        ClusterDefinition::load(path)
+            .with_context(|| format!("cluster definition {}", path.display()))?,
+    );
+    let missing: Vec<String> = definition
+        .shares_of(operator)
+        .filter(|(_, _, share)| state.keys.get(&share.bytes()).is_none())
+        .map(|(group, _, _)| group.bytes().to_hex())
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(operator, missing = ?missing, "shares of these validators are not loaded");
+    }
+    let pinned = definition
+        .operators()
+        .iter()
+        .filter_map(|o| o.tls_fingerprint)
+        .collect();
+    let client_tls = tls::client_config(tls::ClientTlsOptions {
+        ca: sync_args.peer_ca.clone(),
+        pinned,
+        identity: sync_args
+            .peer_client_cert
+            .clone()
+            .zip(sync_args.peer_client_key.clone()),
+    })
+    .context("peer TLS configuration")?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("peer HTTP client")?;
+    let allowed = match &sync_args.peer_allowed_clients {
+        Some(p) => tls::load_allowed_clients(p).context("--peer-allowed-clients")?,
+        None => Default::default(),
+    };
+    let options = SyncOptions {
+        min_peers: sync_args.sync_min_peers,
+        interval: Duration::from_secs(sync_args.sync_interval_secs.max(1)),
+        watermark_from_genesis: !sync_args.no_sync_watermark_from_genesis,
+        ..SyncOptions::default()
+    };
+    let sync = Arc::new(ClusterSync::new(
+        definition,
+        operator,
+        db,
+        client,
+        &allowed,
+        &state.network,
+        options,
+    )?);
+    if let Ok(mut gate) = state.not_ready.write() {
+        *gate = Some(format!(
+            "cluster history sync pending ({} peers required)",
+            sync.min_peers()
+        ));
+    }
+    let _ = state.cluster_sync.set(sync.clone());
+    tracing::info!(
+        operator,
+        cluster = %sync.snapshot().operator,
+        min_peers = sync.min_peers(),
+        "cluster history sync enabled"
+    );
+    let gate_state = Arc::clone(state);
+    Ok(Some(tokio::spawn(sync.run(move |reason| {
+        if let Ok(mut gate) = gate_state.not_ready.write() {
+            *gate = reason;
+        }
+    }))))
+}
+
+/// Prunes slashing-protection history every `interval_hours` (first run one interval after start).
+fn spawn_pruning(db: SlashingDb, args: &super::PruningArgs, slots_per_epoch: u64) {
+    if args.interval_hours == 0 {
+        return;
+    }
+    let every = Duration::from_secs(args.interval_hours.saturating_mul(3600));
+    let keep = args.epochs_to_keep;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            match db.prune(keep, slots_per_epoch).await {
+                Ok(deleted) => tracing::info!(
+                    deleted,
+                    epochs_to_keep = keep,
+                    "slashing-protection history pruned"
+                ),
+                Err(e) => tracing::warn!(error = %e, "slashing-protection pruning failed"),
+            }
+        }
+    });
 }
 
 /// `dvsigner signer`.

@@ -5,10 +5,15 @@
 //! Invariants: a [`ClusterDefinition`] value has always passed [`ClusterDefinition::verify`]
 //! (share keys match the commitments, t is a strict majority of n, every share's operator
 //! exists); its [`ClusterDefinition::hash`] identifies the cluster.
+//!
+//! `sync.rs` and `protocol.rs`: nodes pull each other's signed-duty history before signing
+//! (issue #6).
 
 pub mod definition;
 mod error;
+pub mod protocol;
 pub mod split;
+pub mod sync;
 
 pub use definition::{
     CaSource, ClusterDefinition, ClusterHash, Operator, ShareDefinition, ValidatorDefinition,

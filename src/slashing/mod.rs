@@ -337,6 +337,12 @@ enum Op {
         slots_per_epoch: u64,
         reply: oneshot::Sender<Result<u64, Error>>,
     },
+    InitialWatermarks {
+        pubkeys: Vec<PublicKeyBytes>,
+        slot: u64,
+        epoch: u64,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
 }
 
 enum Job {
@@ -558,6 +564,41 @@ impl SlashingDb {
         self.op(|reply| Op::Prune {
             epochs_to_keep,
             slots_per_epoch,
+            reply,
+        })
+        .await
+    }
+}
+
+impl SlashingDb {
+    /// Sets the low watermarks of validators that have none yet (never signed, never imported:
+    /// a new share or an emptied database) to `slot` (blocks) and `epoch` (attestation source
+    /// and target), registering them if needed, in one transaction. Validators that already
+    /// have a watermark of a kind keep it. Afterwards blocks at or below `slot`, and attestations
+    /// with source below `epoch` or target at or below `epoch`, are refused for them unless a
+    /// later import brings the history that justifies lower floors. Returns the number of
+    /// validators whose watermarks were set.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for values above 2^63-1; database errors (nothing changed then).
+    pub async fn set_initial_watermarks(
+        &self,
+        pubkeys: &[PublicKeyBytes],
+        slot: u64,
+        epoch: u64,
+    ) -> Result<usize, Error> {
+        for v in [slot, epoch] {
+            if i64::try_from(v).is_err() {
+                return Err(Error::OutOfRange { value: v });
+            }
+        }
+        let mut pubkeys = pubkeys.to_vec();
+        pubkeys.sort_unstable();
+        pubkeys.dedup();
+        self.op(|reply| Op::InitialWatermarks {
+            pubkeys,
+            slot,
+            epoch,
             reply,
         })
         .await
@@ -838,6 +879,39 @@ async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
                         rules::prune_validator(s, id, epochs_to_keep, slots_per_epoch).await?;
                 }
                 Ok(deleted)
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+        Op::InitialWatermarks {
+            pubkeys,
+            slot,
+            epoch,
+            reply,
+        } => {
+            let r = in_txn(store, async |s: &mut S| {
+                s.register(&pubkeys).await?;
+                let ids = s.lock_validators(&pubkeys).await?;
+                let mut changed = 0;
+                for pk in &pubkeys {
+                    let &(id, _) = ids
+                        .get(pk)
+                        .ok_or_else(|| Error::Corrupt(format!("validator {pk} not registered")))?;
+                    let mut wm = s.watermark(id).await?;
+                    let before = wm;
+                    if wm.slot.is_none() {
+                        wm.slot = Some(slot);
+                    }
+                    if wm.source.is_none() && wm.target.is_none() {
+                        wm.source = Some(epoch);
+                        wm.target = Some(epoch);
+                    }
+                    if wm != before {
+                        s.set_watermark(id, wm).await?;
+                        changed += 1;
+                    }
+                }
+                Ok(changed)
             })
             .await;
             let _ = reply.send(r);

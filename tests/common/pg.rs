@@ -154,16 +154,16 @@ fn start_private_server() -> String {
         ]),
         "pg_ctl start",
     );
-    // Stop the server once this test process is gone. The watcher outlives us on purpose, so
-    // it is never waited for.
+    // Stop the server once this test process is gone.
     let watcher = format!(
         "while [ -d /proc/{pid} ]; do sleep 1; done; {BIN}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
         pid = std::process::id(),
         data = path(&data),
         dir = path(&dir),
     );
+    // The watcher must outlive this process (it stops PostgreSQL after we exit): never waited.
     #[allow(clippy::zombie_processes)]
-    let _watcher = pg_command(root, "/bin/sh")
+    let _ = pg_command(root, "/bin/sh")
         .args(["-c", &watcher])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -1,0 +1,45 @@
+//! `GET /api/v1/cluster/history`: this node's signed-duty history for a page of the cluster's
+//! validators, for the other nodes of its cluster (wire types in `cluster::protocol`).
+//!
+//! Only a client whose TLS certificate identifies another operator of the cluster is answered
+//! (`ClusterSync::authorize`); anyone else gets 403, and a node without `--cluster` 404. The
+//! route is served whether or not this node is ready to sign: peers need it to become ready.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+use super::server::ClientCertificate;
+use super::NodeState;
+use crate::cluster::protocol::HistoryQuery;
+
+pub(super) async fn history(
+    State(state): State<Arc<NodeState>>,
+    client: Option<Extension<ClientCertificate>>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(sync) = state.cluster_sync.get() else {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    };
+    let fingerprint = client.map(|Extension(ClientCertificate(fp))| fp);
+    let Some(peer) = sync.authorize(fingerprint) else {
+        tracing::warn!(client = ?fingerprint, "history request from a client that is not a cluster peer");
+        return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+    };
+    let Ok(Query(query)) = query else {
+        return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+    };
+    match sync.export_page(query).await {
+        Ok(page) => {
+            tracing::debug!(peer, offset = page.validator_offset, "history page served");
+            axum::Json(page).into_response()
+        }
+        Err(e) => {
+            tracing::error!(peer, error = %e, "history export failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! Peer history sync (issue #6): a node whose slashing-protection history is behind its peers'
+//! pulls the signed-duty history of its validators from the other nodes of its cluster, merges
+//! it, and only then signs.
+//!
+//! Protocol: `GET /api/v1/cluster/history?validator_offset=&limit=` on every node (mutual TLS;
+//! see [`ClusterSync::authorize`]) answers a [`HistoryPage`]: the node's EIP-3076 history
+//! (<https://eips.ethereum.org/EIPS/eip-3076>) for a page of `cluster.json`'s validators, keyed
+//! by GROUP public key. The puller checks every page (same cluster hash, the operator it asked,
+//! the page it asked, every key a validator of the page that the peer holds a share of, one entry
+//! per key, one genesis validators root) and maps each group key to its own share key. Only when
+//! every page of a peer passed is the peer's history imported, in one transaction
+//! ([`SlashingDb::import_interchange`]: union of records, low watermarks lowered only to what the
+//! union justifies). A peer whose answer fails any check contributes nothing and is reported.
+//!
+//! Readiness: the node's sign gate (`NodeState::not_ready`) stays closed until history from
+//! [`ClusterSync::min_peers`] distinct peers has been merged, and, unless disabled, validators
+//! that still have no history got low watermarks at the current slot / epoch (from the
+//! network's genesis time), so a share on a fresh disk cannot sign anything in the past.
+//! Afterwards the pull repeats every [`SyncOptions::interval`] (a node that was partitioned
+//! catches up), with the gate left open.
+//!
+//! Safety argument (README "Cluster history sync"): t > n/2, so two conflicting messages would
+//! each need t signers and share at least one node, whose own database refuses the second. A
+//! node that lost its database breaks that only if it signs before it knows what the cluster
+//! signed; a message the cluster signed while it was away has at least t-1 signers among the
+//! n-1 other nodes, so pulling from n-t+1 of them reaches at least one of those signers.
+//!
+//! Invariants: nothing from a peer is merged unless its whole answer passed the checks; the gate
+//! opens once and only after the minimum was reached; merges never lower a prune floor (the
+//! slashing module's import rules).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::protocol::{HistoryPage, HistoryQuery, HISTORY_PATH, MAX_PAGE};
+use super::{ClusterDefinition, Operator};
+use crate::bls::PublicKeyBytes;
+use crate::signing::Network;
+use crate::slashing::interchange::{Interchange, Metadata, ValidatorData, FORMAT_VERSION};
+use crate::slashing::{self, SlashingDb};
+use crate::tls::Fingerprint;
+
+/// Largest history page body accepted from a peer (a page of [`MAX_PAGE`] validators with a few
+/// hundred records each stays far below this).
+const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Sync settings (see the `--sync-*` flags).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Distinct peers whose history must be merged before signing; `None` = the default
+    /// [`default_min_peers`].
+    pub min_peers: Option<usize>,
+    /// Time between background pulls once ready (before that, pulls repeat every second or
+    /// every `interval`, whichever is shorter).
+    pub interval: Duration,
+    /// Set low watermarks at the current slot / epoch for validators without history.
+    pub watermark_from_genesis: bool,
+    /// Validators per requested page (at most [`MAX_PAGE`]).
+    pub page_size: usize,
+    /// Timeout of one page request.
+    pub request_timeout: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            min_peers: None,
+            interval: Duration::from_secs(60),
+            watermark_from_genesis: true,
+            page_size: MAX_PAGE,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Sync failures: configuration errors at start, and per-peer failures (reported, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--operator` names no operator of `cluster.json`.
+    #[error("operator {0:?} is not in the cluster definition")]
+    UnknownOperator(String),
+    /// An allowed peer client is named after no operator of `cluster.json`.
+    #[error("allowed peer client {0:?} is not an operator of the cluster definition")]
+    UnknownPeerClient(String),
+    /// More peers are required than the cluster has.
+    #[error("--sync-min-peers {required} but the cluster has only {available} other operators")]
+    TooManyPeersRequired {
+        /// Required peers.
+        required: usize,
+        /// Other operators in the cluster.
+        available: usize,
+    },
+    /// The request failed (connection, TLS, timeout).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// The peer answered with an error status.
+    #[error("peer answered HTTP {0}")]
+    Status(u16),
+    /// The body is not a valid history page.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+    /// The peer runs another cluster definition.
+    #[error("peer has cluster hash {found}, expected {expected}")]
+    WrongCluster {
+        /// Ours.
+        expected: String,
+        /// Theirs.
+        found: String,
+    },
+    /// The peer answered as another operator.
+    #[error("peer answered as operator {0:?}")]
+    WrongOperator(String),
+    /// The page is not the one asked for, or paging does not progress.
+    #[error("bad paging: {0}")]
+    BadPaging(String),
+    /// History for a key that is not a validator of the cluster.
+    #[error("history for key {0} outside the cluster")]
+    ForeignKey(PublicKeyBytes),
+    /// History for a validator outside the requested page.
+    #[error("history for validator {0} outside the requested page")]
+    OutsidePage(PublicKeyBytes),
+    /// History for a validator the peer holds no share of.
+    #[error("history for validator {0} of which the peer holds no share")]
+    NotAHolder(PublicKeyBytes),
+    /// Two entries for one validator.
+    #[error("two entries for validator {0}")]
+    Duplicate(PublicKeyBytes),
+    /// Pages with different genesis validators roots.
+    #[error("pages disagree on the genesis validators root")]
+    MixedGenesisValidatorsRoot,
+    /// The merge (import) failed, e.g. another chain's genesis validators root.
+    #[error("merge failed: {0}")]
+    Merge(#[from] slashing::Error),
+}
+
+/// The default minimum of peers: for every validator `max(t-1, n-t+1)` (capped at n-1), the
+/// largest over the cluster. n-t+1 peers always include a signer of any message the cluster
+/// signed; t-1 is what signing needs anyway.
+pub fn default_min_peers(definition: &ClusterDefinition) -> usize {
+    definition
+        .validators()
+        .iter()
+        .map(|v| {
+            let (t, n) = (v.threshold as usize, v.share_count as usize);
+            (t.saturating_sub(1))
+                .max(n.saturating_sub(t) + 1)
+                .min(n.saturating_sub(1))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Sync state of one peer (for `/healthcheck` and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeerSyncStatus {
+    /// Unix time of the last pull attempt.
+    pub last_attempt_unix: Option<u64>,
+    /// Unix time of the last successful pull and merge.
+    pub last_success_unix: Option<u64>,
+    /// Seconds since the last successful merge (lag), at snapshot time.
+    pub lag_secs: Option<u64>,
+    /// Error of the last attempt, if it failed.
+    pub last_error: Option<String>,
+    /// Successful merges.
+    pub successes: u64,
+    /// Failed pulls or merges.
+    pub failures: u64,
+    /// Records (blocks + attestations) newly stored from this peer, in total.
+    pub records_merged: u64,
+}
+
+/// A snapshot of the sync state (for `/healthcheck` and metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncSnapshot {
+    /// Whether the initial sync completed (the gate is open).
+    pub ready: bool,
+    /// This node's operator name.
+    pub operator: String,
+    /// Distinct peers whose history must be merged before signing.
+    pub min_peers: usize,
+    /// Distinct peers merged from since start.
+    pub peers_merged: usize,
+    /// Unix time of the end of the last round.
+    pub last_round_unix: Option<u64>,
+    /// Per peer, by operator name.
+    pub peers: BTreeMap<String, PeerSyncStatus>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: bool,
+    merged: BTreeSet<String>,
+    last_round: Option<u64>,
+    peers: BTreeMap<String, PeerSyncStatus>,
+}
+
+/// Genesis timing for the watermark of validators without history.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    genesis_time: Option<u64>,
+    seconds_per_slot: u64,
+    slots_per_epoch: u64,
+}
+
+impl Clock {
+    /// `(slot, epoch)` now, or `None` before genesis or without a genesis time.
+    fn now(&self) -> Option<(u64, u64)> {
+        let genesis = self.genesis_time?;
+        let elapsed = unix_now().checked_sub(genesis)?;
+        let slot = elapsed / self.seconds_per_slot.max(1);
+        Some((slot, slot / self.slots_per_epoch.max(1)))
+    }
+}
+
+/// One node's sync engine: serves its history pages and pulls its peers'.
+pub struct ClusterSync {
+    definition: Arc<ClusterDefinition>,
+    hash: String,
+    operator: String,
+    index: BTreeMap<PublicKeyBytes, usize>,
+    peers: Vec<Operator>,
+    allowed: BTreeMap<Fingerprint, String>,
+    db: SlashingDb,
+    client: reqwest::Client,
+    min_peers: usize,
+    options: SyncOptions,
+    clock: Clock,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for ClusterSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSync")
+            .field("operator", &self.operator)
+            .field("cluster", &self.hash)
+            .field("min_peers", &self.min_peers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterSync {
+    /// Builds the engine of `operator`'s node. `client` must present the node's peer client
+    /// certificate and verify peers' server certificates. Peer clients are authorised by
+    /// `allowed_clients` (`operator name → client certificate fingerprint`) and by the
+    /// operators' `tls_fingerprint` in `cluster.json`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownOperator`], [`Error::UnknownPeerClient`],
+    /// [`Error::TooManyPeersRequired`].
+    pub fn new(
+        definition: Arc<ClusterDefinition>,
+        operator: &str,
+        db: SlashingDb,
+        client: reqwest::Client,
+        allowed_clients: &BTreeMap<String, Fingerprint>,
+        network: &Network,
+        options: SyncOptions,
+    ) -> Result<Self, Error> {
+        if definition.operator(operator).is_none() {
+            return Err(Error::UnknownOperator(operator.to_owned()));
+        }
+        let mut allowed = BTreeMap::new();
+        for (name, fp) in allowed_clients {
+            if definition.operator(name).is_none() {
+                return Err(Error::UnknownPeerClient(name.clone()));
+            }
+            allowed.insert(*fp, name.clone());
+        }
+        for op in definition.operators() {
+            if let Some(fp) = op.tls_fingerprint {
+                allowed.entry(fp).or_insert_with(|| op.name.clone());
+            }
+        }
+        let peers: Vec<Operator> = definition
+            .operators()
+            .iter()
+            .filter(|o| o.name != operator)
+            .cloned()
+            .collect();
+        let min_peers = options
+            .min_peers
+            .unwrap_or_else(|| default_min_peers(&definition));
+        if min_peers > peers.len() {
+            return Err(Error::TooManyPeersRequired {
+                required: min_peers,
+                available: peers.len(),
+            });
+        }
+        let index = definition
+            .validators()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.group_pubkey.bytes(), i))
+            .collect();
+        Ok(Self {
+            hash: definition.hash().to_string(),
+            operator: operator.to_owned(),
+            index,
+            peers,
+            allowed,
+            db,
+            client,
+            min_peers,
+            options,
+            clock: Clock {
+                genesis_time: network.genesis_time,
+                seconds_per_slot: network.seconds_per_slot,
+                slots_per_epoch: network.slots_per_epoch,
+            },
+            state: Mutex::default(),
+            definition,
+        })
+    }
+
+    /// Distinct peers whose history must be merged before the node signs.
+    pub fn min_peers(&self) -> usize {
+        self.min_peers
+    }
+
+    /// This node's operator name.
+    pub fn operator(&self) -> &str {
+        &self.operator
+    }
+
+    /// The operator a peer client is, by the fingerprint of the certificate it presented: only
+    /// another operator of the cluster is allowed (listed in the allowed peer clients, or whose
+    /// `tls_fingerprint` in `cluster.json` matches).
+    pub fn authorize(&self, client: Option<Fingerprint>) -> Option<&str> {
+        let name = self.allowed.get(&client?)?;
+        (name != &self.operator).then_some(name.as_str())
+    }
+
+    /// One page of this node's history, keyed by group public key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn export_page(&self, query: HistoryQuery) -> Result<HistoryPage, slashing::Error> {
+        let validators = self.definition.validators();
+        let total = validators.len();
+        let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+        let start = query.validator_offset.min(total);
+        let end = start.saturating_add(limit).min(total);
+        let mut to_group = BTreeMap::new();
+        for v in &validators[start..end] {
+            if let Some(s) = v.shares.iter().find(|s| s.operator == self.operator) {
+                to_group.insert(s.pubkey.bytes(), v.group_pubkey.bytes());
+            }
+        }
+        let interchange = if to_group.is_empty() {
+            None
+        } else {
+            let keys: Vec<PublicKeyBytes> = to_group.keys().copied().collect();
+            match self.db.export(Some(&keys)).await {
+                Ok(mut doc) => {
+                    doc.data.retain(|d| {
+                        !(d.signed_blocks.is_empty() && d.signed_attestations.is_empty())
+                    });
+                    for d in &mut doc.data {
+                        if let Some(group) = to_group.get(&d.pubkey) {
+                            d.pubkey = *group;
+                        }
+                    }
+                    Some(doc)
+                }
+                Err(slashing::Error::NoGenesisValidatorsRoot) => None,
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(HistoryPage {
+            cluster_hash: self.hash.clone(),
+            operator: self.operator.clone(),
+            validator_offset: start,
+            limit: end - start,
+            total_validators: total,
+            next_offset: (end < total).then_some(end),
+            interchange,
+        })
+    }
+
+    /// Pulls every page of `peer`'s history and checks it; returns it keyed by this node's share
+    /// keys (`None` when the peer has no history at all).
+    ///
+    /// # Errors
+    /// Any transport failure or failed check: then nothing of this peer may be merged.
+    pub async fn pull(&self, peer: &Operator) -> Result<Option<Interchange>, Error> {
+        let total = self.definition.validators().len();
+        let page_size = self.options.page_size.clamp(1, MAX_PAGE);
+        let mut offset = 0usize;
+        let mut gvr = None;
+        let mut data = Vec::new();
+        let mut seen = BTreeSet::new();
+        // Bounded: every page must advance by at least one validator.
+        for _ in 0..=total {
+            let page = self.fetch_page(peer, offset, page_size).await?;
+            if page.cluster_hash != self.hash {
+                return Err(Error::WrongCluster {
+                    expected: self.hash.clone(),
+                    found: page.cluster_hash,
+                });
+            }
+            if page.operator != peer.name {
+                return Err(Error::WrongOperator(page.operator));
+            }
+            if page.validator_offset != offset || page.total_validators != total {
+                return Err(Error::BadPaging(format!(
+                    "asked offset {offset} of {total}, got offset {} of {}",
+                    page.validator_offset, page.total_validators
+                )));
+            }
+            let end = offset.saturating_add(page.limit).min(total);
+            if let Some(doc) = page.interchange {
+                if doc.metadata.interchange_format_version != FORMAT_VERSION {
+                    return Err(Error::Malformed(format!(
+                        "interchange format version {:?}",
+                        doc.metadata.interchange_format_version
+                    )));
+                }
+                match gvr {
+                    Some(g) if g != doc.metadata.genesis_validators_root => {
+                        return Err(Error::MixedGenesisValidatorsRoot)
+                    }
+                    _ => gvr = Some(doc.metadata.genesis_validators_root),
+                }
+                for d in doc.data {
+                    if let Some(mine) = self.check_entry(peer, &d, offset, end, &mut seen)? {
+                        data.push(ValidatorData { pubkey: mine, ..d });
+                    }
+                }
+            }
+            match page.next_offset {
+                None if end >= total || total == 0 => {
+                    return Ok(gvr.map(|g| Interchange {
+                        metadata: Metadata {
+                            interchange_format_version: FORMAT_VERSION.to_owned(),
+                            genesis_validators_root: g,
+                        },
+                        data,
+                    }))
+                }
+                Some(next) if next == end && next > offset => offset = next,
+                other => {
+                    return Err(Error::BadPaging(format!(
+                        "page {offset}..{end} of {total} says next {other:?}"
+                    )))
+                }
+            }
+        }
+        Err(Error::BadPaging("too many pages".into()))
+    }
+
+    /// Checks one entry of a peer's page; returns this node's share key for it (`None` when
+    /// this node holds no share of the validator).
+    fn check_entry(
+        &self,
+        peer: &Operator,
+        d: &ValidatorData,
+        start: usize,
+        end: usize,
+        seen: &mut BTreeSet<PublicKeyBytes>,
+    ) -> Result<Option<PublicKeyBytes>, Error> {
+        let group = d.pubkey;
+        let &i = self.index.get(&group).ok_or(Error::ForeignKey(group))?;
+        if !(start..end).contains(&i) {
+            return Err(Error::OutsidePage(group));
+        }
+        let v = &self.definition.validators()[i];
+        if !v.shares.iter().any(|s| s.operator == peer.name) {
+            return Err(Error::NotAHolder(group));
+        }
+        if !seen.insert(group) {
+            return Err(Error::Duplicate(group));
+        }
+        Ok(v.shares
+            .iter()
+            .find(|s| s.operator == self.operator)
+            .map(|s| s.pubkey.bytes()))
+    }
+
+    async fn fetch_page(
+        &self,
+        peer: &Operator,
+        offset: usize,
+        limit: usize,
+    ) -> Result<HistoryPage, Error> {
+        let url = format!(
+            "{}{HISTORY_PATH}?validator_offset={offset}&limit={limit}",
+            peer.url.trim_end_matches('/')
+        );
+        let mut resp = self
+            .client
+            .get(url)
+            .timeout(self.options.request_timeout)
+            .send()
+            .await
+            .map_err(|e| Error::Transport(error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(Error::Status(resp.status().as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Error::Transport(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_PAGE_BYTES {
+                return Err(Error::Malformed("page too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// Imports a checked history; returns the number of records newly stored.
+    async fn merge(&self, doc: Option<Interchange>) -> Result<u64, Error> {
+        let Some(doc) = doc.filter(|d| !d.data.is_empty()) else {
+            return Ok(0);
+        };
+        let json = serde_json::to_string(&doc)
+            .map_err(|e| Error::Merge(slashing::Error::InvalidInterchange(e.to_string())))?;
+        let report = self.db.import_interchange(&json).await?;
+        Ok((report.blocks + report.attestations) as u64)
+    }
+
+    /// Pulls from every peer concurrently and merges each peer's history that passed the
+    /// checks. Returns the number of peers merged in this round.
+    pub async fn sync_once(&self) -> usize {
+        let pulls = self
+            .peers
+            .iter()
+            .map(|p| async move { (p, self.pull(p).await) });
+        let results = futures::future::join_all(pulls).await;
+        let mut merged = 0;
+        for (peer, pulled) in results {
+            let outcome = match pulled {
+                Ok(doc) => self.merge(doc).await,
+                Err(e) => Err(e),
+            };
+            let now = unix_now();
+            let Ok(mut state) = self.state.lock() else {
+                return merged;
+            };
+            let status = state.peers.entry(peer.name.clone()).or_default();
+            status.last_attempt_unix = Some(now);
+            match outcome {
+                Ok(records) => {
+                    merged += 1;
+                    status.last_success_unix = Some(now);
+                    status.last_error = None;
+                    status.successes += 1;
+                    status.records_merged += records;
+                    if records > 0 {
+                        tracing::info!(peer = %peer.name, records, "merged peer history");
+                    }
+                    state.merged.insert(peer.name.clone());
+                }
+                Err(e) => {
+                    status.failures += 1;
+                    status.last_error = Some(e.to_string());
+                    tracing::warn!(peer = %peer.name, error = %e, "peer history sync failed; nothing merged from this peer");
+                }
+            }
+        }
+        if let Ok(mut state) = self.state.lock() {
+            state.last_round = Some(unix_now());
+        }
+        merged
+    }
+
+    /// Why the node may not sign yet (`None` once the initial sync completed).
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let state = self.state.lock().ok()?;
+        if state.ready {
+            return None;
+        }
+        let failing: Vec<String> = state
+            .peers
+            .iter()
+            .filter_map(|(name, s)| s.last_error.as_ref().map(|e| format!("{name}: {e}")))
+            .collect();
+        let mut reason = format!(
+            "cluster history sync: merged from {} of the {} peers required",
+            state.merged.len(),
+            self.min_peers
+        );
+        if !failing.is_empty() {
+            reason.push_str(&format!(" ({})", failing.join("; ")));
+        }
+        Some(reason)
+    }
+
+    /// Opens the gate when enough peers were merged: first sets the genesis-time watermarks of
+    /// validators without history. Returns whether the node is ready.
+    async fn try_become_ready(&self) -> bool {
+        let merged = match self.state.lock() {
+            Ok(s) if s.ready => return true,
+            Ok(s) => s.merged.len(),
+            Err(_) => return false,
+        };
+        if merged < self.min_peers {
+            return false;
+        }
+        if self.options.watermark_from_genesis {
+            match self.clock.now() {
+                Some((slot, epoch)) => {
+                    let mine: Vec<PublicKeyBytes> = self
+                        .definition
+                        .shares_of(&self.operator)
+                        .map(|(_, _, share)| share.bytes())
+                        .collect();
+                    match self.db.set_initial_watermarks(&mine, slot, epoch).await {
+                        Ok(n) if n > 0 => tracing::info!(
+                            validators = n,
+                            slot,
+                            epoch,
+                            "no history for these validators: low watermarks set to the current slot and epoch"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "setting initial watermarks failed");
+                            return false;
+                        }
+                    }
+                }
+                None => tracing::warn!(
+                    "network has no genesis time (or it is in the future): no initial watermarks set"
+                ),
+            }
+        }
+        match self.state.lock() {
+            Ok(mut s) => {
+                s.ready = true;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A snapshot of the sync state, with lags computed now.
+    pub fn snapshot(&self) -> SyncSnapshot {
+        let now = unix_now();
+        let state = self.state.lock().map(|s| {
+            let mut peers = s.peers.clone();
+            for p in peers.values_mut() {
+                p.lag_secs = p.last_success_unix.map(|t| now.saturating_sub(t));
+            }
+            (s.ready, s.merged.len(), s.last_round, peers)
+        });
+        let (ready, peers_merged, last_round_unix, peers) =
+            state.unwrap_or((false, 0, None, BTreeMap::new()));
+        SyncSnapshot {
+            ready,
+            operator: self.operator.clone(),
+            min_peers: self.min_peers,
+            peers_merged,
+            last_round_unix,
+            peers,
+        }
+    }
+
+    /// The sync loop: pulls until the node is ready (calling `gate(None)` once it is, and
+    /// `gate(Some(reason))` before), then every [`SyncOptions::interval`]. Runs until dropped.
+    pub async fn run(self: Arc<Self>, gate: impl Fn(Option<String>) + Send + 'static) {
+        let retry = self.options.interval.min(Duration::from_secs(1));
+        let mut announced = false;
+        loop {
+            self.sync_once().await;
+            let ready = self.try_become_ready().await;
+            if ready && !announced {
+                announced = true;
+                tracing::info!(
+                    peers = self.snapshot().peers_merged,
+                    "cluster history synced; signing enabled"
+                );
+                gate(None);
+            } else if !ready {
+                gate(self.not_ready_reason());
+            }
+            tokio::time::sleep(if ready { self.options.interval } else { retry }).await;
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+    }
+
+    #[test]
+    fn clock_counts_slots_and_epochs_from_genesis() {
+        let now = unix_now();
+        let c = Clock {
+            genesis_time: Some(now - 12 * 65),
+            seconds_per_slot: 12,
+            slots_per_epoch: 32,
+        };
+        let (slot, epoch) = c.now().expect("after genesis");
+        assert!((65..=66).contains(&slot), "{slot}");
+        assert_eq!(epoch, 2);
+        let future = Clock {
+            genesis_time: Some(now + 100),
+            ..c
+        };
+        assert_eq!(future.now(), None);
+    }
+}

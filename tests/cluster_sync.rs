@@ -1,0 +1,675 @@
+//! Cluster history sync (issue #6) with real `dvsigner signer` processes over mutual TLS:
+//! - a node whose database was wiped answers 503 until it merged history from enough peers, then
+//!   refuses (412) whatever conflicts with what the cluster signed while it was away;
+//! - a conflicting request reaching the wiped node and two honest nodes never yields a signature;
+//! - a peer sending garbage, or history for keys outside the cluster, is reported and nothing of
+//!   its answer is merged; non-peers get 403 on the history route;
+//! - two nodes pulling from each other at the same time converge to the union of their histories;
+//! - `set_initial_watermarks` refuses the past only for validators without history.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::process::{bin, free_port, Proc};
+use dvsigner::cluster::ClusterDefinition;
+use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::{KdfParams, Keystore, Password};
+use dvsigner::tls::DevPki;
+use serde_json::{json, Value};
+
+const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    pki: DevPki,
+    ports: Vec<u16>,
+    cluster_json: PathBuf,
+    definition: ClusterDefinition,
+    /// Client presenting `combiner-client` (allowed by TLS, not a peer).
+    client: reqwest::Client,
+}
+
+fn run_ok(args: &[String]) -> String {
+    let out = Command::new(bin()).args(args).output().expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
+    text
+}
+
+fn client_with(pki: &DevPki, identity: &str) -> reqwest::Client {
+    let id = pki.identity(identity).expect("identity");
+    let mut pem = std::fs::read(&id.cert).expect("cert");
+    pem.extend(std::fs::read(&id.key).expect("key"));
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
+        )
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// PKI, one validator (interop key 0) split 3-of-4, the peer allow-list.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients: Vec<String> = NODES
+        .iter()
+        .map(|n| format!("{n}-client"))
+        .chain(["combiner-client".to_owned()])
+        .collect();
+    let client_refs: Vec<&str> = clients.iter().map(String::as_str).collect();
+    let mut servers = NODES.to_vec();
+    servers.push("combiner");
+    let pki = DevPki::generate(&dir.path().join("tls"), &servers, &client_refs).expect("pki");
+    let allowed: String = NODES
+        .iter()
+        .map(|n| {
+            let fp = pki
+                .identity(&format!("{n}-client"))
+                .expect("id")
+                .fingerprint;
+            format!("{n} {fp}\n")
+        })
+        .collect();
+    std::fs::write(dir.path().join("peers.txt"), allowed).expect("write");
+
+    let whole = dir.path().join("whole");
+    std::fs::create_dir_all(&whole).expect("mkdir");
+    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
+    let ks = Keystore::encrypt(
+        &interop_secret_key(0),
+        &Password::new("whole-key-password".into()),
+        KdfParams::insecure_fast(),
+        "",
+        "",
+    )
+    .expect("encrypt");
+    std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let operators = NODES
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = dir.path().join("cluster");
+    run_ok(&[
+        "split".into(),
+        "--keystore".into(),
+        whole.display().to_string(),
+        "--password-file".into(),
+        whole.join("pw.txt").display().to_string(),
+        "--threshold".into(),
+        "3".into(),
+        "--shares".into(),
+        "4".into(),
+        "--operators".into(),
+        operators,
+        "--out".into(),
+        out.display().to_string(),
+        "--kdf".into(),
+        "insecure-fast".into(),
+    ]);
+    let cluster_json = out.join("cluster.json");
+    let definition = ClusterDefinition::load(&cluster_json).expect("cluster.json");
+    let client = client_with(&pki, "combiner-client");
+    Setup {
+        dir,
+        pki,
+        ports,
+        cluster_json,
+        definition,
+        client,
+    }
+}
+
+impl Setup {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.path(&format!("data/{}", NODES[i]))
+    }
+
+    fn share_pk(&self, i: usize) -> String {
+        let (_, _, pk) = self
+            .definition
+            .shares_of(NODES[i])
+            .next()
+            .expect("one share");
+        pk.bytes().to_hex()
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}", self.ports[i])
+    }
+
+    fn start_node(&self, i: usize, min_peers: usize) -> Proc {
+        let id = self.pki.identity(NODES[i]).expect("node identity");
+        let client = self
+            .pki
+            .identity(&format!("{}-client", NODES[i]))
+            .expect("client identity");
+        let out = self.path("cluster").join(NODES[i]);
+        let p = |p: &Path| p.display().to_string();
+        let args: Vec<String> = vec![
+            "signer".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.ports[i]),
+            "--data-dir".into(),
+            p(&self.data_dir(i)),
+            "--keystores".into(),
+            p(&out.join("keystores")),
+            "--keystores-passwords".into(),
+            p(&out.join("passwords")),
+            "--tls-cert".into(),
+            p(&id.cert),
+            "--tls-key".into(),
+            p(&id.key),
+            "--tls-client-ca".into(),
+            p(&self.pki.ca_cert),
+            "--cluster".into(),
+            p(&self.cluster_json),
+            "--operator".into(),
+            NODES[i].into(),
+            "--peer-ca".into(),
+            p(&self.pki.ca_cert),
+            "--peer-client-cert".into(),
+            p(&client.cert),
+            "--peer-client-key".into(),
+            p(&client.key),
+            "--peer-allowed-clients".into(),
+            p(&self.path("peers.txt")),
+            "--sync-min-peers".into(),
+            min_peers.to_string(),
+            "--sync-interval-secs".into(),
+            "1".into(),
+            "--no-sync-watermark-from-genesis".into(),
+        ];
+        let log = self.path(&format!(
+            "{}-{}.log",
+            NODES[i],
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_nanos()
+        ));
+        Proc::start(NODES[i], &args, &log)
+    }
+
+    fn start_combiner(&self, port: u16) -> Proc {
+        let id = self.pki.identity("combiner").expect("combiner identity");
+        let client = self.pki.identity("combiner-client").expect("client");
+        let p = |p: &Path| p.display().to_string();
+        let args: Vec<String> = vec![
+            "combiner".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--cluster".into(),
+            p(&self.cluster_json),
+            "--tls-cert".into(),
+            p(&id.cert),
+            "--tls-key".into(),
+            p(&id.key),
+            "--node-ca".into(),
+            p(&self.pki.ca_cert),
+            "--client-cert".into(),
+            p(&client.cert),
+            "--client-key".into(),
+            p(&client.key),
+            "--deadline-ms".into(),
+            "1500".into(),
+        ];
+        Proc::start("combiner", &args, &self.path("combiner.log"))
+    }
+
+    async fn post(&self, base: &str, pubkey: &str, body: &str) -> (u16, String) {
+        let r = self
+            .client
+            .post(format!("{base}/api/v1/eth2/sign/{pubkey}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("reachable");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    }
+
+    async fn health(&self, i: usize) -> Option<(u16, Value)> {
+        let r = self
+            .client
+            .get(format!("{}/healthcheck", self.url(i)))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.ok()?))
+    }
+
+    /// Waits until node `i`'s /healthcheck satisfies `pred`, or panics with its log.
+    async fn wait_health(
+        &self,
+        i: usize,
+        node: &mut Proc,
+        what: &str,
+        pred: impl Fn(u16, &Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = node.child.try_wait() {
+                panic!("{} exited ({s}):\n{}", NODES[i], node.log_text());
+            }
+            if let Some((status, v)) = self.health(i).await {
+                if pred(status, &v) {
+                    return v;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} never {what}:\n{}",
+                NODES[i],
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_synced(&self, i: usize, node: &mut Proc) {
+        self.wait_health(i, node, "synced", |s, _| s == 200).await;
+    }
+}
+
+fn att(target: u64) -> String {
+    dvsigner::cli::bench::attestation_body(target)
+}
+
+fn conflicting(body: &str) -> String {
+    body.replace(&"ab".repeat(32), &"cd".repeat(32))
+}
+
+fn sync_check(v: &Value) -> Value {
+    v["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "cluster-sync"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_waits_for_history_and_refuses_what_the_cluster_signed() {
+    let s = setup();
+    let group = interop_secret_key(0).public_key().bytes().to_hex();
+    let mut nodes: Vec<Option<Proc>> = (0..4).map(|i| Some(s.start_node(i, 2))).collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        s.wait_synced(i, n.as_mut().expect("node")).await;
+    }
+    let cport = free_port();
+    let mut combiner = s.start_combiner(cport);
+    let curl = format!("https://127.0.0.1:{cport}");
+    common::process::wait_ready(
+        &s.client,
+        &format!("{curl}/upcheck"),
+        &mut combiner,
+        Duration::from_secs(20),
+    )
+    .await;
+    let (st, text) = s.post(&curl, &group, &att(100)).await;
+    assert_eq!(st, 200, "{text}\n{}", combiner.log_text());
+
+    // node-d loses its disk; the cluster goes on signing without it.
+    nodes[3].as_mut().expect("d").kill9();
+    std::fs::remove_dir_all(s.data_dir(3)).expect("wipe");
+    for t in [101, 102] {
+        let (st, text) = s.post(&curl, &group, &att(t)).await;
+        assert_eq!(st, 200, "{text}");
+    }
+
+    // Only node-a reachable: node-d restarts but may not sign (503), says why; /upcheck is up.
+    nodes[1].as_mut().expect("b").kill9();
+    nodes[2].as_mut().expect("c").kill9();
+    let mut d = s.start_node(3, 2);
+    let v = s
+        .wait_health(3, &mut d, "reported partial sync", |st, v| {
+            st == 503 && sync_check(v)["data"]["peers_merged"] == 1
+        })
+        .await;
+    let check = sync_check(&v);
+    assert_eq!(check["status"], "DOWN", "{v}");
+    assert!(
+        check["data"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 of the 2"),
+        "{v}"
+    );
+    assert!(
+        check["data"]["peers"]["node-b"]["last_error"].is_string(),
+        "{v}"
+    );
+    let up = s
+        .client
+        .get(format!("{}/upcheck", s.url(3)))
+        .send()
+        .await
+        .expect("upcheck");
+    assert_eq!(up.status().as_u16(), 200);
+    let (st, text) = s
+        .post(&s.url(3), &s.share_pk(3), &conflicting(&att(102)))
+        .await;
+    assert_eq!(st, 503, "{text}");
+    // Through the combiner: node-a refuses, node-d is not ready: no signature.
+    let (st, text) = s.post(&curl, &group, &conflicting(&att(101))).await;
+    assert!(st == 412 || st == 503, "{st} {text}");
+
+    // node-b back: node-d merges from a and b, becomes ready, and refuses every conflict.
+    nodes[1] = Some(s.start_node(1, 2));
+    s.wait_synced(1, nodes[1].as_mut().expect("b")).await;
+    s.wait_synced(3, &mut d).await;
+    let v = s.health(3).await.expect("health").1;
+    assert_eq!(sync_check(&v)["status"], "UP", "{v}");
+    assert!(
+        sync_check(&v)["data"]["peers"]["node-a"]["lag_secs"].is_u64(),
+        "{v}"
+    );
+    for t in [100, 101, 102] {
+        let (st, text) = s
+            .post(&s.url(3), &s.share_pk(3), &conflicting(&att(t)))
+            .await;
+        assert_eq!(st, 412, "target {t}: {text}\n{}", d.log_text());
+    }
+    // A repeat of what the cluster signed is still signable (same root), new duties too.
+    let (st, text) = s.post(&s.url(3), &s.share_pk(3), &att(102)).await;
+    assert_eq!(st, 200, "{text}");
+
+    // (b) node-c down, the conflicting request reaches node-d and two honest nodes: never 200.
+    let (st, text) = s.post(&curl, &group, &conflicting(&att(101))).await;
+    assert!(st == 412 || st == 503, "{st} {text}");
+    let (st, text) = s.post(&curl, &group, &att(103)).await;
+    assert_eq!(st, 200, "{text}\n{}", combiner.log_text());
+}
+
+/// A fake peer with `name`'s server certificate answering every history request with `body`.
+async fn start_fake_peer(s: &Setup, i: usize, body: String) -> tokio::sync::oneshot::Sender<()> {
+    use axum::routing::get;
+    let id = s.pki.identity(NODES[i]).expect("identity");
+    let tls = dvsigner::tls::server_config(&dvsigner::tls::ServerTlsFiles {
+        cert: id.cert.clone(),
+        key: id.key.clone(),
+        client_ca: None,
+        allowed_clients: None,
+    })
+    .expect("tls");
+    let app = axum::Router::new().route(
+        dvsigner::cluster::protocol::HISTORY_PATH,
+        get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", s.ports[i]))
+        .await
+        .expect("bind");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dvsigner::api::server::run(
+        listener,
+        Some(tls),
+        app,
+        Default::default(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    tx
+}
+
+fn attestations_of(page: &Value) -> Vec<(String, String)> {
+    page["interchange"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| {
+            d["signed_attestations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|a| {
+            (
+                a["target_epoch"].as_str().unwrap_or("").to_owned(),
+                a["signing_root"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn history(client: &reqwest::Client, base: &str) -> (u16, Value) {
+    let r = client
+        .get(format!(
+            "{base}{}?validator_offset=0&limit=10",
+            dvsigner::cluster::protocol::HISTORY_PATH
+        ))
+        .send()
+        .await
+        .expect("history");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_are_reported_and_nothing_is_merged_from_them() {
+    let s = setup();
+    let group = interop_secret_key(0).public_key().bytes().to_hex();
+    // node-c answers garbage; node-d answers a well-formed page with a record for the cluster's
+    // validator and one for a key outside the cluster.
+    let _c = start_fake_peer(&s, 2, "this is not json".into()).await;
+    let page = json!({
+        "cluster_hash": s.definition.hash().to_string(),
+        "operator": "node-d",
+        "validator_offset": 0,
+        "limit": 1,
+        "total_validators": 1,
+        "interchange": {
+            "metadata": {"interchange_format_version": "5", "genesis_validators_root": GVR},
+            "data": [
+                {"pubkey": group, "signed_blocks": [],
+                 "signed_attestations": [{"source_epoch": "0", "target_epoch": "6",
+                                          "signing_root": format!("0x{}", "11".repeat(32))}]},
+                {"pubkey": interop_secret_key(5).public_key().bytes().to_hex(), "signed_blocks": [],
+                 "signed_attestations": [{"source_epoch": "0", "target_epoch": "9"}]}
+            ]
+        }
+    });
+    let _d = start_fake_peer(&s, 3, page.to_string()).await;
+    // node-a needs 3 peers (never reached), node-b 1.
+    let mut a = s.start_node(0, 3);
+    let mut b = s.start_node(1, 1);
+    s.wait_synced(1, &mut b).await;
+    let (st, text) = s.post(&s.url(1), &s.share_pk(1), &att(7)).await;
+    assert_eq!(st, 200, "{text}");
+
+    // node-a merges node-b's record (target 7) but nothing from node-c or node-d.
+    let peer = client_with(&s.pki, "node-b-client");
+    let start = Instant::now();
+    loop {
+        let (st, h) = history(&peer, &s.url(0)).await;
+        assert_eq!(st, 200, "{h}");
+        let atts = attestations_of(&h);
+        assert!(atts.iter().all(|(t, _)| t != "6" && t != "9"), "{h}");
+        if atts.iter().any(|(t, _)| t == "7") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{h}\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = s
+        .wait_health(0, &mut a, "reported both bad peers", |st, v| {
+            let p = &sync_check(v)["data"]["peers"];
+            st == 503
+                && p["node-c"]["last_error"].is_string()
+                && p["node-d"]["last_error"].is_string()
+        })
+        .await;
+    let peers = &sync_check(&v)["data"]["peers"];
+    assert!(
+        peers["node-c"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("malformed"),
+        "{v}"
+    );
+    assert!(
+        peers["node-d"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("outside the cluster"),
+        "{v}"
+    );
+    assert_eq!(peers["node-d"]["records_merged"], 0, "{v}");
+    assert!(a.log_text().contains("nothing merged from this peer"));
+
+    // After more rounds, still nothing from node-d.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, h) = history(&peer, &s.url(0)).await;
+    assert!(
+        attestations_of(&h)
+            .iter()
+            .all(|(t, _)| t != "6" && t != "9"),
+        "{h}"
+    );
+    // Only peers may read the history: the combiner's client certificate gets 403.
+    let (st, _) = history(&s.client, &s.url(0)).await;
+    assert_eq!(st, 403);
+}
+
+fn import(s: &Setup, i: usize, target: u64, root: &str) {
+    std::fs::create_dir_all(s.data_dir(i)).expect("mkdir");
+    let doc = json!({
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": GVR},
+        "data": [{"pubkey": s.share_pk(i), "signed_blocks": [],
+                  "signed_attestations": [{"source_epoch": "0", "target_epoch": target.to_string(),
+                                           "signing_root": root}]}]
+    });
+    let file = s.path(&format!("import-{i}.json"));
+    std::fs::write(&file, doc.to_string()).expect("write");
+    run_ok(&[
+        "slashing-protection".into(),
+        "import".into(),
+        "--slashing-db".into(),
+        format!(
+            "sqlite:{}",
+            s.data_dir(i).join("slashing-protection.sqlite").display()
+        ),
+        "--file".into(),
+        file.display().to_string(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_pulling_from_each_other_converge() {
+    let s = setup();
+    let root_of = |t: u64| {
+        let network = dvsigner::signing::Network::from_name_or_path("mainnet").expect("net");
+        dvsigner::signing::prepare(att(t).as_bytes(), &network)
+            .expect("prepare")
+            .root
+            .to_hex()
+    };
+    import(&s, 0, 10, &root_of(10));
+    import(&s, 1, 20, &root_of(20));
+    let mut a = s.start_node(0, 1);
+    let mut b = s.start_node(1, 1);
+    s.wait_synced(0, &mut a).await;
+    s.wait_synced(1, &mut b).await;
+    let peer = client_with(&s.pki, "node-c-client");
+    for i in [0, 1] {
+        let start = Instant::now();
+        loop {
+            let (_, h) = history(&peer, &s.url(i)).await;
+            let mut targets: Vec<String> =
+                attestations_of(&h).into_iter().map(|(t, _)| t).collect();
+            targets.sort();
+            if targets == ["10", "20"] {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "node {i}: {h}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Each refuses a conflict with the other's record, and may repeat it.
+    let (st, text) = s
+        .post(&s.url(0), &s.share_pk(0), &conflicting(&att(20)))
+        .await;
+    assert_eq!(st, 412, "{text}");
+    let (st, text) = s
+        .post(&s.url(1), &s.share_pk(1), &conflicting(&att(10)))
+        .await;
+    assert_eq!(st, 412, "{text}");
+    let (st, text) = s.post(&s.url(1), &s.share_pk(1), &att(10)).await;
+    assert_eq!(st, 200, "{text}");
+}
+
+#[tokio::test]
+async fn initial_watermarks_apply_only_without_history() {
+    use dvsigner::bls::{PublicKeyBytes, SigningRoot};
+    use dvsigner::slashing::{SlashableMessage, SlashingDb, Verdict};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = SlashingDb::open(&format!(
+        "sqlite:{}",
+        dir.path().join("db.sqlite").display()
+    ))
+    .await
+    .expect("open");
+    let fresh = interop_secret_key(1).public_key().bytes();
+    let known = interop_secret_key(2).public_key().bytes();
+    let gvr = [7u8; 32];
+    let vote = |s: u64, t: u64| SlashableMessage::Attestation {
+        source_epoch: s,
+        target_epoch: t,
+    };
+    let root = |b: u8| SigningRoot([b; 32]);
+    let ok = db
+        .check_and_record(known, gvr, vote(2, 3), root(1))
+        .await
+        .expect("check");
+    assert_eq!(ok, Verdict::Allowed);
+    let changed = db
+        .set_initial_watermarks(&[fresh, known, fresh], 1000, 50)
+        .await
+        .expect("watermarks");
+    // `known` keeps its attestation floors; only its block floor (never set) and `fresh` change.
+    assert_eq!(changed, 2);
+    let check = |pk: PublicKeyBytes, msg, r| db.check_and_record(pk, gvr, msg, root(r));
+    assert!(!check(fresh, vote(49, 50), 2).await.expect("c").is_safe());
+    assert!(!check(fresh, vote(10, 51), 2).await.expect("c").is_safe());
+    assert!(!check(fresh, SlashableMessage::Block { slot: 1000 }, 2)
+        .await
+        .expect("c")
+        .is_safe());
+    assert!(check(fresh, vote(50, 51), 2).await.expect("c").is_safe());
+    assert!(check(fresh, SlashableMessage::Block { slot: 1001 }, 2)
+        .await
+        .expect("c")
+        .is_safe());
+    assert!(check(known, vote(3, 4), 2).await.expect("c").is_safe());
+    assert!(!check(known, SlashableMessage::Block { slot: 999 }, 2)
+        .await
+        .expect("c")
+        .is_safe());
+}

@@ -194,8 +194,8 @@ pub(crate) fn g1_poly_eval(points: &[PublicKey], x: u64) -> Option<PublicKey> {
 /// (which no valid public key is).
 pub(crate) fn g1_sum(points: &[PublicKey]) -> Option<PublicKey> {
     let mut acc = blst_p1::default(); // the identity
-    // SAFETY: every pointer is to a valid, initialised blst value owned by this frame; blst
-    // permits out == in aliasing (we copy anyway).
+                                      // SAFETY: every pointer is to a valid, initialised blst value owned by this frame; blst
+                                      // permits out == in aliasing (we copy anyway).
     unsafe {
         for p in points {
             let aff: &blst_p1_affine = p.point().into();

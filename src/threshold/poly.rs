@@ -163,17 +163,13 @@ mod tests {
         let polys: Vec<Polynomial> = (0..3)
             .map(|_| Polynomial::random(2).expect("poly"))
             .collect();
-        let commitments: Vec<Commitments> =
-            polys.iter().map(|p| p.commitments().clone()).collect();
+        let commitments: Vec<Commitments> = polys.iter().map(|p| p.commitments().clone()).collect();
         let group = sum_commitments(&commitments).expect("sum");
         let c0s: Vec<PublicKey> = commitments
             .iter()
             .map(|c| c.group_public_key().clone())
             .collect();
-        assert_eq!(
-            group.group_public_key(),
-            &curve::g1_sum(&c0s).expect("sum")
-        );
+        assert_eq!(group.group_public_key(), &curve::g1_sum(&c0s).expect("sum"));
         let mut shares = Vec::new();
         for j in 1..=3 {
             let parts: Vec<SecretKey> = polys

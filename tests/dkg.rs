@@ -4,17 +4,19 @@
 //! dealer sending a wrong share is named; an operator vanishing mid-ceremony makes everyone
 //! fail with nothing written.
 
-mod common;
+#[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "common/process.rs"]
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, Proc};
 use dvsigner::bls::SigningRoot;
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::{Keystore, Password};
 use dvsigner::threshold::{combine, ShareIndex};
+use process::{free_port, Proc};
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 

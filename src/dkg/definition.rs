@@ -171,7 +171,7 @@ impl CeremonyDefinition {
         if self.amount_gwei < 1_000_000_000 {
             return bad(format!("amount {} gwei is below 1 ETH", self.amount_gwei));
         }
-        if !matches!(self.withdrawal_credentials[0], 0 | 1 | 2) {
+        if !matches!(self.withdrawal_credentials[0], 0..=2) {
             return bad(format!(
                 "withdrawal credentials prefix 0x{:02x} is not 0x00, 0x01 or 0x02",
                 self.withdrawal_credentials[0]

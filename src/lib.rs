@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod combiner;
 pub mod config;
 pub mod dev;
+pub mod dkg;
 pub mod keys;
 pub mod metrics;
 pub mod signing;

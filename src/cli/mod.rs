@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod bench;
+pub mod dkg;
 pub mod serve;
 pub mod slashing;
 pub mod threshold;
@@ -53,6 +54,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Load-test a Web3Signer-compatible URL and compare with raw blst signing.
     Bench(bench::BenchArgs),
+    /// Create validator keys with the other operators (distributed key generation).
+    Dkg(dkg::DkgArgs),
 }
 
 /// Listener and TLS options shared by the node and the combiner.
@@ -237,6 +240,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(cmd) => threshold::run_cluster(cmd),
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Dkg(args) => dkg::run(args).await,
     }
 }
 

@@ -190,6 +190,29 @@ pub(crate) fn g1_poly_eval(points: &[PublicKey], x: u64) -> Option<PublicKey> {
     }
 }
 
+/// `sum_i points[i]` in G1. Returns `None` for an empty list or when the sum is the identity
+/// (which no valid public key is).
+pub(crate) fn g1_sum(points: &[PublicKey]) -> Option<PublicKey> {
+    let mut acc = blst_p1::default(); // the identity
+                                      // SAFETY: every pointer is to a valid, initialised blst value owned by this frame; blst
+                                      // permits out == in aliasing (we copy anyway).
+    unsafe {
+        for p in points {
+            let aff: &blst_p1_affine = p.point().into();
+            let mut q = blst_p1::default();
+            blst_p1_from_affine(&mut q, aff);
+            let cur = acc;
+            blst_p1_add_or_double(&mut acc, &cur, &q);
+        }
+        if points.is_empty() || blst_p1_is_inf(&acc) {
+            return None;
+        }
+        let mut out = blst_p1_affine::default();
+        blst_p1_to_affine(&mut out, &acc);
+        Some(PublicKey::from_point(min_pk::PublicKey::from(out)))
+    }
+}
+
 /// How the G2 multi-scalar multiplication is computed; see [`g2_msm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(test), allow(dead_code))] // the alternatives exist for the timing test

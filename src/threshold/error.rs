@@ -35,6 +35,10 @@ pub enum Error {
     /// each): the random number generator is broken.
     #[error("could not draw a polynomial whose shares are all non-zero")]
     DegenerateSharing,
+    /// Summing commitments gave the identity at this position (a dealer chose its
+    /// coefficient to cancel the others': only a malicious DKG participant can do this).
+    #[error("summed commitment {0} is the identity")]
+    IdentityCommitment(usize),
     /// A commitment is not a valid public key.
     #[error("invalid commitment {position}: {source}")]
     InvalidCommitment {

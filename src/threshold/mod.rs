@@ -5,6 +5,8 @@
 //! - [`split`] draws `f(x) = sk + a_1 x + ... + a_{t-1} x^{t-1}` with fresh random non-zero
 //!   coefficients and hands out `sk_i = f(i)` for `i = 1..=n` with commitments `C_k = a_k G1`.
 //! - [`Commitments::share_public_key`] computes `pk_i = sum_k i^k C_k`.
+//! - [`Polynomial`], [`sum_commitments`] and [`sum_shares`] are the pieces of a joint
+//!   Feldman DKG (`crate::dkg`): each dealer's polynomial, and the sums that make the group's.
 //! - [`combine`] computes `sigma = sum_{i in S} lambda_i sigma_i`, with
 //!   `lambda_i = prod_{j in S, j != i} j / (j - i) mod r`, as one G2 multi-scalar multiplication.
 //!
@@ -21,8 +23,10 @@ mod combine;
 mod curve;
 mod error;
 mod lagrange;
+mod poly;
 mod shamir;
 
 pub use combine::combine;
 pub use error::Error;
+pub use poly::{sum_commitments, sum_shares, Polynomial};
 pub use shamir::{split, Commitments, KeyShare, ShareIndex};

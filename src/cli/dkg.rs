@@ -1,0 +1,213 @@
+//! `dvsigner dkg`: one operator's side of a distributed key generation ceremony
+//! ([`crate::dkg`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::threshold::KdfChoice;
+use crate::cluster::CaSource;
+use crate::dkg::{self, output, CeremonyDefinition, Fault, Participant, Timeouts};
+use crate::keys::{KdfParams, Password};
+use crate::tls;
+
+/// `dvsigner dkg` options.
+#[derive(Debug, Clone, Args)]
+pub struct DkgArgs {
+    /// The ceremony definition (JSON), identical for every operator.
+    #[arg(long)]
+    pub definition: PathBuf,
+    /// Our operator name in the definition.
+    #[arg(long)]
+    pub operator: String,
+    /// Our TLS certificate (PEM): served to peers and presented to them as client certificate.
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// A CA trusted for peers without `tls_ca` in the definition (server and client side).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Address to listen on (default: 0.0.0.0 and the port of our `url`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Output directory (must not exist): keystores/, passwords/, cluster.json, deposit data.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Password for the share keystores (first line); generated when absent.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Encryption cost of the share keystores.
+    #[arg(long, value_enum, default_value_t = KdfChoice::Scrypt)]
+    pub kdf: KdfChoice,
+    /// Seconds to wait for all operators in each round.
+    #[arg(long, default_value_t = 300)]
+    pub round_timeout_secs: u64,
+    /// Seconds per HTTP request to a peer.
+    #[arg(long, default_value_t = 5)]
+    pub request_timeout_secs: u64,
+    /// Test only: `corrupt-share:NAME` or `stop-after-dealing`.
+    #[arg(long, hide = true)]
+    pub test_fault: Option<String>,
+}
+
+fn kdf_params(k: KdfChoice) -> KdfParams {
+    match k {
+        KdfChoice::Scrypt => KdfParams::scrypt_default(),
+        KdfChoice::Pbkdf2 => KdfParams::pbkdf2_default(),
+        KdfChoice::InsecureFast => KdfParams::insecure_fast(),
+    }
+}
+
+/// `dvsigner dkg`.
+///
+/// # Errors
+/// Bad arguments or definition, TLS files, any ceremony failure (naming the operator at
+/// fault), unwritable output. Nothing is left at `--out` on failure.
+pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.definition)
+        .with_context(|| format!("reading {}", args.definition.display()))?;
+    let definition = CeremonyDefinition::from_json(&text)?;
+    let me = definition
+        .operators
+        .iter()
+        .find(|o| o.name == args.operator)
+        .cloned()
+        .ok_or_else(|| dkg::Error::UnknownOperator(args.operator.clone()))?;
+    let fault = match args.test_fault.as_deref() {
+        None => None,
+        Some("stop-after-dealing") => Some(Fault::StopAfterDealing),
+        Some(s) => match s.strip_prefix("corrupt-share:") {
+            Some(name) => Some(Fault::CorruptShareFor(name.to_owned())),
+            None => bail!("unknown --test-fault {s:?}"),
+        },
+    };
+    let password = match &args.password_file {
+        Some(p) => Password::from_file(p)?,
+        None => {
+            use rand::RngCore;
+            let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+            rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+            Password::new(hex::encode(bytes.as_ref()))
+        }
+    };
+
+    // TLS material for the peers, in a private temporary directory.
+    let scratch = tempfile::tempdir().context("temporary directory")?;
+    let mut allowed = String::new();
+    let mut clients = BTreeMap::new();
+    for peer in definition.operators.iter().filter(|o| o.name != me.name) {
+        let ca = match &peer.tls_ca {
+            Some(CaSource::Path(p)) => Some(p.clone()),
+            Some(CaSource::Pem(pem)) => {
+                let p = scratch.path().join(format!("{}-ca.pem", peer.name));
+                std::fs::write(&p, pem)?;
+                Some(p)
+            }
+            None => args.ca.clone(),
+        };
+        if peer.tls_fingerprint.is_none() && args.ca.is_none() {
+            bail!(
+                "operator {} has no tls_fingerprint and no --ca is given: cannot authenticate it as a client",
+                peer.name
+            );
+        }
+        if let Some(fp) = peer.tls_fingerprint {
+            allowed.push_str(&format!("{} {fp}\n", peer.name));
+        }
+        let config = tls::client_config(tls::ClientTlsOptions {
+            ca,
+            pinned: peer.tls_fingerprint.into_iter().collect(),
+            identity: Some((args.tls_cert.clone(), args.tls_key.clone())),
+        })
+        .with_context(|| format!("TLS client for operator {}", peer.name))?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .connect_timeout(Duration::from_secs(args.request_timeout_secs))
+            .build()
+            .context("http client")?;
+        clients.insert(peer.name.clone(), client);
+    }
+    let allowed_path = scratch.path().join("allowed-clients.txt");
+    let mut f = std::fs::File::create(&allowed_path)?;
+    f.write_all(allowed.as_bytes())?;
+    drop(f);
+    let server_tls = tls::server_config(&tls::ServerTlsFiles {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        client_ca: args.ca.clone(),
+        allowed_clients: (!allowed.is_empty()).then_some(allowed_path),
+    })?;
+    let listen = match args.listen {
+        Some(a) => a,
+        None => {
+            let url = reqwest::Url::parse(&me.url).context("our ceremony url")?;
+            let port = url.port_or_known_default().unwrap_or(443);
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
+
+    let staging = output::prepare(&args.out)?;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            bail!("binding {listen}: {e}");
+        }
+    };
+    eprintln!(
+        "dkg: ceremony {} as operator {} ({} of {}, {} validator(s)); listening on {listen}",
+        definition.id(),
+        me.name,
+        definition.threshold,
+        definition.operators.len(),
+        definition.validators
+    );
+    let result = dkg::run(Participant {
+        definition,
+        me: me.name.clone(),
+        listener,
+        server_tls,
+        clients,
+        timeouts: Timeouts {
+            round: Duration::from_secs(args.round_timeout_secs),
+            request: Duration::from_secs(args.request_timeout_secs),
+            abort_linger: Duration::from_secs(3),
+        },
+        fault,
+    })
+    .await;
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e).context("dkg ceremony failed; nothing was written");
+        }
+    };
+    let deposit = output::commit(
+        &out,
+        &staging,
+        &args.out,
+        &password,
+        kdf_params(args.kdf),
+        &me.name,
+    )?;
+    println!("cluster.json hash: {}", out.cluster.hash());
+    for v in out.cluster.validators() {
+        println!("validator {}", v.group_pubkey.bytes());
+    }
+    println!(
+        "wrote {} share keystore(s), cluster.json and {} to {}",
+        out.shares.len(),
+        deposit.file_name().unwrap_or_default().to_string_lossy(),
+        args.out.display()
+    );
+    out.linger.finish().await;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Writing a ceremony's results: `<out>/keystores/<share pubkey>.json` (EIP-2335),
+//! `<out>/passwords/<share pubkey>.txt` (0600), `<out>/cluster.json` and
+//! `<out>/deposit_data-<unix time>.json`.
+//!
+//! Invariants: nothing appears at `<out>` until everything is written: files go to a staging
+//! directory `<out>.dkg-staging` (0700, removed first if a crashed run left one) that is renamed
+//! to `<out>` at the end; an existing `<out>` is never touched.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{CeremonyOutput, Error};
+use crate::keys::{KdfParams, Keystore, Password};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The staging directory for `out`.
+pub fn staging_dir(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".dkg-staging");
+    out.with_file_name(name)
+}
+
+/// Refuses an existing `out`, removes a stale staging directory and creates a fresh one
+/// (mode 0700). Call before the ceremony so a bad `--out` fails early.
+///
+/// # Errors
+/// [`Error::OutputExists`], or I/O errors.
+pub fn prepare(out: &Path) -> Result<PathBuf, Error> {
+    if out.exists() {
+        return Err(Error::OutputExists(out.to_owned()));
+    }
+    let staging = staging_dir(out);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(&staging).map_err(io(&staging))?;
+    Ok(staging)
+}
+
+/// Writes `data` to a new file readable by the owner only.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(data).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Writes everything into `staging` (from [`prepare`]) and renames it to `out`. Returns the
+/// deposit file's path under `out`.
+///
+/// # Errors
+/// Keystore or I/O errors (the staging directory is removed on failure).
+pub fn commit(
+    output: &CeremonyOutput,
+    staging: &Path,
+    out: &Path,
+    password: &Password,
+    kdf: KdfParams,
+    operator: &str,
+) -> Result<PathBuf, Error> {
+    let result = write_all(output, staging, password, kdf, operator);
+    let result = result.and_then(|deposit_name| {
+        std::fs::rename(staging, out).map_err(io(out))?;
+        Ok(out.join(deposit_name))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
+    result
+}
+
+fn write_all(
+    output: &CeremonyOutput,
+    staging: &Path,
+    password: &Password,
+    kdf: KdfParams,
+    operator: &str,
+) -> Result<String, Error> {
+    let ks_dir = staging.join("keystores");
+    let pw_dir = staging.join("passwords");
+    std::fs::create_dir_all(&ks_dir).map_err(io(&ks_dir))?;
+    std::fs::create_dir_all(&pw_dir).map_err(io(&pw_dir))?;
+    for share in &output.shares {
+        let name = share.public_key().bytes().to_hex();
+        let ks = Keystore::encrypt(
+            &share.secret,
+            password,
+            kdf,
+            "",
+            &format!(
+                "dvsigner dkg share {} of operator {operator}",
+                share.index.get()
+            ),
+        )?;
+        write_private(
+            &ks_dir.join(format!("{name}.json")),
+            ks.to_json().as_bytes(),
+        )?;
+        write_private(
+            &pw_dir.join(format!("{name}.txt")),
+            password.expose_secret().as_bytes(),
+        )?;
+    }
+    let cluster = staging.join("cluster.json");
+    output.cluster.save(&cluster)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let deposit_name = format!("deposit_data-{now}.json");
+    let deposit = staging.join(&deposit_name);
+    std::fs::write(&deposit, &output.deposit_json).map_err(io(&deposit))?;
+    Ok(deposit_name)
+}

@@ -22,10 +22,11 @@ use crate::slashing::SlashingDb;
 
 pub mod error;
 mod health;
+pub mod metrics;
 mod reload;
 pub mod server;
 mod sign;
-pub(crate) use sign::signature_response;
+pub(crate) use sign::{request_id, signature_response};
 
 pub use error::ApiError;
 

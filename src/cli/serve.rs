@@ -153,6 +153,7 @@ pub async fn serve_signer(
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
         ..Default::default()
     };
+    crate::metrics::global().set_server_collector(api::metrics::node_collector(state.clone()));
     api::server::run(listener, tls, api::router(state), options, shutdown).await?;
     tracing::info!("signer stopped");
     Ok(())

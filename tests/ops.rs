@@ -2,14 +2,17 @@
 //! requests that cause them, logs carry the request id from combiner to nodes and never a
 //! secret, and SIGTERM under load loses neither an answered request nor its slashing record.
 
-mod common;
+// Only the process harness: the rest of `tests/common` is not needed here.
+#[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "common/process.rs"]
+mod process;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{bin, free_port, signer_args, wait_ready, Proc};
 use dvsigner::keys::interop::interop_secret_key;
+use process::{bin, free_port, signer_args, wait_ready, Proc};
 
 fn pk(i: u64) -> String {
     interop_secret_key(i).public_key().bytes().to_hex()
@@ -305,5 +308,149 @@ async fn json_logs_carry_request_id_to_nodes_without_secrets() {
     let lower = text.to_ascii_lowercase();
     for (i, s) in share_secrets.iter().enumerate() {
         assert_secret_bytes_absent(&lower, &s[..], &format!("share secret {i}"));
+    }
+}
+
+/// What one request of the load saw.
+enum Outcome {
+    Signed,
+    ConnectionError,
+    Other(u16, String),
+}
+
+/// SIGTERM while 32 clients sign as fast as they can: the node exits 0; every request got a full
+/// 200 or a connection error; after a restart every answered duty conflicts (412: its record was
+/// committed) and no failed one does (it was never accepted, so nothing was recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drops_nothing_accepted() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = start(
+        "node",
+        &signer_args(port, &data, None),
+        &dir.path().join("node.log"),
+        "info",
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(
+        &client,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(60),
+    )
+    .await;
+    let sign = format!("{base}/api/v1/eth2/sign/{}", pk(1));
+
+    let next = Arc::new(AtomicU64::new(1));
+    let seen: Arc<Mutex<Vec<(u64, Outcome)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, sign, next, seen) = (client.clone(), sign.clone(), next.clone(), seen.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..2_000 {
+                let target = next.fetch_add(1, Ordering::Relaxed);
+                let res = client
+                    .post(&sign)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .body(attestation(target, "ab"))
+                    .send()
+                    .await;
+                let outcome = match res {
+                    Err(_) => Outcome::ConnectionError,
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        match r.text().await {
+                            Ok(body) if status == 200 && body.contains("\"signature\":\"0x") => {
+                                Outcome::Signed
+                            }
+                            Ok(body) => Outcome::Other(status, body),
+                            Err(e) => Outcome::Other(status, format!("truncated body: {e}")),
+                        }
+                    }
+                };
+                let stop = !matches!(outcome, Outcome::Signed);
+                seen.lock().expect("lock").push((target, outcome));
+                if stop {
+                    break;
+                }
+            }
+        }));
+    }
+    // Let the load build up, then ask the node to stop.
+    let t0 = Instant::now();
+    while next.load(Ordering::Relaxed) < 200 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = node.terminate(Duration::from_secs(20)).expect("node exits");
+    assert!(status.success(), "exit {status}:\n{}", node.log_text());
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    let signed: Vec<u64> = seen
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Signed))
+        .map(|(t, _)| *t)
+        .collect();
+    let failed: Vec<u64> = seen
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::ConnectionError))
+        .map(|(t, _)| *t)
+        .collect();
+    for (t, o) in &seen {
+        if let Outcome::Other(s, b) = o {
+            panic!("target {t}: HTTP {s} {b}");
+        }
+    }
+    assert!(signed.len() >= 150, "only {} signed", signed.len());
+    let log = node.log_text();
+    assert!(
+        log.contains("shutdown requested") && log.contains("signer stopped"),
+        "{log}"
+    );
+
+    // Restart on the same data directory and probe every duty with a conflicting request.
+    let port2 = free_port();
+    let mut node2 = start(
+        "node2",
+        &signer_args(port2, &data, None),
+        &dir.path().join("node2.log"),
+        "info",
+    );
+    let base2 = format!("http://127.0.0.1:{port2}");
+    wait_ready(
+        &client,
+        &format!("{base2}/upcheck"),
+        &mut node2,
+        Duration::from_secs(60),
+    )
+    .await;
+    let sign2 = format!("{base2}/api/v1/eth2/sign/{}", pk(1));
+    let probe = |target: u64| {
+        let (client, sign2) = (client.clone(), sign2.clone());
+        async move {
+            let (s, _) = post(&client, &sign2, attestation(target, "cd"), None).await;
+            (target, s)
+        }
+    };
+    let results = futures::future::join_all(signed.iter().chain(&failed).map(|t| probe(*t))).await;
+    for (target, s) in results {
+        if signed.contains(&target) {
+            assert_eq!(s, 412, "signed target {target} lost its record");
+        } else {
+            assert_eq!(
+                s, 200,
+                "failed target {target} was recorded: accepted, then dropped"
+            );
+        }
     }
 }

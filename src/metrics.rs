@@ -1,1 +1,282 @@
-//! Prometheus metrics (later).
+//! Prometheus metrics, served in the OpenMetrics text format on a separate plain-HTTP listener
+//! (`--metrics-listen`, off unless given; loopback by default, like Web3Signer's
+//! `--metrics-host-allowlist` default).
+//!
+//! Spec: OpenMetrics 1.0 (<https://prometheus.io/docs/specs/om/open_metrics_spec/>), encoded by
+//! the `prometheus-client` crate.
+//!
+//! Two sources make one scrape:
+//! - [`global()`]: process-wide request metrics recorded on the hot path (sign requests by type and
+//!   status, sign latency by type, slashing refusals by reason, slashing check-and-record
+//!   latency). Every series a request can touch is created at start-up, so recording is a read
+//!   lock, a hash lookup and an atomic add.
+//! - the server collector ([`Metrics::set_server_collector`]), which reads the running server's
+//!   own state at scrape time (key count and readiness of a node; per-node partial counters and
+//!   latencies of a combiner). One process serves one node or one combiner; the last server
+//!   started wins (the in-process `dev` cluster has no metrics listener).
+//!
+//! Invariants: no label ever carries request data other than the sign type and status code, so
+//! the series count is bounded; nothing secret is reachable from here.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::signing::SignKind;
+use crate::slashing::Refusal;
+
+/// Content type of an OpenMetrics text exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Status codes a sign request can end with (pre-created series).
+const SIGN_STATUSES: [u16; 6] = [200, 400, 404, 412, 500, 503];
+
+/// Sign type label of a request whose body could not be parsed.
+const UNKNOWN_TYPE: &str = "unknown";
+
+/// Every refusal reason label (pre-created series).
+const REFUSAL_REASONS: [&str; 11] = [
+    "double_block_proposal",
+    "null_root_at_slot",
+    "block_slot_below_watermark",
+    "source_greater_than_target",
+    "double_vote",
+    "null_root_at_target",
+    "surrounding_vote",
+    "surrounded_vote",
+    "source_below_watermark",
+    "target_below_watermark",
+    "wrong_genesis_validators_root",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignLabels {
+    r#type: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 0.5 ms to about 8 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// Process-wide request metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    sign_requests: Family<SignLabels, Counter>,
+    sign_duration: HistogramFamily<TypeLabel>,
+    refusals: Family<ReasonLabel, Counter>,
+    slashing_check: Histogram,
+    server: Mutex<Option<Registry>>,
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("dvsigner");
+        let sign_requests = Family::<SignLabels, Counter>::default();
+        let sign_duration: HistogramFamily<TypeLabel> =
+            Family::new_with_constructor(latency_histogram);
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        let slashing_check = latency_histogram();
+        registry.register(
+            "sign_requests",
+            "Sign requests answered, by sign type and HTTP status",
+            sign_requests.clone(),
+        );
+        registry.register(
+            "sign_duration_seconds",
+            "Time from request to response of sign requests, by sign type",
+            sign_duration.clone(),
+        );
+        registry.register(
+            "slashing_refusals",
+            "Sign requests refused by slashing protection, by rule",
+            refusals.clone(),
+        );
+        registry.register(
+            "slashing_check_duration_seconds",
+            "Slashing-protection check-and-record latency, including the durable commit",
+            slashing_check.clone(),
+        );
+        let types = SignKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .chain([UNKNOWN_TYPE]);
+        for t in types {
+            for status in SIGN_STATUSES {
+                let _ = sign_requests.get_or_create(&SignLabels { r#type: t, status });
+            }
+            let _ = sign_duration.get_or_create(&TypeLabel { r#type: t });
+        }
+        for reason in REFUSAL_REASONS.into_iter().chain(["validator_disabled"]) {
+            let _ = refusals.get_or_create(&ReasonLabel { reason });
+        }
+        Self {
+            registry,
+            sign_requests,
+            sign_duration,
+            refusals,
+            slashing_check,
+            server: Mutex::new(None),
+        }
+    }
+
+    /// Sets the collector of the running server (replacing any earlier one).
+    pub fn set_server_collector(&self, collector: Box<dyn Collector>) {
+        let mut registry = Registry::default();
+        registry.register_collector(collector);
+        if let Ok(mut slot) = self.server.lock() {
+            *slot = Some(registry);
+        }
+    }
+
+    /// Records one answered sign request (`kind` is None when the body did not parse).
+    pub fn record_sign(&self, kind: Option<SignKind>, status: u16, elapsed: Duration) {
+        let t = kind.map_or(UNKNOWN_TYPE, SignKind::as_str);
+        self.sign_requests
+            .get_or_create(&SignLabels { r#type: t, status })
+            .inc();
+        self.sign_duration
+            .get_or_create(&TypeLabel { r#type: t })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a slashing-protection refusal.
+    pub fn record_refusal(&self, refusal: &Refusal) {
+        self.refusals
+            .get_or_create(&ReasonLabel {
+                reason: refusal_reason(refusal),
+            })
+            .inc();
+    }
+
+    /// Records the latency of one slashing-protection check-and-record.
+    pub fn observe_slashing_check(&self, elapsed: Duration) {
+        self.slashing_check.observe(elapsed.as_secs_f64());
+    }
+
+    /// The OpenMetrics text of these metrics followed by those of the server collector.
+    ///
+    /// # Errors
+    /// Only if a collector fails to format (never for the built-in ones).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        text::encode_registry(&mut out, &self.registry)?;
+        if let Ok(server) = self.server.lock() {
+            if let Some(registry) = server.as_ref() {
+                text::encode_registry(&mut out, registry)?;
+            }
+        }
+        text::encode_eof(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// The `reason` label of a refusal.
+pub fn refusal_reason(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::DoubleBlockProposal { .. } => REFUSAL_REASONS[0],
+        Refusal::NullRootAtSlot { .. } => REFUSAL_REASONS[1],
+        Refusal::BlockSlotBelowWatermark { .. } => REFUSAL_REASONS[2],
+        Refusal::SourceGreaterThanTarget { .. } => REFUSAL_REASONS[3],
+        Refusal::DoubleVote { .. } => REFUSAL_REASONS[4],
+        Refusal::NullRootAtTarget { .. } => REFUSAL_REASONS[5],
+        Refusal::SurroundingVote { .. } => REFUSAL_REASONS[6],
+        Refusal::SurroundedVote { .. } => REFUSAL_REASONS[7],
+        Refusal::SourceBelowWatermark { .. } => REFUSAL_REASONS[8],
+        Refusal::TargetBelowWatermark { .. } => REFUSAL_REASONS[9],
+        Refusal::WrongGenesisValidatorsRoot { .. } => REFUSAL_REASONS[10],
+        Refusal::ValidatorDisabled { .. } => "validator_disabled",
+    }
+}
+
+/// The metrics router: `GET /metrics`.
+pub fn router() -> Router {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape() -> Response {
+    match global().encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Binds `addr` and serves [`router`] over plain HTTP in a background task until the returned
+/// handle is aborted. Warns when `addr` is not loopback.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn spawn_server(
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics served over plain HTTP on a non-loopback address");
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "metrics listening");
+    let handle = tokio::spawn(async move {
+        let res = crate::api::server::run(
+            listener,
+            None,
+            router(),
+            crate::api::server::ServerOptions::default(),
+            std::future::pending(),
+        )
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "metrics server failed");
+        }
+    });
+    Ok((bound, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_moves_the_right_series() {
+        let m = global();
+        let before = m.encode().expect("encode");
+        assert!(before
+            .contains("dvsigner_sign_requests_total{type=\"VOLUNTARY_EXIT\",status=\"404\"} 0"));
+        m.record_sign(Some(SignKind::VoluntaryExit), 404, Duration::from_millis(3));
+        let after = m.encode().expect("encode");
+        assert!(after
+            .contains("dvsigner_sign_requests_total{type=\"VOLUNTARY_EXIT\",status=\"404\"} 1"));
+        assert!(after.contains("dvsigner_sign_duration_seconds_count{type=\"VOLUNTARY_EXIT\"} 1"));
+        assert!(after.ends_with("# EOF\n"));
+    }
+}

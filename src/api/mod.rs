@@ -23,11 +23,12 @@ use crate::slashing::SlashingDb;
 
 pub mod error;
 mod health;
+pub mod metrics;
 mod peer;
 mod reload;
 pub mod server;
 mod sign;
-pub(crate) use sign::signature_response;
+pub(crate) use sign::{request_id, signature_response};
 
 pub use error::ApiError;
 

@@ -2,16 +2,20 @@
 //! check-and-record → sign → respond in the format the `Accept` header asks for.
 //! The order of the first four steps follows Web3Signer so that status codes match.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use super::{ApiError, NodeState};
 use crate::bls::{PublicKeyBytes, Signature};
-use crate::signing;
+use crate::metrics;
+use crate::signing::{self, SignKind};
 use crate::slashing::Verdict;
 
 pub(super) async fn sign(
@@ -19,10 +23,34 @@ pub(super) async fn sign(
     Path(identifier): Path<String>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!("sign", request_id = %request_id(&headers));
+    let (kind, response) = async {
+        let mut kind = None;
+        let response = match sign_inner(&state, &identifier, &headers, &body, &mut kind).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        (kind, response)
+    }
+    .instrument(span)
+    .await;
+    metrics::global().record_sign(kind, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn sign_inner(
+    state: &NodeState,
+    identifier: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: &mut Option<SignKind>,
 ) -> Result<Response, ApiError> {
-    let prepared = signing::prepare(&body, &state.network)?;
-    let pubkey =
-        PublicKeyBytes::parse(&identifier).map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
+    let prepared = signing::prepare(body, &state.network)?;
+    *kind = Some(prepared.kind);
+    let pubkey = PublicKeyBytes::parse(identifier)
+        .map_err(|_| ApiError::UnknownKey(identifier.to_owned()))?;
     let key = state
         .keys
         .get(&pubkey)
@@ -31,9 +59,13 @@ pub(super) async fn sign(
         return Err(ApiError::Unavailable(reason));
     }
     if let (Some(db), Some((msg, gvr))) = (&state.slashing, prepared.slashable) {
-        match db.check_and_record(pubkey, gvr, msg, prepared.root).await? {
+        let check_started = Instant::now();
+        let verdict = db.check_and_record(pubkey, gvr, msg, prepared.root).await;
+        metrics::global().observe_slashing_check(check_started.elapsed());
+        match verdict? {
             Verdict::Allowed | Verdict::Repeat => {}
             Verdict::Refused(refusal) => {
+                metrics::global().record_refusal(&refusal);
                 tracing::warn!(
                     %pubkey, kind = prepared.kind.as_str(), %refusal,
                     "refused to sign: slashing protection"
@@ -45,7 +77,25 @@ pub(super) async fn sign(
     let root = prepared.root;
     let signature = state.run_blocking(move || key.sign(&root)).await?;
     tracing::debug!(%pubkey, kind = prepared.kind.as_str(), root = %root.to_hex(), "signed");
-    Ok(signature_response(&headers, &signature))
+    Ok(signature_response(headers, &signature))
+}
+
+/// The request id of a sign request: the client's `x-request-id` header (as the combiner sends
+/// it to every node, so one id follows a request through the cluster), or a new one.
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    headers
+        .get("x-request-id")
+        .and_then(|h| h.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            )
+        })
 }
 
 fn poisoned<T>(_: T) -> ApiError {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 pub mod bench;
@@ -19,6 +20,11 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DVSIGNER_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics of `signer` or `combiner` over plain HTTP at
+    /// `http://ADDR/metrics` (off unless given; use a loopback address or a network policy:
+    /// metrics are not authenticated).
+    #[arg(long, global = true, env = "DVSIGNER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -230,6 +236,16 @@ pub struct DevArgs {
 /// # Errors
 /// Any failure, with context, for `main` to print.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let serves = matches!(cli.command, Command::Signer(_) | Command::Combiner(_));
+    let _metrics = match cli.metrics_listen {
+        Some(addr) if serves => Some(MetricsGuard(
+            crate::metrics::spawn_server(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?
+                .1,
+        )),
+        _ => None,
+    };
     match cli.command {
         Command::Signer(args) => serve::run_signer(args, crate::dev::shutdown_signal()).await,
         Command::SlashingProtection(cmd) => slashing::run(cmd).await,
@@ -241,6 +257,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Dkg(args) => dkg::run(args).await,
+    }
+}
+
+/// Stops the metrics server when the command returns.
+struct MetricsGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for MetricsGuard {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

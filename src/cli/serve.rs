@@ -156,6 +156,7 @@ pub async fn serve_signer(
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
         ..Default::default()
     };
+    crate::metrics::global().set_server_collector(api::metrics::node_collector(state.clone()));
     let served = api::server::run(listener, tls, api::router(state), options, shutdown).await;
     if let Some(task) = sync_task {
         task.abort();

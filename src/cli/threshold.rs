@@ -418,14 +418,10 @@ pub async fn serve_combiner(
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
         ..Default::default()
     };
-    api::server::run(
-        listener,
-        tls,
-        combiner::router(Arc::new(combiner)),
-        options,
-        shutdown,
-    )
-    .await?;
+    let combiner = Arc::new(combiner);
+    crate::metrics::global()
+        .set_server_collector(combiner::metrics::combiner_collector(combiner.clone()));
+    api::server::run(listener, tls, combiner::router(combiner), options, shutdown).await?;
     tracing::info!("combiner stopped");
     Ok(())
 }

@@ -19,17 +19,19 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::stream::{FuturesUnordered, StreamExt};
+use tracing::Instrument;
 
-use crate::api::{signature_response, ApiError, MAX_BODY_BYTES};
+use crate::api::{request_id, signature_response, ApiError, MAX_BODY_BYTES};
 use crate::bls::{PublicKey, PublicKeyBytes, Signature, SigningRoot};
-use crate::signing::{self, Network};
+use crate::signing::{self, Network, SignKind};
 use crate::threshold::{self, ShareIndex};
 
 pub mod health;
+pub mod metrics;
 
 /// One signer node as the combiner sees it.
 #[derive(Debug, Clone)]
@@ -62,8 +64,8 @@ pub struct ValidatorTarget {
     pub shares: Vec<ShareTarget>,
 }
 
-/// Per-node counters (exported as metrics).
-#[derive(Debug, Default)]
+/// Per-node counters (exported as metrics by [`metrics::combiner_collector`]).
+#[derive(Debug)]
 pub struct NodeCounters {
     /// Valid partials received.
     pub partials_ok: AtomicU64,
@@ -73,6 +75,20 @@ pub struct NodeCounters {
     pub refusals: AtomicU64,
     /// Transport errors, timeouts and other statuses.
     pub failures: AtomicU64,
+    /// Time from sending a partial request to the node's answer (any answer).
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for NodeCounters {
+    fn default() -> Self {
+        Self {
+            partials_ok: AtomicU64::new(0),
+            partials_wrong: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency: crate::metrics::latency_histogram(),
+        }
+    }
 }
 
 /// Shared combiner state.
@@ -155,39 +171,53 @@ enum NodeAnswer {
     Failed(String),
 }
 
-static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
-
 async fn sign(
     State(c): State<Arc<Combiner>>,
     Path(identifier): Path<String>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request_id(&headers);
+    let span = tracing::info_span!("combine", request_id = %request_id);
+    let (kind, response) = async {
+        let mut kind = None;
+        let response =
+            match sign_inner(&c, &identifier, &headers, &body, &request_id, &mut kind).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+        (kind, response)
+    }
+    .instrument(span)
+    .await;
+    crate::metrics::global().record_sign(kind, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn sign_inner(
+    c: &Arc<Combiner>,
+    identifier: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    request_id: &str,
+    kind: &mut Option<SignKind>,
 ) -> Result<Response, ApiError> {
-    let prepared = signing::prepare(&body, &c.network)?;
-    let pubkey =
-        PublicKeyBytes::parse(&identifier).map_err(|_| ApiError::UnknownKey(identifier.clone()))?;
+    let prepared = signing::prepare(body, &c.network)?;
+    *kind = Some(prepared.kind);
+    let pubkey = PublicKeyBytes::parse(identifier)
+        .map_err(|_| ApiError::UnknownKey(identifier.to_owned()))?;
     let v = c
         .validators
         .get(&pubkey)
         .ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            format!(
-                "{:x}-{:x}",
-                std::process::id(),
-                REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-            )
-        });
     let started = Instant::now();
-    let signature = combine_from_nodes(&c, v, &body, prepared.root, &request_id).await?;
+    let signature = combine_from_nodes(c, v, body, prepared.root, request_id).await?;
     tracing::debug!(
-        %pubkey, kind = prepared.kind.as_str(), request_id,
+        %pubkey, kind = prepared.kind.as_str(),
         ms = started.elapsed().as_secs_f64() * 1e3, "threshold signature"
     );
-    Ok(signature_response(&headers, &signature))
+    Ok(signature_response(headers, &signature))
 }
 
 async fn ask_node(
@@ -202,6 +232,7 @@ async fn ask_node(
         node.url.trim_end_matches('/'),
         share.pubkey.bytes()
     );
+    let started = Instant::now();
     let res = c
         .client
         .post(url)
@@ -232,6 +263,9 @@ async fn ask_node(
             }
         }
     };
+    c.counters[share.node]
+        .latency
+        .observe(started.elapsed().as_secs_f64());
     (share.node, share.index, answer)
 }
 

@@ -1,0 +1,73 @@
+//! Scrape-time metrics of a combiner: per signer node, the partial signatures received (valid,
+//! wrong), refusals, failures (transport errors, timeouts, other statuses) and answer latency,
+//! read from [`Combiner::counters`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::Combiner;
+
+/// A collector that reads the combiner's per-node counters at every scrape.
+pub fn combiner_collector(combiner: Arc<Combiner>) -> Box<dyn Collector> {
+    Box::new(CombinerCollector(combiner))
+}
+
+struct CombinerCollector(Arc<Combiner>);
+
+impl std::fmt::Debug for CombinerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CombinerCollector")
+    }
+}
+
+impl Collector for CombinerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.0;
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_partials",
+                "Answers of signer nodes to partial-signature requests, by node and result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (node, counters) in c.nodes.iter().zip(&c.counters) {
+                for (result, counter) in [
+                    ("ok", &counters.partials_ok),
+                    ("wrong", &counters.partials_wrong),
+                    ("refused", &counters.refusals),
+                    ("failed", &counters.failures),
+                ] {
+                    let labels = [("node", node.name.as_str()), ("result", result)];
+                    ConstCounter::new(counter.load(Ordering::Relaxed))
+                        .encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_partial_duration_seconds",
+                "Time until a signer node answered a partial-signature request, by node",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (node, counters) in c.nodes.iter().zip(&c.counters) {
+                let labels = [("node", node.name.as_str())];
+                counters.latency.encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let validators = ConstGauge::new(i64::try_from(c.validators.len()).unwrap_or(i64::MAX));
+        let m = encoder.encode_descriptor(
+            "dvsigner_keys_loaded",
+            "Validators (group public keys) this combiner serves",
+            None,
+            validators.metric_type(),
+        )?;
+        validators.encode(m)
+    }
+}

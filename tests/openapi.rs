@@ -1,0 +1,107 @@
+//! `openapi/dvsigner.yaml` documents every route the node, combiner and metrics routers
+//! register: the routes are read from the router source (`.route("PATH", get(..).post(..))`),
+//! so a route added without a spec entry fails here. Spec paths with no route fail too.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const ROUTER_SOURCES: [&str; 3] = ["src/api/mod.rs", "src/combiner/mod.rs", "src/metrics.rs"];
+
+/// (path, method) pairs registered with `.route(...)` in `source`.
+fn routes_in(source: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for chunk in source.split(".route(").skip(1) {
+        let Some(rest) = chunk.trim_start().strip_prefix('"') else {
+            continue;
+        };
+        let Some((path, rest)) = rest.split_once('"') else {
+            continue;
+        };
+        // The handler expression ends where the next builder call starts.
+        let expr = rest
+            .split("\n        .")
+            .next()
+            .unwrap_or(rest)
+            .split(";\n")
+            .next()
+            .unwrap_or(rest);
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let hits = expr.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0
+                    || !expr.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && expr.as_bytes()[i - 1] != b'_'
+            });
+            if hits {
+                out.insert((path.to_owned(), method.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+fn spec_routes() -> BTreeSet<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("openapi/dvsigner.yaml")).expect("spec");
+    let spec: serde_yaml::Value = serde_yaml::from_str(&text).expect("spec is YAML");
+    assert_eq!(spec["openapi"].as_str(), Some("3.0.3"));
+    let paths = spec["paths"].as_mapping().expect("paths");
+    let mut out = BTreeSet::new();
+    for (path, item) in paths {
+        let path = path.as_str().expect("path string");
+        for (method, op) in item.as_mapping().expect("path item") {
+            let method = method.as_str().expect("method");
+            assert!(
+                op["responses"].as_mapping().is_some_and(|r| !r.is_empty()),
+                "{method} {path} has no responses"
+            );
+            out.insert((path.to_owned(), method.to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_router_route_is_in_the_spec_and_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut routes = BTreeSet::new();
+    for file in ROUTER_SOURCES {
+        let source = std::fs::read_to_string(root.join(file)).expect("router source");
+        let found = routes_in(&source);
+        assert!(!found.is_empty(), "no routes found in {file}");
+        routes.extend(found);
+    }
+    // The extractor must see the well-known routes, or it is broken.
+    for known in [
+        ("/api/v1/eth2/sign/{identifier}", "post"),
+        ("/reload", "get"),
+        ("/reload", "post"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            routes.contains(&(known.0.to_owned(), known.1.to_owned())),
+            "{known:?} not extracted from the routers: {routes:?}"
+        );
+    }
+    let spec = spec_routes();
+    let missing: Vec<_> = routes.difference(&spec).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from openapi/dvsigner.yaml: {missing:?}"
+    );
+    let stale: Vec<_> = spec.difference(&routes).collect();
+    assert!(stale.is_empty(), "spec paths no router serves: {stale:?}");
+}
+
+#[test]
+fn extractor_reads_chained_methods() {
+    let src = r#"Router::new()
+        .route("/a", get(h::a))
+        .route("/b/{x}", post(b).get(c))
+        .layer(x)"#;
+    let got = routes_in(src);
+    let want: BTreeSet<(String, String)> = [("/a", "get"), ("/b/{x}", "post"), ("/b/{x}", "get")]
+        .iter()
+        .map(|(p, m)| (p.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -242,7 +242,9 @@ async fn upcheck_answers_during_a_signing_burst() {
                 .send()
                 .await
                 .expect("send");
-            assert_eq!(r.status(), 200);
+            // Out-of-order targets for one validator: those below the first recorded target are
+            // correctly refused (low watermark). Either way the request was fully processed.
+            assert!(matches!(r.status().as_u16(), 200 | 412), "{}", r.status());
             done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
     }

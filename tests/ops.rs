@@ -314,6 +314,9 @@ async fn json_logs_carry_request_id_to_nodes_without_secrets() {
 /// What one request of the load saw.
 enum Outcome {
     Signed,
+    /// A complete 412: concurrent out-of-order targets for one validator are correctly refused
+    /// below the first recorded target (low watermark). Nothing was recorded for it.
+    Refused,
     ConnectionError,
     Other(u16, String),
 }
@@ -372,12 +375,15 @@ async fn sigterm_under_load_drops_nothing_accepted() {
                             Ok(body) if status == 200 && body.contains("\"signature\":\"0x") => {
                                 Outcome::Signed
                             }
+                            Ok(body) if status == 412 && body.contains("low watermark") => {
+                                Outcome::Refused
+                            }
                             Ok(body) => Outcome::Other(status, body),
                             Err(e) => Outcome::Other(status, format!("truncated body: {e}")),
                         }
                     }
                 };
-                let stop = !matches!(outcome, Outcome::Signed);
+                let stop = !matches!(outcome, Outcome::Signed | Outcome::Refused);
                 seen.lock().expect("lock").push((target, outcome));
                 if stop {
                     break;

@@ -223,3 +223,113 @@ async fn crash_under_load_loses_no_record() {
     );
     assert_eq!(checked, signed.len());
 }
+
+/// `dvsigner slashing-protection import|export` as operators run it: import a conformance
+/// interchange, export filtered by public key, and refuse a corrupt file without importing anything.
+#[test]
+fn interchange_import_export_commands() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("sp.sqlite").display());
+    let vector = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors/slashing-interchange/tests/generated/multiple_validators_multiple_blocks_and_attestations.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&vector).expect("read")).expect("json");
+    let interchange = dir.path().join("in.json");
+    std::fs::write(&interchange, doc["steps"][0]["interchange"].to_string()).expect("write");
+    let keys: Vec<String> = doc["steps"][0]["interchange"]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|v| v["pubkey"].as_str().expect("pubkey").to_owned())
+        .collect();
+    let run = |args: &[&str]| {
+        let out = Command::new(common::process::bin())
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = run(&[
+        "slashing-protection",
+        "import",
+        "--slashing-db",
+        &db,
+        "--file",
+        &interchange.display().to_string(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("imported 3 validator(s)"), "{text}");
+
+    let out = dir.path().join("out.json");
+    let (ok, text) = run(&[
+        "slashing-protection",
+        "export",
+        "--slashing-db",
+        &db,
+        "--file",
+        &out.display().to_string(),
+        "--pubkeys",
+        &keys[1],
+    ]);
+    assert!(ok, "{text}");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");
+    assert_eq!(exported["metadata"]["interchange_format_version"], "5");
+    let data = exported["data"].as_array().expect("data");
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["pubkey"].as_str(), Some(keys[1].as_str()));
+    let original = doc["steps"][0]["interchange"]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|v| v["pubkey"] == keys[1])
+        .expect("validator");
+    assert_eq!(
+        data[0]["signed_blocks"].as_array().map(Vec::len),
+        original["signed_blocks"].as_array().map(Vec::len)
+    );
+
+    // A corrupt file imports nothing and says why.
+    let corrupt = dir.path().join("corrupt.json");
+    let mut bad = doc["steps"][0]["interchange"].clone();
+    bad["data"][2]["signed_blocks"][0]["slot"] = serde_json::Value::from("not-a-number");
+    std::fs::write(&corrupt, bad.to_string()).expect("write");
+    let db2 = format!("sqlite:{}", dir.path().join("sp2.sqlite").display());
+    let (ok, text) = run(&[
+        "slashing-protection",
+        "import",
+        "--slashing-db",
+        &db2,
+        "--file",
+        &corrupt.display().to_string(),
+    ]);
+    assert!(!ok, "corrupt import succeeded: {text}");
+    assert!(text.contains("nothing was imported"), "{text}");
+    let all = dir.path().join("all.json");
+    let (_, text) = run(&[
+        "slashing-protection",
+        "export",
+        "--slashing-db",
+        &db2,
+        "--file",
+        &all.display().to_string(),
+    ]);
+    let exported: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&all).unwrap_or_else(|_| "{\"data\":[]}".into()),
+    )
+    .expect("json");
+    assert!(
+        exported["data"].as_array().is_none_or(|d| d
+            .iter()
+            .all(|v| v["signed_blocks"].as_array().is_none_or(Vec::is_empty))),
+        "{text}"
+    );
+}

@@ -32,14 +32,11 @@ const VALIDATORS: u64 = 16;
 fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // After the command name: state is field 3 (not numeric), utime/stime are fields 14/15,
-    // i.e. indices 10 and 11 among the numeric fields that follow.
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    // Fields after the command name, by position: 0 = state (field 3), so utime (field 14) is
+    // index 11 and stime (field 15) index 12. Some fields (tpgid) can be negative.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((tick(11) + tick(12)) * 10)
 }
 
 /// CPU time per operation (all threads the operation uses, e.g. blst's own pool in verify).
@@ -124,18 +121,21 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("== raw blst ({cores} cores)");
     println!(
-        "sign                  {:>8.1} us   ({:.0}/s one core, {:.0}/s all cores)",
+        "sign                  {:>8.1} us wall {:>8.1} us CPU   ({:.0}/s one core, {:.0}/s all cores)",
         sign.as_secs_f64() * 1e6,
+        sign_cpu.as_secs_f64() * 1e6,
         raw.one_core,
         raw.all_cores
     );
     println!(
-        "verify                {:>8.1} us",
-        verify.as_secs_f64() * 1e6
+        "verify                {:>8.1} us wall {:>8.1} us CPU",
+        verify.as_secs_f64() * 1e6,
+        verify_cpu.as_secs_f64() * 1e6
     );
     println!(
-        "combine 3-of-4        {:>8.1} us",
-        combine_t.as_secs_f64() * 1e6
+        "combine 3-of-4        {:>8.1} us wall {:>8.1} us CPU",
+        combine_t.as_secs_f64() * 1e6,
+        combine_cpu.as_secs_f64() * 1e6
     );
 
     // 2. verification strategies

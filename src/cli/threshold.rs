@@ -13,6 +13,7 @@ use super::ServeArgs;
 use crate::api;
 use crate::cluster::{split_keys, ClusterDefinition, Operator};
 use crate::combiner::{self, Combiner, NodeTarget, ShareTarget, ValidatorTarget};
+use crate::keys::keystore::write_keystore_dir;
 use crate::keys::{KdfParams, Keystore, Password, SecretKey};
 use crate::signing::Network;
 use crate::tls;
@@ -142,31 +143,23 @@ pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     for (operator, shares) in &per_operator {
         let password = operator_password(&args, operator)?;
-        let ks_dir = args.out.join(operator).join("keystores");
-        let pw_dir = args.out.join(operator).join("passwords");
-        std::fs::create_dir_all(&ks_dir)?;
-        std::fs::create_dir_all(&pw_dir)?;
-        for share in shares {
-            let name = share.secret.public_key().bytes().to_hex();
-            let ks = Keystore::encrypt(
-                &share.secret,
-                &password,
-                args.kdf.params(),
-                "",
-                &format!(
+        let described: Vec<(&SecretKey, String)> = shares
+            .iter()
+            .map(|share| {
+                let what = format!(
                     "dvsigner threshold share {} of operator {operator}",
                     share.index.get()
-                ),
-            )?;
-            write_private(
-                &ks_dir.join(format!("{name}.json")),
-                ks.to_json().as_bytes(),
-            )?;
-            write_private(
-                &pw_dir.join(format!("{name}.txt")),
-                password.expose_secret().as_bytes(),
-            )?;
-        }
+                );
+                (&share.secret, what)
+            })
+            .collect();
+        write_keystore_dir(
+            &args.out.join(operator).join("keystores"),
+            &args.out.join(operator).join("passwords"),
+            &described,
+            &password,
+            args.kdf.params(),
+        )?;
     }
     let cluster_path = args.out.join("cluster.json");
     definition.save(&cluster_path)?;
@@ -251,23 +244,6 @@ fn read_input_keystores(
         out.push((stem, sk));
     }
     Ok(out)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
 }
 
 /// `dvsigner cluster verify`.

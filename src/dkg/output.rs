@@ -6,11 +6,11 @@
 //! directory `<out>.dkg-staging` (0700, removed first if a crashed run left one) that is renamed
 //! to `<out>` at the end; an existing `<out>` is never touched.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{CeremonyOutput, Error};
-use crate::keys::{KdfParams, Keystore, Password};
+use crate::keys::keystore::write_keystore_dir;
+use crate::keys::{KdfParams, Password};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -50,23 +50,6 @@ pub fn prepare(out: &Path) -> Result<PathBuf, Error> {
     Ok(staging)
 }
 
-/// Writes `data` to a new file readable by the owner only.
-///
-/// # Errors
-/// I/O errors.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io(path))?;
-    f.write_all(data).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
-}
-
 /// Writes everything into `staging` (from [`prepare`]) and renames it to `out`. Returns the
 /// deposit file's path under `out`.
 ///
@@ -98,31 +81,24 @@ fn write_all(
     kdf: KdfParams,
     operator: &str,
 ) -> Result<String, Error> {
-    let ks_dir = staging.join("keystores");
-    let pw_dir = staging.join("passwords");
-    std::fs::create_dir_all(&ks_dir).map_err(io(&ks_dir))?;
-    std::fs::create_dir_all(&pw_dir).map_err(io(&pw_dir))?;
-    for share in &output.shares {
-        let name = share.public_key().bytes().to_hex();
-        let ks = Keystore::encrypt(
-            &share.secret,
-            password,
-            kdf,
-            "",
-            &format!(
+    let described: Vec<(&crate::keys::SecretKey, String)> = output
+        .shares
+        .iter()
+        .map(|share| {
+            let what = format!(
                 "dvsigner dkg share {} of operator {operator}",
                 share.index.get()
-            ),
-        )?;
-        write_private(
-            &ks_dir.join(format!("{name}.json")),
-            ks.to_json().as_bytes(),
-        )?;
-        write_private(
-            &pw_dir.join(format!("{name}.txt")),
-            password.expose_secret().as_bytes(),
-        )?;
-    }
+            );
+            (&share.secret, what)
+        })
+        .collect();
+    write_keystore_dir(
+        &staging.join("keystores"),
+        &staging.join("passwords"),
+        &described,
+        password,
+        kdf,
+    )?;
     let cluster = staging.join("cluster.json");
     output.cluster.save(&cluster)?;
     let now = std::time::SystemTime::now()

@@ -122,6 +122,14 @@ pub enum Error {
     /// The KDF library refused its parameters.
     #[error("kdf failed: {0}")]
     Kdf(String),
+    /// Writing a keystore or password file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Key-derivation function and cost parameters (the salt is per keystore, see
@@ -508,6 +516,62 @@ fn checksum(dk: &[u8; 32], ciphertext: &[u8; 32]) -> [u8; 32] {
 fn apply_aes_128_ctr(dk: &[u8; 32], iv: &[u8; 16], buf: &mut [u8]) {
     let mut cipher = Aes128Ctr::new((&dk[..16]).into(), iv.into());
     cipher.apply_keystream(buf);
+}
+
+/// Writes `data` to `path` (created or truncated) with mode 0600 and syncs it to disk.
+///
+/// # Errors
+/// [`Error::Write`] naming the file.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let fail = |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(fail)?;
+    f.write_all(data).map_err(fail)?;
+    f.sync_all().map_err(fail)
+}
+
+/// Encrypts each `(key, description)` under `password` into `<keystores>/<pubkey>.json`, with the
+/// password in `<passwords>/<pubkey>.txt` (both 0600): the layout `dvsigner signer --keystores
+/// --keystores-passwords` (and Web3Signer's bulk loading) reads. Creates both directories.
+///
+/// # Errors
+/// Encryption errors and [`Error::Write`].
+pub fn write_keystore_dir(
+    keystores: &std::path::Path,
+    passwords: &std::path::Path,
+    keys: &[(&SecretKey, String)],
+    password: &Password,
+    kdf: KdfParams,
+) -> Result<(), Error> {
+    for dir in [keystores, passwords] {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    for (key, description) in keys {
+        let name = key.public_key().bytes().to_hex();
+        let ks = Keystore::encrypt(key, password, kdf, "", description)?;
+        write_private(
+            &keystores.join(format!("{name}.json")),
+            ks.to_json().as_bytes(),
+        )?;
+        write_private(
+            &passwords.join(format!("{name}.txt")),
+            password.expose_secret().as_bytes(),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

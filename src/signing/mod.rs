@@ -212,6 +212,21 @@ fn fork_info(req: &SignRequest) -> Result<&ForkInfo, Error> {
 }
 
 /// `compute_signing_root(object_root, get_domain(fork_info, domain_type, epoch))`.
+/// The signing root of a block (legacy or V2, full or header) and its slashing subject.
+fn block_computed(fi: &ForkInfo, network: &Network, slot: u64, object_root: [u8; 32]) -> Computed {
+    let root = root_at(
+        fi,
+        DomainType::BEACON_PROPOSER,
+        network.epoch_at_slot(slot),
+        object_root,
+    );
+    let slashable = (
+        SlashableMessage::Block { slot },
+        fi.genesis_validators_root.0,
+    );
+    (root, Some(slashable))
+}
+
 fn root_at(fi: &ForkInfo, domain_type: DomainType, epoch: u64, object_root: [u8; 32]) -> [u8; 32] {
     let version = domain::fork_version_for(
         epoch,
@@ -313,19 +328,7 @@ fn compute(req: &SignRequest, network: &Network) -> Result<Computed, Error> {
                 .tree_hash_root()
                 .0;
             let slot = b.slot.0;
-            let root = root_at(
-                fi,
-                DomainType::BEACON_PROPOSER,
-                network.epoch_at_slot(slot),
-                object_root,
-            );
-            Ok((
-                root,
-                Some((
-                    SlashableMessage::Block { slot },
-                    fi.genesis_validators_root.0,
-                )),
-            ))
+            Ok(block_computed(fi, network, slot, object_root))
         }
         SignKind::BlockV2 => {
             let bb = req
@@ -354,19 +357,7 @@ fn compute(req: &SignRequest, network: &Network) -> Result<Computed, Error> {
             } else {
                 return Err(malformed(format!("unknown block version {version:?}")));
             };
-            let root = root_at(
-                fi,
-                DomainType::BEACON_PROPOSER,
-                network.epoch_at_slot(slot),
-                object_root,
-            );
-            Ok((
-                root,
-                Some((
-                    SlashableMessage::Block { slot },
-                    fi.genesis_validators_root.0,
-                )),
-            ))
+            Ok(block_computed(fi, network, slot, object_root))
         }
         SignKind::Attestation => {
             let a = req

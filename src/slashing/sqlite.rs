@@ -57,6 +57,25 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs a query over (validator ?1, source ?2, target ?3) returning at most one
+    /// `(source_epoch, target_epoch)` row: the surround lookups.
+    fn epoch_pair(
+        &self,
+        sql: &str,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        let row = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![id, to_db(source)?, to_db(target)?], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        row.map(|(s, t)| Ok((from_db(s)?, from_db(t)?))).transpose()
+    }
+
     /// Opens (creating with mode 0600) and migrates the database at `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, Error> {
         create_private(path)?;
@@ -306,18 +325,14 @@ impl Store for SqliteStore {
         source: u64,
         target: u64,
     ) -> Result<Option<(u64, u64)>, Error> {
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT source_epoch, target_epoch FROM signed_attestations
+        self.epoch_pair(
+            "SELECT source_epoch, target_epoch FROM signed_attestations
                  WHERE validator_id = ?1 AND target_epoch > ?3 AND source_epoch < ?2
                  ORDER BY target_epoch LIMIT 1",
-            )?
-            .query_row(params![id, to_db(source)?, to_db(target)?], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
-            .optional()?;
-        row.map(|(s, t)| Ok((from_db(s)?, from_db(t)?))).transpose()
+            id,
+            source,
+            target,
+        )
     }
 
     async fn surrounded(
@@ -326,18 +341,14 @@ impl Store for SqliteStore {
         source: u64,
         target: u64,
     ) -> Result<Option<(u64, u64)>, Error> {
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT source_epoch, target_epoch FROM signed_attestations
+        self.epoch_pair(
+            "SELECT source_epoch, target_epoch FROM signed_attestations
                  WHERE validator_id = ?1 AND source_epoch > ?2 AND target_epoch < ?3
                  ORDER BY source_epoch LIMIT 1",
-            )?
-            .query_row(params![id, to_db(source)?, to_db(target)?], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
-            .optional()?;
-        row.map(|(s, t)| Ok((from_db(s)?, from_db(t)?))).transpose()
+            id,
+            source,
+            target,
+        )
     }
 
     async fn insert_attestation(

@@ -226,6 +226,23 @@ impl Signature {
             })
     }
 
+    /// Decodes a compressed signature (a point on the curve) WITHOUT the G2
+    /// subgroup check, which costs about as much as the decompression again. Only for values
+    /// that are afterwards verified with [`Signature::verify`] (which performs the subgroup
+    /// check), directly or through a combination of them: the combiner's partials.
+    ///
+    /// # Errors
+    /// [`Error::Length`], hex errors, or [`Error::Point`] when the bytes are not a curve point.
+    pub fn from_hex_without_subgroup_check(s: &str) -> Result<Self, Error> {
+        let b = parse_hex::<96>(s.trim())?;
+        min_pk::Signature::from_bytes(&b)
+            .map(Self)
+            .map_err(|e| Error::Point {
+                what: "signature",
+                reason: e.into(),
+            })
+    }
+
     /// Parses `0x`-prefixed hex (as nodes return it) and validates the point.
     ///
     /// # Errors
@@ -278,6 +295,39 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.to_hex(), format!("0x{hex}"));
         assert!(PublicKeyBytes::parse("0x1234").is_err());
+    }
+
+    /// A curve point outside G2 (found by perturbing a real signature's x coordinate until it
+    /// decodes) passes the cheap decoding but neither the checked decoding nor verification.
+    #[test]
+    fn points_outside_g2_decode_unchecked_but_never_verify() {
+        let sk = crate::keys::interop::interop_secret_key(0);
+        let pk = sk.public_key();
+        let msg = [7u8; 32];
+        let good = sk.sign(&SigningRoot(msg));
+        assert!(good.verify(pk, &msg));
+        let good_hex = good.to_hex();
+        assert!(Signature::from_hex_without_subgroup_check(&good_hex)
+            .expect("valid point")
+            .verify(pk, &msg));
+        let mut bytes = good.to_bytes();
+        let mut found = None;
+        for v in 0..=255u8 {
+            bytes[95] = v;
+            let hex = format!("0x{}", hex::encode(bytes));
+            if let Ok(sig) = Signature::from_hex_without_subgroup_check(&hex) {
+                if hex != good_hex {
+                    found = Some((hex, sig));
+                    break;
+                }
+            }
+        }
+        let (hex, sig) = found.expect("about half of all x coordinates are on the curve");
+        assert!(
+            Signature::from_hex(&hex).is_err(),
+            "not in G2: the checked decoding refuses it"
+        );
+        assert!(!sig.verify(pk, &msg));
     }
 
     #[test]

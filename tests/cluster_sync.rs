@@ -5,6 +5,8 @@
 //! - a peer sending garbage, or history for keys outside the cluster, is reported and nothing of
 //!   its answer is merged; non-peers get 403 on the history route;
 //! - two nodes pulling from each other at the same time converge to the union of their histories;
+//! - a node that stores new records notifies its peers, which pull them at once (no waiting for
+//!   the periodic pull); notices from non-peers or naming another operator are refused;
 //! - `set_initial_watermarks` refuses the past only for validators without history.
 
 mod common;
@@ -156,6 +158,10 @@ impl Setup {
     }
 
     fn start_node(&self, i: usize, min_peers: usize) -> Proc {
+        self.start_node_with(i, min_peers, 1)
+    }
+
+    fn start_node_with(&self, i: usize, min_peers: usize, interval_secs: u64) -> Proc {
         let id = self.pki.identity(NODES[i]).expect("node identity");
         let client = self
             .pki
@@ -194,7 +200,7 @@ impl Setup {
             "--sync-min-peers".into(),
             min_peers.to_string(),
             "--sync-interval-secs".into(),
-            "1".into(),
+            interval_secs.to_string(),
             "--no-sync-watermark-from-genesis".into(),
         ];
         let log = self.path(&format!(
@@ -672,4 +678,88 @@ async fn initial_watermarks_apply_only_without_history() {
         .await
         .expect("c")
         .is_safe());
+}
+
+/// With the periodic pull an hour away, what node-a signs alone reaches node-d within seconds,
+/// through node-a's notice and node-d's windowed pull; node-d then refuses the conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_makes_peers_pull_new_history_at_once() {
+    let s = setup();
+    let mut nodes: Vec<Proc> = (0..4).map(|i| s.start_node_with(i, 2, 3600)).collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        s.wait_synced(i, n).await;
+    }
+    let merged_from_a = |v: &Value| {
+        sync_check(v)["data"]["peers"]["node-a"]["records_merged"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = s.health(3).await.expect("health").1;
+    assert_eq!(merged_from_a(&before), 0, "{before}");
+
+    let (st, text) = s.post(&s.url(0), &s.share_pk(0), &att(200)).await;
+    assert_eq!(st, 200, "{text}");
+    let v = s
+        .wait_health(3, &mut nodes[3], "pulled node-a's new record", |_, v| {
+            merged_from_a(v) >= 1
+        })
+        .await;
+    let peer_a = &sync_check(&v)["data"]["peers"]["node-a"];
+    assert!(peer_a["notices_received"].as_u64() >= Some(1), "{v}");
+    assert!(peer_a["notified_pulls"].as_u64() >= Some(1), "{v}");
+    let (st, text) = s
+        .post(&s.url(3), &s.share_pk(3), &conflicting(&att(200)))
+        .await;
+    assert_eq!(st, 412, "{text}\n{}", nodes[3].log_text());
+    // The same message is still signable on node-d (a repeat of what the cluster signed).
+    let (st, text) = s.post(&s.url(3), &s.share_pk(3), &att(200)).await;
+    assert_eq!(st, 200, "{text}");
+
+    // Notices are authenticated like history requests and must name the sender.
+    let hash = s.definition.hash().to_string();
+    let notice =
+        |operator: &str| json!({"cluster_hash": hash, "operator": operator, "min_target_epoch": 1});
+    let url = format!("{}/api/v1/cluster/notify", s.url(3));
+    let r = s
+        .client
+        .post(&url)
+        .json(&notice("node-a"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403, "combiner-client is not a peer");
+    let b = client_with(&s.pki, "node-b-client");
+    let r = b
+        .post(&url)
+        .json(&notice("node-c"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400, "node-b may not speak for node-c");
+    let r = b
+        .post(&url)
+        .json(&json!({"cluster_hash": "0x00", "operator": "node-b"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400, "another cluster's notice");
+    let r = b.post(&url).body("not json").send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = b
+        .post(&url)
+        .json(&notice("node-b"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 204);
+    let v = s
+        .wait_health(3, &mut nodes[3], "counted node-b's notice", |_, v| {
+            sync_check(v)["data"]["peers"]["node-b"]["notices_received"].as_u64() >= Some(1)
+        })
+        .await;
+    assert_eq!(
+        sync_check(&v)["data"]["peers"]["node-c"]["notices_received"].as_u64(),
+        Some(0),
+        "{v}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Scrape-time metrics of a signer node: loaded key count and readiness (the readiness gauge is
-//! 0 while [`NodeState::not_ready`] holds a reason, e.g. peer sync pending).
+//! 0 while [`NodeState::not_ready`] holds a reason, e.g. peer sync pending), and with cluster
+//! sync on, per peer: last successful merge time, lag, records merged, failures, notices.
 
 use std::sync::Arc;
 
@@ -48,6 +49,52 @@ impl Collector for NodeCollector {
             let gauge = ConstGauge::new(value);
             let m = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(m)?;
+        }
+        let Some(sync) = self.0.cluster_sync.get() else {
+            return Ok(());
+        };
+        let snapshot = sync.snapshot();
+        type Field = fn(&crate::cluster::sync::PeerSyncStatus) -> Option<u64>;
+        let per_peer: [(&str, &str, Field); 5] = [
+            (
+                "dvsigner_sync_peer_last_success_timestamp_seconds",
+                "Unix time of the last successful history merge from the peer",
+                |p| p.last_success_unix,
+            ),
+            (
+                "dvsigner_sync_peer_lag_seconds",
+                "Seconds since the last successful history merge from the peer",
+                |p| p.lag_secs,
+            ),
+            (
+                "dvsigner_sync_peer_records_merged",
+                "Records newly stored from the peer's history since start",
+                |p| Some(p.records_merged),
+            ),
+            (
+                "dvsigner_sync_peer_failures",
+                "Failed pulls or merges from the peer since start",
+                |p| Some(p.failures),
+            ),
+            (
+                "dvsigner_sync_peer_notices_received",
+                "Notices of new history received from the peer since start",
+                |p| Some(p.notices_received),
+            ),
+        ];
+        for (name, help, field) in per_peer {
+            let mut m = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (peer, status) in &snapshot.peers {
+                if let Some(v) = field(status) {
+                    let gauge = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+                    gauge.encode(m.encode_family(&[("peer", peer.as_str())])?)?;
+                }
+            }
         }
         Ok(())
     }

@@ -126,6 +126,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
+        .route(crate::cluster::protocol::NOTIFY_PATH, post(peer::notify))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -1,5 +1,6 @@
 //! `GET /api/v1/cluster/history`: this node's signed-duty history for a page of the cluster's
-//! validators, for the other nodes of its cluster (wire types in `cluster::protocol`).
+//! validators, for the other nodes of its cluster; `POST /api/v1/cluster/notify`: a peer
+//! announces new history, which this node then pulls (wire types in `cluster::protocol`).
 //!
 //! Only a client whose TLS certificate identifies another operator of the cluster is answered
 //! (`ClusterSync::authorize`); anyone else gets 403, and a node without `--cluster` 404. The
@@ -14,7 +15,7 @@ use axum::Extension;
 
 use super::server::ClientCertificate;
 use super::NodeState;
-use crate::cluster::protocol::HistoryQuery;
+use crate::cluster::protocol::{HistoryQuery, Notice};
 
 pub(super) async fn history(
     State(state): State<Arc<NodeState>>,
@@ -40,6 +41,35 @@ pub(super) async fn history(
         Err(e) => {
             tracing::error!(peer, error = %e, "history export failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+        }
+    }
+}
+
+pub(super) async fn notify(
+    State(state): State<Arc<NodeState>>,
+    client: Option<Extension<ClientCertificate>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(sync) = state.cluster_sync.get() else {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    };
+    let fingerprint = client.map(|Extension(ClientCertificate(fp))| fp);
+    let Some(peer) = sync.authorize(fingerprint) else {
+        tracing::warn!(client = ?fingerprint, "notice from a client that is not a cluster peer");
+        return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+    };
+    let notice: Notice = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "malformed notice ignored");
+            return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+        }
+    };
+    match sync.accept_notice(peer, &notice) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "notice ignored");
+            (StatusCode::BAD_REQUEST, "Bad Request").into_response()
         }
     }
 }

@@ -63,7 +63,12 @@ async fn sign_inner(
         let verdict = db.check_and_record(pubkey, gvr, msg, prepared.root).await;
         metrics::global().observe_slashing_check(check_started.elapsed());
         match verdict? {
-            Verdict::Allowed | Verdict::Repeat => {}
+            Verdict::Allowed => {
+                if let Some(sync) = state.cluster_sync.get() {
+                    sync.recorded(msg);
+                }
+            }
+            Verdict::Repeat => {}
             Verdict::Refused(refusal) => {
                 metrics::global().record_refusal(&refusal);
                 tracing::warn!(

@@ -220,17 +220,48 @@ async fn sign_inner(
     Ok(signature_response(headers, &signature))
 }
 
-async fn ask_node(
-    c: &Combiner,
+/// Asks one node for its partial on a task of its own, so that a straggler's request runs to
+/// completion after the combiner has answered: its keep-alive connection goes back to the pool
+/// (dropping an in-flight request would close it and cost a new TLS handshake on the next
+/// request), and the node's answer is still counted. Bounded by the client's timeout.
+fn spawn_ask(
+    c: &Arc<Combiner>,
     share: &ShareTarget,
     body: Bytes,
-    request_id: &str,
+    request_id: &Arc<str>,
+) -> impl std::future::Future<Output = (usize, ShareIndex, NodeAnswer)> {
+    let (node, index) = (share.node, share.index);
+    let task = tokio::spawn(ask_node(
+        Arc::clone(c),
+        node,
+        index,
+        share.pubkey.bytes(),
+        body,
+        Arc::clone(request_id),
+    ));
+    async move {
+        task.await.unwrap_or_else(|e| {
+            (
+                node,
+                index,
+                NodeAnswer::Failed(format!("request task failed: {e}")),
+            )
+        })
+    }
+}
+
+async fn ask_node(
+    c: Arc<Combiner>,
+    node_pos: usize,
+    index: ShareIndex,
+    share_pk: PublicKeyBytes,
+    body: Bytes,
+    request_id: Arc<str>,
 ) -> (usize, ShareIndex, NodeAnswer) {
-    let node = &c.nodes[share.node];
+    let node = &c.nodes[node_pos];
     let url = format!(
-        "{}/api/v1/eth2/sign/{}",
-        node.url.trim_end_matches('/'),
-        share.pubkey.bytes()
+        "{}/api/v1/eth2/sign/{share_pk}",
+        node.url.trim_end_matches('/')
     );
     let started = Instant::now();
     let res = c
@@ -238,7 +269,7 @@ async fn ask_node(
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json")
-        .header("x-request-id", request_id)
+        .header("x-request-id", &*request_id)
         .body(body)
         .send()
         .await;
@@ -263,10 +294,10 @@ async fn ask_node(
             }
         }
     };
-    c.counters[share.node]
+    c.counters[node_pos]
         .latency
         .observe(started.elapsed().as_secs_f64());
-    (share.node, share.index, answer)
+    (node_pos, index, answer)
 }
 
 fn parse_signature(text: &str) -> Option<Signature> {
@@ -277,7 +308,9 @@ fn parse_signature(text: &str) -> Option<Signature> {
     } else {
         text.to_owned()
     };
-    Signature::from_hex(&hex).ok()
+    // The subgroup check is left to the verification of the combined signature (and, when
+    // that fails, of each partial): both check it, so a partial outside G2 is still caught.
+    Signature::from_hex_without_subgroup_check(&hex).ok()
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -296,10 +329,11 @@ async fn combine_from_nodes(
 ) -> Result<Signature, ApiError> {
     let n = v.shares.len();
     let t = v.threshold;
+    let request_id_shared: Arc<str> = Arc::from(request_id);
     let mut pending: FuturesUnordered<_> = v
         .shares
         .iter()
-        .map(|s| ask_node(c, s, body.clone(), request_id))
+        .map(|s| spawn_ask(c, s, body.clone(), &request_id_shared))
         .collect();
     let deadline = tokio::time::sleep(c.deadline);
     tokio::pin!(deadline);

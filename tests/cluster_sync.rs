@@ -158,10 +158,16 @@ impl Setup {
     }
 
     fn start_node(&self, i: usize, min_peers: usize) -> Proc {
-        self.start_node_with(i, min_peers, 1)
+        self.start_node_with(i, min_peers, 1, &[])
     }
 
-    fn start_node_with(&self, i: usize, min_peers: usize, interval_secs: u64) -> Proc {
+    fn start_node_with(
+        &self,
+        i: usize,
+        min_peers: usize,
+        interval_secs: u64,
+        extra: &[String],
+    ) -> Proc {
         let id = self.pki.identity(NODES[i]).expect("node identity");
         let client = self
             .pki
@@ -203,6 +209,7 @@ impl Setup {
             interval_secs.to_string(),
             "--no-sync-watermark-from-genesis".into(),
         ];
+        let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
         let log = self.path(&format!(
             "{}-{}.log",
             NODES[i],
@@ -685,7 +692,11 @@ async fn initial_watermarks_apply_only_without_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_makes_peers_pull_new_history_at_once() {
     let s = setup();
-    let mut nodes: Vec<Proc> = (0..4).map(|i| s.start_node_with(i, 2, 3600)).collect();
+    let mport = free_port();
+    let metrics = vec!["--metrics-listen".to_owned(), format!("127.0.0.1:{mport}")];
+    let mut nodes: Vec<Proc> = (0..4)
+        .map(|i| s.start_node_with(i, 2, 3600, if i == 3 { &metrics } else { &[] }))
+        .collect();
     for (i, n) in nodes.iter_mut().enumerate() {
         s.wait_synced(i, n).await;
     }
@@ -707,6 +718,44 @@ async fn a_notice_makes_peers_pull_new_history_at_once() {
     let peer_a = &sync_check(&v)["data"]["peers"]["node-a"];
     assert!(peer_a["notices_received"].as_u64() >= Some(1), "{v}");
     assert!(peer_a["notified_pulls"].as_u64() >= Some(1), "{v}");
+    let scrape = reqwest::get(format!("http://127.0.0.1:{mport}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let series = |name: &str, peer: &str| -> Option<f64> {
+        let prefix = format!("{name}{{peer=\"{peer}\"}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(
+        series("dvsigner_sync_peer_records_merged", "node-a"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        series("dvsigner_sync_peer_notices_received", "node-a") >= Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        series("dvsigner_sync_peer_lag_seconds", "node-b").is_some(),
+        "{scrape}"
+    );
+    assert!(
+        series(
+            "dvsigner_sync_peer_last_success_timestamp_seconds",
+            "node-c"
+        ) > Some(1.7e9),
+        "{scrape}"
+    );
+    assert_eq!(
+        series("dvsigner_sync_peer_failures", "node-a"),
+        Some(0.0),
+        "{scrape}"
+    );
     let (st, text) = s
         .post(&s.url(3), &s.share_pk(3), &conflicting(&att(200)))
         .await;

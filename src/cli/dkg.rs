@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::threshold::KdfChoice;
-use crate::cluster::CaSource;
+use crate::cluster::{CaSource, Operator};
 use crate::dkg::{self, output, CeremonyDefinition, Fault, Participant, Timeouts};
 use crate::keys::{KdfParams, Password};
 use crate::tls;
@@ -57,7 +57,7 @@ pub struct DkgArgs {
     pub test_fault: Option<String>,
 }
 
-fn kdf_params(k: KdfChoice) -> KdfParams {
+pub(super) fn kdf_params(k: KdfChoice) -> KdfParams {
     match k {
         KdfChoice::Scrypt => KdfParams::scrypt_default(),
         KdfChoice::Pbkdf2 => KdfParams::pbkdf2_default(),
@@ -80,78 +80,28 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
         .find(|o| o.name == args.operator)
         .cloned()
         .ok_or_else(|| dkg::Error::UnknownOperator(args.operator.clone()))?;
-    let fault = match args.test_fault.as_deref() {
-        None => None,
-        Some("stop-after-dealing") => Some(Fault::StopAfterDealing),
-        Some(s) => match s.strip_prefix("corrupt-share:") {
-            Some(name) => Some(Fault::CorruptShareFor(name.to_owned())),
-            None => bail!("unknown --test-fault {s:?}"),
-        },
-    };
-    let password = match &args.password_file {
-        Some(p) => Password::from_file(p)?,
-        None => {
-            use rand::RngCore;
-            let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
-            rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-            Password::new(hex::encode(bytes.as_ref()))
-        }
-    };
-
-    // TLS material for the peers, in a private temporary directory.
-    let scratch = tempfile::tempdir().context("temporary directory")?;
-    let mut allowed = String::new();
-    let mut clients = BTreeMap::new();
-    for peer in definition.operators.iter().filter(|o| o.name != me.name) {
-        let ca = match &peer.tls_ca {
-            Some(CaSource::Path(p)) => Some(p.clone()),
-            Some(CaSource::Pem(pem)) => {
-                let p = scratch.path().join(format!("{}-ca.pem", peer.name));
-                std::fs::write(&p, pem)?;
-                Some(p)
-            }
-            None => args.ca.clone(),
-        };
-        if peer.tls_fingerprint.is_none() && args.ca.is_none() {
-            bail!(
-                "operator {} has no tls_fingerprint and no --ca is given: cannot authenticate it as a client",
-                peer.name
-            );
-        }
-        if let Some(fp) = peer.tls_fingerprint {
-            allowed.push_str(&format!("{} {fp}\n", peer.name));
-        }
-        let config = tls::client_config(tls::ClientTlsOptions {
-            ca,
-            pinned: peer.tls_fingerprint.into_iter().collect(),
-            identity: Some((args.tls_cert.clone(), args.tls_key.clone())),
+    let fault = parse_fault(args.test_fault.as_deref())?;
+    let password = share_password(args.password_file.as_deref())?;
+    let endpoints: Vec<Operator> = definition
+        .operators
+        .iter()
+        .map(|o| Operator {
+            name: o.name.clone(),
+            url: o.url.clone(),
+            tls_fingerprint: o.tls_fingerprint,
+            tls_ca: o.tls_ca.clone(),
         })
-        .with_context(|| format!("TLS client for operator {}", peer.name))?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(config)
-            .connect_timeout(Duration::from_secs(args.request_timeout_secs))
-            .build()
-            .context("http client")?;
-        clients.insert(peer.name.clone(), client);
-    }
-    let allowed_path = scratch.path().join("allowed-clients.txt");
-    let mut f = std::fs::File::create(&allowed_path)?;
-    f.write_all(allowed.as_bytes())?;
-    drop(f);
-    let server_tls = tls::server_config(&tls::ServerTlsFiles {
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        client_ca: args.ca.clone(),
-        allowed_clients: (!allowed.is_empty()).then_some(allowed_path),
-    })?;
-    let listen = match args.listen {
-        Some(a) => a,
-        None => {
-            let url = reqwest::Url::parse(&me.url).context("our ceremony url")?;
-            let port = url.port_or_known_default().unwrap_or(443);
-            SocketAddr::from(([0, 0, 0, 0], port))
-        }
-    };
+        .collect();
+    let peers = peer_tls(
+        &me.name,
+        &endpoints,
+        &args.tls_cert,
+        &args.tls_key,
+        args.ca.as_ref(),
+        args.request_timeout_secs,
+    )?;
+    let (clients, server_tls) = (peers.clients, peers.server_tls);
+    let listen = listen_addr(args.listen, &me.url)?;
 
     let staging = output::prepare(&args.out)?;
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -210,4 +160,113 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
     );
     out.linger.finish().await;
     Ok(())
+}
+
+/// Parses the hidden `--test-fault` flag.
+pub(super) fn parse_fault(s: Option<&str>) -> anyhow::Result<Option<Fault>> {
+    Ok(match s {
+        None => None,
+        Some("stop-after-dealing") => Some(Fault::StopAfterDealing),
+        Some("wrong-secret") => Some(Fault::WrongSecret),
+        Some(s) => match s.strip_prefix("corrupt-share:") {
+            Some(name) => Some(Fault::CorruptShareFor(name.to_owned())),
+            None => bail!("unknown --test-fault {s:?}"),
+        },
+    })
+}
+
+/// The share keystores' password: the file's first line, or a fresh random one.
+pub(super) fn share_password(file: Option<&std::path::Path>) -> anyhow::Result<Password> {
+    Ok(match file {
+        Some(p) => Password::from_file(p)?,
+        None => {
+            use rand::RngCore;
+            let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+            rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+            Password::new(hex::encode(bytes.as_ref()))
+        }
+    })
+}
+
+/// `--listen`, or 0.0.0.0 and the port of our ceremony `url`.
+pub(super) fn listen_addr(listen: Option<SocketAddr>, url: &str) -> anyhow::Result<SocketAddr> {
+    Ok(match listen {
+        Some(a) => a,
+        None => {
+            let url = reqwest::Url::parse(url).context("our ceremony url")?;
+            let port = url.port_or_known_default().unwrap_or(443);
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    })
+}
+
+/// The mTLS pieces of a ceremony: a client per peer and our server's TLS config, which admits
+/// exactly the peers (by pinned fingerprint, or by `--ca`).
+pub(super) struct PeerTls {
+    /// One client per peer, trusting that peer's server identity.
+    pub(super) clients: BTreeMap<String, reqwest::Client>,
+    /// Our server's TLS.
+    pub(super) server_tls: std::sync::Arc<rustls::ServerConfig>,
+}
+
+/// Builds [`PeerTls`] for `me` from every participant's ceremony endpoint (`url`) and TLS
+/// identity.
+pub(super) fn peer_tls(
+    me: &str,
+    endpoints: &[Operator],
+    tls_cert: &std::path::Path,
+    tls_key: &std::path::Path,
+    ca: Option<&PathBuf>,
+    request_timeout_secs: u64,
+) -> anyhow::Result<PeerTls> {
+    // TLS material for the peers, in a private temporary directory.
+    let scratch = tempfile::tempdir().context("temporary directory")?;
+    let mut allowed = String::new();
+    let mut clients = BTreeMap::new();
+    for peer in endpoints.iter().filter(|o| o.name != me) {
+        let peer_ca = match &peer.tls_ca {
+            Some(CaSource::Path(p)) => Some(p.clone()),
+            Some(CaSource::Pem(pem)) => {
+                let p = scratch.path().join(format!("{}-ca.pem", peer.name));
+                std::fs::write(&p, pem)?;
+                Some(p)
+            }
+            None => ca.cloned(),
+        };
+        if peer.tls_fingerprint.is_none() && ca.is_none() {
+            bail!(
+                "operator {} has no tls_fingerprint and no --ca is given: cannot authenticate it as a client",
+                peer.name
+            );
+        }
+        if let Some(fp) = peer.tls_fingerprint {
+            allowed.push_str(&format!("{} {fp}\n", peer.name));
+        }
+        let config = tls::client_config(tls::ClientTlsOptions {
+            ca: peer_ca,
+            pinned: peer.tls_fingerprint.into_iter().collect(),
+            identity: Some((tls_cert.to_owned(), tls_key.to_owned())),
+        })
+        .with_context(|| format!("TLS client for operator {}", peer.name))?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .connect_timeout(Duration::from_secs(request_timeout_secs))
+            .build()
+            .context("http client")?;
+        clients.insert(peer.name.clone(), client);
+    }
+    let allowed_path = scratch.path().join("allowed-clients.txt");
+    let mut f = std::fs::File::create(&allowed_path)?;
+    f.write_all(allowed.as_bytes())?;
+    drop(f);
+    let server_tls = tls::server_config(&tls::ServerTlsFiles {
+        cert: tls_cert.to_owned(),
+        key: tls_key.to_owned(),
+        client_ca: ca.cloned(),
+        allowed_clients: (!allowed.is_empty()).then_some(allowed_path),
+    })?;
+    Ok(PeerTls {
+        clients,
+        server_tls,
+    })
 }

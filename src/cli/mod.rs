@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod bench;
 pub mod dkg;
+pub mod reshare;
 pub mod serve;
 pub mod slashing;
 pub mod threshold;
@@ -62,6 +63,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create validator keys with the other operators (distributed key generation).
     Dkg(dkg::DkgArgs),
+    /// Move validators to a new operator set and/or threshold, keeping their public keys.
+    Reshare(reshare::ReshareArgs),
 }
 
 /// Listener and TLS options shared by the node and the combiner.
@@ -257,6 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Dkg(args) => dkg::run(args).await,
+        Command::Reshare(args) => reshare::run(args).await,
     }
 }
 

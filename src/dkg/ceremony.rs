@@ -57,6 +57,9 @@ pub enum Fault {
     CorruptShareFor(String),
     /// Vanish (stop serving, publish nothing more) once every peer fetched our dealings.
     StopAfterDealing,
+    /// Reshare only: re-share a random secret instead of our old share, so our constant
+    /// commitment is not our share public key in the old `cluster.json`.
+    WrongSecret,
 }
 
 /// One operator's part in a ceremony.
@@ -134,12 +137,12 @@ impl Linger {
     }
 }
 
-type Round = (u8, &'static str);
-const ROUND_KEYS: Round = (1, "1/5 (encryption keys)");
-const ROUND_DEALINGS: Round = (2, "2/5 (dealings)");
-const ROUND_COMPLAINTS: Round = (3, "3/5 (complaints)");
+pub(super) type Round = (u8, &'static str);
+pub(super) const ROUND_KEYS: Round = (1, "1/5 (encryption keys)");
+pub(super) const ROUND_DEALINGS: Round = (2, "2/5 (dealings)");
+pub(super) const ROUND_COMPLAINTS: Round = (3, "3/5 (complaints)");
 const ROUND_PARTIALS: Round = (4, "4/5 (deposit signatures)");
-const ROUND_CONFIRM: Round = (5, "5/5 (confirmation)");
+pub(super) const ROUND_CONFIRM: Round = (5, "5/5 (confirmation)");
 
 #[derive(Debug, Default)]
 struct BoardState {
@@ -192,18 +195,24 @@ fn seal_context(ceremony: &str, dealer: &str, receiver: &str) -> String {
     format!("dvsigner-dkg-shares-v1|{ceremony}|{dealer}|{receiver}")
 }
 
-struct Net {
-    id: String,
-    me: String,
-    peers: Vec<String>,
+/// One operator's view of the ceremony network: its published rounds (served by its own
+/// server) and an mTLS client per peer. Shared by the DKG and the reshare.
+pub(super) struct Net {
+    /// The ceremony id every message carries.
+    pub(super) id: String,
+    /// Our name.
+    pub(super) me: String,
+    /// Everyone else, sorted by name.
+    pub(super) peers: Vec<String>,
     urls: BTreeMap<String, String>,
     clients: BTreeMap<String, reqwest::Client>,
     board: Board,
-    timeouts: Timeouts,
+    /// Bounded waits.
+    pub(super) timeouts: Timeouts,
 }
 
 impl Net {
-    fn publish<T: Serialize>(&self, round: Round, body: T) -> Result<(), Error> {
+    pub(super) fn publish<T: Serialize>(&self, round: Round, body: T) -> Result<(), Error> {
         let env = Envelope {
             ceremony: self.id.clone(),
             operator: self.me.clone(),
@@ -216,13 +225,21 @@ impl Net {
     }
 
     /// Fetches `round` from every peer, logging each answer; bounded by the round timeout.
-    async fn collect<T: DeserializeOwned>(
+    pub(super) async fn collect<T: DeserializeOwned>(
         &self,
         round: Round,
     ) -> Result<BTreeMap<String, T>, Error> {
+        self.collect_from(round, &self.peers).await
+    }
+
+    /// Fetches `round` from the given peers only (a round only some operators publish).
+    pub(super) async fn collect_from<T: DeserializeOwned>(
+        &self,
+        round: Round,
+        from: &[String],
+    ) -> Result<BTreeMap<String, T>, Error> {
         let deadline = Instant::now() + self.timeouts.round;
-        let mut pending: FuturesUnordered<_> = self
-            .peers
+        let mut pending: FuturesUnordered<_> = from
             .iter()
             .map(|p| async move { (p.clone(), self.fetch_one(p, round, deadline).await) })
             .collect();
@@ -252,8 +269,7 @@ impl Net {
                         });
                     }
                     got.insert(peer.clone(), env.body);
-                    let waiting: Vec<&str> = self
-                        .peers
+                    let waiting: Vec<&str> = from
                         .iter()
                         .filter(|p| !got.contains_key(*p))
                         .map(String::as_str)
@@ -262,7 +278,7 @@ impl Net {
                         round = round.1,
                         from = %peer,
                         received = got.len(),
-                        of = self.peers.len(),
+                        of = from.len(),
                         waiting = %waiting.join(","),
                         "operator answered"
                     );
@@ -288,6 +304,24 @@ impl Net {
             });
         }
         Ok(got)
+    }
+
+    /// Waits (bounded by the round timeout) until every peer fetched our `round` message.
+    pub(super) async fn wait_fetched_by_all(&self, round: Round) {
+        let start = Instant::now();
+        while start.elapsed() < self.timeouts.round {
+            let all = {
+                let b = lock(&self.board);
+                let fetched = b.fetched.get(&round.0);
+                self.peers
+                    .iter()
+                    .all(|p| fetched.is_some_and(|f| f.contains(p)))
+            };
+            if all {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn fetch_one(
@@ -343,26 +377,17 @@ enum FetchError {
     Timeout(String),
 }
 
-/// Runs the ceremony as `participant.me`. On failure the reason is published to peers (for
-/// [`Timeouts::abort_linger`]) and the server stops; on success the server keeps serving our
-/// confirmation until [`Linger::finish`].
-///
-/// # Errors
-/// Any [`Error`], naming the operator at fault when there is one.
-pub async fn run(participant: Participant) -> Result<CeremonyOutput, Error> {
-    let Participant {
-        definition,
-        me,
-        listener,
-        server_tls,
-        clients,
-        timeouts,
-        fault,
-    } = participant;
-    definition.check()?;
-    let my_pos = definition
-        .position(&me)
-        .ok_or_else(|| Error::UnknownOperator(me.clone()))?;
+/// Starts our ceremony server on `listener` and returns the network handle and the server's
+/// [`Linger`]. `endpoints` maps every operator (us included) to its ceremony URL.
+pub(super) fn open(
+    id: String,
+    me: &str,
+    endpoints: BTreeMap<String, String>,
+    listener: TcpListener,
+    server_tls: Arc<rustls::ServerConfig>,
+    clients: BTreeMap<String, reqwest::Client>,
+    timeouts: Timeouts,
+) -> (Net, Linger) {
     let board: Board = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = Router::new()
@@ -383,33 +408,73 @@ pub async fn run(participant: Participant) -> Result<CeremonyOutput, Error> {
             tracing::error!(error = %e, "ceremony server failed");
         }
     });
-    let peers: Vec<String> = definition
-        .operators
-        .iter()
-        .filter(|o| o.name != me)
-        .map(|o| o.name.clone())
-        .collect();
+    let peers: Vec<String> = endpoints.keys().filter(|o| *o != me).cloned().collect();
     let net = Net {
-        id: definition.id(),
-        me: me.clone(),
+        id,
+        me: me.to_owned(),
         peers: peers.clone(),
-        urls: definition
-            .operators
-            .iter()
-            .map(|o| (o.name.clone(), o.url.clone()))
-            .collect(),
+        urls: endpoints,
         clients,
         board: board.clone(),
         timeouts,
     };
-    tracing::info!(ceremony = %net.id, operator = %me, "ceremony started");
-    let mut linger = Linger {
-        board: board.clone(),
+    let linger = Linger {
+        board,
         peers,
         stop: Some(stop_tx),
         server: Some(server),
         bound: timeouts.round,
     };
+    (net, linger)
+}
+
+/// Ends a failed ceremony: publishes the reason to peers (for [`Timeouts::abort_linger`]),
+/// stops the server and returns the error. An injected fault vanishes silently instead.
+pub(super) async fn fail(net: &Net, mut linger: Linger, e: Error) -> Error {
+    if !matches!(e, Error::FaultInjected) {
+        tracing::error!(error = %e, "ceremony failed");
+        lock(&net.board).aborted = Some(format!("operator {}: {e}", net.me));
+        tokio::time::sleep(net.timeouts.abort_linger).await;
+    }
+    linger.shutdown().await;
+    e
+}
+
+/// Runs the ceremony as `participant.me`. On failure the reason is published to peers (for
+/// [`Timeouts::abort_linger`]) and the server stops; on success the server keeps serving our
+/// confirmation until [`Linger::finish`].
+///
+/// # Errors
+/// Any [`Error`], naming the operator at fault when there is one.
+pub async fn run(participant: Participant) -> Result<CeremonyOutput, Error> {
+    let Participant {
+        definition,
+        me,
+        listener,
+        server_tls,
+        clients,
+        timeouts,
+        fault,
+    } = participant;
+    definition.check()?;
+    let my_pos = definition
+        .position(&me)
+        .ok_or_else(|| Error::UnknownOperator(me.clone()))?;
+    let endpoints = definition
+        .operators
+        .iter()
+        .map(|o| (o.name.clone(), o.url.clone()))
+        .collect();
+    let (net, linger) = open(
+        definition.id(),
+        &me,
+        endpoints,
+        listener,
+        server_tls,
+        clients,
+        timeouts,
+    );
+    tracing::info!(ceremony = %net.id, operator = %me, "ceremony started");
     match protocol(&definition, my_pos, &net, fault.as_ref()).await {
         Ok((cluster, shares, deposits, deposit_json)) => Ok(CeremonyOutput {
             cluster,
@@ -418,17 +483,7 @@ pub async fn run(participant: Participant) -> Result<CeremonyOutput, Error> {
             deposit_json,
             linger,
         }),
-        Err(Error::FaultInjected) => {
-            linger.shutdown().await;
-            Err(Error::FaultInjected)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "ceremony failed");
-            lock(&board).aborted = Some(format!("operator {me}: {e}"));
-            tokio::time::sleep(timeouts.abort_linger).await;
-            linger.shutdown().await;
-            Err(e)
-        }
+        Err(e) => Err(fail(&net, linger, e).await),
     }
 }
 
@@ -530,20 +585,7 @@ async fn protocol(
     )?;
     if fault == Some(&Fault::StopAfterDealing) {
         // Vanish once every peer holds our dealing, so they fail in the complaints round.
-        let start = Instant::now();
-        while start.elapsed() < net.timeouts.round {
-            let all = {
-                let b = lock(&net.board);
-                let fetched = b.fetched.get(&ROUND_DEALINGS.0);
-                net.peers
-                    .iter()
-                    .all(|p| fetched.is_some_and(|f| f.contains(p)))
-            };
-            if all {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        net.wait_fetched_by_all(ROUND_DEALINGS).await;
         return Err(Error::FaultInjected);
     }
     let dealings: BTreeMap<String, Dealing> = net.collect(ROUND_DEALINGS).await?;

@@ -126,42 +126,7 @@ impl CeremonyDefinition {
                 self.version
             ));
         }
-        let n = self.operators.len();
-        if !(2..=64).contains(&n) {
-            return bad(format!("{n} operators; need 2 to 64"));
-        }
-        let mut names = BTreeSet::new();
-        for op in &self.operators {
-            let ok_name = !op.name.is_empty()
-                && op.name.len() <= 64
-                && !op.name.starts_with('.')
-                && op
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !ok_name {
-                return bad(format!("invalid operator name {:?}", op.name));
-            }
-            if !names.insert(op.name.as_str()) {
-                return bad(format!("operator {} listed twice", op.name));
-            }
-            for url in [&op.url, &op.node_url] {
-                if !url.starts_with("https://") && !url.starts_with("http://") {
-                    return bad(format!("operator {}: url {url:?} is not http(s)", op.name));
-                }
-            }
-            if !op.url.starts_with("https://") {
-                return bad(format!("operator {}: ceremony url must be https", op.name));
-            }
-        }
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        if self.threshold <= n / 2 || self.threshold > n {
-            return bad(format!(
-                "threshold {} of {n}: need a strict majority ({} to {n})",
-                self.threshold,
-                n / 2 + 1
-            ));
-        }
+        check_operators(&self.operators, self.threshold)?;
         if self.validators == 0 || self.validators > MAX_VALIDATORS {
             return bad(format!(
                 "{} validators; need 1 to {MAX_VALIDATORS}",
@@ -207,6 +172,55 @@ impl CeremonyDefinition {
             })
             .collect()
     }
+}
+
+/// Checks an operator list and its threshold: 2..=64 operators with unique well-formed names
+/// and http(s) URLs (the ceremony URL https); `n/2 < t <= n`.
+///
+/// # Errors
+/// [`Error::Definition`] naming the first failed check.
+pub(super) fn check_operators(operators: &[CeremonyOperator], threshold: u32) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::Definition(m));
+    let n = operators.len();
+    if !(2..=64).contains(&n) {
+        return bad(format!("{n} operators; need 2 to 64"));
+    }
+    let mut names = BTreeSet::new();
+    for op in operators {
+        if !valid_name(&op.name) {
+            return bad(format!("invalid operator name {:?}", op.name));
+        }
+        if !names.insert(op.name.as_str()) {
+            return bad(format!("operator {} listed twice", op.name));
+        }
+        for url in [&op.url, &op.node_url] {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                return bad(format!("operator {}: url {url:?} is not http(s)", op.name));
+            }
+        }
+        if !op.url.starts_with("https://") {
+            return bad(format!("operator {}: ceremony url must be https", op.name));
+        }
+    }
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    if threshold <= n / 2 || threshold > n {
+        return bad(format!(
+            "threshold {threshold} of {n}: need a strict majority ({} to {n})",
+            n / 2 + 1
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `name` is a well-formed operator name (letters, digits, `.`, `_`, `-`; 1 to 64
+/// characters; not starting with `.`).
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `0x`-hex serde for fixed-size byte arrays.

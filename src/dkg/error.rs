@@ -128,6 +128,32 @@ pub enum Error {
     /// The output directory already exists (a finished ceremony is never overwritten).
     #[error("output directory {0} already exists; remove it or choose another --out")]
     OutputExists(PathBuf),
+    /// Reshare: a dealer has no keystore for its share of this validator.
+    #[error("no old share keystore of validator {validator} among --keystores (a dealer needs all its old shares)")]
+    MissingOldShare {
+        /// The validator's group public key.
+        validator: String,
+    },
+    /// Reshare: the combined commitments do not keep the validator's group key (cannot happen
+    /// once every dealer's constant commitment was checked; checked anyway).
+    #[error("reshared group key of validator {validator} is {found}, not the old group key")]
+    GroupKeyChanged {
+        /// The old group public key.
+        validator: String,
+        /// What the combination gave.
+        found: String,
+    },
+    /// Reshare: a new operator's check signature does not verify under its new share key.
+    #[error("operator {operator} cannot sign with its new share of validator {validator}")]
+    BadCheckSignature {
+        /// Who.
+        operator: String,
+        /// Validator position (0-based).
+        validator: usize,
+    },
+    /// Reshare: the new shares' combined check signature does not verify under the group key.
+    #[error("the new shares of validator {0} do not sign under the group key")]
+    CheckSignature(usize),
     /// A test-only fault stopped this operator.
     #[error("stopped by injected test fault")]
     FaultInjected,

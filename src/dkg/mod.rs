@@ -30,6 +30,9 @@
 //! that was authenticated (pinned fingerprint or CA from the definition). A failing operator
 //! publishes the reason (`409`) so peers stop with its words instead of a timeout.
 //!
+//! `dvsigner reshare` ([`reshare`]) reuses this machinery to move existing validators to a new
+//! operator set and/or threshold without changing their group keys.
+//!
 //! Invariants: the group secret is never computed anywhere; polynomial coefficients and
 //! received shares live in zeroizing types; an operator writes nothing until every operator
 //! confirmed identical results, and then writes through a staging directory renamed into place.
@@ -39,10 +42,12 @@ pub mod definition;
 pub mod deposit;
 mod error;
 pub mod output;
+pub mod reshare;
 pub mod seal;
 pub mod wire;
 
-pub use ceremony::{pop_message, run, CeremonyOutput, Fault, Participant, Timeouts};
+pub use ceremony::{pop_message, run, CeremonyOutput, Fault, Linger, Participant, Timeouts};
 pub use definition::{CeremonyDefinition, CeremonyOperator, OnMisbehaviour};
 pub use deposit::DepositDataEntry;
 pub use error::Error;
+pub use reshare::{ReshareDefinition, ReshareOutput, ReshareParticipant};

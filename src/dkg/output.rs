@@ -1,6 +1,7 @@
 //! Writing a ceremony's results: `<out>/keystores/<share pubkey>.json` (EIP-2335),
 //! `<out>/passwords/<share pubkey>.txt` (0600), `<out>/cluster.json` and
-//! `<out>/deposit_data-<unix time>.json`.
+//! `<out>/deposit_data-<unix time>.json`. A reshare writes the same without the deposit file
+//! ([`commit_shares`]).
 //!
 //! Invariants: nothing appears at `<out>` until everything is written: files go to a staging
 //! directory `<out>.dkg-staging` (0700, removed first if a crashed run left one) that is renamed
@@ -9,8 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{CeremonyOutput, Error};
+use crate::cluster::ClusterDefinition;
 use crate::keys::keystore::write_keystore_dir;
 use crate::keys::{KdfParams, Password};
+use crate::threshold::KeyShare;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -74,21 +77,41 @@ pub fn commit(
     result
 }
 
-fn write_all(
-    output: &CeremonyOutput,
+/// Writes share keystores and `cluster.json` into `staging` (from [`prepare`]) and renames it
+/// to `out`: a reshare's results. `what` starts each keystore's description (`dvsigner
+/// reshare`).
+///
+/// # Errors
+/// Keystore or I/O errors (the staging directory is removed on failure).
+pub fn commit_shares(
+    shares: &[KeyShare],
+    cluster: &ClusterDefinition,
     staging: &Path,
-    password: &Password,
-    kdf: KdfParams,
+    out: &Path,
+    secrets: (&Password, KdfParams),
+    what: &str,
     operator: &str,
-) -> Result<String, Error> {
-    let described: Vec<(&crate::keys::SecretKey, String)> = output
-        .shares
+) -> Result<(), Error> {
+    let result = write_shares(shares, cluster, staging, secrets, what, operator)
+        .and_then(|()| std::fs::rename(staging, out).map_err(io(out)));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
+    result
+}
+
+fn write_shares(
+    shares: &[KeyShare],
+    cluster: &ClusterDefinition,
+    staging: &Path,
+    (password, kdf): (&Password, KdfParams),
+    what: &str,
+    operator: &str,
+) -> Result<(), Error> {
+    let described: Vec<(&crate::keys::SecretKey, String)> = shares
         .iter()
         .map(|share| {
-            let what = format!(
-                "dvsigner dkg share {} of operator {operator}",
-                share.index.get()
-            );
+            let what = format!("{what} share {} of operator {operator}", share.index.get());
             (&share.secret, what)
         })
         .collect();
@@ -99,8 +122,25 @@ fn write_all(
         password,
         kdf,
     )?;
-    let cluster = staging.join("cluster.json");
-    output.cluster.save(&cluster)?;
+    cluster.save(&staging.join("cluster.json"))?;
+    Ok(())
+}
+
+fn write_all(
+    output: &CeremonyOutput,
+    staging: &Path,
+    password: &Password,
+    kdf: KdfParams,
+    operator: &str,
+) -> Result<String, Error> {
+    write_shares(
+        &output.shares,
+        &output.cluster,
+        staging,
+        (password, kdf),
+        "dvsigner dkg",
+        operator,
+    )?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

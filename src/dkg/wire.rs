@@ -87,3 +87,35 @@ pub struct Confirmation {
     /// SHA-256 of the deposit data file contents.
     pub deposit_hash: String,
 }
+
+/// Reshare round 2: a dealer's commitments per validator (constant term = its old share public
+/// key) and the sealed values `f_i(j)` per new operator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareDealing {
+    /// Feldman commitments of the dealer's polynomial, one per validator of the old cluster.
+    pub commitments: Vec<Commitments>,
+    /// New operator name -> sealed concatenation of its 32-byte values, one per validator.
+    pub shares: BTreeMap<String, Sealed>,
+}
+
+/// Reshare round 4: the author's new `cluster.json` hash and, from a new operator, one partial
+/// signature per validator over [`crate::dkg::reshare::check_root`] with its new share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareCheck {
+    /// [`crate::cluster::ClusterDefinition::hash`] of the new cluster as computed by the author.
+    pub cluster_hash: String,
+    /// The dealers whose sharings the author combined, per validator.
+    pub dealers: Vec<Vec<String>>,
+    /// One `0x` hex partial signature per validator (empty from an operator leaving the set).
+    pub signatures: Vec<String>,
+}
+
+/// Reshare round 5: the final hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareConfirmation {
+    /// The new cluster.json hash.
+    pub cluster_hash: String,
+}

@@ -213,6 +213,41 @@ pub(crate) fn g1_sum(points: &[PublicKey]) -> Option<PublicKey> {
     }
 }
 
+/// `sum_i scalars[i] * points[i]` in G1, one full-width multiplication per point (resharing
+/// combines a handful of commitments, so no multi-scalar algorithm is needed). Returns `None`
+/// for empty or unequal-length inputs, or when the sum is the identity (which no valid public
+/// key is).
+pub(crate) fn g1_weighted_sum(points: &[PublicKey], scalars: &[Scalar]) -> Option<PublicKey> {
+    if points.is_empty() || points.len() != scalars.len() {
+        return None;
+    }
+    let mut acc = blst_p1::default(); // the identity
+    for (p, s) in points.iter().zip(scalars) {
+        let le = s.to_le_bytes();
+        let aff: &blst_p1_affine = p.point().into();
+        let mut q = blst_p1::default();
+        // SAFETY: every pointer is to a valid, initialised blst value owned by this frame;
+        // `le` holds the 32 bytes (>= 255 bits) announced to blst_p1_mult; outputs are
+        // distinct local values (copies are taken before aliasing calls).
+        unsafe {
+            blst_p1_from_affine(&mut q, aff);
+            let base = q;
+            blst_p1_mult(&mut q, &base, le.as_ptr(), SCALAR_BITS);
+            let cur = acc;
+            blst_p1_add_or_double(&mut acc, &cur, &q);
+        }
+    }
+    // SAFETY: valid in/out pointers to local values.
+    unsafe {
+        if blst_p1_is_inf(&acc) {
+            return None;
+        }
+        let mut out = blst_p1_affine::default();
+        blst_p1_to_affine(&mut out, &acc);
+        Some(PublicKey::from_point(min_pk::PublicKey::from(out)))
+    }
+}
+
 /// How the G2 multi-scalar multiplication is computed; see [`g2_msm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(test), allow(dead_code))] // the alternatives exist for the timing test

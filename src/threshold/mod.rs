@@ -7,6 +7,8 @@
 //! - [`Commitments::share_public_key`] computes `pk_i = sum_k i^k C_k`.
 //! - [`Polynomial`], [`sum_commitments`] and [`sum_shares`] are the pieces of a joint
 //!   Feldman DKG (`crate::dkg`): each dealer's polynomial, and the sums that make the group's.
+//! - [`Polynomial::with_constant`], [`interpolate_shares`] and [`interpolate_commitments`] are
+//!   the pieces of a reshare (`crate::dkg::reshare`): Lagrange-weighted sums over the dealers.
 //! - [`combine`] computes `sigma = sum_{i in S} lambda_i sigma_i`, with
 //!   `lambda_i = prod_{j in S, j != i} j / (j - i) mod r`, as one G2 multi-scalar multiplication.
 //!
@@ -28,5 +30,7 @@ mod shamir;
 
 pub use combine::combine;
 pub use error::Error;
-pub use poly::{sum_commitments, sum_shares, Polynomial};
+pub use poly::{
+    interpolate_commitments, interpolate_shares, sum_commitments, sum_shares, Polynomial,
+};
 pub use shamir::{split, Commitments, KeyShare, ShareIndex};

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+pub mod backends;
 pub mod bench;
 pub mod dkg;
+pub mod hsm;
 pub mod serve;
 pub mod slashing;
 pub mod threshold;
@@ -62,6 +64,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create validator keys with the other operators (distributed key generation).
     Dkg(dkg::DkgArgs),
+    /// Store key shares on a PKCS#11 token (HSM), wrapped under a key that never leaves it.
+    #[command(subcommand)]
+    Hsm(hsm::HsmCommand),
 }
 
 /// Listener and TLS options shared by the node and the combiner.
@@ -133,6 +138,9 @@ pub struct SignerArgs {
     /// Cluster membership and peer history sync.
     #[command(flatten)]
     pub sync: SyncArgs,
+    /// Key backends: HashiCorp Vault bulk mode and PKCS#11 tokens.
+    #[command(flatten)]
+    pub backends: backends::KeyBackendArgs,
 }
 
 /// Cluster membership and peer history sync (issue #6): with `--cluster` and `--operator` the
@@ -257,6 +265,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Dkg(args) => dkg::run(args).await,
+        Command::Hsm(cmd) => tokio::task::spawn_blocking(move || hsm::run(cmd))
+            .await
+            .context("hsm task")?,
     }
 }
 

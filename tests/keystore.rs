@@ -361,7 +361,7 @@ fn key_config_dir() -> TestResult {
     )?;
     std::fs::write(
         dir.join("vault.yaml"),
-        "type: hashicorp\nserverHost: localhost\nkeyPath: /v1/secret/data/k\ntoken: s3cr3t-token\n",
+        "type: azure-secret\nvaultName: v\nsecretName: k\nclientSecret: s3cr3t-token\n",
     )?;
     std::fs::write(
         dir.join("emptypw.yaml"),
@@ -419,7 +419,7 @@ fn key_config_dir() -> TestResult {
     )?;
     ensure(
         failed[2].1.contains("vault.yaml")
-            && failed[2].1.contains("\"hashicorp\" not supported yet"),
+            && failed[2].1.contains("\"azure-secret\" not supported yet"),
         || failed[2].1.clone(),
     )?;
     ensure(failed[1].1.contains("empty"), || failed[1].1.clone())?;

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+pub mod backends;
 pub mod bench;
 pub mod dkg;
 pub mod reshare;
+pub mod hsm;
 pub mod serve;
 pub mod slashing;
 pub mod threshold;
@@ -65,6 +67,9 @@ pub enum Command {
     Dkg(dkg::DkgArgs),
     /// Move validators to a new operator set and/or threshold, keeping their public keys.
     Reshare(reshare::ReshareArgs),
+    /// Store key shares on a PKCS#11 token (HSM), wrapped under a key that never leaves it.
+    #[command(subcommand)]
+    Hsm(hsm::HsmCommand),
 }
 
 /// Listener and TLS options shared by the node and the combiner.
@@ -136,6 +141,9 @@ pub struct SignerArgs {
     /// Cluster membership and peer history sync.
     #[command(flatten)]
     pub sync: SyncArgs,
+    /// Key backends: HashiCorp Vault bulk mode and PKCS#11 tokens.
+    #[command(flatten)]
+    pub backends: backends::KeyBackendArgs,
 }
 
 /// Cluster membership and peer history sync (issue #6): with `--cluster` and `--operator` the
@@ -261,6 +269,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Dkg(args) => dkg::run(args).await,
         Command::Reshare(args) => reshare::run(args).await,
+        Command::Hsm(cmd) => tokio::task::spawn_blocking(move || hsm::run(cmd))
+            .await
+            .context("hsm task")?,
     }
 }
 

@@ -134,6 +134,11 @@ pub async fn serve_signer(
         key_config: args.key_config.clone(),
     };
     let (keys, status) = load_keys(&sources).await?;
+    let backend_keys = super::backends::load_backend_keys(&args.backends).await?;
+    let backend_count = backend_keys.len();
+    if keys.insert_all(backend_keys) != backend_count {
+        tracing::warn!("some vault/hsm keys were already loaded from another source");
+    }
     let slashing = open_slashing_db(&args).await?;
     let state = NodeState::new(Arc::new(keys), slashing, network, sources)?;
     if let Ok(mut s) = state.load_status.write() {

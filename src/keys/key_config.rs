@@ -4,16 +4,24 @@
 //! YAML documents; each is a mapping whose `type` selects the signer. Supported here:
 //! - `type: file-raw` with `privateKey` (`0x`-prefixed or bare hex, 32 bytes);
 //! - `type: file-keystore` with `keystoreFile` (EIP-2335 JSON) and `keystorePasswordFile`
-//!   (first line is the password), both resolved against the key-config directory when relative.
+//!   (first line is the password), both resolved against the key-config directory when relative;
+//! - `type: hashicorp` (HashiCorp Vault KV v2, read by [`crate::keys::vault`]) with Web3Signer's
+//!   fields: `serverHost` (required), `keyPath` (required, `/v1/<mount>/data/<path>`), `keyName`
+//!   (default `value`), `serverPort` (default 8200), `token`, `timeout` (milliseconds, default
+//!   10000), `tlsEnabled` (default false), `tlsKnownServersPath` (resolved like the paths above),
+//!   `httpProtocolVersion` (`HTTP_1_1`/`HTTP_2`; accepted, requests use HTTP/1.1), and
+//!   `authMethod` (only `TOKEN`; Web3Signer's upcoming `KUBERNETES` fields are recognised and
+//!   refused). Without `token`, the `DVSIGNER_VAULT_TOKEN` environment variable is used.
 //!
-//! Both accept the optional `keyType: BLS`. Unknown fields are refused (as Web3Signer's Jackson
-//! mapper does), and other `type`s (`hashicorp`, `azure-secret`, `aws-secret`, ...) are reported
-//! as not supported yet.
+//! All accept the optional `keyType: BLS`. Unknown fields are refused (as Web3Signer's Jackson
+//! mapper does), and other `type`s (`azure-secret`, `aws-secret`, ...) are reported as not
+//! supported yet.
 //!
 //! Invariants: a raw private key is moved straight into a [`Zeroizing`] buffer, and no error
 //! message ever quotes a field value, so a malformed key cannot leak through logs.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 use zeroize::Zeroizing;
@@ -50,7 +58,65 @@ pub enum Error {
     /// `privateKey` is not 32 bytes of hex.
     #[error("privateKey is not 32 bytes of hex")]
     PrivateKey,
+    /// A field holds a value of the wrong kind (a port that is not a number, for instance).
+    #[error("field `{0}` has an invalid value")]
+    InvalidValue(&'static str),
+    /// `authMethod` names a method this signer does not implement.
+    #[error("authMethod {0:?} not supported (only TOKEN)")]
+    UnsupportedAuthMethod(String),
 }
+
+/// A `type: hashicorp` document: where one key lives in Vault (Web3Signer field names in the
+/// docs). Parsed only; [`crate::keys::vault::read_key_config_blocking`] reads the key.
+pub struct HashicorpKeyConfig {
+    /// `serverHost`.
+    pub server_host: String,
+    /// `serverPort` (default 8200).
+    pub server_port: u16,
+    /// `keyPath`: the KV v2 HTTP path, `/v1/<mount>/data/<path>`.
+    pub key_path: String,
+    /// `keyName`: the field of the secret holding the hex key (default `value`).
+    pub key_name: String,
+    /// `token` (None: use the `DVSIGNER_VAULT_TOKEN` environment variable).
+    pub token: Option<Zeroizing<String>>,
+    /// `timeout` (default 10 s).
+    pub timeout: Duration,
+    /// `tlsEnabled` (default false).
+    pub tls_enabled: bool,
+    /// `tlsKnownServersPath`, resolved against the key-config directory.
+    pub tls_known_servers_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HashicorpKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashicorpKeyConfig")
+            .field("server_host", &self.server_host)
+            .field("server_port", &self.server_port)
+            .field("key_path", &self.key_path)
+            .field("key_name", &self.key_name)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("timeout", &self.timeout)
+            .field("tls_enabled", &self.tls_enabled)
+            .field("tls_known_servers_path", &self.tls_known_servers_path)
+            .finish()
+    }
+}
+
+const HASHICORP_FIELDS: &[&str] = &[
+    "serverHost",
+    "serverPort",
+    "keyPath",
+    "keyName",
+    "token",
+    "timeout",
+    "tlsEnabled",
+    "tlsKnownServersPath",
+    "httpProtocolVersion",
+    "authMethod",
+    "kubernetesRole",
+    "kubernetesServiceAccountTokenPath",
+    "kubernetesAuthPath",
+];
 
 /// One usable key definition from a key-config document.
 pub enum KeyConfigEntry {
@@ -66,6 +132,8 @@ pub enum KeyConfigEntry {
         /// The password file.
         password_file: PathBuf,
     },
+    /// `hashicorp`: a key in HashiCorp Vault.
+    Hashicorp(HashicorpKeyConfig),
 }
 
 /// Parses every document of a key-config file. Returns one result per non-empty document, with
@@ -104,6 +172,7 @@ fn parse_document(mut m: Mapping, base_dir: &Path) -> Result<KeyConfigEntry, Err
     let (kind, allowed): (&'static str, &[&str]) = match kind.as_str() {
         "file-raw" => ("file-raw", &["privateKey"]),
         "file-keystore" => ("file-keystore", &["keystoreFile", "keystorePasswordFile"]),
+        "hashicorp" => ("hashicorp", HASHICORP_FIELDS),
         _ => return Err(Error::UnsupportedType(kind)),
     };
     if let Some(key_type) = take_string(&mut m, "keyType")? {
@@ -131,6 +200,9 @@ fn parse_document(mut m: Mapping, base_dir: &Path) -> Result<KeyConfigEntry, Err
         hex::decode_to_slice(digits, private_key.as_mut()).map_err(|_| Error::PrivateKey)?;
         return Ok(KeyConfigEntry::FileRaw { private_key });
     }
+    if kind == "hashicorp" {
+        return parse_hashicorp(m, base_dir).map(KeyConfigEntry::Hashicorp);
+    }
     let keystore_file =
         take_string(&mut m, "keystoreFile")?.ok_or(Error::MissingField("keystoreFile"))?;
     let password_file = take_string(&mut m, "keystorePasswordFile")?
@@ -139,6 +211,76 @@ fn parse_document(mut m: Mapping, base_dir: &Path) -> Result<KeyConfigEntry, Err
         keystore_file: base_dir.join(keystore_file),
         password_file: base_dir.join(password_file),
     })
+}
+
+fn parse_hashicorp(mut m: Mapping, base_dir: &Path) -> Result<HashicorpKeyConfig, Error> {
+    if let Some(method) = take_string(&mut m, "authMethod")? {
+        if method != "TOKEN" {
+            return Err(Error::UnsupportedAuthMethod(method));
+        }
+    }
+    if let Some(version) = take_string(&mut m, "httpProtocolVersion")? {
+        if version != "HTTP_1_1" && version != "HTTP_2" {
+            return Err(Error::InvalidValue("httpProtocolVersion"));
+        }
+    }
+    let token = match m.remove("token") {
+        None => None,
+        Some(Value::String(s)) => Some(Zeroizing::new(s)),
+        Some(_) => return Err(Error::NotString("token".to_owned())),
+    };
+    let server_port = match take_u64(&mut m, "serverPort")? {
+        None => 8200,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(Error::InvalidValue("serverPort"))?,
+    };
+    let timeout = match take_u64(&mut m, "timeout")? {
+        None => Duration::from_millis(10_000),
+        Some(0) => return Err(Error::InvalidValue("timeout")),
+        Some(ms) => Duration::from_millis(ms),
+    };
+    let tls_enabled = match m.remove("tlsEnabled") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        Some(_) => return Err(Error::InvalidValue("tlsEnabled")),
+    };
+    let server_host = take_string(&mut m, "serverHost")?
+        .filter(|h| !h.is_empty())
+        .ok_or(Error::MissingField("serverHost"))?;
+    let key_path = take_string(&mut m, "keyPath")?
+        .filter(|p| !p.is_empty())
+        .ok_or(Error::MissingField("keyPath"))?;
+    let key_name = take_string(&mut m, "keyName")?.unwrap_or_else(|| "value".to_owned());
+    let tls_known_servers_path =
+        take_string(&mut m, "tlsKnownServersPath")?.map(|p| base_dir.join(p));
+    Ok(HashicorpKeyConfig {
+        server_host,
+        server_port,
+        key_path,
+        key_name,
+        token,
+        timeout,
+        tls_enabled,
+        tls_known_servers_path,
+    })
+}
+
+/// A non-negative integer field, given as a YAML number or a string of digits.
+fn take_u64(m: &mut Mapping, field: &'static str) -> Result<Option<u64>, Error> {
+    match m.remove(field) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or(Error::InvalidValue(field)),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::InvalidValue(field)),
+        Some(_) => Err(Error::InvalidValue(field)),
+    }
 }
 
 fn take_string(m: &mut Mapping, field: &str) -> Result<Option<String>, Error> {
@@ -198,8 +340,8 @@ mod tests {
     fn refusals_name_the_problem_without_values() {
         let cases: [(&str, Error); 6] = [
             (
-                "type: hashicorp\nserverHost: x\n",
-                Error::UnsupportedType("hashicorp".into()),
+                "type: azure-secret\nvaultName: x\n",
+                Error::UnsupportedType("azure-secret".into()),
             ),
             ("privateKey: \"0x00\"\n", Error::MissingField("type")),
             ("type: file-raw\n", Error::MissingField("privateKey")),
@@ -241,6 +383,84 @@ mod tests {
         assert!(v[0].1.is_ok());
         assert_eq!(v[1].0, 3);
         assert!(matches!(&v[1].1, Err(Error::UnsupportedType(t)) if t == "aws-secret"));
+    }
+
+    #[test]
+    fn hashicorp_fields_and_defaults() {
+        let text = "type: hashicorp\nkeyType: BLS\nserverHost: vault.local\n\
+                    keyPath: /v1/secret/data/v1\ntoken: s.secrettoken\n";
+        let Ok(KeyConfigEntry::Hashicorp(c)) = one(text) else {
+            panic!("expected hashicorp");
+        };
+        assert_eq!(c.server_host, "vault.local");
+        assert_eq!(c.server_port, 8200);
+        assert_eq!(c.key_path, "/v1/secret/data/v1");
+        assert_eq!(c.key_name, "value");
+        assert_eq!(
+            c.token.as_deref().map(String::as_str),
+            Some("s.secrettoken")
+        );
+        assert_eq!(c.timeout, Duration::from_millis(10_000));
+        assert!(!c.tls_enabled);
+        assert_eq!(c.tls_known_servers_path, None);
+        assert!(!format!("{c:?}").contains("secrettoken"));
+
+        let text = "type: \"hashicorp\"\nserverHost: \"127.0.0.1\"\nserverPort: 8300\n\
+                    keyPath: \"/v1/kv/data/a\"\nkeyName: \"share\"\ntimeout: 2500\n\
+                    tlsEnabled: \"true\"\ntlsKnownServersPath: known\n\
+                    httpProtocolVersion: HTTP_2\nauthMethod: TOKEN\n";
+        let Ok(KeyConfigEntry::Hashicorp(c)) = one(text) else {
+            panic!("expected hashicorp");
+        };
+        assert_eq!(c.server_port, 8300);
+        assert_eq!(c.key_name, "share");
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert!(c.tls_enabled);
+        assert_eq!(
+            c.tls_known_servers_path.as_deref(),
+            Some(Path::new("/cfg/known"))
+        );
+        assert!(c.token.is_none());
+    }
+
+    #[test]
+    fn hashicorp_refusals() {
+        let base = "type: hashicorp\nserverHost: h\nkeyPath: /v1/s/data/k\n";
+        let cases: [(String, Error); 6] = [
+            (
+                "type: hashicorp\nkeyPath: /v1/s/data/k\n".into(),
+                Error::MissingField("serverHost"),
+            ),
+            (
+                "type: hashicorp\nserverHost: h\n".into(),
+                Error::MissingField("keyPath"),
+            ),
+            (
+                format!("{base}serverPort: 70000\n"),
+                Error::InvalidValue("serverPort"),
+            ),
+            (
+                format!("{base}tlsEnabled: maybe\n"),
+                Error::InvalidValue("tlsEnabled"),
+            ),
+            (
+                format!("{base}authMethod: KUBERNETES\nkubernetesRole: r\n"),
+                Error::UnsupportedAuthMethod("KUBERNETES".into()),
+            ),
+            (
+                format!("{base}vaultName: x\n"),
+                Error::UnknownField {
+                    field: "vaultName".into(),
+                    kind: "hashicorp",
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            match one(&text) {
+                Err(e) => assert_eq!(e, expected, "{text}"),
+                Ok(_) => panic!("accepted {text}"),
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub enum KeyOrigin {
         /// The YAML file.
         path: PathBuf,
     },
+    /// HashiCorp Vault bulk mode (`--vault-bulk-path`).
+    Vault {
+        /// The secret's KV v2 path, `/v1/<mount>/data/<path>`.
+        path: String,
+    },
+    /// A share wrapped under a PKCS#11 token's key (`--hsm-*`).
+    Hsm {
+        /// The token label.
+        token: String,
+        /// The data object's label.
+        object: String,
+    },
 }
 
 /// One decrypted key and its origin.
@@ -213,6 +225,12 @@ pub fn load_key_config_dir(dir: &Path) -> std::io::Result<LoadReport> {
                         Err(e) => report.errors.push((path.clone(), format!("{label}: {e}"))),
                     }
                 }
+                Ok(KeyConfigEntry::Hashicorp(cfg)) => {
+                    match crate::keys::vault::read_key_config_blocking(&cfg) {
+                        Ok(secret) => report.keys.push(LoadedKey { secret, origin }),
+                        Err(e) => report.errors.push((path.clone(), format!("{label}: {e}"))),
+                    }
+                }
                 Ok(KeyConfigEntry::FileKeystore {
                     keystore_file,
                     password_file,
@@ -357,6 +375,15 @@ impl KeyStore {
             };
             next.insert(pk, (secret, key.origin));
         }
+        // Keys from start-only backends (Vault bulk mode, PKCS#11 token) are not re-read by a
+        // reload, so they stay.
+        for (pk, (secret, origin)) in map.iter() {
+            if matches!(origin, KeyOrigin::Vault { .. } | KeyOrigin::Hsm { .. })
+                && !next.contains_key(pk)
+            {
+                next.insert(*pk, (Arc::clone(secret), origin.clone()));
+            }
+        }
         diff.removed = map
             .keys()
             .filter(|pk| !next.contains_key(pk))
@@ -433,6 +460,33 @@ mod tests {
         assert_eq!(diff.removed, vec![pk(1)]);
         assert!(Arc::ptr_eq(&before, &store.get(&pk(2)).expect("kept")));
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn replace_all_keeps_vault_and_hsm_keys() {
+        let store = KeyStore::new();
+        let pk = |s: u8| key(s).public_key().bytes();
+        store.insert_all(vec![
+            loaded(key(1), "a"),
+            LoadedKey {
+                secret: key(2),
+                origin: KeyOrigin::Vault {
+                    path: "/v1/secret/data/k".into(),
+                },
+            },
+            LoadedKey {
+                secret: key(3),
+                origin: KeyOrigin::Hsm {
+                    token: "t".into(),
+                    object: "o".into(),
+                },
+            },
+        ]);
+        let diff = store.replace_all(vec![loaded(key(4), "d")]);
+        assert_eq!(diff.removed, vec![pk(1)]);
+        assert_eq!(diff.added, vec![pk(4)]);
+        assert!(store.contains(&pk(2)) && store.contains(&pk(3)));
+        assert_eq!(store.len(), 3);
     }
 
     #[test]

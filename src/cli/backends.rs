@@ -1,0 +1,254 @@
+//! `dvsigner signer` key backends beyond files: HashiCorp Vault bulk mode (`--vault-*`) and
+//! PKCS#11 tokens (`--hsm-*`). Credentials are always files or environment variables.
+//!
+//! Both are all-or-nothing at start: a node told to take keys from Vault or a token refuses to
+//! start when it cannot read every one of them, with an error naming the path or token label.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::keys::store::{KeyOrigin, LoadedKey};
+use crate::keys::{hsm, vault};
+
+/// Key backends of a signer node (flattened into `SignerArgs`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeyBackendArgs {
+    /// HashiCorp Vault bulk loading.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// PKCS#11 token.
+    #[command(flatten)]
+    pub hsm: HsmArgs,
+}
+
+/// HashiCorp Vault bulk mode: every secret directly under `--vault-bulk-path` of the KV v2
+/// engine at `--vault-kv-mount`, each holding a hex key in field `--vault-key-name`.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "HashiCorp Vault (bulk mode)")]
+pub struct VaultArgs {
+    /// Vault server URL, `https://host:8200` (enables bulk mode, with `--vault-bulk-path`).
+    #[arg(long, env = "DVSIGNER_VAULT_URL", requires = "vault_bulk_path")]
+    pub vault_url: Option<String>,
+    /// CA certificate (PEM) of the Vault server (Vault's own `VAULT_CACERT` is read too).
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca: Option<PathBuf>,
+    /// KV version 2 mount.
+    #[arg(long, default_value = "secret")]
+    pub vault_kv_mount: String,
+    /// Folder inside the mount whose secrets are the keys (one level, sub-folders ignored).
+    #[arg(long, requires = "vault_url")]
+    pub vault_bulk_path: Option<String>,
+    /// Field of each secret holding the hex key (Web3Signer's default).
+    #[arg(long, default_value = "value")]
+    pub vault_key_name: String,
+    /// File holding the Vault token (else the `DVSIGNER_VAULT_TOKEN` environment variable).
+    #[arg(long, conflicts_with = "vault_role_id_file")]
+    pub vault_token_file: Option<PathBuf>,
+    /// AppRole login: file holding the role id.
+    #[arg(long, requires = "vault_secret_id_file")]
+    pub vault_role_id_file: Option<PathBuf>,
+    /// AppRole login: file holding the secret id.
+    #[arg(long, requires = "vault_role_id_file")]
+    pub vault_secret_id_file: Option<PathBuf>,
+    /// AppRole auth mount.
+    #[arg(long, default_value = "approle")]
+    pub vault_approle_mount: String,
+    /// Timeout of each Vault request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub vault_timeout_ms: u64,
+}
+
+/// PKCS#11 token holding wrapped shares (see `dvsigner hsm import`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "PKCS#11 HSM")]
+pub struct HsmArgs {
+    /// PKCS#11 module (shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    #[arg(long, env = "DVSIGNER_HSM_MODULE", requires_all = ["hsm_token_label", "hsm_pin_file"])]
+    pub hsm_module: Option<PathBuf>,
+    /// Label of the token.
+    #[arg(long, requires = "hsm_module")]
+    pub hsm_token_label: Option<String>,
+    /// File holding the user PIN (first line).
+    #[arg(long, requires = "hsm_module")]
+    pub hsm_pin_file: Option<PathBuf>,
+    /// Label of the AES wrapping key on the token.
+    #[arg(long, default_value = hsm::DEFAULT_WRAP_KEY_LABEL)]
+    pub hsm_wrap_key_label: String,
+}
+
+impl VaultArgs {
+    /// The bulk source these flags describe (None without `--vault-url`).
+    ///
+    /// # Errors
+    /// Unreadable credential files, no token at all, or an `https` URL without a CA.
+    pub fn bulk_source(&self) -> anyhow::Result<Option<vault::VaultBulkSource>> {
+        let (Some(url), Some(folder)) = (&self.vault_url, &self.vault_bulk_path) else {
+            return Ok(None);
+        };
+        let auth = match (
+            &self.vault_token_file,
+            &self.vault_role_id_file,
+            &self.vault_secret_id_file,
+        ) {
+            (Some(file), _, _) => vault::VaultAuth::Token(vault::VaultToken::from_file(file)?),
+            (None, Some(role), Some(secret)) => vault::VaultAuth::AppRole {
+                mount: self.vault_approle_mount.clone(),
+                role_id: vault::VaultToken::from_file(role)?,
+                secret_id: vault::VaultToken::from_file(secret)?,
+            },
+            _ => vault::VaultAuth::Token(vault::VaultToken::from_env().with_context(|| {
+                format!(
+                    "vault bulk mode needs --vault-token-file, AppRole id files, or {}",
+                    vault::TOKEN_ENV
+                )
+            })?),
+        };
+        let tls = if url.starts_with("http://") {
+            vault::VaultTls::Disabled
+        } else {
+            vault::VaultTls::Ca(
+                self.vault_ca
+                    .clone()
+                    .context("--vault-ca (or VAULT_CACERT) is required for an https vault url")?,
+            )
+        };
+        Ok(Some(vault::VaultBulkSource {
+            server: vault::VaultServer {
+                url: url.clone(),
+                tls,
+                timeout: Duration::from_millis(self.vault_timeout_ms.max(1)),
+            },
+            auth,
+            mount: self.vault_kv_mount.trim_matches('/').to_owned(),
+            folder: folder.clone(),
+            key_name: self.vault_key_name.clone(),
+        }))
+    }
+}
+
+impl HsmArgs {
+    /// The token configuration these flags describe (None without `--hsm-module`).
+    ///
+    /// # Errors
+    /// An unreadable or empty PIN file.
+    pub fn config(&self) -> anyhow::Result<Option<hsm::HsmConfig>> {
+        let (Some(module), Some(label), Some(pin)) =
+            (&self.hsm_module, &self.hsm_token_label, &self.hsm_pin_file)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(hsm::HsmConfig::new(
+            module.clone(),
+            label.clone(),
+            pin,
+            Some(self.hsm_wrap_key_label.clone()),
+        )?))
+    }
+}
+
+/// Loads the keys of every configured backend.
+///
+/// # Errors
+/// Any failure of a configured backend (see the module docs): the node must not start.
+pub async fn load_backend_keys(args: &KeyBackendArgs) -> anyhow::Result<Vec<LoadedKey>> {
+    let mut keys = Vec::new();
+    if let Some(source) = args.vault.bulk_source()? {
+        let started = std::time::Instant::now();
+        let loaded = vault::load_bulk(&source).await.with_context(|| {
+            format!(
+                "loading keys from vault {} ({}/{})",
+                source.server.url, source.mount, source.folder
+            )
+        })?;
+        tracing::info!(
+            source = "vault-bulk",
+            url = %source.server.url,
+            loaded = loaded.len(),
+            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "keys loaded"
+        );
+        keys.extend(loaded.into_iter().map(|k| LoadedKey {
+            secret: k.secret,
+            origin: KeyOrigin::Vault { path: k.path },
+        }));
+    }
+    if let Some(config) = args.hsm.config()? {
+        let token = config.token_label.clone();
+        let shares = tokio::task::spawn_blocking(move || hsm::load(&config))
+            .await
+            .context("hsm loading task")?
+            .context("loading shares from the pkcs#11 token")?;
+        tracing::info!(source = "hsm", %token, loaded = shares.len(), "keys loaded");
+        keys.extend(shares.into_iter().map(|s| LoadedKey {
+            secret: s.secret,
+            origin: KeyOrigin::Hsm {
+                token: token.clone(),
+                object: s.object,
+            },
+        }));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn signer(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let base = ["dvsigner", "signer", "--data-dir", "/d", "--insecure-http"];
+        Cli::try_parse_from(base.iter().chain(extra).copied().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults() {
+        let Ok(Cli {
+            command: Command::Signer(a),
+            ..
+        }) = signer(&[])
+        else {
+            panic!("parse")
+        };
+        let b = &a.backends;
+        assert!(b.vault.vault_url.is_none() && b.vault.vault_bulk_path.is_none());
+        assert_eq!(b.vault.vault_kv_mount, "secret");
+        assert_eq!(b.vault.vault_key_name, "value");
+        assert_eq!(b.vault.vault_approle_mount, "approle");
+        assert_eq!(b.vault.vault_timeout_ms, 10_000);
+        assert!(b.hsm.hsm_module.is_none());
+        assert_eq!(b.hsm.hsm_wrap_key_label, "dvsigner-wrap");
+        assert!(b.vault.bulk_source().expect("none").is_none());
+        assert!(b.hsm.config().expect("none").is_none());
+    }
+
+    #[test]
+    fn flag_dependencies() {
+        assert!(signer(&["--vault-url", "https://v:8200"]).is_err());
+        assert!(signer(&["--vault-url", "https://v", "--vault-bulk-path", "k"]).is_ok());
+        assert!(signer(&["--vault-role-id-file", "r"]).is_err());
+        assert!(signer(&[
+            "--vault-token-file",
+            "t",
+            "--vault-role-id-file",
+            "r",
+            "--vault-secret-id-file",
+            "s"
+        ])
+        .is_err());
+        assert!(signer(&["--hsm-module", "m.so", "--hsm-token-label", "t"]).is_err());
+        assert!(signer(&["--hsm-token-label", "t"]).is_err());
+        assert!(signer(&[
+            "--hsm-module",
+            "m.so",
+            "--hsm-token-label",
+            "t",
+            "--hsm-pin-file",
+            "p"
+        ])
+        .is_ok());
+    }
+}

@@ -1,0 +1,744 @@
+//! HashiCorp Vault key source, end to end: the real `dvsigner signer` binary reads keys from a
+//! Vault KV v2 engine over TLS and signs with them.
+//!
+//! No Vault server can be installed here, so the tests run an in-process mock over TLS (axum +
+//! rustls, certificates from `tls::DevPki`) that implements the documented responses the client
+//! uses: KV v2 read (`GET /v1/<mount>/data/<path>` -> `{"data":{"data":{..},"metadata":{..}}}`),
+//! KV v2 list (`LIST` or `GET ?list=true` on `/v1/<mount>/metadata/<path>` ->
+//! `{"data":{"keys":[..]}}`), AppRole login (`POST /v1/auth/approle/login` ->
+//! `{"auth":{"client_token":..}}`), `X-Vault-Token` checked on every KV request (403
+//! `{"errors":["permission denied"]}` otherwise), 404 `{"errors":[]}` for unknown paths.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use common::process::{bin, free_port, wait_ready, Proc};
+use dvsigner::bls::{PublicKey, Signature};
+use dvsigner::keys::SecretKey;
+use dvsigner::signing::Network;
+use dvsigner::tls::{DevPki, ServerTlsFiles};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "hvs.mock-root-token-0123";
+const ROLE_ID: &str = "role-id-4f1c";
+const SECRET_ID: &str = "secret-id-9a7e";
+const APPROLE_TOKEN: &str = "hvs.approle-issued-token-77";
+
+/// One request as the mock saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    token: Option<String>,
+}
+
+#[derive(Default)]
+struct MockState {
+    /// `mount/path` -> the secret's `data.data`.
+    secrets: BTreeMap<String, Value>,
+    seen: Vec<Seen>,
+}
+
+type Shared = Arc<Mutex<MockState>>;
+
+struct MockVault {
+    url: String,
+    port: u16,
+    state: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MockVault {
+    async fn start(pki: &DevPki, secrets: BTreeMap<String, Value>) -> Self {
+        let id = pki.identity("vault").expect("vault identity");
+        let tls = dvsigner::tls::server_config(&ServerTlsFiles {
+            cert: id.cert.clone(),
+            key: id.key.clone(),
+            client_ca: None,
+            allowed_clients: None,
+        })
+        .expect("server tls");
+        let state: Shared = Arc::new(Mutex::new(MockState {
+            secrets,
+            seen: Vec::new(),
+        }));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = dvsigner::api::server::run(
+                listener,
+                Some(tls),
+                app,
+                dvsigner::api::server::ServerOptions::default(),
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await;
+        });
+        Self {
+            url: format!("https://127.0.0.1:{port}"),
+            port,
+            state,
+            stop: Some(tx),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().expect("lock").seen.clone()
+    }
+}
+
+impl Drop for MockVault {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn vault_error(status: StatusCode, errors: &[&str]) -> Response {
+    (status, Json(json!({ "errors": errors }))).into_response()
+}
+
+fn envelope(data: Value, auth: Value) -> Response {
+    Json(json!({
+        "request_id": "5e4c8a1e-0000-0000-0000-000000000000",
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": auth,
+    }))
+    .into_response()
+}
+
+async fn handle(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let token = headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut st = state.lock().expect("lock");
+    st.seen.push(Seen {
+        method: method.to_string(),
+        path: path.clone(),
+        token: token.clone(),
+    });
+    if path == "/v1/auth/approle/login" && method == Method::POST {
+        let Ok(creds) = serde_json::from_slice::<Value>(&body) else {
+            return vault_error(StatusCode::BAD_REQUEST, &["invalid json"]);
+        };
+        if creds["role_id"] != ROLE_ID || creds["secret_id"] != SECRET_ID {
+            return vault_error(StatusCode::BAD_REQUEST, &["invalid role or secret ID"]);
+        }
+        return envelope(
+            Value::Null,
+            json!({
+                "client_token": APPROLE_TOKEN,
+                "accessor": "accessor-1",
+                "policies": ["default", "validators"],
+                "token_policies": ["default", "validators"],
+                "metadata": {"role_name": "dvsigner"},
+                "lease_duration": 3600,
+                "renewable": true,
+                "entity_id": "entity-1",
+                "token_type": "service",
+                "orphan": true,
+            }),
+        );
+    }
+    if token.as_deref() != Some(TOKEN) && token.as_deref() != Some(APPROLE_TOKEN) {
+        return vault_error(StatusCode::FORBIDDEN, &["permission denied"]);
+    }
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return vault_error(StatusCode::NOT_FOUND, &[]);
+    };
+    let listing = method.as_str() == "LIST"
+        || (method == Method::GET && uri.query().is_some_and(|q| q.contains("list=true")));
+    if let Some((mount, folder)) = rest.split_once("/metadata/").filter(|_| listing) {
+        let prefix = format!("{mount}/{}/", folder.trim_end_matches('/'));
+        let mut keys: Vec<String> = st
+            .secrets
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(|tail| match tail.split_once('/') {
+                Some((dir, _)) => format!("{dir}/"),
+                None => tail.to_owned(),
+            })
+            .collect();
+        keys.dedup();
+        if keys.is_empty() {
+            return vault_error(StatusCode::NOT_FOUND, &[]);
+        }
+        return envelope(json!({ "keys": keys }), Value::Null);
+    }
+    if let Some((mount, secret)) = rest.split_once("/data/").filter(|_| method == Method::GET) {
+        return match st.secrets.get(&format!("{mount}/{secret}")) {
+            Some(data) => envelope(
+                json!({
+                    "data": data,
+                    "metadata": {
+                        "created_time": "2026-01-01T00:00:00.000000Z",
+                        "custom_metadata": null,
+                        "deletion_time": "",
+                        "destroyed": false,
+                        "version": 1,
+                    },
+                }),
+                Value::Null,
+            ),
+            None => vault_error(StatusCode::NOT_FOUND, &[]),
+        };
+    }
+    vault_error(StatusCode::NOT_FOUND, &[])
+}
+
+/// Starts `dvsigner ARGS` with extra environment variables (the node reads Vault tokens and
+/// `VAULT_CACERT` from its environment).
+fn start(name: &str, args: &[String], env: &[(&str, &str)], log: &Path) -> Proc {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("clone");
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("DVSIGNER_LOG", "info")
+        .env_remove("DVSIGNER_VAULT_TOKEN")
+        .env_remove("VAULT_CACERT")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().expect("spawn dvsigner"),
+        name: name.to_owned(),
+        log: log.to_owned(),
+    }
+}
+
+fn node_args(port: u16, data: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "signer",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--insecure-http",
+        "--data-dir",
+        &data.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Waits until the process exits by itself (bounded) and returns its log.
+fn wait_exit(p: &mut Proc, bound: Duration) -> (bool, String) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return (status.success(), p.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} still running after {bound:?}:\n{}",
+        p.name,
+        p.log_text()
+    );
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+async fn public_keys(base: &str) -> Vec<String> {
+    let mut keys: Vec<String> = client()
+        .get(format!("{base}/api/v1/eth2/publicKeys"))
+        .send()
+        .await
+        .expect("publicKeys")
+        .json()
+        .await
+        .expect("json");
+    keys.sort();
+    keys
+}
+
+/// Signs an attestation through the node and checks the signature under `sk`'s public key and
+/// against a local signature.
+async fn assert_signs(base: &str, sk: &SecretKey, target: u64) {
+    let body = dvsigner::cli::bench::attestation_body(target);
+    let pk = sk.public_key().bytes().to_hex();
+    let res = client()
+        .post(format!("{base}/api/v1/eth2/sign/{pk}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("sign");
+    assert_eq!(res.status(), 200, "sign {pk}");
+    let v: Value = res.json().await.expect("json");
+    let sig = Signature::from_hex(v["signature"].as_str().expect("signature")).expect("sig hex");
+    let network = Network::from_name_or_path("mainnet").expect("mainnet");
+    let root = dvsigner::signing::prepare(body.as_bytes(), &network)
+        .expect("prepare")
+        .root;
+    let public = PublicKey::from_bytes(&sk.public_key().bytes().0).expect("pubkey");
+    assert!(sig.verify(&public, &root.0), "signature does not verify");
+    assert_eq!(sig.to_hex(), sk.sign(&root).to_hex());
+}
+
+fn hex_key(sk: &SecretKey) -> String {
+    format!("0x{}", hex::encode(sk.expose_secret().as_ref()))
+}
+
+fn pks(keys: &[&SecretKey]) -> Vec<String> {
+    let mut v: Vec<String> = keys
+        .iter()
+        .map(|k| k.public_key().bytes().to_hex())
+        .collect();
+    v.sort();
+    v
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).expect("write");
+    path.to_owned()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    pki: DevPki,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = DevPki::generate(&dir.path().join("pki"), &["vault"], &[]).expect("pki");
+    Fixture { dir, pki }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_config_files_read_vault_over_tls_and_sign() {
+    let f = fixture();
+    let (a, b) = (SecretKey::random(), SecretKey::random());
+    let mut secrets = BTreeMap::new();
+    secrets.insert("secret/validator-a".into(), json!({ "value": hex_key(&a) }));
+    secrets.insert(
+        "kv/team/shares/b".into(),
+        json!({ "share": hex_key(&b).trim_start_matches("0x"), "note": 7 }),
+    );
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let cfg = f.dir.path().join("keys");
+    std::fs::create_dir_all(&cfg).expect("mkdir");
+    // Web3Signer known-servers file: `host:port fingerprint`.
+    let fp = &f.pki.identity("vault").expect("id").fingerprint;
+    write(
+        &cfg.join("known_servers"),
+        &format!("# vault\nlocalhost:{} {fp}\n", vault.port),
+    );
+    // Pinned server certificate (tlsKnownServersPath), token in the file.
+    write(
+        &cfg.join("a.yaml"),
+        &format!(
+            "type: \"hashicorp\"\nkeyType: \"BLS\"\nserverHost: \"localhost\"\nserverPort: {}\n\
+             keyPath: \"/v1/secret/data/validator-a\"\nkeyName: \"value\"\ntlsEnabled: true\n\
+             tlsKnownServersPath: \"known_servers\"\ntoken: \"{TOKEN}\"\ntimeout: 5000\n",
+            vault.port
+        ),
+    );
+    // CA validation (VAULT_CACERT), token from DVSIGNER_VAULT_TOKEN, nested mount, other field.
+    write(
+        &cfg.join("b.yml"),
+        &format!(
+            "type: hashicorp\nserverHost: 127.0.0.1\nserverPort: {}\n\
+             keyPath: /v1/kv/team/data/shares/b\nkeyName: share\ntlsEnabled: true\n",
+            vault.port
+        ),
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let ca = f.pki.ca_cert.display().to_string();
+    let mut node = start(
+        "node",
+        &node_args(
+            port,
+            &f.dir.path().join("data"),
+            &["--key-config", &cfg.display().to_string()],
+        ),
+        &[("DVSIGNER_VAULT_TOKEN", TOKEN), ("VAULT_CACERT", &ca)],
+        &f.dir.path().join("node.log"),
+    );
+    wait_ready(
+        &client(),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(public_keys(&base).await, pks(&[&a, &b]));
+    let health = client()
+        .get(format!("{base}/healthcheck"))
+        .send()
+        .await
+        .expect("healthcheck");
+    assert_eq!(health.status(), 200, "{}", node.log_text());
+    assert_signs(&base, &a, 10).await;
+    assert_signs(&base, &b, 10).await;
+    let seen = vault.seen();
+    let reads: Vec<_> = seen.iter().filter(|s| s.method == "GET").collect();
+    assert_eq!(reads.len(), 2, "{seen:?}");
+    assert!(reads.iter().all(|s| s.token.as_deref() == Some(TOKEN)));
+    assert!(reads
+        .iter()
+        .any(|s| s.path == "/v1/secret/data/validator-a"));
+    assert!(reads.iter().any(|s| s.path == "/v1/kv/team/data/shares/b"));
+    let log = node.log_text();
+    assert!(!log.contains(TOKEN), "token in log");
+    assert!(!log.contains(hex_key(&a).trim_start_matches("0x")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_mode_with_approle_loads_every_secret_under_the_path() {
+    let f = fixture();
+    let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::random()).collect();
+    let elsewhere = SecretKey::random();
+    let nested = SecretKey::random();
+    let mut secrets = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        secrets.insert(
+            format!("secret/validators/v{i}"),
+            json!({ "value": hex_key(k) }),
+        );
+    }
+    secrets.insert(
+        "secret/validators/retired/v9".into(),
+        json!({ "value": hex_key(&nested) }),
+    );
+    secrets.insert(
+        "secret/other/x".into(),
+        json!({ "value": hex_key(&elsewhere) }),
+    );
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let role = write(&f.dir.path().join("role"), &format!("{ROLE_ID}\n"));
+    let secret = write(&f.dir.path().join("secret"), &format!("{SECRET_ID}\n"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut node = start(
+        "node",
+        &node_args(
+            port,
+            &f.dir.path().join("data"),
+            &[
+                "--vault-url",
+                &vault.url,
+                "--vault-ca",
+                &f.pki.ca_cert.display().to_string(),
+                "--vault-bulk-path",
+                "validators",
+                "--vault-role-id-file",
+                &role.display().to_string(),
+                "--vault-secret-id-file",
+                &secret.display().to_string(),
+            ],
+        ),
+        &[],
+        &f.dir.path().join("node.log"),
+    );
+    wait_ready(
+        &client(),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    let refs: Vec<&SecretKey> = keys.iter().collect();
+    assert_eq!(public_keys(&base).await, pks(&refs));
+    for k in &keys {
+        assert_signs(&base, k, 3).await;
+    }
+    let seen = vault.seen();
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/v1/auth/approle/login");
+    assert_eq!(seen[1].method, "LIST");
+    assert_eq!(seen[1].path, "/v1/secret/metadata/validators");
+    assert_eq!(seen.len(), 2 + keys.len(), "{seen:?}");
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|s| s.token.as_deref() == Some(APPROLE_TOKEN)),
+        "{seen:?}"
+    );
+    let log = node.log_text();
+    for s in [SECRET_ID, APPROLE_TOKEN] {
+        assert!(!log.contains(s), "credential in log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_mode_with_token_file_and_custom_field() {
+    let f = fixture();
+    let k = SecretKey::random();
+    let mut secrets = BTreeMap::new();
+    secrets.insert("shares/op1/k".into(), json!({ "bls": hex_key(&k) }));
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let token = write(&f.dir.path().join("token"), &format!("{TOKEN}\n"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut node = start(
+        "node",
+        &node_args(
+            port,
+            &f.dir.path().join("data"),
+            &[
+                "--vault-url",
+                &vault.url,
+                "--vault-kv-mount",
+                "shares",
+                "--vault-bulk-path",
+                "op1",
+                "--vault-key-name",
+                "bls",
+                "--vault-token-file",
+                &token.display().to_string(),
+            ],
+        ),
+        &[("VAULT_CACERT", &f.pki.ca_cert.display().to_string())],
+        &f.dir.path().join("node.log"),
+    );
+    wait_ready(
+        &client(),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(public_keys(&base).await, pks(&[&k]));
+    assert_signs(&base, &k, 4).await;
+}
+
+/// Key-config errors: each file fails on its own with a message naming the file and the KV
+/// path, the node still serves the good key, `/healthcheck` is DOWN, and no secret or token is
+/// logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_config_errors_name_the_path_and_never_the_secret() {
+    let f = fixture();
+    let good = SecretKey::random();
+    let not_hex = "0xNOTHEXsecretMARKER0000000000000000000000000000000000000000000000";
+    let short = "0x1122334455667788991122334455667788991122334455667788991122deadbe";
+    let short = &short[..short.len() - 2]; // 31 bytes
+    let mut secrets = BTreeMap::new();
+    secrets.insert("secret/good".into(), json!({ "value": hex_key(&good) }));
+    secrets.insert("secret/nothex".into(), json!({ "value": not_hex }));
+    secrets.insert("secret/short".into(), json!({ "value": short }));
+    secrets.insert("secret/nofield".into(), json!({ "other": hex_key(&good) }));
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let dead_port = free_port();
+    let cfg = f.dir.path().join("keys");
+    std::fs::create_dir_all(&cfg).expect("mkdir");
+    let doc = |path: &str, token: &str, port: u16| {
+        format!(
+            "type: hashicorp\nserverHost: localhost\nserverPort: {port}\nkeyPath: {path}\n\
+             tlsEnabled: true\ntoken: {token}\n"
+        )
+    };
+    let bad_token = "hvs.WRONG-token-5150";
+    write(
+        &cfg.join("good.yaml"),
+        &doc("/v1/secret/data/good", TOKEN, vault.port),
+    );
+    write(
+        &cfg.join("forbidden.yaml"),
+        &doc("/v1/secret/data/good", bad_token, vault.port),
+    );
+    write(
+        &cfg.join("missing.yaml"),
+        &doc("/v1/secret/data/absent", TOKEN, vault.port),
+    );
+    write(
+        &cfg.join("nothex.yaml"),
+        &doc("/v1/secret/data/nothex", TOKEN, vault.port),
+    );
+    write(
+        &cfg.join("short.yaml"),
+        &doc("/v1/secret/data/short", TOKEN, vault.port),
+    );
+    write(
+        &cfg.join("nofield.yaml"),
+        &doc("/v1/secret/data/nofield", TOKEN, vault.port),
+    );
+    write(
+        &cfg.join("down.yaml"),
+        &doc("/v1/secret/data/good", TOKEN, dead_port),
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let ca = f.pki.ca_cert.display().to_string();
+    let mut node = start(
+        "node",
+        &node_args(
+            port,
+            &f.dir.path().join("data"),
+            &["--key-config", &cfg.display().to_string()],
+        ),
+        &[("VAULT_CACERT", &ca)],
+        &f.dir.path().join("node.log"),
+    );
+    wait_ready(
+        &client(),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(public_keys(&base).await, pks(&[&good]));
+    assert_signs(&base, &good, 5).await;
+    let health = client()
+        .get(format!("{base}/healthcheck"))
+        .send()
+        .await
+        .expect("healthcheck");
+    assert_eq!(health.status(), 503);
+    let log = node.log_text();
+    let expect = [
+        (
+            "forbidden.yaml",
+            "denied access to /v1/secret/data/good (http 403)",
+        ),
+        (
+            "missing.yaml",
+            "secret /v1/secret/data/absent not found in vault",
+        ),
+        (
+            "nothex.yaml",
+            "field `value` of secret /v1/secret/data/nothex is not a 32-byte hex bls key",
+        ),
+        (
+            "short.yaml",
+            "field `value` of secret /v1/secret/data/short is not a 32-byte hex bls key",
+        ),
+        (
+            "nofield.yaml",
+            "secret /v1/secret/data/nofield has no string field `value`",
+        ),
+        (
+            "down.yaml",
+            &format!("vault at https://localhost:{dead_port} unreachable while reading /v1/secret/data/good"),
+        ),
+    ];
+    for (file, message) in expect {
+        let line = log
+            .lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("no log line for {file}:\n{log}"));
+        assert!(line.contains(message), "{file}: {line}");
+    }
+    for secret in [
+        "NOTHEXsecretMARKER",
+        short.trim_start_matches("0x"),
+        hex_key(&good).trim_start_matches("0x"),
+        TOKEN,
+        bad_token,
+    ] {
+        assert!(!log.contains(secret), "secret {secret} in log:\n{log}");
+    }
+}
+
+/// Bulk mode refuses to start on any failure, naming the server and path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_mode_failures_stop_the_node_with_a_clear_error() {
+    let f = fixture();
+    let good = SecretKey::random();
+    let marker = "0xBADsecretVALUEmarker";
+    let mut secrets = BTreeMap::new();
+    secrets.insert("secret/vals/a".into(), json!({ "value": hex_key(&good) }));
+    secrets.insert("secret/broken/b".into(), json!({ "value": marker }));
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let good_token = write(&f.dir.path().join("token"), TOKEN);
+    let bad_token = write(&f.dir.path().join("bad-token"), "hvs.not-the-token-31337");
+    let ca = f.pki.ca_cert.display().to_string();
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let cases: [(&str, &str, &Path, String); 4] = [
+        (
+            &vault.url,
+            "vals",
+            &bad_token,
+            "denied access to /v1/secret/metadata/vals (http 403)".into(),
+        ),
+        (
+            &vault.url,
+            "nothing-here",
+            &good_token,
+            "secret /v1/secret/metadata/nothing-here not found".into(),
+        ),
+        (
+            &vault.url,
+            "broken",
+            &good_token,
+            "field `value` of secret /v1/secret/data/broken/b is not a 32-byte hex bls key".into(),
+        ),
+        (
+            &dead,
+            "vals",
+            &good_token,
+            format!("vault at {dead} unreachable while reading /v1/secret/metadata/vals"),
+        ),
+    ];
+    for (i, (url, folder, token, message)) in cases.iter().enumerate() {
+        let port = free_port();
+        let mut node = start(
+            "node",
+            &node_args(
+                port,
+                &f.dir.path().join(format!("data{i}")),
+                &[
+                    "--vault-url",
+                    url,
+                    "--vault-ca",
+                    &ca,
+                    "--vault-bulk-path",
+                    folder,
+                    "--vault-token-file",
+                    &token.display().to_string(),
+                ],
+            ),
+            &[],
+            &f.dir.path().join(format!("node{i}.log")),
+        );
+        let (ok, log) = wait_exit(&mut node, Duration::from_secs(30));
+        assert!(!ok, "node started despite {message}:\n{log}");
+        assert!(log.contains(message), "expected {message:?} in:\n{log}");
+        for secret in ["BADsecretVALUEmarker", TOKEN, "not-the-token-31337"] {
+            assert!(!log.contains(secret), "secret in log:\n{log}");
+        }
+    }
+}

@@ -207,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
             network: "mainnet".into(),
             pruning: Default::default(),
             sync: Default::default(),
+            key_management: Default::default(),
         };
         let node = tokio::spawn(serve_signer(args, listener, async {
             let _ = stop_rx.await;

@@ -147,6 +147,7 @@ impl LocalCluster {
                 network: "mainnet".into(),
                 pruning: Default::default(),
                 sync: Default::default(),
+                key_management: Default::default(),
             };
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { serve_signer(signer, listener, stop).await });

@@ -1,10 +1,13 @@
 //! Key material: secret types ([`secret`]), EIP-2335 keystores ([`keystore`]), Web3Signer
 //! key-config files ([`key_config`]), the in-memory key store and directory loaders ([`store`]),
-//! and the public interop test keys ([`interop`]).
+//! and the public interop test keys ([`interop`]); the Keymanager API's storage ([`managed`]) and
+//! the opt-in encrypted key cache ([`cache`]).
 
+pub mod cache;
 pub mod interop;
 pub mod key_config;
 pub mod keystore;
+pub mod managed;
 pub mod secret;
 pub mod store;
 

@@ -208,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
             pruning: Default::default(),
             sync: Default::default(),
             backends: Default::default(),
+            key_management: Default::default(),
         };
         let node = tokio::spawn(serve_signer(args, listener, async {
             let _ = stop_rx.await;

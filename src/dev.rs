@@ -148,6 +148,7 @@ impl LocalCluster {
                 pruning: Default::default(),
                 sync: Default::default(),
                 backends: Default::default(),
+                key_management: Default::default(),
             };
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { serve_signer(signer, listener, stop).await });

@@ -3,8 +3,10 @@
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
 //! `shared/reference/web3signer-api.md`. Routes:
 //! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
-//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, and for cluster peers
-//! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`).
+//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, for cluster peers
+//! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`), and the
+//! Keymanager API `GET|POST|DELETE /eth/v1/keystores` (`keymanager.rs`, bearer token; 404 unless
+//! enabled).
 //!
 //! Invariants: a signature leaves the node only after the root was computed by the node from the
 //! typed payload and, for blocks and attestations, after the slashing-protection record is
@@ -23,10 +25,12 @@ use crate::slashing::SlashingDb;
 
 pub mod error;
 mod health;
+pub mod keymanager;
 pub mod metrics;
 mod peer;
 mod reload;
 pub mod server;
+pub use reload::{load_key_sources, KeysLoad};
 mod sign;
 pub(crate) use sign::{request_id, signature_response};
 
@@ -71,6 +75,14 @@ pub struct NodeState {
     /// Peer history sync, when the node runs with `--cluster` (serves the peer route, reports
     /// in `/healthcheck`).
     pub cluster_sync: OnceLock<Arc<crate::cluster::sync::ClusterSync>>,
+    /// The Keymanager API, when enabled (`--keymanager-api`).
+    pub keymanager: OnceLock<keymanager::Keymanager>,
+    /// Keys imported through the Keymanager API (loaded at start and by `/reload`).
+    pub managed_keys: OnceLock<crate::keys::managed::ManagedKeys>,
+    /// The key cache, when enabled (`--key-cache`); `/reload` uses it too.
+    pub key_cache: OnceLock<Arc<crate::keys::cache::KeyCache>>,
+    /// Serialises key-set changes: Keymanager import and delete, and `/reload`.
+    pub(crate) key_ops: tokio::sync::Mutex<()>,
     reload: Mutex<reload::ReloadState>,
     signer_pool: rayon::ThreadPool,
 }
@@ -98,6 +110,10 @@ impl NodeState {
             load_status: RwLock::default(),
             not_ready: RwLock::new(None),
             cluster_sync: OnceLock::new(),
+            keymanager: OnceLock::new(),
+            managed_keys: OnceLock::new(),
+            key_cache: OnceLock::new(),
+            key_ops: tokio::sync::Mutex::new(()),
             reload: Mutex::default(),
             signer_pool,
         })
@@ -127,6 +143,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
         .route(crate::cluster::protocol::NOTIFY_PATH, post(peer::notify))
+        .route(
+            "/eth/v1/keystores",
+            get(keymanager::list)
+                .post(keymanager::import)
+                .delete(keymanager::delete),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -1,6 +1,8 @@
 //! `POST /reload` (202, re-scans key sources in the background, applies only the delta) and
 //! `GET /reload` (status of the last reload), as Web3Signer 25.12+.
 //! In-flight requests keep the `Arc` of the key they looked up, so a reload never drops them.
+//! The sources are the keystores and key-config directories plus the Keymanager API's imported
+//! keystores; with `--key-cache` unchanged keystores come from the cache.
 
 use std::sync::Arc;
 
@@ -10,8 +12,10 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::health::json_response;
-use super::{LoadStatus, NodeState};
-use crate::keys::store;
+use super::{KeySources, LoadStatus, NodeState};
+use crate::keys::cache::{CacheSession, CacheStats, KeyCache};
+use crate::keys::managed::ManagedKeys;
+use crate::keys::store::{self, LoadOptions};
 
 #[derive(Debug, Default)]
 pub(super) struct ReloadState {
@@ -74,35 +78,94 @@ pub(super) async fn status(State(state): State<Arc<NodeState>>) -> Response {
     json_response(StatusCode::OK, &doc)
 }
 
-/// Re-reads every key source and swaps in the new key set. Returns the status word and the
-/// first error, if any.
+/// What one load of every key source produced (start-up and `/reload`).
+#[derive(Debug, Default)]
+pub struct KeysLoad {
+    /// Per source (`keystores`, `key-config`, `imported`), its report.
+    pub reports: Vec<(&'static str, store::LoadReport)>,
+    /// Key-cache outcome, when the cache is on.
+    pub cache: Option<Result<CacheStats, crate::keys::cache::Error>>,
+}
+
+impl KeysLoad {
+    /// The `/healthcheck` counts of the operator's sources.
+    pub fn status(&self) -> LoadStatus {
+        let mut status = LoadStatus::default();
+        for (source, report) in &self.reports {
+            let counts = Some((report.keys.len(), report.errors.len()));
+            match *source {
+                "keystores" => status.keystores = counts,
+                "key-config" => status.key_config = counts,
+                _ => {}
+            }
+        }
+        status
+    }
+
+    /// All loaded keys, in source order.
+    pub fn into_keys(self) -> Vec<crate::keys::LoadedKey> {
+        self.reports
+            .into_iter()
+            .flat_map(|(_, report)| report.keys)
+            .collect()
+    }
+}
+
+/// Loads every key source: the keystores directory, the key-config directory and the
+/// Keymanager's imported keystores, through the key cache when one is given (its file is
+/// rewritten when the keystores changed). CPU-heavy: call from a blocking thread.
+///
+/// # Errors
+/// When a configured directory cannot be read at all (per-file failures are in the reports).
+pub fn load_key_sources(
+    sources: &KeySources,
+    managed: Option<&ManagedKeys>,
+    cache: Option<&KeyCache>,
+) -> Result<KeysLoad, String> {
+    let session = cache.map(|c| c.session(c.len() + 4096));
+    let options = LoadOptions {
+        cache: session.as_ref(),
+        imported: false,
+    };
+    let mut load = KeysLoad::default();
+    if let Some((dir, pw)) = &sources.keystores {
+        let report = store::load_keystores_dir_with(dir, pw, options)
+            .map_err(|e| format!("reading keystores from {}: {e}", dir.display()))?;
+        load.reports.push(("keystores", report));
+    }
+    if let Some(dir) = &sources.key_config {
+        let report = store::load_key_config_dir_with(dir, options)
+            .map_err(|e| format!("reading key configs from {}: {e}", dir.display()))?;
+        load.reports.push(("key-config", report));
+    }
+    if let Some(managed) = managed {
+        let report = managed.load(options).map_err(|e| e.to_string())?;
+        load.reports.push(("imported", report));
+    }
+    load.cache = session.map(CacheSession::finish);
+    Ok(load)
+}
+
+/// Re-reads every key source and swaps in the new key set (holding `key_ops`, so a Keymanager
+/// import or delete cannot interleave). Returns the status word and the first error, if any.
 fn reload_keys(state: &NodeState) -> Result<(String, Option<String>), String> {
-    let mut loaded = Vec::new();
-    let mut status = LoadStatus::default();
-    let mut first_error = None;
-    if let Some((dir, pw)) = &state.sources.keystores {
-        let report = store::load_keystores_dir(dir, pw).map_err(|e| e.to_string())?;
-        status.keystores = Some((report.keys.len(), report.errors.len()));
-        first_error = first_error.or_else(|| {
-            report
-                .errors
-                .first()
-                .map(|(p, e)| format!("{}: {e}", p.display()))
-        });
-        loaded.extend(report.keys);
+    let _ops = state.key_ops.blocking_lock();
+    let load = load_key_sources(
+        &state.sources,
+        state.managed_keys.get(),
+        state.key_cache.get().map(|c| &**c),
+    )?;
+    let first_error = load.reports.iter().find_map(|(_, report)| {
+        report
+            .errors
+            .first()
+            .map(|(p, e)| format!("{}: {e}", p.display()))
+    });
+    if let Some(Err(e)) = &load.cache {
+        tracing::warn!(error = %e, "key cache not written");
     }
-    if let Some(dir) = &state.sources.key_config {
-        let report = store::load_key_config_dir(dir).map_err(|e| e.to_string())?;
-        status.key_config = Some((report.keys.len(), report.errors.len()));
-        first_error = first_error.or_else(|| {
-            report
-                .errors
-                .first()
-                .map(|(p, e)| format!("{}: {e}", p.display()))
-        });
-        loaded.extend(report.keys);
-    }
-    let diff = state.keys.replace_all(loaded);
+    let status = load.status();
+    let diff = state.keys.replace_all(load.into_keys());
     tracing::info!(
         added = diff.added.len(),
         removed = diff.removed.len(),

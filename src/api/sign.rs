@@ -16,7 +16,7 @@ use super::{ApiError, NodeState};
 use crate::bls::{PublicKeyBytes, Signature};
 use crate::metrics;
 use crate::signing::{self, SignKind};
-use crate::slashing::Verdict;
+use crate::slashing::{Refusal, Verdict};
 
 pub(super) async fn sign(
     State(state): State<Arc<NodeState>>,
@@ -51,6 +51,13 @@ async fn sign_inner(
     *kind = Some(prepared.kind);
     let pubkey = PublicKeyBytes::parse(identifier)
         .map_err(|_| ApiError::UnknownKey(identifier.to_owned()))?;
+    // A key deleted through the Keymanager API is refused for every sign type, not only the
+    // slashable ones the database checks, even if a key source still holds it.
+    if state.keys.is_disabled(&pubkey) {
+        let refusal = Refusal::ValidatorDisabled { pubkey };
+        metrics::global().record_refusal(&refusal);
+        return Err(ApiError::Refused { pubkey, refusal });
+    }
     let key = state
         .keys
         .get(&pubkey)

@@ -144,6 +144,39 @@ pub struct SignerArgs {
     /// Key backends: HashiCorp Vault bulk mode and PKCS#11 tokens.
     #[command(flatten)]
     pub backends: backends::KeyBackendArgs,
+    /// Keymanager API and key cache.
+    #[command(flatten)]
+    pub key_management: KeyManagementArgs,
+}
+
+/// Keymanager API and local key cache (issue #8).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Key management")]
+pub struct KeyManagementArgs {
+    /// Serve the Keymanager API (`GET|POST|DELETE /eth/v1/keystores`), protected by a bearer
+    /// token. Imported keystores are kept in the data directory and survive restarts.
+    /// Web3Signer's `--key-manager-api-enabled[=true]` is accepted too.
+    #[arg(
+        long = "keymanager-api",
+        aliases = ["key-manager-api-enabled", "enable-key-manager-api"],
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub keymanager_api: bool,
+    /// File holding the Keymanager API bearer token (first line). Default:
+    /// `<data-dir>/keymanager-token`, generated (mode 0600) when missing.
+    #[arg(long, env = "DVSIGNER_KEYMANAGER_TOKEN_FILE")]
+    pub keymanager_token_file: Option<PathBuf>,
+    /// Keep the decrypted keys in one file in the data directory (`key-cache`, mode 0600),
+    /// encrypted under a key derived once from `--key-cache-password-file`: later starts run one
+    /// KDF instead of one per keystore. Keystores that change are decrypted again.
+    #[arg(long, requires = "key_cache_password_file")]
+    pub key_cache: bool,
+    /// File holding the key cache password (first line; must not be empty).
+    #[arg(long, env = "DVSIGNER_KEY_CACHE_PASSWORD_FILE")]
+    pub key_cache_password_file: Option<PathBuf>,
 }
 
 /// Cluster membership and peer history sync (issue #6): with `--cluster` and `--operator` the
@@ -339,6 +372,36 @@ mod tests {
             "c.pem"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn key_management_flags() {
+        let base = ["dvsigner", "signer", "--data-dir", "/d", "--insecure-http"];
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(base.iter().chain(extra).copied().collect::<Vec<_>>()).map(|c| {
+                let Command::Signer(a) = c.command else {
+                    panic!("not signer")
+                };
+                a.key_management
+            })
+        };
+        let d = parse(&[]).expect("defaults");
+        assert!(!d.keymanager_api && !d.key_cache);
+        assert!(d.keymanager_token_file.is_none() && d.key_cache_password_file.is_none());
+        assert!(parse(&["--keymanager-api"]).expect("flag").keymanager_api);
+        assert!(
+            parse(&["--key-manager-api-enabled=true"])
+                .expect("web3signer alias")
+                .keymanager_api
+        );
+        assert!(
+            !parse(&["--key-manager-api-enabled=false"])
+                .expect("alias false")
+                .keymanager_api
+        );
+        assert!(parse(&["--key-cache"]).is_err());
+        let c = parse(&["--key-cache", "--key-cache-password-file", "p"]).expect("cache");
+        assert!(c.key_cache);
     }
 
     #[test]

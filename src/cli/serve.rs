@@ -9,10 +9,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use super::{ServeArgs, SignerArgs};
+use crate::api::keymanager::{self, AuthToken};
 use crate::api::{self, KeySources, LoadStatus, NodeState};
 use crate::cluster::sync::{ClusterSync, SyncOptions};
 use crate::cluster::ClusterDefinition;
-use crate::keys::{store, KeyStore};
+use crate::keys::cache::{self, KeyCache};
+use crate::keys::managed::ManagedKeys;
+use crate::keys::{store, KdfParams, KeyStore};
 use crate::signing::Network;
 use crate::slashing::SlashingDb;
 use crate::tls;
@@ -47,28 +50,83 @@ pub fn server_tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<rustls::ServerC
 /// # Errors
 /// When a key directory cannot be read at all (per-file failures are reported, not fatal).
 pub async fn load_keys(sources: &KeySources) -> anyhow::Result<(KeyStore, LoadStatus)> {
+    load_keys_with(sources, Vec::new(), None, None).await
+}
+
+/// [`load_keys`] with the disabled keys refused, the Keymanager's imported keystores, and the key
+/// cache (logs its hits and misses: `key cache used`).
+///
+/// # Errors
+/// As [`load_keys`].
+pub async fn load_keys_with(
+    sources: &KeySources,
+    disabled: Vec<crate::bls::PublicKeyBytes>,
+    managed: Option<ManagedKeys>,
+    cache: Option<Arc<KeyCache>>,
+) -> anyhow::Result<(KeyStore, LoadStatus)> {
     let sources = sources.clone();
     tokio::task::spawn_blocking(move || {
-        let keys = KeyStore::default();
-        let mut status = LoadStatus::default();
-        if let Some((dir, pw)) = &sources.keystores {
-            let report = store::load_keystores_dir(dir, pw)
-                .with_context(|| format!("reading keystores from {}", dir.display()))?;
-            log_report("keystores", &report);
-            status.keystores = Some((report.keys.len(), report.errors.len()));
-            keys.insert_all(report.keys);
+        let load = api::load_key_sources(&sources, managed.as_ref(), cache.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        for (source, report) in &load.reports {
+            log_report(source, report);
         }
-        if let Some(dir) = &sources.key_config {
-            let report = store::load_key_config_dir(dir)
-                .with_context(|| format!("reading key configs from {}", dir.display()))?;
-            log_report("key-config", &report);
-            status.key_config = Some((report.keys.len(), report.errors.len()));
-            keys.insert_all(report.keys);
+        match &load.cache {
+            Some(Ok(stats)) => tracing::info!(
+                hits = stats.hits,
+                misses = stats.misses,
+                dropped = stats.dropped,
+                written = stats.written,
+                "key cache used"
+            ),
+            Some(Err(e)) => tracing::warn!(error = %e, "key cache not written"),
+            None => {}
         }
+        let status = load.status();
+        let keys = KeyStore::with_disabled(disabled);
+        keys.insert_all(load.into_keys());
         Ok((keys, status))
     })
     .await
     .context("key loading task")?
+}
+
+/// Opens the key cache when `--key-cache` is on (one KDF run, on a blocking thread).
+///
+/// # Errors
+/// Unreadable password file or cache file.
+pub async fn open_key_cache(
+    args: &super::KeyManagementArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<KeyCache>>> {
+    if !args.key_cache {
+        return Ok(None);
+    }
+    let Some(pw_file) = args.key_cache_password_file.clone() else {
+        anyhow::bail!("--key-cache needs --key-cache-password-file");
+    };
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join(cache::FILE_NAME);
+    let cache = tokio::task::spawn_blocking(move || {
+        let password = cache::read_password(&pw_file)?;
+        KeyCache::open(&path, &password, KdfParams::scrypt_default())
+    })
+    .await
+    .context("key cache task")?
+    .context("--key-cache")?;
+    match cache.state() {
+        cache::OpenState::Missing => {
+            tracing::info!(file = %cache.path().display(), "key cache: no cache file yet")
+        }
+        cache::OpenState::Loaded(n) => {
+            tracing::info!(file = %cache.path().display(), entries = n, "key cache: opened")
+        }
+        cache::OpenState::Unusable(why) => {
+            tracing::warn!(file = %cache.path().display(), reason = %why, "key cache: unusable, it will be rebuilt")
+        }
+    }
+    Ok(Some(Arc::new(cache)))
 }
 
 fn log_report(source: &str, report: &store::LoadReport) {
@@ -133,16 +191,32 @@ pub async fn serve_signer(
         keystores: args.keystores.clone().zip(args.keystores_passwords.clone()),
         key_config: args.key_config.clone(),
     };
-    let (keys, status) = load_keys(&sources).await?;
+    let managed = ManagedKeys::new(&args.data_dir);
+    let disabled = managed
+        .load_disabled()
+        .context("keys deleted through the keymanager API")?;
+    let key_cache = open_key_cache(&args.key_management, &args.data_dir).await?;
+    let (keys, status) = load_keys_with(
+        &sources,
+        disabled.into_iter().collect(),
+        Some(managed.clone()),
+        key_cache.clone(),
+    )
+    .await?;
     let backend_keys = super::backends::load_backend_keys(&args.backends).await?;
     let backend_count = backend_keys.len();
     if keys.insert_all(backend_keys) != backend_count {
-        tracing::warn!("some vault/hsm keys were already loaded from another source");
+        tracing::warn!("some vault/hsm keys were already loaded from another source (or were deleted through the keymanager API)");
     }
     let slashing = open_slashing_db(&args).await?;
     let state = NodeState::new(Arc::new(keys), slashing, network, sources)?;
     if let Ok(mut s) = state.load_status.write() {
         *s = status;
+    }
+    enable_keymanager(&args, &state, &managed)?;
+    let _ = state.managed_keys.set(managed);
+    if let Some(cache) = key_cache {
+        let _ = state.key_cache.set(cache);
     }
     let state = Arc::new(state);
     if let Some(db) = state.slashing.clone() {
@@ -168,6 +242,40 @@ pub async fn serve_signer(
     }
     served?;
     tracing::info!("signer stopped");
+    Ok(())
+}
+
+/// With `--keymanager-api`: reads or generates the token (never logged) and enables the routes.
+///
+/// # Errors
+/// Slashing protection off (imports need the database), unreadable or empty token file.
+fn enable_keymanager(
+    args: &SignerArgs,
+    state: &NodeState,
+    managed: &ManagedKeys,
+) -> anyhow::Result<()> {
+    let km_args = &args.key_management;
+    if !km_args.keymanager_api {
+        return Ok(());
+    }
+    if state.slashing.is_none() {
+        anyhow::bail!(
+            "--keymanager-api needs slashing protection (remove --no-slashing-protection)"
+        );
+    }
+    let (token, file) = match &km_args.keymanager_token_file {
+        Some(path) => (AuthToken::from_file(path)?, path.clone()),
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating {}", args.data_dir.display()))?;
+            let path = args.data_dir.join(keymanager::TOKEN_FILE_NAME);
+            (AuthToken::load_or_generate(&path)?, path)
+        }
+    };
+    let _ = state
+        .keymanager
+        .set(keymanager::Keymanager::new(token, managed.clone()));
+    tracing::info!(token_file = %file.display(), "keymanager API enabled");
     Ok(())
 }
 

@@ -14,7 +14,7 @@
 //! [`KeyStore`] is read on the signing hot path: lookups take a shared `RwLock` read guard for the
 //! duration of a map lookup and return an `Arc<SecretKey>`, so signing never holds the lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::bls::PublicKeyBytes;
+use crate::keys::cache::CacheSession;
 use crate::keys::key_config::{self, KeyConfigEntry};
 use crate::keys::keystore::Keystore;
 use crate::keys::secret::{Password, SecretKey};
@@ -50,6 +51,11 @@ pub enum KeyOrigin {
         token: String,
         /// The data object's label.
         object: String,
+    /// A keystore imported through the Keymanager API, persisted in the data directory
+    /// (see [`crate::keys::managed`]).
+    Imported {
+        /// The persisted keystore file.
+        path: PathBuf,
     },
 }
 
@@ -105,7 +111,7 @@ struct KeystoreJob {
 }
 
 impl KeystoreJob {
-    fn run(&self) -> Result<LoadedKey, String> {
+    fn run(&self, cache: Option<&CacheSession<'_>>) -> Result<LoadedKey, String> {
         // Name the keystore only when the report is about another file (a key config).
         let keystore = if self.keystore_file == self.report_path {
             String::new()
@@ -124,7 +130,24 @@ impl KeystoreJob {
                 self.password_file.display()
             )));
         }
+        let id = cache.map(|c| c.entry_id(&self.keystore_file, text.as_bytes(), &password));
+        if let (Some(cache), Some(id)) = (cache, &id) {
+            if let Some(secret) = cache.lookup(id) {
+                if parsed
+                    .pubkey()
+                    .is_none_or(|pk| pk == secret.public_key().bytes())
+                {
+                    return Ok(LoadedKey {
+                        secret,
+                        origin: self.origin.clone(),
+                    });
+                }
+            }
+        }
         let secret = parsed.decrypt(&password).map_err(|e| fail(e.to_string()))?;
+        if let (Some(cache), Some(id)) = (cache, id) {
+            cache.record(id, &secret);
+        }
         Ok(LoadedKey {
             secret,
             origin: self.origin.clone(),
@@ -132,11 +155,20 @@ impl KeystoreJob {
     }
 }
 
+/// Options of [`load_keystores_dir_with`] and [`load_key_config_dir_with`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadOptions<'a> {
+    /// Take keys from this key-cache load where possible, and record the others in it.
+    pub cache: Option<&'a CacheSession<'a>>,
+    /// Mark the keys [`KeyOrigin::Imported`] (the Keymanager API's own directory).
+    pub imported: bool,
+}
+
 /// Decrypts all jobs in parallel and adds the outcomes to `report`, in job order.
-fn run_jobs(jobs: Vec<KeystoreJob>, report: &mut LoadReport) {
+fn run_jobs(jobs: Vec<KeystoreJob>, report: &mut LoadReport, cache: Option<&CacheSession<'_>>) {
     let outcomes: Vec<_> = jobs
         .into_par_iter()
-        .map(|job| (job.run(), job.report_path))
+        .map(|job| (job.run(cache), job.report_path))
         .collect();
     for (outcome, path) in outcomes {
         match outcome {
@@ -173,6 +205,18 @@ fn files_with_suffix(dir: &Path, suffixes: &[&str]) -> std::io::Result<Vec<PathB
 /// When the keystores directory cannot be read. Problems with single files (unreadable, invalid,
 /// missing password, wrong password) are reported in [`LoadReport::errors`] instead.
 pub fn load_keystores_dir(keystores: &Path, passwords: &Path) -> std::io::Result<LoadReport> {
+    load_keystores_dir_with(keystores, passwords, LoadOptions::default())
+}
+
+/// [`load_keystores_dir`] with a key cache and/or the imported origin.
+///
+/// # Errors
+/// As [`load_keystores_dir`].
+pub fn load_keystores_dir_with(
+    keystores: &Path,
+    passwords: &Path,
+    options: LoadOptions<'_>,
+) -> std::io::Result<LoadReport> {
     let start = Instant::now();
     let mut report = LoadReport::default();
     let mut jobs = Vec::new();
@@ -185,11 +229,15 @@ pub fn load_keystores_dir(keystores: &Path, passwords: &Path) -> std::io::Result
             keystore_file: path.clone(),
             password_file: passwords.join(format!("{stem}.txt")),
             refuse_empty_password: false,
-            origin: KeyOrigin::Keystore { path: path.clone() },
+            origin: if options.imported {
+                KeyOrigin::Imported { path: path.clone() }
+            } else {
+                KeyOrigin::Keystore { path: path.clone() }
+            },
             report_path: path,
         });
     }
-    run_jobs(jobs, &mut report);
+    run_jobs(jobs, &mut report, options.cache);
     report.elapsed = start.elapsed();
     Ok(report)
 }
@@ -202,6 +250,17 @@ pub fn load_keystores_dir(keystores: &Path, passwords: &Path) -> std::io::Result
 /// unsupported `type`s, unreadable or undecryptable keystores) are reported in
 /// [`LoadReport::errors`] against the YAML file.
 pub fn load_key_config_dir(dir: &Path) -> std::io::Result<LoadReport> {
+    load_key_config_dir_with(dir, LoadOptions::default())
+}
+
+/// [`load_key_config_dir`] with a key cache (`imported` is ignored).
+///
+/// # Errors
+/// As [`load_key_config_dir`].
+pub fn load_key_config_dir_with(
+    dir: &Path,
+    options: LoadOptions<'_>,
+) -> std::io::Result<LoadReport> {
     let start = Instant::now();
     let mut report = LoadReport::default();
     let mut jobs = Vec::new();
@@ -245,7 +304,7 @@ pub fn load_key_config_dir(dir: &Path) -> std::io::Result<LoadReport> {
             }
         }
     }
-    run_jobs(jobs, &mut report);
+    run_jobs(jobs, &mut report, options.cache);
     report.elapsed = start.elapsed();
     Ok(report)
 }
@@ -261,11 +320,25 @@ pub struct KeyDiff {
 
 type KeyMap = BTreeMap<PublicKeyBytes, (Arc<SecretKey>, KeyOrigin)>;
 
+/// The map and the disabled set, changed together under one lock.
+#[derive(Default)]
+struct Keys {
+    map: KeyMap,
+    /// Keys deleted through the Keymanager API: never in `map`, whatever a source holds, until
+    /// [`KeyStore::enable_insert`] (a Keymanager import) takes them out of this set.
+    disabled: BTreeSet<PublicKeyBytes>,
+}
+
 /// The keys a node can sign with, by public key. Safe to share between threads; reads never wait
 /// for a decryption (keys are decrypted before they are inserted).
+///
+/// Invariant: a key in the disabled set is never in the map. Every insertion path
+/// ([`KeyStore::insert`], [`KeyStore::insert_all`], [`KeyStore::replace_all`]) skips disabled
+/// keys, so a deleted key stays unusable even when a keystore directory or key-config file still
+/// holds it and `/reload` runs.
 #[derive(Default)]
 pub struct KeyStore {
-    keys: RwLock<KeyMap>,
+    keys: RwLock<Keys>,
 }
 
 impl KeyStore {
@@ -276,69 +349,125 @@ impl KeyStore {
 
     // A panic while holding the lock cannot leave the map half-updated (every write is a single
     // map operation or a whole-map swap), so a poisoned lock is still consistent.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyMap> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
         self.keys.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyMap> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Keys> {
         self.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An empty store in which `disabled` keys are refused (the set persisted by the Keymanager
+    /// API, loaded before any key source).
+    pub fn with_disabled(disabled: impl IntoIterator<Item = PublicKeyBytes>) -> Self {
+        let store = Self::default();
+        store.write().disabled.extend(disabled);
+        store
+    }
+
+    /// Whether the key was deleted through the Keymanager API (and not imported again).
+    pub fn is_disabled(&self, pk: &PublicKeyBytes) -> bool {
+        self.read().disabled.contains(pk)
+    }
+
+    /// The disabled keys, sorted.
+    pub fn disabled(&self) -> Vec<PublicKeyBytes> {
+        self.read().disabled.iter().copied().collect()
+    }
+
+    /// Disables a key: removes it (signers already holding its `Arc` may finish their current
+    /// signature) and refuses it from now on, in one step. Returns the removed key and its
+    /// origin if it was loaded (the caller may wait for other holders of the `Arc`).
+    pub fn disable(&self, pk: &PublicKeyBytes) -> Option<(Arc<SecretKey>, KeyOrigin)> {
+        let mut keys = self.write();
+        keys.disabled.insert(*pk);
+        keys.map.remove(pk)
+    }
+
+    /// Takes a key out of the disabled set without loading it (a delete that found nothing to
+    /// delete). Returns whether it was disabled.
+    pub fn clear_disabled(&self, pk: &PublicKeyBytes) -> bool {
+        self.write().disabled.remove(pk)
+    }
+
+    /// Re-enables a key and adds it (a Keymanager import). Returns false, and keeps the existing
+    /// entry, when the key is already loaded (then it was not disabled).
+    pub fn enable_insert(&self, key: LoadedKey) -> bool {
+        let pk = key.secret.public_key().bytes();
+        let mut keys = self.write();
+        keys.disabled.remove(&pk);
+        match keys.map.entry(pk) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert((Arc::new(key.secret), key.origin));
+                true
+            }
+            // A disabled key is never in the map (type invariant), so this is a duplicate.
+            std::collections::btree_map::Entry::Occupied(_) => false,
+        }
     }
 
     /// Looks a key up.
     pub fn get(&self, pk: &PublicKeyBytes) -> Option<Arc<SecretKey>> {
-        self.read().get(pk).map(|(sk, _)| Arc::clone(sk))
+        self.read().map.get(pk).map(|(sk, _)| Arc::clone(sk))
     }
 
     /// Where a key came from.
     pub fn origin(&self, pk: &PublicKeyBytes) -> Option<KeyOrigin> {
-        self.read().get(pk).map(|(_, origin)| origin.clone())
+        self.read().map.get(pk).map(|(_, origin)| origin.clone())
     }
 
     /// Whether the key is loaded.
     pub fn contains(&self, pk: &PublicKeyBytes) -> bool {
-        self.read().contains_key(pk)
+        self.read().map.contains_key(pk)
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().map.len()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().map.is_empty()
     }
 
     /// All public keys, sorted.
     pub fn public_keys(&self) -> Vec<PublicKeyBytes> {
-        self.read().keys().copied().collect()
+        self.read().map.keys().copied().collect()
     }
 
     /// All public keys with their origins, sorted by public key (for the keymanager listing).
     pub fn entries(&self) -> Vec<(PublicKeyBytes, KeyOrigin)> {
         self.read()
+            .map
             .iter()
             .map(|(pk, (_, origin))| (*pk, origin.clone()))
             .collect()
     }
 
-    /// Adds one key. Returns false (and keeps the existing entry) when it is already loaded.
+    /// Adds one key. Returns false (and keeps the existing entry) when it is already loaded or
+    /// disabled.
     pub fn insert(&self, key: LoadedKey) -> bool {
         let pk = key.secret.public_key().bytes();
-        let mut map = self.write();
-        if map.contains_key(&pk) {
+        let mut keys = self.write();
+        if keys.map.contains_key(&pk) || keys.disabled.contains(&pk) {
             return false;
         }
-        map.insert(pk, (Arc::new(key.secret), key.origin));
+        keys.map.insert(pk, (Arc::new(key.secret), key.origin));
         true
     }
 
-    /// Adds keys; returns how many were new. A key already loaded keeps its existing entry.
+    /// Adds keys; returns how many were new. A key already loaded keeps its existing entry; a
+    /// disabled key is skipped.
     pub fn insert_all(&self, keys: Vec<LoadedKey>) -> usize {
-        let mut map = self.write();
+        let mut guard = self.write();
+        let Keys { map, disabled } = &mut *guard;
         let mut added = 0;
         for key in keys {
             let pk = key.secret.public_key().bytes();
+            if disabled.contains(&pk) {
+                continue;
+            }
             if let std::collections::btree_map::Entry::Vacant(slot) = map.entry(pk) {
                 slot.insert((Arc::new(key.secret), key.origin));
                 added += 1;
@@ -350,20 +479,21 @@ impl KeyStore {
     /// Removes a key; returns its origin if it was loaded. Signers already holding its `Arc` may
     /// finish their current signature.
     pub fn remove(&self, pk: &PublicKeyBytes) -> Option<KeyOrigin> {
-        self.write().remove(pk).map(|(_, origin)| origin)
+        self.write().map.remove(pk).map(|(_, origin)| origin)
     }
 
     /// Replaces the whole set with `keys` (for `/reload`) and reports the difference. Keys present
     /// before and after keep their existing `Arc`; the first of several copies of a key wins.
     /// The caller decides whether a load with errors should be applied at all (a key whose file
-    /// failed to load would be reported as removed).
+    /// failed to load would be reported as removed). Disabled keys are skipped.
     pub fn replace_all(&self, keys: Vec<LoadedKey>) -> KeyDiff {
-        let mut map = self.write();
+        let mut guard = self.write();
+        let Keys { map, disabled } = &mut *guard;
         let mut next = KeyMap::new();
         let mut diff = KeyDiff::default();
         for key in keys {
             let pk = key.secret.public_key().bytes();
-            if next.contains_key(&pk) {
+            if next.contains_key(&pk) || disabled.contains(&pk) {
                 continue;
             }
             let secret = match map.get(&pk) {
@@ -510,6 +640,37 @@ mod tests {
             });
         });
         assert_eq!(store.len(), 51);
+    }
+
+    #[test]
+    fn disabled_keys_are_never_inserted_until_enabled() {
+        let pk = |s: u8| key(s).public_key().bytes();
+        let store = KeyStore::with_disabled([pk(2)]);
+        assert_eq!(
+            store.insert_all(vec![loaded(key(1), "a"), loaded(key(2), "b")]),
+            1
+        );
+        assert!(!store.insert(loaded(key(2), "b")));
+        assert!(store.get(&pk(2)).is_none() && store.is_disabled(&pk(2)));
+        let diff = store.replace_all(vec![loaded(key(1), "a"), loaded(key(2), "b")]);
+        assert!(diff.added.is_empty() && diff.removed.is_empty());
+
+        let (arc, origin) = store.disable(&pk(1)).expect("was loaded");
+        assert_eq!(arc.public_key().bytes(), pk(1));
+        assert_eq!(origin, KeyOrigin::Keystore { path: "a".into() });
+        assert!(store.is_empty());
+        assert_eq!(store.disabled(), {
+            let mut v = vec![pk(1), pk(2)];
+            v.sort();
+            v
+        });
+        assert!(store.disable(&pk(1)).is_none());
+
+        assert!(store.enable_insert(loaded(key(2), "imported")));
+        assert!(!store.is_disabled(&pk(2)) && store.contains(&pk(2)));
+        assert!(!store.enable_insert(loaded(key(2), "again")));
+        assert!(store.clear_disabled(&pk(1)));
+        assert!(store.insert(loaded(key(1), "a")));
     }
 
     #[test]

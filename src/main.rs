@@ -1,11 +1,10 @@
 //! The `dvsigner` binary: parse the command line, set up logging, run, map errors to exit codes.
 
-use clap::Parser;
-use dvsigner::cli::{Cli, LogFormat};
+use dvsigner::cli::LogFormat;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = dvsigner::cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("DVSIGNER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The Vault client's own tracing can echo response fragments (a secret, in a malformed

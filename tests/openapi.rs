@@ -1,21 +1,43 @@
-//! `openapi/dvsigner.yaml` documents every route the node, combiner and metrics routers
-//! register: the routes are read from the router source (`.route("PATH", get(..).post(..))`),
-//! so a route added without a spec entry fails here. Spec paths with no route fail too.
+//! `openapi/dvsigner.yaml` documents every route the node, combiner, metrics and DKG ceremony
+//! routers register: the routes are read from the router source (`.route("PATH", get(..))`, or
+//! `.route(some::CONST, ..)` with the constant's `const CONST: &str = "PATH"` looked up under
+//! `src/`), so a route added without a spec entry fails here. Spec paths with no route fail too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const ROUTER_SOURCES: [&str; 3] = ["src/api/mod.rs", "src/combiner/mod.rs", "src/metrics.rs"];
+const ROUTER_SOURCES: [&str; 4] = [
+    "src/api/mod.rs",
+    "src/combiner/mod.rs",
+    "src/metrics.rs",
+    "src/dkg/ceremony.rs",
+];
 
-/// (path, method) pairs registered with `.route(...)` in `source`.
-fn routes_in(source: &str) -> BTreeSet<(String, String)> {
+/// (path, method) pairs registered with `.route(...)` in `source`; a path given as a constant
+/// is resolved with `constant` (its last `::` segment), and panics when it cannot be.
+fn routes_in(
+    source: &str,
+    constant: &dyn Fn(&str) -> Option<String>,
+) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
-        let Some(rest) = chunk.trim_start().strip_prefix('"') else {
-            continue;
-        };
-        let Some((path, rest)) = rest.split_once('"') else {
-            continue;
+        let chunk = chunk.trim_start();
+        let (path, rest) = match chunk.strip_prefix('"') {
+            Some(rest) => {
+                let Some((path, rest)) = rest.split_once('"') else {
+                    continue;
+                };
+                (path.to_owned(), rest)
+            }
+            None => {
+                let Some((expr, rest)) = chunk.split_once(',') else {
+                    continue;
+                };
+                let name = expr.trim().rsplit("::").next().unwrap_or_default();
+                let path = constant(name)
+                    .unwrap_or_else(|| panic!("route path constant {expr} not found under src/"));
+                (path, rest)
+            }
         };
         // The handler expression ends where the next builder call starts.
         let expr = rest
@@ -32,11 +54,33 @@ fn routes_in(source: &str) -> BTreeSet<(String, String)> {
                         && expr.as_bytes()[i - 1] != b'_'
             });
             if hits {
-                out.insert((path.to_owned(), method.to_owned()));
+                out.insert((path.clone(), method.to_owned()));
             }
         }
     }
     out
+}
+
+/// The value of `const NAME: &str = "...";` in any `.rs` file under `dir`.
+fn find_str_const(dir: &Path, name: &str) -> Option<String> {
+    let needle = format!("const {name}: &str = \"");
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let found = if path.is_dir() {
+            find_str_const(&path, name)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).ok()?;
+            text.split_once(&needle)
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(value, _)| value.to_owned())
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 fn spec_routes() -> BTreeSet<(String, String)> {
@@ -64,9 +108,10 @@ fn spec_routes() -> BTreeSet<(String, String)> {
 fn every_router_route_is_in_the_spec_and_back() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut routes = BTreeSet::new();
+    let constant = |name: &str| find_str_const(&root.join("src"), name);
     for file in ROUTER_SOURCES {
         let source = std::fs::read_to_string(root.join(file)).expect("router source");
-        let found = routes_in(&source);
+        let found = routes_in(&source, &constant);
         assert!(!found.is_empty(), "no routes found in {file}");
         routes.extend(found);
     }
@@ -76,6 +121,8 @@ fn every_router_route_is_in_the_spec_and_back() {
         ("/reload", "get"),
         ("/reload", "post"),
         ("/metrics", "get"),
+        ("/api/v1/cluster/history", "get"),
+        ("/dkg/v1/round/{round}", "get"),
     ] {
         assert!(
             routes.contains(&(known.0.to_owned(), known.1.to_owned())),
@@ -97,11 +144,31 @@ fn extractor_reads_chained_methods() {
     let src = r#"Router::new()
         .route("/a", get(h::a))
         .route("/b/{x}", post(b).get(c))
+        .route(crate::x::C_PATH, get(c))
         .layer(x)"#;
-    let got = routes_in(src);
-    let want: BTreeSet<(String, String)> = [("/a", "get"), ("/b/{x}", "post"), ("/b/{x}", "get")]
-        .iter()
-        .map(|(p, m)| (p.to_string(), m.to_string()))
-        .collect();
+    let constant = |name: &str| (name == "C_PATH").then(|| "/c".to_owned());
+    let got = routes_in(src, &constant);
+    let want: BTreeSet<(String, String)> = [
+        ("/a", "get"),
+        ("/b/{x}", "post"),
+        ("/b/{x}", "get"),
+        ("/c", "get"),
+    ]
+    .iter()
+    .map(|(p, m)| (p.to_string(), m.to_string()))
+    .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn path_constants_resolve_from_the_source_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(
+        find_str_const(&root.join("src"), "HISTORY_PATH").as_deref(),
+        Some(dvsigner::cluster::protocol::HISTORY_PATH)
+    );
+    assert_eq!(
+        find_str_const(&root.join("src"), "NO_SUCH_PATH_CONST"),
+        None
+    );
 }

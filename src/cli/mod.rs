@@ -28,6 +28,18 @@ pub struct Cli {
     /// metrics are not authenticated).
     #[arg(long, global = true, env = "DVSIGNER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// `signer` and `combiner`: read options from this YAML file (TOML if it ends in `.toml`),
+    /// keys being the long option names (`listen: 127.0.0.1:9000`). Precedence: command line >
+    /// environment variable > config file > default.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `signer` and `combiner`: check the options (file, environment and command line), print
+    /// the effective settings and exit, without binding ports or reading keys.
+    #[arg(long, global = true)]
+    pub check_config: bool,
+    /// The effective settings, filled by [`parse_from`] for `--check-config`.
+    #[arg(skip)]
+    pub effective: Option<crate::config::Settings>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -117,13 +129,13 @@ pub struct SignerArgs {
     #[arg(long, env = "DVSIGNER_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Directory of EIP-2335 keystores (`NAME.json`).
-    #[arg(long, requires = "keystores_passwords")]
+    #[arg(long, env = "DVSIGNER_KEYSTORES", requires = "keystores_passwords")]
     pub keystores: Option<PathBuf>,
     /// Directory of keystore passwords (`NAME.txt`, first line).
-    #[arg(long, requires = "keystores")]
+    #[arg(long, env = "DVSIGNER_KEYSTORES_PASSWORDS", requires = "keystores")]
     pub keystores_passwords: Option<PathBuf>,
     /// Directory of Web3Signer key-config YAML files (`file-keystore`, `file-raw`).
-    #[arg(long)]
+    #[arg(long, env = "DVSIGNER_KEY_CONFIG")]
     pub key_config: Option<PathBuf>,
     /// Slashing-protection database: `sqlite:PATH` or `postgres://…` (default: SQLite in the data dir).
     #[arg(long, env = "DVSIGNER_SLASHING_DB")]
@@ -198,7 +210,7 @@ pub struct SyncArgs {
     #[arg(long, requires = "peer_client_key")]
     pub peer_client_cert: Option<PathBuf>,
     /// Private key (PEM) of `--peer-client-cert`.
-    #[arg(long, requires = "peer_client_cert")]
+    #[arg(long, env = "DVSIGNER_PEER_CLIENT_KEY", requires = "peer_client_cert")]
     pub peer_client_key: Option<PathBuf>,
     /// Peers' client certificates allowed on the history route: `OPERATOR FINGERPRINT` lines,
     /// OPERATOR an operator of the cluster definition (its `tls_fingerprint` is allowed too).
@@ -275,11 +287,125 @@ pub struct DevArgs {
     pub base_port: u16,
 }
 
+/// Why the command line could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The config file or one of its keys.
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// clap's own usage error (or `--help` / `--version` output).
+    #[error("{error}")]
+    Usage {
+        /// The error, rendered by clap.
+        error: clap::Error,
+        /// The config file whose options took part, for a note under the error.
+        file: Option<PathBuf>,
+    },
+}
+
+/// Parses the process's command line with its `--config` file merged in (see
+/// [`crate::config`]); prints usage errors and exits like `Cli::parse` does (status 2).
+pub fn parse() -> Cli {
+    match parse_from(std::env::args_os().collect(), |name| {
+        std::env::var_os(name).is_some()
+    }) {
+        Ok(cli) => cli,
+        Err(ParseError::Config(e)) => {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        }
+        Err(ParseError::Usage { error, file }) => {
+            if !error.use_stderr() {
+                error.exit();
+            }
+            let _ = error.print();
+            if let Some(file) = file {
+                eprintln!("note: options were also read from {}", file.display());
+            }
+            std::process::exit(error.exit_code())
+        }
+    }
+}
+
+/// Parses `argv` (program name first) with its `--config` file merged in; `env_is_set` tells
+/// whether an environment variable is set (clap itself reads the values).
+///
+/// # Errors
+/// [`ParseError::Config`] for a config-file problem (naming the file and the key, including a
+/// value the option refuses), [`ParseError::Usage`] for anything clap refuses.
+pub fn parse_from(
+    argv: Vec<std::ffi::OsString>,
+    env_is_set: impl Fn(&str) -> bool,
+) -> Result<Cli, ParseError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    let expanded = crate::config::expand(&cmd, argv, env_is_set)?;
+    let usage = |error: clap::Error| match crate::config::file_error(&expanded, &error) {
+        Some(e) => ParseError::Config(e),
+        None => ParseError::Usage {
+            error,
+            file: expanded.file.clone(),
+        },
+    };
+    let matches = cmd
+        .try_get_matches_from_mut(expanded.args.clone())
+        .map_err(usage)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| usage(e.format(&mut cmd)))?;
+    if cli.check_config {
+        // A fully built definition, so the subcommand lists the global options too.
+        let mut built = Cli::command();
+        built.build();
+        if let Some((name, sub_matches)) = matches.subcommand() {
+            if let Some(sub) = built.find_subcommand(name) {
+                cli.effective = Some(crate::config::settings(sub, sub_matches, &expanded));
+            }
+        }
+    }
+    Ok(cli)
+}
+
+/// `--check-config`: validates what parsing cannot (network, slashing-DB URL form) and prints
+/// the effective settings; binds nothing and reads no key.
+fn check_config(cli: &Cli) -> anyhow::Result<()> {
+    use crate::config::{check_network, check_slashing_db, Error};
+    match &cli.command {
+        Command::Signer(args) => {
+            check_network(&args.network)?;
+            if let (Some(url), false) = (&args.slashing_db, args.no_slashing_protection) {
+                check_slashing_db(url)?;
+            }
+        }
+        Command::Combiner(args) => {
+            check_network(&args.network)?;
+            if args.deadline_ms == 0 {
+                return Err(Error::Setting {
+                    key: "deadline-ms".into(),
+                    reason: "must be at least 1".into(),
+                }
+                .into());
+            }
+        }
+        _ => anyhow::bail!(
+            "--check-config is only accepted by `dvsigner signer` and `dvsigner combiner`"
+        ),
+    }
+    if let Some(settings) = &cli.effective {
+        print!("{settings}");
+    }
+    Ok(())
+}
+
 /// Runs the parsed command.
 ///
 /// # Errors
 /// Any failure, with context, for `main` to print.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.check_config {
+        return check_config(&cli);
+    }
+    if cli.config.is_some() && !matches!(cli.command, Command::Signer(_) | Command::Combiner(_)) {
+        anyhow::bail!("--config is only accepted by `dvsigner signer` and `dvsigner combiner`");
+    }
     let serves = matches!(cli.command, Command::Signer(_) | Command::Combiner(_));
     let _metrics = match cli.metrics_listen {
         Some(addr) if serves => Some(MetricsGuard(
@@ -402,6 +528,41 @@ mod tests {
         assert!(parse(&["--key-cache"]).is_err());
         let c = parse(&["--key-cache", "--key-cache-password-file", "p"]).expect("cache");
         assert!(c.key_cache);
+    }
+
+    #[test]
+    fn config_file_values_refused_by_clap_name_the_file_and_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "data-dir: /d\ninsecure-http: true\nlisten: nope\n").expect("write");
+        let argv = [
+            "dvsigner",
+            "signer",
+            "--config",
+            file.to_str().expect("utf8"),
+        ]
+        .map(std::ffi::OsString::from)
+        .to_vec();
+        let err = parse_from(argv.clone(), |_| false).expect_err("bad listen");
+        let ParseError::Config(crate::config::Error::InvalidValue { key, value, .. }) = err else {
+            panic!("not a config error: {err}")
+        };
+        assert_eq!((key.as_str(), value.as_str()), ("listen", "nope"));
+        // The command line wins, so the file's bad value is never parsed.
+        let mut ok = argv;
+        ok.extend(["--listen", "127.0.0.1:1", "--check-config"].map(std::ffi::OsString::from));
+        let cli = parse_from(ok, |_| false).expect("parse");
+        let Command::Signer(a) = &cli.command else {
+            panic!("not signer")
+        };
+        assert_eq!(a.serve.listen.to_string(), "127.0.0.1:1");
+        assert!(a.serve.insecure_http);
+        let settings = cli
+            .effective
+            .expect("effective settings for --check-config");
+        assert!(settings.set.iter().any(|s| s.key == "data-dir"
+            && s.values == ["/d"]
+            && s.source == crate::config::Source::File));
     }
 
     #[test]

@@ -217,9 +217,11 @@ pub(super) async fn list(State(state): State<Arc<NodeState>>, headers: HeaderMap
 /// key is disabled and dropped from memory, and only files the API wrote itself are removed.
 fn readonly(origin: &KeyOrigin) -> bool {
     match origin {
-        KeyOrigin::Keystore { .. } | KeyOrigin::KeyConfig { .. } | KeyOrigin::Imported { .. } => {
-            false
-        }
+        KeyOrigin::Keystore { .. }
+        | KeyOrigin::KeyConfig { .. }
+        | KeyOrigin::Imported { .. }
+        | KeyOrigin::Vault { .. }
+        | KeyOrigin::Hsm { .. } => false,
     }
 }
 

@@ -51,6 +51,7 @@ pub enum KeyOrigin {
         token: String,
         /// The data object's label.
         object: String,
+    },
     /// A keystore imported through the Keymanager API, persisted in the data directory
     /// (see [`crate::keys::managed`]).
     Imported {

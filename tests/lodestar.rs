@@ -47,7 +47,7 @@ const FINALIZED_AFTER_KILL: u64 = 2;
 /// Whole-test bound (the issue allows 10 minutes).
 const TEST_BOUND: Duration = Duration::from_secs(9 * 60);
 /// Time from start to genesis: beacon node, cluster and validator client start meanwhile.
-const GENESIS_DELAY_SECS: u64 = 25;
+const GENESIS_DELAY_SECS: u64 = 20;
 
 /// Sign types Lodestar 1.5.1 sends without a builder (see shared/reference/client-behaviour.md).
 const EXPECTED_TYPES: [&str; 8] = [

@@ -607,6 +607,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
     // 6. One signer node killed (SIGKILL by PID): the chain goes on finalizing, nothing fails.
     let killed_pid = nodes[3].pid();
     nodes[3].kill9();
+    let at_kill = scrape(&http, metrics_port).await;
     eprintln!(
         "[{:>3} s] killed {} (pid {killed_pid})",
         started.elapsed().as_secs(),
@@ -661,22 +662,25 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
             .map(|(_, v)| *v)
             .sum::<f64>()
     };
-    assert!(
-        ok(&before, NODES[3]) > 0.0 && ok(&after, NODES[3]) == ok(&before, NODES[3]),
-        "{} signed before and not after its kill",
-        NODES[3]
-    );
-    assert!(
-        ok(&after, NODES[0]) > ok(&before, NODES[0]),
-        "the remaining nodes signed after the kill"
-    );
+    let (d_at_kill, d_after) = (ok(&at_kill, NODES[3]), ok(&after, NODES[3]));
+    assert!(d_at_kill > 0.0, "{} never signed before its kill", NODES[3]);
+    assert_eq!(d_after, d_at_kill, "{} signed after its kill", NODES[3]);
+    for node in &NODES[..3] {
+        assert!(
+            ok(&after, node) > ok(&at_kill, node),
+            "{node} signed nothing after the kill"
+        );
+    }
 
     // 7. Stop everything (by PID), then the figures.
     validator.terminate(Duration::from_secs(10));
     beacon.terminate(Duration::from_secs(10));
     combiner.terminate(Duration::from_secs(5));
+    // node-d was killed and reaped already: its PID may belong to another process by now.
     for n in &mut nodes {
-        n.terminate(Duration::from_secs(5));
+        if matches!(n.child.try_wait(), Ok(None)) {
+            n.terminate(Duration::from_secs(5));
+        }
     }
     let per_type = counts_after
         .iter()
@@ -686,7 +690,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         .join(" ");
     println!(
         "lodestar 1.5.1 devnet: finalized epoch {finalized_after} ({finalized} when {} was killed), \
-         blocks per fork {forks:?}, signatures {per_type}, combiner latency p50 {:.1} ms p99 {:.1} ms, \
+         blocks per fork {forks:?}, signatures {per_type}, combiner latency (histogram bucket bounds) p50 <= {:.1} ms p99 <= {:.1} ms, \
          failures 0, wall {:.0} s",
         NODES[3],
         latency_quantile(&after, 0.5) * 1e3,

@@ -31,6 +31,15 @@ use dvsigner::keys::{KdfParams, Keystore, Password};
 use dvsigner::tls::DevPki;
 use serde_json::Value;
 
+/// Writes a line to stderr past the test harness's output capture, so CI logs show the progress
+/// and the figures of a passing run too.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 /// Interop genesis validators, all signed by the cluster.
 const VALIDATORS: u64 = 8;
@@ -146,7 +155,7 @@ impl Drop for KeepOnFailure {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Some(d) = self.0.take() {
-                eprintln!("logs kept in {}", d.keep().display());
+                say!("logs kept in {}", d.keep().display());
             }
         }
     }
@@ -608,7 +617,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
     let killed_pid = nodes[3].pid();
     nodes[3].kill9();
     let at_kill = scrape(&http, metrics_port).await;
-    eprintln!(
+    say!(
         "[{:>3} s] killed {} (pid {killed_pid})",
         started.elapsed().as_secs(),
         NODES[3]
@@ -688,7 +697,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         .map(|((t, _), n)| format!("{t}={n}"))
         .collect::<Vec<_>>()
         .join(" ");
-    println!(
+    say!(
         "lodestar 1.5.1 devnet: finalized epoch {finalized_after} ({finalized} when {} was killed), \
          blocks per fork {forks:?}, signatures {per_type}, combiner latency (histogram bucket bounds) p50 <= {:.1} ms p99 <= {:.1} ms, \
          failures 0, wall {:.0} s",
@@ -718,7 +727,7 @@ async fn wait_finalized(
         }
         if let Some(e) = finalized_epoch(http, rest).await {
             if seen != Some(e) {
-                eprintln!(
+                say!(
                     "[{:>3} s] finalized epoch {e} (target {target})",
                     started.elapsed().as_secs()
                 );

@@ -299,6 +299,15 @@ Teku (make a truststore from the CA first, e.g.
     --validators-external-signer-truststore={dir}/truststore.p12 \
     --validators-external-signer-truststore-password-file=<file containing changeit>
 
+Prysm (Go reads extra CAs from SSL_CERT_FILE):
+  SSL_CERT_FILE={ca} validator --validators-external-signer-url={url} \
+    --validators-external-signer-public-keys={url}/api/v1/eth2/publicKeys
+
+Nimbus (keys discovered through /api/v1/eth2/publicKeys; Nimbus trusts only its built-in CAs, so
+  with this dev CA use a remote keystore per key instead, <data-dir>/validators/{first}/remote_keystore.json:
+  {{"version": 1, "type": "web3signer", "pubkey": "{first}", "remote": "{url}", "ignore_ssl_verification": true}}):
+  nimbus_validator_client --web3-signer-url={url}
+
 Try it:  curl --cacert {ca} {url}/api/v1/eth2/publicKeys
 Press Ctrl-C to stop."#,
         dir = dir.display(),

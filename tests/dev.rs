@@ -48,7 +48,9 @@ async fn dev_cluster_signs_and_stops_on_ctrl_c() {
     };
     let log = dev.log_text();
     assert!(
-        log.contains("Lighthouse") && log.contains("Teku") && log.contains("Lodestar"),
+        ["Lighthouse", "Teku", "Lodestar", "Prysm", "Nimbus"]
+            .iter()
+            .all(|client| log.contains(client)),
         "{log}"
     );
     let ca = work.join("tls/ca.pem");

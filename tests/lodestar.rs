@@ -1,0 +1,766 @@
+//! A real consensus client end to end: an unmodified Lodestar 1.5.1 devnet finalizes through a
+//! 3-of-4 dvsigner cluster.
+//!
+//! Processes (all on 127.0.0.1, all killed by PID at the end, see `common::process::Proc`):
+//! - `lodestar dev` beacon node: minimal preset, interop genesis validators, short slots, Altair,
+//!   Bellatrix (mock execution engine) and Capella scheduled at epochs 1, 2 and 3; it holds no key.
+//! - four `dvsigner signer` nodes (mutual TLS, their own SQLite slashing databases) holding
+//!   3-of-4 shares made by `dvsigner split` of the interop keys, and a `dvsigner combiner`;
+//!   nodes and combiner load the chain config the beacon node serves (`/eth/v1/config/spec`).
+//! - `lodestar validator` whose only signer is the combiner (`--externalSigner.url https://...`,
+//!   our CA through `NODE_EXTRA_CA_CERTS`).
+//!
+//! Pass: the chain finalizes past the last fork within a bounded time; there is a block of every
+//! fork; every sign type Lodestar uses went through the combiner; the validator logs no error;
+//! then one signer node is killed and the chain finalizes two more epochs with no failed sign
+//! request. The last line printed holds the figures.
+//!
+//! Lodestar comes from `tests/lodestar/` (`npm ci` there, as `.ci/run` does; the lock file pins
+//! the 2023 dependency tree Lodestar 1.5.1 needs). Without it the test fails, naming the command.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{bin, free_port, Proc};
+use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::{KdfParams, Keystore, Password};
+use dvsigner::tls::DevPki;
+use serde_json::Value;
+
+/// Writes a line to stderr past the test harness's output capture, so CI logs show the progress
+/// and the figures of a passing run too.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+/// Interop genesis validators, all signed by the cluster.
+const VALIDATORS: u64 = 8;
+const SECONDS_PER_SLOT: u64 = 3;
+/// Minimal preset.
+const SLOTS_PER_EPOCH: u64 = 8;
+const ALTAIR_EPOCH: u64 = 1;
+const BELLATRIX_EPOCH: u64 = 2;
+const CAPELLA_EPOCH: u64 = 3;
+/// Finalized epoch to reach before killing a node: past the last fork.
+const FINALIZED_TARGET: u64 = CAPELLA_EPOCH + 1;
+/// Further finalized epochs required with one node down.
+const FINALIZED_AFTER_KILL: u64 = 2;
+/// Whole-test bound (the issue allows 10 minutes).
+const TEST_BOUND: Duration = Duration::from_secs(9 * 60);
+/// Time from start to genesis: beacon node, cluster and validator client start meanwhile.
+const GENESIS_DELAY_SECS: u64 = 20;
+
+/// Sign types Lodestar 1.5.1 sends without a builder (see shared/reference/client-behaviour.md).
+const EXPECTED_TYPES: [&str; 8] = [
+    "ATTESTATION",
+    "BLOCK_V2",
+    "RANDAO_REVEAL",
+    "AGGREGATION_SLOT",
+    "AGGREGATE_AND_PROOF",
+    "SYNC_COMMITTEE_MESSAGE",
+    "SYNC_COMMITTEE_SELECTION_PROOF",
+    "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+];
+
+fn lodestar_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lodestar/node_modules/.bin/lodestar")
+}
+
+/// Starts a non-dvsigner program (node) with its output in `log`, as a [`Proc`] (killed by PID
+/// on drop).
+fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+    cwd: &Path,
+    log: &Path,
+) -> Proc {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("clone");
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name} ({}): {e}", program.display()));
+    Proc {
+        child,
+        name: name.to_owned(),
+        log: log.to_owned(),
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn run_dvsigner(args: &[String]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run dvsigner");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
+    text
+}
+
+/// The chain parameters every Lodestar process gets (they must agree).
+fn chain_params() -> Vec<String> {
+    let mut a = Vec::new();
+    for (k, v) in [
+        ("SECONDS_PER_SLOT", SECONDS_PER_SLOT),
+        ("ALTAIR_FORK_EPOCH", ALTAIR_EPOCH),
+        ("BELLATRIX_FORK_EPOCH", BELLATRIX_EPOCH),
+        ("CAPELLA_FORK_EPOCH", CAPELLA_EPOCH),
+    ] {
+        a.push(format!("--params.{k}"));
+        a.push(v.to_string());
+    }
+    a
+}
+
+/// The test's working directory (logs, databases), removed on success and kept, named on
+/// stderr, when the test fails.
+struct KeepOnFailure(Option<tempfile::TempDir>);
+
+impl KeepOnFailure {
+    fn path(&self) -> PathBuf {
+        self.0
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.0.take() {
+                say!("logs kept in {}", d.keep().display());
+            }
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn dump(procs: &[&Proc]) -> String {
+    procs
+        .iter()
+        .map(|p| {
+            format!(
+                "--- {} ({}):\n{}",
+                p.name,
+                p.log.display(),
+                tail(&p.log_text(), 40)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let r = client
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+async fn finalized_epoch(client: &reqwest::Client, rest: u16) -> Option<u64> {
+    let v = get_json(
+        client,
+        &format!("http://127.0.0.1:{rest}/eth/v1/beacon/states/head/finality_checkpoints"),
+    )
+    .await?;
+    v["data"]["finalized"]["epoch"].as_str()?.parse().ok()
+}
+
+/// Metrics of one scrape: (metric name, labels) -> value.
+type Scrape = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+async fn scrape(client: &reqwest::Client, port: u16) -> Scrape {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut out = Scrape::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let mut labels = BTreeMap::new();
+                for pair in rest.trim_end_matches('}').split(',') {
+                    if let Some((k, v)) = pair.split_once('=') {
+                        labels.insert(k.to_owned(), v.trim_matches('"').to_owned());
+                    }
+                }
+                (n.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        out.insert((name, labels), value);
+    }
+    out
+}
+
+/// Sign requests answered by the combiner, by (type, status).
+fn sign_counts(s: &Scrape) -> BTreeMap<(String, String), u64> {
+    s.iter()
+        .filter(|((name, _), _)| name == "dvsigner_sign_requests_total")
+        .map(|((_, l), v)| {
+            (
+                (l["type"].clone(), l["status"].clone()),
+                // invariant: counters are non-negative integers.
+                *v as u64,
+            )
+        })
+        .collect()
+}
+
+/// Failed sign requests (status other than 200), all types.
+fn failures(s: &Scrape) -> u64 {
+    sign_counts(s)
+        .iter()
+        .filter(|((_, status), _)| status != "200")
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A latency quantile (seconds) of all sign requests, from the combiner's histogram (upper bound
+/// of the bucket holding the quantile).
+fn latency_quantile(s: &Scrape, q: f64) -> f64 {
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for ((name, l), v) in s {
+        if name == "dvsigner_sign_duration_seconds_bucket" {
+            let le = l["le"].parse::<f64>().unwrap_or(f64::INFINITY);
+            // Sort key: microseconds (le is a power-of-two multiple of 0.5 ms, or +Inf).
+            let key = if le.is_finite() {
+                (le * 1e6) as u64
+            } else {
+                u64::MAX
+            };
+            *buckets.entry(key).or_default() += v;
+        }
+    }
+    let total = buckets.values().last().copied().unwrap_or(0.0);
+    for (le, cumulative) in &buckets {
+        if *cumulative >= q * total {
+            return if *le == u64::MAX {
+                f64::INFINITY
+            } else {
+                *le as f64 / 1e6
+            };
+        }
+    }
+    f64::NAN
+}
+
+/// Lines Lodestar logged at level error (its format: `... error: message`).
+fn error_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("error:") || l.contains("\u{1b}[31merror"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
+    let started = Instant::now();
+    let lodestar = lodestar_bin();
+    assert!(
+        lodestar.exists(),
+        "Lodestar is not installed at {}: run `npm ci --prefix tests/lodestar` (as .ci/run does); \
+         it needs node and npm",
+        lodestar.display()
+    );
+    let dir = KeepOnFailure(Some(
+        tempfile::Builder::new()
+            .prefix("dvsigner-lodestar-")
+            .tempdir()
+            .expect("tempdir"),
+    ));
+    let base = dir.path();
+    let path = |rel: &str| base.join(rel);
+    let http = reqwest::Client::new();
+
+    // 1. Beacon node: interop genesis, no validator keys.
+    let rest = free_port();
+    let genesis_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + GENESIS_DELAY_SECS;
+    let bn_dir = path("beacon");
+    std::fs::create_dir_all(&bn_dir).expect("mkdir");
+    let mut bn_args = strings(&[
+        "dev",
+        "--preset",
+        "minimal",
+        "--dataDir",
+        &bn_dir.join("data").display().to_string(),
+        "--genesisValidators",
+        &VALIDATORS.to_string(),
+        "--genesisTime",
+        &genesis_time.to_string(),
+        "--execution.engineMock",
+        "--eth1",
+        "false",
+        "--discv5",
+        "false",
+        "--listenAddress",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--rest.address",
+        "127.0.0.1",
+        "--rest.port",
+        &rest.to_string(),
+        "--logLevel",
+        "info",
+    ]);
+    bn_args.extend(chain_params());
+    let mut beacon = spawn(
+        "lodestar beacon",
+        &lodestar,
+        &bn_args,
+        &[],
+        &bn_dir,
+        &path("beacon.log"),
+    );
+
+    // 2. Whole interop keys split 3-of-4; TLS for nodes, combiner and the combiner's client cert.
+    let pki = DevPki::generate(
+        &path("tls"),
+        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
+        &["combiner-client"],
+    )
+    .expect("pki");
+    let whole = path("whole");
+    std::fs::create_dir_all(&whole).expect("mkdir");
+    std::fs::write(whole.join("pw.txt"), "interop-password").expect("pw");
+    for i in 0..VALIDATORS {
+        let ks = Keystore::encrypt(
+            &interop_secret_key(i),
+            &Password::new("interop-password".into()),
+            KdfParams::insecure_fast(),
+            "",
+            "",
+        )
+        .expect("encrypt");
+        std::fs::write(whole.join(format!("v{i}.json")), ks.to_json()).expect("write");
+    }
+    let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let operators = NODES
+        .iter()
+        .zip(&node_ports)
+        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = path("cluster");
+    run_dvsigner(&[
+        "split".into(),
+        "--keystore".into(),
+        whole.display().to_string(),
+        "--password-file".into(),
+        whole.join("pw.txt").display().to_string(),
+        "--threshold".into(),
+        "3".into(),
+        "--shares".into(),
+        "4".into(),
+        "--operators".into(),
+        operators,
+        "--out".into(),
+        out.display().to_string(),
+        "--kdf".into(),
+        "insecure-fast".into(),
+    ]);
+
+    // 3. The chain config as the beacon node serves it (JSON is YAML) for nodes and combiner.
+    let mut spec = None;
+    let wait_spec = Instant::now();
+    while spec.is_none() && wait_spec.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(s)) = beacon.child.try_wait() {
+            panic!("beacon node exited ({s}):\n{}", beacon.log_text());
+        }
+        spec = get_json(
+            &http,
+            &format!("http://127.0.0.1:{rest}/eth/v1/config/spec"),
+        )
+        .await;
+        if spec.is_none() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let spec = spec.unwrap_or_else(|| {
+        panic!(
+            "beacon node REST API not up after 60 s:\n{}",
+            beacon.log_text()
+        )
+    });
+    assert_eq!(spec["data"]["PRESET_BASE"], "minimal", "{spec}");
+    let config = path("config.yaml");
+    std::fs::write(&config, spec["data"].to_string()).expect("config");
+    let config_arg = config.display().to_string();
+
+    let mut nodes: Vec<Proc> = Vec::new();
+    for (i, name) in NODES.iter().enumerate() {
+        let id = pki.identity(name).expect("node identity");
+        let keys = out.join(name);
+        let args: Vec<String> = vec![
+            "signer".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", node_ports[i]),
+            "--data-dir".into(),
+            path(&format!("data/{name}")).display().to_string(),
+            "--keystores".into(),
+            keys.join("keystores").display().to_string(),
+            "--keystores-passwords".into(),
+            keys.join("passwords").display().to_string(),
+            "--tls-cert".into(),
+            id.cert.display().to_string(),
+            "--tls-key".into(),
+            id.key.display().to_string(),
+            "--tls-client-ca".into(),
+            pki.ca_cert.display().to_string(),
+            "--network".into(),
+            config_arg.clone(),
+        ];
+        nodes.push(Proc::start(name, &args, &path(&format!("{name}.log"))));
+    }
+    let combiner_port = free_port();
+    let metrics_port = free_port();
+    let cid = pki.identity("combiner").expect("combiner identity");
+    let client_id = pki.identity("combiner-client").expect("client identity");
+    let combiner_args: Vec<String> = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+        "combiner".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{combiner_port}"),
+        "--cluster".into(),
+        out.join("cluster.json").display().to_string(),
+        "--tls-cert".into(),
+        cid.cert.display().to_string(),
+        "--tls-key".into(),
+        cid.key.display().to_string(),
+        "--node-ca".into(),
+        pki.ca_cert.display().to_string(),
+        "--client-cert".into(),
+        client_id.cert.display().to_string(),
+        "--client-key".into(),
+        client_id.key.display().to_string(),
+        "--network".into(),
+        config_arg.clone(),
+    ];
+    let mut combiner = Proc::start("combiner", &combiner_args, &path("combiner.log"));
+    let tls_client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
+        )
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    // Ready when the combiner sees all four nodes up.
+    let wait_up = Instant::now();
+    loop {
+        if let Ok(Some(s)) = combiner.child.try_wait() {
+            panic!("combiner exited ({s}):\n{}", combiner.log_text());
+        }
+        let health = get_json(
+            &tls_client,
+            &format!("https://127.0.0.1:{combiner_port}/healthcheck"),
+        )
+        .await;
+        let up = health
+            .as_ref()
+            .and_then(|v| v["checks"][1]["checks"].as_array().cloned())
+            .map(|a| a.iter().filter(|c| c["status"] == "UP").count())
+            .unwrap_or(0);
+        if up == 4 {
+            break;
+        }
+        let all: Vec<&Proc> = nodes.iter().chain([&combiner]).collect();
+        assert!(
+            wait_up.elapsed() < Duration::from_secs(60),
+            "cluster not healthy after 60 s ({health:?}):\n{}",
+            dump(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 4. The validator client: the combiner is its only signer.
+    let pubkeys = (0..VALIDATORS)
+        .map(|i| interop_secret_key(i).public_key().bytes().to_hex())
+        .collect::<Vec<_>>()
+        .join(",");
+    let vc_dir = path("validator");
+    std::fs::create_dir_all(&vc_dir).expect("mkdir");
+    let mut vc_args = strings(&[
+        "validator",
+        "--preset",
+        "minimal",
+        "--network",
+        "dev",
+        "--dataDir",
+        &vc_dir.join("data").display().to_string(),
+        "--beaconNodes",
+        &format!("http://127.0.0.1:{rest}"),
+        "--externalSigner.url",
+        &format!("https://127.0.0.1:{combiner_port}"),
+        "--externalSigner.pubkeys",
+        &pubkeys,
+        "--logLevel",
+        "info",
+    ]);
+    vc_args.extend(chain_params());
+    let mut validator = spawn(
+        "lodestar validator",
+        &lodestar,
+        &vc_args,
+        &[("NODE_EXTRA_CA_CERTS", pki.ca_cert.display().to_string())],
+        &vc_dir,
+        &path("validator.log"),
+    );
+
+    // 5. Finality past the last fork, with a block of every fork and every sign type.
+    let deadline = started + TEST_BOUND;
+    let finalized = {
+        let mut watched = [&mut beacon, &mut validator, &mut combiner];
+        wait_finalized(
+            &http,
+            rest,
+            FINALIZED_TARGET,
+            started,
+            deadline,
+            &mut watched,
+        )
+        .await
+    };
+    let finalized = finalized.unwrap_or_else(|e| {
+        let all: Vec<&Proc> = [&beacon, &validator, &combiner]
+            .into_iter()
+            .chain(nodes.iter())
+            .collect();
+        panic!("{e}\n{}", dump(&all))
+    });
+    let forks = block_forks(&http, rest, finalized * SLOTS_PER_EPOCH).await;
+    for fork in ["phase0", "altair", "bellatrix", "capella"] {
+        assert!(
+            forks.contains_key(fork),
+            "no {fork} block signed and imported (blocks per fork: {forks:?})"
+        );
+    }
+    let before = scrape(&http, metrics_port).await;
+    let counts = sign_counts(&before);
+    for t in EXPECTED_TYPES {
+        assert!(
+            counts
+                .get(&(t.to_owned(), "200".to_owned()))
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "Lodestar never had {t} signed through the combiner: {counts:?}"
+        );
+    }
+    assert_eq!(
+        failures(&before),
+        0,
+        "failed sign requests: {counts:?}\n{}",
+        dump(&[&combiner])
+    );
+    let vc_errors = error_lines(&validator.log_text());
+    assert!(
+        vc_errors.is_empty(),
+        "the validator client logged errors:\n{}",
+        vc_errors.join("\n")
+    );
+
+    // 6. One signer node killed (SIGKILL by PID): the chain goes on finalizing, nothing fails.
+    let killed_pid = nodes[3].pid();
+    nodes[3].kill9();
+    let at_kill = scrape(&http, metrics_port).await;
+    say!(
+        "[{:>3} s] killed {} (pid {killed_pid})",
+        started.elapsed().as_secs(),
+        NODES[3]
+    );
+    let log_len_at_kill = validator.log_text().len();
+    let finalized_after = {
+        let mut watched = [&mut beacon, &mut validator, &mut combiner];
+        wait_finalized(
+            &http,
+            rest,
+            finalized + FINALIZED_AFTER_KILL,
+            started,
+            deadline,
+            &mut watched,
+        )
+        .await
+    };
+    let finalized_after = finalized_after.unwrap_or_else(|e| {
+        let all: Vec<&Proc> = [&beacon, &validator, &combiner]
+            .into_iter()
+            .chain(nodes.iter())
+            .collect();
+        panic!(
+            "after killing {} (pid {killed_pid}): {e}\n{}",
+            NODES[3],
+            dump(&all)
+        )
+    });
+    let after = scrape(&http, metrics_port).await;
+    let counts_after = sign_counts(&after);
+    assert_eq!(
+        failures(&after),
+        0,
+        "failed sign requests after the kill: {counts_after:?}\n{}",
+        dump(&[&combiner])
+    );
+    let log = validator.log_text();
+    let vc_errors = error_lines(log.get(log_len_at_kill..).unwrap_or_default());
+    assert!(
+        vc_errors.is_empty(),
+        "the validator client logged errors after the kill:\n{}",
+        vc_errors.join("\n")
+    );
+    let ok = |s: &Scrape, node: &str| {
+        s.iter()
+            .filter(|((name, l), _)| {
+                name == "dvsigner_combiner_partials_total"
+                    && l.get("node").map(String::as_str) == Some(node)
+                    && l.get("result").map(String::as_str) == Some("ok")
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let (d_at_kill, d_after) = (ok(&at_kill, NODES[3]), ok(&after, NODES[3]));
+    assert!(d_at_kill > 0.0, "{} never signed before its kill", NODES[3]);
+    assert_eq!(d_after, d_at_kill, "{} signed after its kill", NODES[3]);
+    for node in &NODES[..3] {
+        assert!(
+            ok(&after, node) > ok(&at_kill, node),
+            "{node} signed nothing after the kill"
+        );
+    }
+
+    // 7. Stop everything (by PID), then the figures.
+    validator.terminate(Duration::from_secs(10));
+    beacon.terminate(Duration::from_secs(10));
+    combiner.terminate(Duration::from_secs(5));
+    // node-d was killed and reaped already: its PID may belong to another process by now.
+    for n in &mut nodes {
+        if matches!(n.child.try_wait(), Ok(None)) {
+            n.terminate(Duration::from_secs(5));
+        }
+    }
+    let per_type = counts_after
+        .iter()
+        .filter(|((_, status), n)| status == "200" && **n > 0)
+        .map(|((t, _), n)| format!("{t}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    say!(
+        "lodestar 1.5.1 devnet: finalized epoch {finalized_after} ({finalized} when {} was killed), \
+         blocks per fork {forks:?}, signatures {per_type}, combiner latency (histogram bucket bounds) p50 <= {:.1} ms p99 <= {:.1} ms, \
+         failures 0, wall {:.0} s",
+        NODES[3],
+        latency_quantile(&after, 0.5) * 1e3,
+        latency_quantile(&after, 0.99) * 1e3,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Polls the finalized epoch once a second until it reaches `target`; fails early when a
+/// watched process exits, and at `deadline`.
+async fn wait_finalized(
+    http: &reqwest::Client,
+    rest: u16,
+    target: u64,
+    started: Instant,
+    deadline: Instant,
+    watched: &mut [&mut Proc],
+) -> Result<u64, String> {
+    let mut seen = None;
+    loop {
+        for p in watched.iter_mut() {
+            if let Ok(Some(s)) = p.child.try_wait() {
+                return Err(format!("{} exited ({s})", p.name));
+            }
+        }
+        if let Some(e) = finalized_epoch(http, rest).await {
+            if seen != Some(e) {
+                say!(
+                    "[{:>3} s] finalized epoch {e} (target {target})",
+                    started.elapsed().as_secs()
+                );
+            }
+            if e >= target {
+                return Ok(e);
+            }
+            seen = Some(e);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "finalized epoch {seen:?} has not reached {target} within the test bound"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Blocks in the canonical chain up to `last_slot`, counted by fork (`version` of
+/// `/eth/v2/beacon/blocks/{slot}`; empty slots answer 404).
+async fn block_forks(http: &reqwest::Client, rest: u16, last_slot: u64) -> BTreeMap<String, u64> {
+    let mut forks = BTreeMap::new();
+    for slot in 1..=last_slot {
+        if let Some(v) = get_json(
+            http,
+            &format!("http://127.0.0.1:{rest}/eth/v2/beacon/blocks/{slot}"),
+        )
+        .await
+        {
+            if let Some(fork) = v["version"].as_str() {
+                *forks.entry(fork.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    forks
+}

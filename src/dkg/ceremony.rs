@@ -605,42 +605,15 @@ async fn protocol(
             }
         }
     }
-    net.publish(
-        ROUND_COMPLAINTS,
-        Complaints {
-            complaints: complaints.clone(),
-        },
-    )?;
-    let all_complaints: BTreeMap<String, Complaints> = net.collect(ROUND_COMPLAINTS).await?;
-    let mut accused: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for c in &complaints {
-        accused
-            .entry(c.dealer.clone())
-            .or_insert((me.to_owned(), c.reason.clone()));
-    }
-    for (accuser, cs) in &all_complaints {
-        for c in &cs.complaints {
-            if def.position(&c.dealer).is_none() {
-                return Err(Error::Malformed {
-                    operator: accuser.clone(),
-                    round: ROUND_COMPLAINTS.1,
-                    reason: format!("complaint against unknown {:?}", c.dealer),
-                });
-            }
-            accused
-                .entry(c.dealer.clone())
-                .or_insert((accuser.clone(), c.reason.clone()));
-        }
-    }
-    if let Some((dealer, (accuser, reason))) = accused.iter().next() {
-        if def.on_misbehaviour == OnMisbehaviour::Abort {
-            return Err(Error::Misbehaviour {
-                dealer: dealer.clone(),
-                accuser: accuser.clone(),
-                reason: reason.clone(),
-            });
-        }
-    }
+    let accused = complaint_round(
+        net,
+        me,
+        complaints,
+        |dealer| def.position(dealer).is_some(),
+        "unknown",
+        def.on_misbehaviour,
+    )
+    .await?;
     let qualified: Vec<String> = def
         .operators
         .iter()
@@ -895,4 +868,59 @@ fn check_dealing(
         shares.push(sk);
     }
     Ok((commitments, shares))
+}
+
+/// Round 3 of the DKG and of a reshare: publishes this operator's complaints, collects
+/// everyone's, and returns the accused dealers, each with its first accuser and reason (this
+/// operator's own complaints first). A complaint against a name `is_dealer` rejects makes its
+/// author's message malformed (`what` names the kind in the error). With
+/// [`OnMisbehaviour::Abort`] the first accused dealer aborts the ceremony.
+///
+/// # Errors
+/// Transport errors of the round, [`Error::Malformed`], [`Error::Misbehaviour`].
+pub(super) async fn complaint_round(
+    net: &Net,
+    me: &str,
+    complaints: Vec<Complaint>,
+    is_dealer: impl Fn(&str) -> bool,
+    what: &str,
+    on_misbehaviour: OnMisbehaviour,
+) -> Result<BTreeMap<String, (String, String)>, Error> {
+    net.publish(
+        ROUND_COMPLAINTS,
+        Complaints {
+            complaints: complaints.clone(),
+        },
+    )?;
+    let all_complaints: BTreeMap<String, Complaints> = net.collect(ROUND_COMPLAINTS).await?;
+    let mut accused: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for c in &complaints {
+        accused
+            .entry(c.dealer.clone())
+            .or_insert((me.to_owned(), c.reason.clone()));
+    }
+    for (accuser, cs) in &all_complaints {
+        for c in &cs.complaints {
+            if !is_dealer(&c.dealer) {
+                return Err(Error::Malformed {
+                    operator: accuser.clone(),
+                    round: ROUND_COMPLAINTS.1,
+                    reason: format!("complaint against {what} {:?}", c.dealer),
+                });
+            }
+            accused
+                .entry(c.dealer.clone())
+                .or_insert((accuser.clone(), c.reason.clone()));
+        }
+    }
+    if let Some((dealer, (accuser, reason))) = accused.iter().next() {
+        if on_misbehaviour == OnMisbehaviour::Abort {
+            return Err(Error::Misbehaviour {
+                dealer: dealer.clone(),
+                accuser: accuser.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    Ok(accused)
 }

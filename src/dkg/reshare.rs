@@ -50,12 +50,12 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use super::ceremony::{
-    fail, open, Fault, Linger, Net, Round, Timeouts, ROUND_COMPLAINTS, ROUND_CONFIRM,
+    complaint_round, fail, open, Fault, Linger, Net, Round, Timeouts, ROUND_CONFIRM,
     ROUND_DEALINGS, ROUND_KEYS,
 };
 use super::definition::{check_operators, valid_name, CeremonyOperator, OnMisbehaviour};
 use super::seal::{seal, OpeningKey};
-use super::wire::{Complaint, Complaints, Keys, ReshareCheck, ReshareConfirmation, ReshareDealing};
+use super::wire::{Complaint, Keys, ReshareCheck, ReshareConfirmation, ReshareDealing};
 use super::Error;
 use crate::bls::{Signature, SigningRoot};
 use crate::cluster::{CaSource, ClusterDefinition, Operator, ShareDefinition, ValidatorDefinition};
@@ -577,41 +577,16 @@ async fn protocol(
     }
 
     // Round 3: complaints.
-    net.publish(
-        ROUND_COMPLAINTS,
-        Complaints {
-            complaints: complaints.clone(),
-        },
-    )?;
-    let all_complaints: BTreeMap<String, Complaints> = net.collect(ROUND_COMPLAINTS).await?;
-    let mut accused: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for c in &complaints {
-        accused
-            .entry(c.dealer.clone())
-            .or_insert((me.to_owned(), c.reason.clone()));
-    }
-    for (accuser, cs) in &all_complaints {
-        for c in &cs.complaints {
-            if !def.is_dealer(&c.dealer) {
-                return Err(malformed(
-                    accuser,
-                    ROUND_COMPLAINTS,
-                    format!("complaint against non-dealer {:?}", c.dealer),
-                ));
-            }
-            accused
-                .entry(c.dealer.clone())
-                .or_insert((accuser.clone(), c.reason.clone()));
-        }
-    }
-    if let Some((dealer, (accuser, reason))) = accused.iter().next() {
-        if def.on_misbehaviour == OnMisbehaviour::Abort {
-            return Err(Error::Misbehaviour {
-                dealer: dealer.clone(),
-                accuser: accuser.clone(),
-                reason: reason.clone(),
-            });
-        }
+    let accused = complaint_round(
+        net,
+        me,
+        complaints,
+        |dealer| def.is_dealer(dealer),
+        "non-dealer",
+        def.on_misbehaviour,
+    )
+    .await?;
+    if !accused.is_empty() {
         tracing::warn!(
             disqualified = %accused.keys().cloned().collect::<Vec<_>>().join(", "),
             "dealers disqualified"

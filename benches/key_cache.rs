@@ -13,6 +13,10 @@
 //! `api::load_key_sources` (directory scan, decryption on all cores through rayon, cache
 //! lookups, cache file rewrite).
 //!
+//! The benchmark uses the binary's allocator ([`dvsigner::alloc::Allocator`]), which gives
+//! scrypt's 256 MiB table transparent huge pages; `DVSIGNER_BENCH_SMALL_PAGES=1` turns that
+//! off, to compare.
+//!
 //! Run: `cargo bench --bench key_cache` (`--profile dev` reuses the test build; dependencies,
 //! scrypt included, are optimised in both).
 
@@ -27,6 +31,9 @@ use dvsigner::keys::{KdfParams, Keystore, Password};
 use rand::RngCore;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+
+#[global_allocator]
+static ALLOC: dvsigner::alloc::Allocator = dvsigner::alloc::Allocator;
 
 const PASSWORD: &str = "bench keystore password";
 const CACHE_PASSWORD: &str = "bench cache password";
@@ -49,6 +56,8 @@ fn main() {
         println!("reusing {n} scrypt keystores in {}", root.display());
     }
     let cores = rayon::current_num_threads();
+    let huge_pages = std::env::var_os("DVSIGNER_BENCH_SMALL_PAGES").is_none();
+    dvsigner::alloc::set_huge_pages(huge_pages);
 
     // One scrypt decryption, single-threaded (median of 3).
     let text = std::fs::read_to_string(ks.join("k000000.json")).expect("keystore");
@@ -72,12 +81,15 @@ fn main() {
     let _ = std::fs::remove_file(&cache_file);
     let sources = KeySources {
         keystores: Some((ks.clone(), pw.clone())),
-        key_config: None,
+        ..Default::default()
     };
     let first = start(&sources, &cache_file, n, (0, n));
     let cached = start(&sources, &cache_file, n, (n, 0));
 
-    println!("keystores              {n} (scrypt n=2^18 r=8 p=1), {cores} cores");
+    println!(
+        "keystores              {n} (scrypt n=2^18 r=8 p=1), {cores} cores, {} pages for the scrypt table",
+        if huge_pages { "huge (2 MiB)" } else { "small (4 KiB)" }
+    );
     println!("one scrypt decryption  {:.3} s", one.as_secs_f64());
     println!(
         "ideal first start      {:.1} s  (N x one scrypt / cores)",

@@ -13,8 +13,10 @@
 //! ```
 //!
 //! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`) → (`signing`,
-//! `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`.
+//! `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `alloc` is the binary's
+//! global allocator (huge pages for scrypt's table) and depends on nothing.
 
+pub mod alloc;
 pub mod api;
 pub mod bls;
 pub mod cli;

@@ -987,6 +987,41 @@ async fn sqlite_file_is_created_private() {
     );
 }
 
+/// A PostgreSQL connection closed under the node (what a server restart or fail-over looks like
+/// from the client) is replaced: at most the operation in flight fails, nothing recorded
+/// before is lost, and signing goes on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reconnects_after_its_connection_is_closed() {
+    let t = TestDb::open(Backend::Postgres).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, att(1, 2), root(1)).await, Verdict::Allowed);
+    let closed = common::pg::terminate_connections(&common::pg::database_name(&t.url)).await;
+    assert!(closed >= 1, "the writer's connection was closed");
+
+    let mut failures = 0;
+    let mut verdict = None;
+    for _ in 0..20 {
+        match t.db.check_and_record(pk, GVR, block(11), root(2)).await {
+            Ok(v) => {
+                verdict = Some(v);
+                break;
+            }
+            Err(_) => {
+                failures += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(verdict, Some(Verdict::Allowed), "signing resumed");
+    assert!(failures <= 1, "{failures} operations failed after the loss");
+    // The history from before the loss is enforced on the new connection.
+    // (`refused` panics on anything but a refusal.)
+    refused(sign(&t.db, pk, block(10), root(3)).await);
+    refused(sign(&t.db, pk, att(1, 2), root(9)).await);
+    t.db.ping().await.unwrap();
+}
+
 #[tokio::test]
 async fn unknown_url_scheme_is_refused() {
     assert!(matches!(

@@ -263,6 +263,9 @@ pub enum Error {
     /// Export was asked before any request or import stored a genesis validators root.
     #[error("the database has no genesis validators root yet")]
     NoGenesisValidatorsRoot,
+    /// The database server could not be reached again after its connection was lost.
+    #[error("slashing database unavailable: {0}")]
+    Unavailable(String),
     /// The writer thread stopped (it panicked or could not start).
     #[error("slashing database writer stopped")]
     WriterStopped,
@@ -666,6 +669,10 @@ fn postgres_writer(
         let mut state = WriterState::default();
         while let Some(first) = rx.recv().await {
             let (checks, op) = drain(first, &mut rx);
+            if let Err(e) = store.ensure_connected().await {
+                // The operations below fail on the closed connection, and are refused.
+                tracing::error!(error = %e, "slashing database unreachable");
+            }
             serve(&mut store, &mut state, checks, op).await;
         }
     });

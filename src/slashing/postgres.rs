@@ -1,6 +1,11 @@
 //! PostgreSQL backend: one connection per process, owned by the writer thread, so several
 //! dvsigner processes (replicas of one node) may share a database.
 //!
+//! A connection that the server or the network closed is replaced before the next operation
+//! ([`PgStore::ensure_connected`]): an operation in flight when it broke fails (its signature is
+//! refused, nothing is assumed recorded), and the ones after it run on the new connection, so a
+//! PostgreSQL restart or fail-over costs the requests of that moment, not the node.
+//!
 //! Invariants: migrations run under a transaction-scoped advisory lock, so concurrent starts
 //! apply each one exactly once; every check-and-record batch locks the rows of its validators
 //! with `SELECT … ORDER BY id FOR UPDATE` (ascending id order, so two processes cannot
@@ -110,6 +115,20 @@ const BATCH_SET_WATERMARKS: &str = "INSERT INTO low_watermarks (validator_id, sl
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// Opens a connection (its driver runs on the current runtime) with our session settings.
+async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "slashing database connection closed");
+        }
+    });
+    // The batch statements are planned per batch; JIT compilation would cost more than it
+    // saves on them.
+    client.batch_execute("SET jit = off").await?;
+    Ok(client)
+}
+
 fn watermark_from_row(row: Option<tokio_postgres::Row>) -> Result<Watermark, Error> {
     match row {
         None => Ok(Watermark::default()),
@@ -123,8 +142,12 @@ fn watermark_from_row(row: Option<tokio_postgres::Row>) -> Result<Watermark, Err
     }
 }
 
+/// How long a reconnection may take before the operation waiting for it fails.
+const RECONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The PostgreSQL store.
 pub(crate) struct PgStore {
+    url: String,
     client: Client,
     statements: HashMap<&'static str, Statement>,
 }
@@ -132,21 +155,32 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// Connects (spawning the connection driver on the current runtime) and migrates.
     pub(crate) async fn open(url: &str) -> Result<Self, Error> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "slashing database connection closed");
-            }
-        });
-        // The batch statements are planned per batch; JIT compilation would cost more than
-        // it saves on them.
-        client.batch_execute("SET jit = off").await?;
         let mut store = Self {
-            client,
+            url: url.to_owned(),
+            client: connect(url).await?,
             statements: HashMap::new(),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Replaces a closed connection (server restart, fail-over, network cut, backend
+    /// terminated) with a new one; prepared statements are prepared again on it. A no-op while
+    /// the connection is open.
+    ///
+    /// # Errors
+    /// The new connection could not be made within [`RECONNECT_TIMEOUT`].
+    pub(crate) async fn ensure_connected(&mut self) -> Result<(), Error> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        let client = tokio::time::timeout(RECONNECT_TIMEOUT, connect(&self.url))
+            .await
+            .map_err(|_| Error::Unavailable("reconnecting to PostgreSQL timed out".into()))??;
+        self.client = client;
+        self.statements.clear();
+        tracing::warn!("slashing database connection was lost; reconnected");
+        Ok(())
     }
 
     async fn migrate(&mut self) -> Result<(), Error> {

@@ -62,6 +62,32 @@ pub fn fresh_db() -> String {
     with_database(&admin, &name)
 }
 
+/// Closes every server connection to database `name` (as a server restart or fail-over would,
+/// from the client's side) and returns how many were closed.
+pub async fn terminate_connections(name: &str) -> u64 {
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    let driver = tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .expect("terminate");
+    drop(client);
+    let _ = driver.await;
+    rows.iter().filter(|r| r.get::<_, bool>(0)).count() as u64
+}
+
+/// The database name (the URL path) of `url`.
+pub fn database_name(url: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    base.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
 /// Replaces the database name (the URL path) of `url`.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {

@@ -22,6 +22,17 @@ pub struct DkgArgs {
     /// The ceremony definition (JSON), identical for every operator.
     #[arg(long)]
     pub definition: PathBuf,
+    /// Output directory (must not exist): keystores/, passwords/, cluster.json, deposit data.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Who we are, how we reach the others, and how the shares are stored.
+    #[command(flatten)]
+    pub ceremony: CeremonyArgs,
+}
+
+/// The options every ceremony participant gives, in `dvsigner dkg` and `dvsigner reshare`.
+#[derive(Debug, Clone, Args)]
+pub struct CeremonyArgs {
     /// Our operator name in the definition.
     #[arg(long)]
     pub operator: String,
@@ -37,27 +48,72 @@ pub struct DkgArgs {
     /// Address to listen on (default: 0.0.0.0 and the port of our `url`).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Output directory (must not exist): keystores/, passwords/, cluster.json, deposit data.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Password for the share keystores (first line); generated when absent.
+    /// Password for the new share keystores (first line); generated when absent.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
-    /// Encryption cost of the share keystores.
+    /// Encryption cost of the new share keystores.
     #[arg(long, value_enum, default_value_t = KdfChoice::Scrypt)]
     pub kdf: KdfChoice,
-    /// Seconds to wait for all operators in each round.
+    /// Seconds to wait for all participants in each round.
     #[arg(long, default_value_t = 300)]
     pub round_timeout_secs: u64,
     /// Seconds per HTTP request to a peer.
     #[arg(long, default_value_t = 5)]
     pub request_timeout_secs: u64,
-    /// Test only: `corrupt-share:NAME` or `stop-after-dealing`.
+    /// Test only: `corrupt-share:NAME`, `wrong-secret` (reshare) or `stop-after-dealing`.
     #[arg(long, hide = true)]
     pub test_fault: Option<String>,
 }
 
-pub(super) fn kdf_params(k: KdfChoice) -> KdfParams {
+impl CeremonyArgs {
+    /// The round and request timeouts.
+    pub(super) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            round: Duration::from_secs(self.round_timeout_secs),
+            request: Duration::from_secs(self.request_timeout_secs),
+            abort_linger: Duration::from_secs(3),
+        }
+    }
+
+    /// Our mTLS clients to every other participant and our server's TLS ([`peer_tls`]).
+    pub(super) fn peer_tls(&self, endpoints: &[Operator]) -> anyhow::Result<PeerTls> {
+        peer_tls(
+            &self.operator,
+            endpoints,
+            &self.tls_cert,
+            &self.tls_key,
+            self.ca.as_ref(),
+            self.request_timeout_secs,
+        )
+    }
+
+    /// `--listen`, or 0.0.0.0 and the port of our ceremony `url`.
+    pub(super) fn listen_addr(&self, url: &str) -> anyhow::Result<SocketAddr> {
+        Ok(match self.listen {
+            Some(a) => a,
+            None => {
+                let url = reqwest::Url::parse(url).context("our ceremony url")?;
+                let port = url.port_or_known_default().unwrap_or(443);
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+        })
+    }
+
+    /// The hidden `--test-fault` flag.
+    pub(super) fn fault(&self) -> anyhow::Result<Option<Fault>> {
+        parse_fault(self.test_fault.as_deref())
+    }
+
+    /// The new share keystores' password and KDF.
+    pub(super) fn share_encryption(&self) -> anyhow::Result<(Password, KdfParams)> {
+        Ok((
+            share_password(self.password_file.as_deref())?,
+            kdf_params(self.kdf),
+        ))
+    }
+}
+
+fn kdf_params(k: KdfChoice) -> KdfParams {
     match k {
         KdfChoice::Scrypt => KdfParams::scrypt_default(),
         KdfChoice::Pbkdf2 => KdfParams::pbkdf2_default(),
@@ -77,11 +133,11 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
     let me = definition
         .operators
         .iter()
-        .find(|o| o.name == args.operator)
+        .find(|o| o.name == args.ceremony.operator)
         .cloned()
-        .ok_or_else(|| dkg::Error::UnknownOperator(args.operator.clone()))?;
-    let fault = parse_fault(args.test_fault.as_deref())?;
-    let password = share_password(args.password_file.as_deref())?;
+        .ok_or_else(|| dkg::Error::UnknownOperator(args.ceremony.operator.clone()))?;
+    let fault = args.ceremony.fault()?;
+    let (password, kdf) = args.ceremony.share_encryption()?;
     let endpoints: Vec<Operator> = definition
         .operators
         .iter()
@@ -92,16 +148,9 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
             tls_ca: o.tls_ca.clone(),
         })
         .collect();
-    let peers = peer_tls(
-        &me.name,
-        &endpoints,
-        &args.tls_cert,
-        &args.tls_key,
-        args.ca.as_ref(),
-        args.request_timeout_secs,
-    )?;
+    let peers = args.ceremony.peer_tls(&endpoints)?;
     let (clients, server_tls) = (peers.clients, peers.server_tls);
-    let listen = listen_addr(args.listen, &me.url)?;
+    let listen = args.ceremony.listen_addr(&me.url)?;
 
     let staging = output::prepare(&args.out)?;
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -125,11 +174,7 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
         listener,
         server_tls,
         clients,
-        timeouts: Timeouts {
-            round: Duration::from_secs(args.round_timeout_secs),
-            request: Duration::from_secs(args.request_timeout_secs),
-            abort_linger: Duration::from_secs(3),
-        },
+        timeouts: args.ceremony.timeouts(),
         fault,
     })
     .await;
@@ -140,14 +185,7 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
             return Err(e).context("dkg ceremony failed; nothing was written");
         }
     };
-    let deposit = output::commit(
-        &out,
-        &staging,
-        &args.out,
-        &password,
-        kdf_params(args.kdf),
-        &me.name,
-    )?;
+    let deposit = output::commit(&out, &staging, &args.out, &password, kdf, &me.name)?;
     println!("cluster.json hash: {}", out.cluster.hash());
     for v in out.cluster.validators() {
         println!("validator {}", v.group_pubkey.bytes());
@@ -163,7 +201,7 @@ pub async fn run(args: DkgArgs) -> anyhow::Result<()> {
 }
 
 /// Parses the hidden `--test-fault` flag.
-pub(super) fn parse_fault(s: Option<&str>) -> anyhow::Result<Option<Fault>> {
+fn parse_fault(s: Option<&str>) -> anyhow::Result<Option<Fault>> {
     Ok(match s {
         None => None,
         Some("stop-after-dealing") => Some(Fault::StopAfterDealing),
@@ -176,7 +214,7 @@ pub(super) fn parse_fault(s: Option<&str>) -> anyhow::Result<Option<Fault>> {
 }
 
 /// The share keystores' password: the file's first line, or a fresh random one.
-pub(super) fn share_password(file: Option<&std::path::Path>) -> anyhow::Result<Password> {
+fn share_password(file: Option<&std::path::Path>) -> anyhow::Result<Password> {
     Ok(match file {
         Some(p) => Password::from_file(p)?,
         None => {
@@ -184,18 +222,6 @@ pub(super) fn share_password(file: Option<&std::path::Path>) -> anyhow::Result<P
             let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
             rand::rngs::OsRng.fill_bytes(bytes.as_mut());
             Password::new(hex::encode(bytes.as_ref()))
-        }
-    })
-}
-
-/// `--listen`, or 0.0.0.0 and the port of our ceremony `url`.
-pub(super) fn listen_addr(listen: Option<SocketAddr>, url: &str) -> anyhow::Result<SocketAddr> {
-    Ok(match listen {
-        Some(a) => a,
-        None => {
-            let url = reqwest::Url::parse(url).context("our ceremony url")?;
-            let port = url.port_or_known_default().unwrap_or(443);
-            SocketAddr::from(([0, 0, 0, 0], port))
         }
     })
 }
@@ -211,7 +237,7 @@ pub(super) struct PeerTls {
 
 /// Builds [`PeerTls`] for `me` from every participant's ceremony endpoint (`url`) and TLS
 /// identity.
-pub(super) fn peer_tls(
+fn peer_tls(
     me: &str,
     endpoints: &[Operator],
     tls_cert: &std::path::Path,

@@ -1,17 +1,14 @@
 //! `dvsigner reshare`: one participant's side of a reshare ([`crate::dkg::reshare`]): an old
 //! operator dealing its shares, a new operator receiving new ones, or both.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::dkg::{kdf_params, listen_addr, parse_fault, peer_tls, share_password};
-use super::threshold::KdfChoice;
+use super::dkg::CeremonyArgs;
 use crate::cluster::ClusterDefinition;
-use crate::dkg::{self, output, ReshareDefinition, ReshareParticipant, Timeouts};
+use crate::dkg::{self, output, ReshareDefinition, ReshareParticipant};
 use crate::keys::store::load_keystores_dir;
 
 /// `dvsigner reshare` options.
@@ -24,21 +21,6 @@ pub struct ReshareArgs {
     /// operators get it from any old operator, it holds no secret).
     #[arg(long)]
     pub cluster: PathBuf,
-    /// Our operator name in the definition.
-    #[arg(long)]
-    pub operator: String,
-    /// Our TLS certificate (PEM): served to peers and presented to them as client certificate.
-    #[arg(long)]
-    pub tls_cert: PathBuf,
-    /// Its private key (PEM).
-    #[arg(long)]
-    pub tls_key: PathBuf,
-    /// A CA trusted for peers without `tls_ca` in the definition (server and client side).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Address to listen on (default: 0.0.0.0 and the port of our `url`).
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
     /// Dealers: directory of our old share keystores (`NAME.json`).
     #[arg(long, requires = "keystores_passwords")]
     pub keystores: Option<PathBuf>,
@@ -48,21 +30,9 @@ pub struct ReshareArgs {
     /// New operators: output directory (must not exist): keystores/, passwords/, cluster.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Password for the new share keystores (first line); generated when absent.
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
-    /// Encryption cost of the new share keystores.
-    #[arg(long, value_enum, default_value_t = KdfChoice::Scrypt)]
-    pub kdf: KdfChoice,
-    /// Seconds to wait for all participants in each round.
-    #[arg(long, default_value_t = 300)]
-    pub round_timeout_secs: u64,
-    /// Seconds per HTTP request to a peer.
-    #[arg(long, default_value_t = 5)]
-    pub request_timeout_secs: u64,
-    /// Test only: `corrupt-share:NAME`, `wrong-secret` or `stop-after-dealing`.
-    #[arg(long, hide = true)]
-    pub test_fault: Option<String>,
+    /// Who we are, how we reach the others, and how new shares are stored.
+    #[command(flatten)]
+    pub ceremony: CeremonyArgs,
 }
 
 /// `dvsigner reshare`.
@@ -81,9 +51,9 @@ pub async fn run(args: ReshareArgs) -> anyhow::Result<()> {
     let endpoints = definition.endpoints();
     let me = endpoints
         .iter()
-        .find(|o| o.name == args.operator)
+        .find(|o| o.name == args.ceremony.operator)
         .cloned()
-        .ok_or_else(|| dkg::Error::UnknownOperator(args.operator.clone()))?;
+        .ok_or_else(|| dkg::Error::UnknownOperator(args.ceremony.operator.clone()))?;
     let dealer = definition.is_dealer(&me.name);
     let receiver = definition.is_new_operator(&me.name);
     let out = match (&args.out, receiver) {
@@ -117,17 +87,10 @@ pub async fn run(args: ReshareArgs) -> anyhow::Result<()> {
             me.name
         ),
     };
-    let fault = parse_fault(args.test_fault.as_deref())?;
-    let password = share_password(args.password_file.as_deref())?;
-    let peers = peer_tls(
-        &me.name,
-        &endpoints,
-        &args.tls_cert,
-        &args.tls_key,
-        args.ca.as_ref(),
-        args.request_timeout_secs,
-    )?;
-    let listen = listen_addr(args.listen, &me.url)?;
+    let fault = args.ceremony.fault()?;
+    let encryption = args.ceremony.share_encryption()?;
+    let peers = args.ceremony.peer_tls(&endpoints)?;
+    let listen = args.ceremony.listen_addr(&me.url)?;
 
     let staging = match &out {
         Some(out) => Some(output::prepare(out)?),
@@ -166,11 +129,7 @@ pub async fn run(args: ReshareArgs) -> anyhow::Result<()> {
         listener,
         server_tls: peers.server_tls,
         clients: peers.clients,
-        timeouts: Timeouts {
-            round: Duration::from_secs(args.round_timeout_secs),
-            request: Duration::from_secs(args.request_timeout_secs),
-            abort_linger: Duration::from_secs(3),
-        },
+        timeouts: args.ceremony.timeouts(),
         fault,
     })
     .await;
@@ -187,7 +146,7 @@ pub async fn run(args: ReshareArgs) -> anyhow::Result<()> {
             &result.cluster,
             staging,
             out,
-            (&password, kdf_params(args.kdf)),
+            (&encryption.0, encryption.1),
             "dvsigner reshare",
             &me.name,
         )?;
@@ -239,9 +198,11 @@ mod tests {
         let Command::Reshare(a) = cli.command else {
             panic!("not reshare")
         };
-        assert_eq!((a.round_timeout_secs, a.request_timeout_secs), (300, 5));
-        assert!(a.out.is_none() && a.keystores.is_none() && a.test_fault.is_none());
-        assert!(matches!(a.kdf, super::KdfChoice::Scrypt));
+        let c = &a.ceremony;
+        assert_eq!((c.round_timeout_secs, c.request_timeout_secs), (300, 5));
+        assert!(a.out.is_none() && a.keystores.is_none() && c.test_fault.is_none());
+        assert!(matches!(c.kdf, crate::cli::threshold::KdfChoice::Scrypt));
+        assert_eq!(c.operator, "a");
         let with = |extra: &[&str]| {
             Cli::try_parse_from(base.iter().chain(extra).copied().collect::<Vec<_>>())
         };

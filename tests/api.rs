@@ -290,7 +290,7 @@ async fn reload_applies_added_and_removed_keystores() {
         Network::from_name_or_path("mainnet").expect("mainnet"),
         KeySources {
             keystores: Some((ks.clone(), pw.clone())),
-            key_config: None,
+            ..Default::default()
         },
     )
     .expect("state");

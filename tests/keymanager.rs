@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::http::key_check;
 use common::process::{dev_keystores, free_port, signer_args, wait_ready, Proc};
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
@@ -157,6 +158,17 @@ impl Node {
         let (s, v) = self.km(reqwest::Method::GET, None).await;
         assert_eq!(s, 200, "{v}");
         v["data"].as_array().expect("data array").clone()
+    }
+
+    async fn health(&self) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}/healthcheck", self.url))
+            .send()
+            .await
+            .expect("healthcheck");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
     }
 
     async fn reload(&self) {
@@ -409,6 +421,35 @@ async fn import_persists_across_restart_with_duplicate_and_bad_password_entries(
         )
         .await;
     assert_eq!((s, statuses(&v)), (200, vec!["duplicate".to_owned()]));
+
+    // A persisted password damaged on disk: the node starts, without that key, and its
+    // healthcheck names the failure; repaired and reloaded, it is back.
+    let password_file = node
+        .data
+        .join("keymanager/passwords")
+        .join(format!("{}.txt", pk(10)));
+    let good = std::fs::read(&password_file).expect("password");
+    std::fs::write(&password_file, "WRONG").expect("damage");
+    node.restart(work.path(), "import-3").await;
+    assert!(!node.public_keys().await.contains(&pk(10)));
+    let (s, v) = node.health().await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(
+        key_check(&v, "keymanager-imported-loading"),
+        json!({"id": "keymanager-imported-loading", "status": "DOWN",
+               "data": {"keys-loaded": 0, "error-count": 1}}),
+        "{v}"
+    );
+    std::fs::write(&password_file, good).expect("repair");
+    node.reload().await;
+    assert!(node.public_keys().await.contains(&pk(10)));
+    let (s, v) = node.health().await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        key_check(&v, "keymanager-imported-loading")["status"],
+        "UP",
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! `/reload` under load: a bounded stream of sign requests runs over real HTTP while `/reload`
-//! removes one keystore and adds another. No request may fail except requests for the removed
-//! key that started after the removal began (and requests for the added key that started before
-//! the reload finished, which get 404 until it lands).
+//! removes one keystore and one key-config file and adds another of each. No request may fail
+//! except requests for a removed key that started after the removal began (and requests for an
+//! added key that started before the reload finished, which get 404 until it lands).
 
 mod common;
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dvsigner::api::{self, KeySources, NodeState};
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{store, KdfParams, KeyStore, Keystore, Password};
+use dvsigner::keys::{KdfParams, KeyStore, Keystore, Password};
 use dvsigner::signing::Network;
 use dvsigner::slashing::SlashingDb;
 use serde_json::{json, Value};
@@ -20,6 +20,11 @@ use serde_json::{json, Value};
 const STAYS: u64 = 40;
 const REMOVED: u64 = 41;
 const ADDED: u64 = 42;
+/// Keys in Web3Signer key-config files (`type: file-raw`).
+const CFG_STAYS: u64 = 46;
+const CFG_REMOVED: u64 = 47;
+const CFG_ADDED: u64 = 48;
+const ALL: [u64; 6] = [STAYS, REMOVED, ADDED, CFG_STAYS, CFG_REMOVED, CFG_ADDED];
 /// Keystores with the EIP-2335 PBKDF2 cost, so each reload takes a while and overlaps requests.
 const SLOW: [u64; 3] = [43, 44, 45];
 const MAX_REQUESTS: usize = 4000;
@@ -43,6 +48,18 @@ fn write_keystore(ks: &Path, pw: &Path, i: u64, kdf: KdfParams) {
     std::fs::write(pw.join(format!("k{i}.txt")), "pw").expect("write");
 }
 
+fn write_key_config(dir: &Path, i: u64) {
+    let secret = interop_secret_key(i);
+    std::fs::write(
+        dir.join(format!("k{i}.yaml")),
+        format!(
+            "type: \"file-raw\"\nkeyType: \"BLS\"\nprivateKey: \"0x{}\"\n",
+            hex::encode(secret.expose_secret().as_ref())
+        ),
+    )
+    .expect("write");
+}
+
 fn randao(epoch: usize) -> String {
     json!({
         "type": "RANDAO_REVEAL",
@@ -64,18 +81,35 @@ struct Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ks, pw) = (dir.path().join("ks"), dir.path().join("pw"));
-    std::fs::create_dir_all(&ks).expect("mkdir");
-    std::fs::create_dir_all(&pw).expect("mkdir");
+    let (ks, pw, cfg) = (
+        dir.path().join("ks"),
+        dir.path().join("pw"),
+        dir.path().join("cfg"),
+    );
+    for d in [&ks, &pw, &cfg] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    for i in [CFG_STAYS, CFG_REMOVED] {
+        write_key_config(&cfg, i);
+    }
     for i in [STAYS, REMOVED] {
         write_keystore(&ks, &pw, i, KdfParams::insecure_fast());
     }
     for i in SLOW {
         write_keystore(&ks, &pw, i, KdfParams::pbkdf2_default());
     }
+    let sources = KeySources {
+        keystores: Some((ks.clone(), pw.clone())),
+        key_config: Some(cfg.clone()),
+        ..Default::default()
+    };
     let keys = KeyStore::default();
-    keys.insert_all(store::load_keystores_dir(&ks, &pw).expect("load").keys);
-    assert_eq!(keys.len(), 5);
+    keys.insert_all(
+        api::load_key_sources(&sources, None, None)
+            .expect("load")
+            .into_keys(),
+    );
+    assert_eq!(keys.len(), 7);
     let db = SlashingDb::open(&format!(
         "sqlite:{}",
         dir.path().join("db.sqlite").display()
@@ -86,10 +120,7 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
         Arc::new(keys),
         Some(db),
         Network::from_name_or_path("mainnet").expect("mainnet"),
-        KeySources {
-            keystores: Some((ks.clone(), pw.clone())),
-            key_config: None,
-        },
+        sources,
     )
     .expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -131,7 +162,7 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
                 {
                     return;
                 }
-                let key = [STAYS, REMOVED, ADDED][n % 3];
+                let key = ALL[n % ALL.len()];
                 let started = Instant::now();
                 let status = client
                     .post(format!("{url}/api/v1/eth2/sign/{}", pk(key)))
@@ -158,6 +189,8 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
     }
     std::fs::remove_file(ks.join(format!("k{REMOVED}.json"))).expect("rm");
     write_keystore(&ks, &pw, ADDED, KdfParams::insecure_fast());
+    std::fs::remove_file(cfg.join(format!("k{CFG_REMOVED}.yaml"))).expect("rm");
+    write_key_config(&cfg, CFG_ADDED);
     let reload_started = Instant::now();
     let r = client
         .post(format!("{url}/reload"))
@@ -193,43 +226,51 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
 
     let outcomes = outcomes.lock().expect("lock");
     assert!(during > 150, "requests kept flowing during the reload");
-    let mut removed_ok_before = 0;
-    let mut added_ok_after = 0;
+    let mut removed_ok_before = [0; 2];
+    let mut added_ok_after = [0; 2];
     for o in outcomes.iter() {
         let status = o
             .status
             .as_ref()
             .unwrap_or_else(|e| panic!("request for key {} failed at transport level: {e}", o.key));
         match (o.key, *status) {
-            (STAYS, s) => assert_eq!(s, 200, "a key that stays must always sign"),
-            (REMOVED, 200) => {
+            (STAYS | CFG_STAYS, s) => {
+                assert_eq!(s, 200, "key {} stays and must always sign", o.key)
+            }
+            (REMOVED | CFG_REMOVED, 200) => {
                 assert!(
                     o.started < reload_done,
-                    "removed key signed after the reload"
+                    "removed key {} signed after the reload",
+                    o.key
                 );
-                removed_ok_before += 1;
+                removed_ok_before[usize::from(o.key == CFG_REMOVED)] += 1;
             }
-            (REMOVED, 404) => assert!(
+            (REMOVED | CFG_REMOVED, 404) => assert!(
                 o.started >= reload_started,
                 "removed key refused before its removal began"
             ),
-            (ADDED, 200) => {
+            (ADDED | CFG_ADDED, 200) => {
                 assert!(
                     o.started >= reload_started,
-                    "added key signed before it was added"
+                    "added key {} signed before it was added",
+                    o.key
                 );
-                added_ok_after += 1;
+                added_ok_after[usize::from(o.key == CFG_ADDED)] += 1;
             }
-            (ADDED, 404) => assert!(
+            (ADDED | CFG_ADDED, 404) => assert!(
                 o.started < reload_done,
                 "added key missing after the reload finished"
             ),
             (key, s) => panic!("unexpected status {s} for key {key}"),
         }
     }
+    // Per source: [keystore, key-config file].
     assert!(
-        removed_ok_before > 0,
-        "the removed key signed before removal"
+        removed_ok_before.iter().all(|n| *n > 0),
+        "each removed key signed before its removal: {removed_ok_before:?}"
     );
-    assert!(added_ok_after > 0, "the added key signed after the reload");
+    assert!(
+        added_ok_after.iter().all(|n| *n > 0),
+        "each added key signed after the reload: {added_ok_after:?}"
+    );
 }

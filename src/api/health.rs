@@ -39,6 +39,10 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
     for (id, counts) in [
         ("keystores-bulk-loading", load.keystores),
         ("config-files-loading", load.key_config),
+        // Ours: keystores imported through the Keymanager API, reloaded from the data directory.
+        ("keymanager-imported-loading", load.imported),
+        ("hashicorp-bulk-loading", load.vault_bulk),
+        ("pkcs11-loading", load.hsm),
     ] {
         if let Some((loaded, errors)) = counts {
             let up = errors == 0;

@@ -47,6 +47,10 @@ pub struct KeySources {
     pub keystores: Option<(PathBuf, PathBuf)>,
     /// Web3Signer key-config directory.
     pub key_config: Option<PathBuf>,
+    /// HashiCorp Vault bulk mode (`--vault-*`): every secret under a KV v2 folder.
+    pub vault_bulk: Option<Arc<crate::keys::vault::VaultBulkSource>>,
+    /// Shares wrapped in a PKCS#11 token (`--hsm-*`).
+    pub hsm: Option<Arc<crate::keys::hsm::HsmConfig>>,
 }
 
 /// Outcome of the last key load, for `/healthcheck`.
@@ -56,6 +60,13 @@ pub struct LoadStatus {
     pub keystores: Option<(usize, usize)>,
     /// Keys loaded from key-config files, and files that failed.
     pub key_config: Option<(usize, usize)>,
+    /// Keystores imported through the Keymanager API loaded from the data directory, and files
+    /// that failed (a persisted keystore or password damaged on disk).
+    pub imported: Option<(usize, usize)>,
+    /// Keys read from the Vault bulk folder, and 1 when the last read failed.
+    pub vault_bulk: Option<(usize, usize)>,
+    /// Shares unwrapped from the PKCS#11 token, and 1 when the last read failed.
+    pub hsm: Option<(usize, usize)>,
 }
 
 /// Shared state of a signer node.

@@ -1,8 +1,10 @@
 //! `POST /reload` (202, re-scans key sources in the background, applies only the delta) and
 //! `GET /reload` (status of the last reload), as Web3Signer 25.12+.
 //! In-flight requests keep the `Arc` of the key they looked up, so a reload never drops them.
-//! The sources are the keystores and key-config directories plus the Keymanager API's imported
-//! keystores; with `--key-cache` unchanged keystores come from the cache.
+//! The sources are the keystores and key-config directories, the Keymanager API's imported
+//! keystores, the Vault bulk folder and the PKCS#11 token; with `--key-cache` unchanged
+//! keystores come from the cache. A Vault folder or token that cannot be read during a reload
+//! keeps the keys it gave before (an outage must not take keys away); at start it is fatal.
 
 use std::sync::Arc;
 
@@ -14,8 +16,11 @@ use serde_json::json;
 use super::health::json_response;
 use super::{KeySources, LoadStatus, NodeState};
 use crate::keys::cache::{CacheSession, CacheStats, KeyCache};
+use crate::keys::hsm::{self, HsmConfig};
 use crate::keys::managed::ManagedKeys;
 use crate::keys::store::{self, LoadOptions};
+use crate::keys::vault::{self, VaultBulkSource};
+use crate::keys::{KeyOrigin, LoadedKey};
 
 #[derive(Debug, Default)]
 pub(super) struct ReloadState {
@@ -81,7 +86,7 @@ pub(super) async fn status(State(state): State<Arc<NodeState>>) -> Response {
 /// What one load of every key source produced (start-up and `/reload`).
 #[derive(Debug, Default)]
 pub struct KeysLoad {
-    /// Per source (`keystores`, `key-config`, `imported`), its report.
+    /// Per source (`keystores`, `key-config`, `imported`, `vault-bulk`, `hsm`), its report.
     pub reports: Vec<(&'static str, store::LoadReport)>,
     /// Key-cache outcome, when the cache is on.
     pub cache: Option<Result<CacheStats, crate::keys::cache::Error>>,
@@ -96,10 +101,33 @@ impl KeysLoad {
             match *source {
                 "keystores" => status.keystores = counts,
                 "key-config" => status.key_config = counts,
+                // Shown once there is something imported (or failing) to report.
+                "imported" if !report.keys.is_empty() || !report.errors.is_empty() => {
+                    status.imported = counts
+                }
+                VAULT_BULK => status.vault_bulk = counts,
+                HSM => status.hsm = counts,
                 _ => {}
             }
         }
         status
+    }
+
+    /// The first failure of a whole-source backend (Vault bulk folder, PKCS#11 token), as a
+    /// message naming the source: at start such a failure stops the node.
+    pub fn backend_failure(&self) -> Option<String> {
+        self.reports
+            .iter()
+            .filter(|(source, _)| matches!(*source, VAULT_BULK | HSM))
+            .find_map(|(_, report)| report.errors.first())
+            .map(|(what, error)| format!("loading keys from {}: {error}", what.display()))
+    }
+
+    /// Whether the read of `source` failed in this load.
+    fn failed(&self, source: &str) -> bool {
+        self.reports
+            .iter()
+            .any(|(s, report)| *s == source && !report.errors.is_empty())
     }
 
     /// All loaded keys, in source order.
@@ -111,12 +139,14 @@ impl KeysLoad {
     }
 }
 
-/// Loads every key source: the keystores directory, the key-config directory and the
-/// Keymanager's imported keystores, through the key cache when one is given (its file is
-/// rewritten when the keystores changed). CPU-heavy: call from a blocking thread.
+/// Loads every key source: the keystores directory, the key-config directory, the Keymanager's
+/// imported keystores, the Vault bulk folder and the PKCS#11 token (in this order: the first
+/// source of a key wins), keystores through the key cache when one is given (its file is
+/// rewritten when the keystores changed). CPU-heavy and blocking: call from a blocking thread.
 ///
 /// # Errors
-/// When a configured directory cannot be read at all (per-file failures are in the reports).
+/// When a configured directory cannot be read at all (per-file failures, and a Vault folder or
+/// token that cannot be read, are in the reports; see [`KeysLoad::backend_failure`]).
 pub fn load_key_sources(
     sources: &KeySources,
     managed: Option<&ManagedKeys>,
@@ -142,8 +172,72 @@ pub fn load_key_sources(
         let report = managed.load(options).map_err(|e| e.to_string())?;
         load.reports.push(("imported", report));
     }
+    if let Some(source) = &sources.vault_bulk {
+        load.reports.push((VAULT_BULK, vault_bulk_report(source)));
+    }
+    if let Some(config) = &sources.hsm {
+        load.reports.push((HSM, hsm_report(config)));
+    }
     load.cache = session.map(CacheSession::finish);
     Ok(load)
+}
+
+/// Report names of the whole-source backends.
+const VAULT_BULK: &str = "vault-bulk";
+const HSM: &str = "hsm";
+
+/// Every key under the Vault bulk folder, or one error naming the server and folder (all or
+/// nothing: a folder is not used in part).
+fn vault_bulk_report(source: &VaultBulkSource) -> store::LoadReport {
+    let started = std::time::Instant::now();
+    let mut report = store::LoadReport::default();
+    match vault::load_bulk_blocking(source) {
+        Ok(keys) => {
+            report.keys = keys
+                .into_iter()
+                .map(|k| LoadedKey {
+                    secret: k.secret,
+                    origin: KeyOrigin::Vault { path: k.path },
+                })
+                .collect()
+        }
+        Err(e) => report.errors.push((
+            format!(
+                "vault {} ({}/{})",
+                source.server.url, source.mount, source.folder
+            )
+            .into(),
+            e.to_string(),
+        )),
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// Every share wrapped in the PKCS#11 token, or one error naming the token.
+fn hsm_report(config: &HsmConfig) -> store::LoadReport {
+    let started = std::time::Instant::now();
+    let mut report = store::LoadReport::default();
+    match hsm::load(config) {
+        Ok(shares) => {
+            report.keys = shares
+                .into_iter()
+                .map(|s| LoadedKey {
+                    secret: s.secret,
+                    origin: KeyOrigin::Hsm {
+                        token: config.token_label.clone(),
+                        object: s.object,
+                    },
+                })
+                .collect()
+        }
+        Err(e) => report.errors.push((
+            format!("pkcs#11 token \"{}\"", config.token_label).into(),
+            e.to_string(),
+        )),
+    }
+    report.elapsed = started.elapsed();
+    report
 }
 
 /// Re-reads every key source and swaps in the new key set (holding `key_ops`, so a Keymanager
@@ -165,7 +259,18 @@ fn reload_keys(state: &NodeState) -> Result<(String, Option<String>), String> {
         tracing::warn!(error = %e, "key cache not written");
     }
     let status = load.status();
-    let diff = state.keys.replace_all(load.into_keys());
+    // A backend that could not be read keeps the keys it gave before.
+    let (keep_vault, keep_hsm) = (load.failed(VAULT_BULK), load.failed(HSM));
+    if let Some(failure) = load.backend_failure() {
+        tracing::warn!(error = %failure, "reload: keeping the keys this backend gave before");
+    }
+    let diff = state
+        .keys
+        .replace_all(load.into_keys(), |origin| match origin {
+            KeyOrigin::Vault { .. } => keep_vault,
+            KeyOrigin::Hsm { .. } => keep_hsm,
+            _ => false,
+        });
     tracing::info!(
         added = diff.added.len(),
         removed = diff.removed.len(),

@@ -1,8 +1,10 @@
 //! `dvsigner signer` key backends beyond files: HashiCorp Vault bulk mode (`--vault-*`) and
 //! PKCS#11 tokens (`--hsm-*`). Credentials are always files or environment variables.
 //!
-//! Both are all-or-nothing at start: a node told to take keys from Vault or a token refuses to
-//! start when it cannot read every one of them, with an error naming the path or token label.
+//! These flags only describe the sources; `api::load_key_sources` reads them, at start and on
+//! every `/reload`. Both are all-or-nothing: at start a node told to take keys from Vault or a
+//! token refuses to start when it cannot read every one of them, with an error naming the path
+//! or token label; a reload that cannot read them keeps the keys they gave before.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::keys::store::{KeyOrigin, LoadedKey};
 use crate::keys::{hsm, vault};
 
 /// Key backends of a signer node (flattened into `SignerArgs`).
@@ -147,50 +148,6 @@ impl HsmArgs {
             Some(self.hsm_wrap_key_label.clone()),
         )?))
     }
-}
-
-/// Loads the keys of every configured backend.
-///
-/// # Errors
-/// Any failure of a configured backend (see the module docs): the node must not start.
-pub async fn load_backend_keys(args: &KeyBackendArgs) -> anyhow::Result<Vec<LoadedKey>> {
-    let mut keys = Vec::new();
-    if let Some(source) = args.vault.bulk_source()? {
-        let started = std::time::Instant::now();
-        let loaded = vault::load_bulk(&source).await.with_context(|| {
-            format!(
-                "loading keys from vault {} ({}/{})",
-                source.server.url, source.mount, source.folder
-            )
-        })?;
-        tracing::info!(
-            source = "vault-bulk",
-            url = %source.server.url,
-            loaded = loaded.len(),
-            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-            "keys loaded"
-        );
-        keys.extend(loaded.into_iter().map(|k| LoadedKey {
-            secret: k.secret,
-            origin: KeyOrigin::Vault { path: k.path },
-        }));
-    }
-    if let Some(config) = args.hsm.config()? {
-        let token = config.token_label.clone();
-        let shares = tokio::task::spawn_blocking(move || hsm::load(&config))
-            .await
-            .context("hsm loading task")?
-            .context("loading shares from the pkcs#11 token")?;
-        tracing::info!(source = "hsm", %token, loaded = shares.len(), "keys loaded");
-        keys.extend(shares.into_iter().map(|s| LoadedKey {
-            secret: s.secret,
-            origin: KeyOrigin::Hsm {
-                token: token.clone(),
-                object: s.object,
-            },
-        }));
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]

@@ -71,6 +71,11 @@ pub async fn load_keys_with(
         for (source, report) in &load.reports {
             log_report(source, report);
         }
+        // A configured Vault folder or PKCS#11 token is all or nothing: the node does not start
+        // with part of its keys.
+        if let Some(failure) = load.backend_failure() {
+            anyhow::bail!(failure);
+        }
         match &load.cache {
             Some(Ok(stats)) => tracing::info!(
                 hits = stats.hits,
@@ -190,6 +195,8 @@ pub async fn serve_signer(
     let sources = KeySources {
         keystores: args.keystores.clone().zip(args.keystores_passwords.clone()),
         key_config: args.key_config.clone(),
+        vault_bulk: args.backends.vault.bulk_source()?.map(Arc::new),
+        hsm: args.backends.hsm.config()?.map(Arc::new),
     };
     let managed = ManagedKeys::new(&args.data_dir);
     let disabled = managed
@@ -203,11 +210,6 @@ pub async fn serve_signer(
         key_cache.clone(),
     )
     .await?;
-    let backend_keys = super::backends::load_backend_keys(&args.backends).await?;
-    let backend_count = backend_keys.len();
-    if keys.insert_all(backend_keys) != backend_count {
-        tracing::warn!("some vault/hsm keys were already loaded from another source (or were deleted through the keymanager API)");
-    }
     let slashing = open_slashing_db(&args).await?;
     let state = NodeState::new(Arc::new(keys), slashing, network, sources)?;
     if let Ok(mut s) = state.load_status.write() {

@@ -486,8 +486,10 @@ impl KeyStore {
     /// Replaces the whole set with `keys` (for `/reload`) and reports the difference. Keys present
     /// before and after keep their existing `Arc`; the first of several copies of a key wins.
     /// The caller decides whether a load with errors should be applied at all (a key whose file
-    /// failed to load would be reported as removed). Disabled keys are skipped.
-    pub fn replace_all(&self, keys: Vec<LoadedKey>) -> KeyDiff {
+    /// failed to load would be reported as removed). Disabled keys are skipped. Existing keys
+    /// for which `keep` is true stay even when `keys` lacks them (a backend that could not be
+    /// read this time).
+    pub fn replace_all(&self, keys: Vec<LoadedKey>, keep: impl Fn(&KeyOrigin) -> bool) -> KeyDiff {
         let mut guard = self.write();
         let Keys { map, disabled } = &mut *guard;
         let mut next = KeyMap::new();
@@ -506,12 +508,8 @@ impl KeyStore {
             };
             next.insert(pk, (secret, key.origin));
         }
-        // Keys from start-only backends (Vault bulk mode, PKCS#11 token) are not re-read by a
-        // reload, so they stay.
         for (pk, (secret, origin)) in map.iter() {
-            if matches!(origin, KeyOrigin::Vault { .. } | KeyOrigin::Hsm { .. })
-                && !next.contains_key(pk)
-            {
+            if keep(origin) && !next.contains_key(pk) {
                 next.insert(*pk, (Arc::clone(secret), origin.clone()));
             }
         }
@@ -586,7 +584,7 @@ mod tests {
         store.insert_all(vec![loaded(key(1), "a"), loaded(key(2), "b")]);
         let pk = |s: u8| key(s).public_key().bytes();
         let before = store.get(&pk(2)).expect("present");
-        let diff = store.replace_all(vec![loaded(key(2), "b"), loaded(key(3), "c")]);
+        let diff = store.replace_all(vec![loaded(key(2), "b"), loaded(key(3), "c")], |_| false);
         assert_eq!(diff.added, vec![pk(3)]);
         assert_eq!(diff.removed, vec![pk(1)]);
         assert!(Arc::ptr_eq(&before, &store.get(&pk(2)).expect("kept")));
@@ -594,7 +592,7 @@ mod tests {
     }
 
     #[test]
-    fn replace_all_keeps_vault_and_hsm_keys() {
+    fn replace_all_keeps_only_what_keep_selects() {
         let store = KeyStore::new();
         let pk = |s: u8| key(s).public_key().bytes();
         store.insert_all(vec![
@@ -613,11 +611,16 @@ mod tests {
                 },
             },
         ]);
-        let diff = store.replace_all(vec![loaded(key(4), "d")]);
-        assert_eq!(diff.removed, vec![pk(1)]);
+        // The Vault read failed: its key stays; the token was read and no longer has key 3.
+        let diff = store.replace_all(vec![loaded(key(4), "d")], |o| {
+            matches!(o, KeyOrigin::Vault { .. })
+        });
+        let mut removed = vec![pk(1), pk(3)];
+        removed.sort();
+        assert_eq!(diff.removed, removed);
         assert_eq!(diff.added, vec![pk(4)]);
-        assert!(store.contains(&pk(2)) && store.contains(&pk(3)));
-        assert_eq!(store.len(), 3);
+        assert!(store.contains(&pk(2)) && !store.contains(&pk(3)));
+        assert_eq!(store.len(), 2);
     }
 
     #[test]
@@ -653,7 +656,7 @@ mod tests {
         );
         assert!(!store.insert(loaded(key(2), "b")));
         assert!(store.get(&pk(2)).is_none() && store.is_disabled(&pk(2)));
-        let diff = store.replace_all(vec![loaded(key(1), "a"), loaded(key(2), "b")]);
+        let diff = store.replace_all(vec![loaded(key(1), "a"), loaded(key(2), "b")], |_| false);
         assert!(diff.added.is_empty() && diff.removed.is_empty());
 
         let (arc, origin) = store.disable(&pk(1)).expect("was loaded");

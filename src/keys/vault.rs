@@ -694,7 +694,29 @@ pub fn read_key_config_blocking(cfg: &HashicorpKeyConfig) -> Result<SecretKey, E
         })?,
     };
     let auth = VaultAuth::Token(token);
-    let key_name = cfg.key_name.clone();
+    block_on(|| async {
+        let conn = VaultConnection::connect(&server, &auth).await?;
+        conn.read_key(&mount, &path, &cfg.key_name).await
+    })
+}
+
+/// [`load_bulk`] for blocking callers (the key loaders and `/reload`), as
+/// [`read_key_config_blocking`].
+///
+/// # Errors
+/// As [`load_bulk`].
+pub fn load_bulk_blocking(source: &VaultBulkSource) -> Result<Vec<VaultKey>, Error> {
+    block_on(|| load_bulk(source))
+}
+
+/// Runs the future `make` returns on a private single-thread runtime in a helper thread, so
+/// that it may be called from any thread, inside a runtime's blocking pool or outside any
+/// runtime.
+fn block_on<T, F>(make: impl FnOnce() -> F + Send) -> Result<T, Error>
+where
+    T: Send,
+    F: std::future::Future<Output = Result<T, Error>>,
+{
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -702,10 +724,7 @@ pub fn read_key_config_blocking(cfg: &HashicorpKeyConfig) -> Result<SecretKey, E
                     .enable_all()
                     .build()
                     .map_err(|e| Error::Runtime(e.to_string()))?;
-                rt.block_on(async {
-                    let conn = VaultConnection::connect(&server, &auth).await?;
-                    conn.read_key(&mount, &path, &key_name).await
-                })
+                rt.block_on(make())
             })
             .join()
             .map_err(|_| Error::Runtime("vault client thread panicked".into()))?

@@ -8,11 +8,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::process::{bin, free_port, Proc};
+use common::cluster::{combiner_args, tls_signer_args};
+use common::process::{free_port, run_ok, Proc};
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
 use dvsigner::signing::Network;
@@ -36,31 +36,13 @@ impl Cluster {
     }
 
     fn node_args(&self, i: usize) -> Vec<String> {
-        let id = self.pki.identity(NODES[i]).expect("node identity");
-        let out = self.path("cluster").join(NODES[i]);
-        [
-            "signer",
-            "--listen",
-            &format!("127.0.0.1:{}", self.node_ports[i]),
-            "--data-dir",
-            &self
-                .path(&format!("data/{}", NODES[i]))
-                .display()
-                .to_string(),
-            "--keystores",
-            &out.join("keystores").display().to_string(),
-            "--keystores-passwords",
-            &out.join("passwords").display().to_string(),
-            "--tls-cert",
-            &id.cert.display().to_string(),
-            "--tls-key",
-            &id.key.display().to_string(),
-            "--tls-client-ca",
-            &self.pki.ca_cert.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        tls_signer_args(
+            &self.pki,
+            NODES[i],
+            self.node_ports[i],
+            &self.path(&format!("data/{}", NODES[i])),
+            &self.path("cluster").join(NODES[i]),
+        )
     }
 
     fn start_node(&mut self, i: usize) {
@@ -73,33 +55,8 @@ impl Cluster {
     }
 
     fn start_combiner(&self, cluster_json: &Path, port: u16, tag: &str) -> Proc {
-        let id = self.pki.identity("combiner").expect("combiner identity");
-        let client = self
-            .pki
-            .identity("combiner-client")
-            .expect("client identity");
-        let args: Vec<String> = [
-            "combiner",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--cluster",
-            &cluster_json.display().to_string(),
-            "--tls-cert",
-            &id.cert.display().to_string(),
-            "--tls-key",
-            &id.key.display().to_string(),
-            "--node-ca",
-            &self.pki.ca_cert.display().to_string(),
-            "--client-cert",
-            &client.cert.display().to_string(),
-            "--client-key",
-            &client.key.display().to_string(),
-            "--deadline-ms",
-            &DEADLINE_MS.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = combiner_args(&self.pki, port, cluster_json);
+        args.extend(["--deadline-ms".into(), DEADLINE_MS.to_string()]);
         Proc::start(
             "combiner",
             &args,
@@ -155,20 +112,6 @@ impl Cluster {
         let status = r.status().as_u16();
         (status, r.text().await.expect("body"), t0.elapsed())
     }
-}
-
-fn run_ok(args: &[String]) -> String {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run dvsigner");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
-    text
 }
 
 /// An attestation above every epoch the oracle fixtures use (they set the low watermark).

@@ -12,10 +12,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{bin, free_port, Proc};
+use common::cluster::{combiner_args, tls_signer_args};
+use common::process::{free_port, run_ok, Proc};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
@@ -33,17 +33,6 @@ struct Setup {
     definition: ClusterDefinition,
     /// Client presenting `combiner-client` (allowed by TLS, not a peer).
     client: reqwest::Client,
-}
-
-fn run_ok(args: &[String]) -> String {
-    let out = Command::new(bin()).args(args).output().expect("run");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
-    text
 }
 
 fn client_with(pki: &DevPki, identity: &str) -> reqwest::Client {
@@ -168,29 +157,19 @@ impl Setup {
         interval_secs: u64,
         extra: &[String],
     ) -> Proc {
-        let id = self.pki.identity(NODES[i]).expect("node identity");
         let client = self
             .pki
             .identity(&format!("{}-client", NODES[i]))
             .expect("client identity");
-        let out = self.path("cluster").join(NODES[i]);
         let p = |p: &Path| p.display().to_string();
-        let args: Vec<String> = vec![
-            "signer".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", self.ports[i]),
-            "--data-dir".into(),
-            p(&self.data_dir(i)),
-            "--keystores".into(),
-            p(&out.join("keystores")),
-            "--keystores-passwords".into(),
-            p(&out.join("passwords")),
-            "--tls-cert".into(),
-            p(&id.cert),
-            "--tls-key".into(),
-            p(&id.key),
-            "--tls-client-ca".into(),
-            p(&self.pki.ca_cert),
+        let mut args = tls_signer_args(
+            &self.pki,
+            NODES[i],
+            self.ports[i],
+            &self.data_dir(i),
+            &self.path("cluster").join(NODES[i]),
+        );
+        args.extend([
             "--cluster".into(),
             p(&self.cluster_json),
             "--operator".into(),
@@ -208,8 +187,8 @@ impl Setup {
             "--sync-interval-secs".into(),
             interval_secs.to_string(),
             "--no-sync-watermark-from-genesis".into(),
-        ];
-        let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
+        ]);
+        args.extend(extra.iter().cloned());
         let log = self.path(&format!(
             "{}-{}.log",
             NODES[i],
@@ -222,28 +201,8 @@ impl Setup {
     }
 
     fn start_combiner(&self, port: u16) -> Proc {
-        let id = self.pki.identity("combiner").expect("combiner identity");
-        let client = self.pki.identity("combiner-client").expect("client");
-        let p = |p: &Path| p.display().to_string();
-        let args: Vec<String> = vec![
-            "combiner".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--cluster".into(),
-            p(&self.cluster_json),
-            "--tls-cert".into(),
-            p(&id.cert),
-            "--tls-key".into(),
-            p(&id.key),
-            "--node-ca".into(),
-            p(&self.pki.ca_cert),
-            "--client-cert".into(),
-            p(&client.cert),
-            "--client-key".into(),
-            p(&client.key),
-            "--deadline-ms".into(),
-            "1500".into(),
-        ];
+        let mut args = combiner_args(&self.pki, port, &self.cluster_json);
+        args.extend(["--deadline-ms".into(), "1500".into()]);
         Proc::start("combiner", &args, &self.path("combiner.log"))
     }
 

@@ -10,28 +10,15 @@
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::signing::Network;
-use process::{bin, dev_keystores, free_port, wait_ready, Proc};
-
-/// `dvsigner` with no inherited `DVSIGNER_*` option variables (only the log level), so the
-/// environment of the test run cannot change what a test means.
-fn dvsigner() -> Command {
-    let mut cmd = Command::new(bin());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DVSIGNER_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("DVSIGNER_LOG", "info").stdin(Stdio::null());
-    cmd
-}
+use process::{command, dev_keystores, free_port, http_client as client, wait_ready, Proc};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = dvsigner();
+    let mut cmd = command();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -46,20 +33,10 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// Starts `dvsigner ARGS` with extra environment variables, output to `log`.
+/// [`Proc::start_with_env`] with owned values.
 fn start(name: &str, args: &[String], env: &[(&str, String)], log: &Path) -> Proc {
-    let out = std::fs::File::create(log).expect("log file");
-    let err = out.try_clone().expect("clone");
-    let mut cmd = dvsigner();
-    cmd.args(args).stdout(out).stderr(err);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc {
-        child: cmd.spawn().expect("spawn dvsigner"),
-        name: name.to_owned(),
-        log: log.to_owned(),
-    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Proc::start_with_env(name, args, &env, log)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -89,13 +66,6 @@ fn node_config(port: u16, data: &Path, passwords: &Path) -> String {
         ks.display(),
         passwords.display()
     )
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
 }
 
 async fn public_keys(client: &reqwest::Client, port: u16) -> Vec<String> {

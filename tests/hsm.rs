@@ -9,13 +9,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::process::{bin, free_port, wait_ready, Proc};
-use dvsigner::bls::{PublicKey, Signature};
+use common::http::{assert_signs, health, key_check, reload};
+use common::process::{command, free_port, http_client as client, wait_ready, Proc};
 use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
-use dvsigner::signing::Network;
 use serde_json::Value;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -113,11 +112,10 @@ impl Token {
 
     /// Runs `dvsigner hsm ARGS` against this token store.
     fn hsm(&self, args: &[String]) -> Output {
-        Command::new(bin())
+        command()
             .arg("hsm")
             .args(args)
             .env("SOFTHSM2_CONF", &self.conf)
-            .stdin(Stdio::null())
             .output()
             .expect("run dvsigner hsm")
     }
@@ -148,85 +146,29 @@ impl Token {
     fn node(&self, name: &str, label: &str, pin_file: &Path) -> (Proc, String) {
         let port = free_port();
         let log = self.path(&format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log");
-        let err = out.try_clone().expect("clone");
-        let child = Command::new(bin())
-            .args([
-                "signer",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--insecure-http",
-                "--data-dir",
-                &self.path("data").display().to_string(),
-                "--hsm-module",
-                MODULE,
-                "--hsm-token-label",
-                label,
-                "--hsm-pin-file",
-                &pin_file.display().to_string(),
-            ])
-            .env("SOFTHSM2_CONF", &self.conf)
-            .env("DVSIGNER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn node");
+        let args: Vec<String> = [
+            "signer",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-http",
+            "--data-dir",
+            &self.path("data").display().to_string(),
+            "--hsm-module",
+            MODULE,
+            "--hsm-token-label",
+            label,
+            "--hsm-pin-file",
+            &pin_file.display().to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let conf = self.conf.display().to_string();
         (
-            Proc {
-                child,
-                name: name.to_owned(),
-                log,
-            },
+            Proc::start_with_env(name, &args, &[("SOFTHSM2_CONF", &conf)], &log),
             format!("http://127.0.0.1:{port}"),
         )
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
-
-/// Waits (bounded) for a process to exit by itself; returns success and its log.
-fn wait_exit(p: &mut Proc, bound: Duration) -> (bool, String) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < bound {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            return (status.success(), p.log_text());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{} still running after {bound:?}:\n{}",
-        p.name,
-        p.log_text()
-    );
-}
-
-async fn assert_signs(base: &str, sk: &SecretKey, target: u64) {
-    let body = dvsigner::cli::bench::attestation_body(target);
-    let pk = sk.public_key().bytes().to_hex();
-    let res = client()
-        .post(format!("{base}/api/v1/eth2/sign/{pk}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("sign");
-    assert_eq!(res.status(), 200, "sign {pk}");
-    let v: Value = res.json().await.expect("json");
-    let sig = Signature::from_hex(v["signature"].as_str().expect("signature")).expect("sig hex");
-    let network = Network::from_name_or_path("mainnet").expect("mainnet");
-    let root = dvsigner::signing::prepare(body.as_bytes(), &network)
-        .expect("prepare")
-        .root;
-    let public = PublicKey::from_bytes(&sk.public_key().bytes().0).expect("pubkey");
-    assert!(sig.verify(&public, &root.0), "signature does not verify");
-    assert_eq!(sig.to_hex(), sk.sign(&root).to_hex());
 }
 
 /// Every regular file under `dir`, recursively (bounded depth).
@@ -254,7 +196,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_shares_are_unwrapped_by_the_node_and_sign() {
     let t = Token::init();
-    let shares = [SecretKey::random(), SecretKey::random()];
+    let shares = [
+        SecretKey::random(),
+        SecretKey::random(),
+        SecretKey::random(),
+    ];
     let (ks0, pw0) = t.keystore("share0", &shares[0]);
     let (ks1, pw1) = t.keystore("share1", &shares[1]);
     let first = t.import_ok(&ks0, &pw0);
@@ -284,15 +230,42 @@ async fn imported_shares_are_unwrapped_by_the_node_and_sign() {
         .await
         .expect("json");
     keys.sort();
-    let mut want: Vec<String> = shares
-        .iter()
-        .map(|s| s.public_key().bytes().to_hex())
-        .collect();
-    want.sort();
-    assert_eq!(keys, want);
-    for s in &shares {
+    let want = |n: usize| {
+        let mut v: Vec<String> = shares[..n]
+            .iter()
+            .map(|s| s.public_key().bytes().to_hex())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(keys, want(2));
+    for s in &shares[..2] {
         assert_signs(&base, s, 7).await;
     }
+    let (code, doc) = health(&base).await;
+    assert_eq!(code, 200, "{doc}");
+    assert_eq!(
+        key_check(&doc, "pkcs11-loading")["data"]["keys-loaded"],
+        2,
+        "{doc}"
+    );
+
+    // A share imported while the node runs is unwrapped by the next /reload.
+    let (ks2, pw2) = t.keystore("share2", &shares[2]);
+    t.import_ok(&ks2, &pw2);
+    let (status, error) = reload(&base).await;
+    assert_eq!(status, "completed", "{error}");
+    let mut keys: Vec<String> = client()
+        .get(format!("{base}/api/v1/eth2/publicKeys"))
+        .send()
+        .await
+        .expect("publicKeys")
+        .json()
+        .await
+        .expect("json");
+    keys.sort();
+    assert_eq!(keys, want(3));
+    assert_signs(&base, &shares[2], 7).await;
     let log = node.log_text();
     assert!(!log.contains(PIN), "pin in log");
     node.terminate(Duration::from_secs(10));
@@ -358,7 +331,7 @@ fn wrong_pin_stops_the_node_without_showing_the_pin() {
     let wrong = t.path("wrong-pin");
     std::fs::write(&wrong, "wrong-pin-1357\n").expect("write");
     let (mut node, _) = t.node("node", LABEL, &wrong);
-    let (ok, log) = wait_exit(&mut node, Duration::from_secs(30));
+    let (ok, log) = node.wait_exit(Duration::from_secs(30));
     assert!(!ok, "node started with a wrong pin:\n{log}");
     assert!(
         log.contains(&format!("wrong pin for token \"{LABEL}\"")),
@@ -374,7 +347,7 @@ fn wrong_pin_stops_the_node_without_showing_the_pin() {
 fn token_without_shares_stops_the_node() {
     let t = Token::init();
     let (mut node, _) = t.node("node", LABEL, &t.pin_file);
-    let (ok, log) = wait_exit(&mut node, Duration::from_secs(30));
+    let (ok, log) = node.wait_exit(Duration::from_secs(30));
     assert!(!ok, "node started without shares:\n{log}");
     assert!(
         log.contains(&format!(
@@ -388,7 +361,7 @@ fn token_without_shares_stops_the_node() {
 fn absent_token_is_named() {
     let t = Token::init();
     let (mut node, _) = t.node("node", "no-such-token", &t.pin_file);
-    let (ok, log) = wait_exit(&mut node, Duration::from_secs(30));
+    let (ok, log) = node.wait_exit(Duration::from_secs(30));
     assert!(!ok, "node started without its token:\n{log}");
     assert!(
         log.contains(&format!(

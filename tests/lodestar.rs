@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{bin, free_port, Proc};
+use common::cluster::tls_signer_args;
+use common::process::{free_port, run_ok, Proc};
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
 use dvsigner::tls::DevPki;
@@ -107,20 +108,6 @@ fn spawn(
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn run_dvsigner(args: &[String]) -> String {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run dvsigner");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
-    text
 }
 
 /// The chain parameters every Lodestar process gets (they must agree).
@@ -394,7 +381,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         .collect::<Vec<_>>()
         .join(",");
     let out = path("cluster");
-    run_dvsigner(&[
+    run_ok(&[
         "split".into(),
         "--keystore".into(),
         whole.display().to_string(),
@@ -441,54 +428,28 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
 
     let mut nodes: Vec<Proc> = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
-        let id = pki.identity(name).expect("node identity");
-        let keys = out.join(name);
-        let args: Vec<String> = vec![
-            "signer".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", node_ports[i]),
-            "--data-dir".into(),
-            path(&format!("data/{name}")).display().to_string(),
-            "--keystores".into(),
-            keys.join("keystores").display().to_string(),
-            "--keystores-passwords".into(),
-            keys.join("passwords").display().to_string(),
-            "--tls-cert".into(),
-            id.cert.display().to_string(),
-            "--tls-key".into(),
-            id.key.display().to_string(),
-            "--tls-client-ca".into(),
-            pki.ca_cert.display().to_string(),
-            "--network".into(),
-            config_arg.clone(),
-        ];
+        let mut args = tls_signer_args(
+            &pki,
+            name,
+            node_ports[i],
+            &path(&format!("data/{name}")),
+            &out.join(name),
+        );
+        args.extend(["--network".into(), config_arg.clone()]);
         nodes.push(Proc::start(name, &args, &path(&format!("{name}.log"))));
     }
     let combiner_port = free_port();
     let metrics_port = free_port();
-    let cid = pki.identity("combiner").expect("combiner identity");
-    let client_id = pki.identity("combiner-client").expect("client identity");
-    let combiner_args: Vec<String> = vec![
+    let mut combiner_args: Vec<String> = vec![
         "--metrics-listen".into(),
         format!("127.0.0.1:{metrics_port}"),
-        "combiner".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{combiner_port}"),
-        "--cluster".into(),
-        out.join("cluster.json").display().to_string(),
-        "--tls-cert".into(),
-        cid.cert.display().to_string(),
-        "--tls-key".into(),
-        cid.key.display().to_string(),
-        "--node-ca".into(),
-        pki.ca_cert.display().to_string(),
-        "--client-cert".into(),
-        client_id.cert.display().to_string(),
-        "--client-key".into(),
-        client_id.key.display().to_string(),
-        "--network".into(),
-        config_arg.clone(),
     ];
+    combiner_args.extend(common::cluster::combiner_args(
+        &pki,
+        combiner_port,
+        &out.join("cluster.json"),
+    ));
+    combiner_args.extend(["--network".into(), config_arg.clone()]);
     let mut combiner = Proc::start("combiner", &combiner_args, &path("combiner.log"));
     let tls_client = reqwest::Client::builder()
         .use_rustls_tls()

@@ -11,7 +11,6 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dvsigner::bls::{PublicKeyBytes, SigningRoot};
@@ -19,7 +18,7 @@ use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
 use dvsigner::threshold::{combine, ShareIndex};
-use process::{bin, free_port, Proc};
+use process::{free_port, run_ok, Proc};
 
 const OLD: [&str; 4] = ["a", "b", "c", "d"];
 const ALL: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
@@ -31,17 +30,6 @@ struct Setup {
     old: ClusterDefinition,
     ports: BTreeMap<&'static str, u16>,
     fingerprints: BTreeMap<&'static str, String>,
-}
-
-fn run_ok(args: &[String]) -> String {
-    let out = Command::new(bin()).args(args).output().expect("run");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
-    text
 }
 
 fn idx(i: u64) -> ShareIndex {

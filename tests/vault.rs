@@ -13,7 +13,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +21,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use common::process::{bin, free_port, wait_ready, Proc};
-use dvsigner::bls::{PublicKey, Signature};
+use common::http::{assert_signs, health, key_check};
+use common::process::{free_port, http_client as client, wait_ready, Proc};
 use dvsigner::keys::SecretKey;
-use dvsigner::signing::Network;
 use dvsigner::tls::{DevPki, ServerTlsFiles};
 use serde_json::{json, Value};
 
@@ -218,29 +216,6 @@ async fn handle(
     vault_error(StatusCode::NOT_FOUND, &[])
 }
 
-/// Starts `dvsigner ARGS` with extra environment variables (the node reads Vault tokens and
-/// `VAULT_CACERT` from its environment).
-fn start(name: &str, args: &[String], env: &[(&str, &str)], log: &Path) -> Proc {
-    let out = std::fs::File::create(log).expect("log file");
-    let err = out.try_clone().expect("clone");
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .env("DVSIGNER_LOG", "info")
-        .env_remove("DVSIGNER_VAULT_TOKEN")
-        .env_remove("VAULT_CACERT")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc {
-        child: cmd.spawn().expect("spawn dvsigner"),
-        name: name.to_owned(),
-        log: log.to_owned(),
-    }
-}
-
 fn node_args(port: u16, data: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "signer",
@@ -257,29 +232,6 @@ fn node_args(port: u16, data: &Path, extra: &[&str]) -> Vec<String> {
     a
 }
 
-/// Waits until the process exits by itself (bounded) and returns its log.
-fn wait_exit(p: &mut Proc, bound: Duration) -> (bool, String) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < bound {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            return (status.success(), p.log_text());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{} still running after {bound:?}:\n{}",
-        p.name,
-        p.log_text()
-    );
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
-
 async fn public_keys(base: &str) -> Vec<String> {
     let mut keys: Vec<String> = client()
         .get(format!("{base}/api/v1/eth2/publicKeys"))
@@ -291,31 +243,6 @@ async fn public_keys(base: &str) -> Vec<String> {
         .expect("json");
     keys.sort();
     keys
-}
-
-/// Signs an attestation through the node and checks the signature under `sk`'s public key and
-/// against a local signature.
-async fn assert_signs(base: &str, sk: &SecretKey, target: u64) {
-    let body = dvsigner::cli::bench::attestation_body(target);
-    let pk = sk.public_key().bytes().to_hex();
-    let res = client()
-        .post(format!("{base}/api/v1/eth2/sign/{pk}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("sign");
-    assert_eq!(res.status(), 200, "sign {pk}");
-    let v: Value = res.json().await.expect("json");
-    let sig = Signature::from_hex(v["signature"].as_str().expect("signature")).expect("sig hex");
-    let network = Network::from_name_or_path("mainnet").expect("mainnet");
-    let root = dvsigner::signing::prepare(body.as_bytes(), &network)
-        .expect("prepare")
-        .root;
-    let public = PublicKey::from_bytes(&sk.public_key().bytes().0).expect("pubkey");
-    assert!(sig.verify(&public, &root.0), "signature does not verify");
-    assert_eq!(sig.to_hex(), sk.sign(&root).to_hex());
 }
 
 fn hex_key(sk: &SecretKey) -> String {
@@ -350,9 +277,14 @@ fn fixture() -> Fixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_config_files_read_vault_over_tls_and_sign() {
     let f = fixture();
-    let (a, b) = (SecretKey::random(), SecretKey::random());
+    let (a, b, c) = (
+        SecretKey::random(),
+        SecretKey::random(),
+        SecretKey::random(),
+    );
     let mut secrets = BTreeMap::new();
     secrets.insert("secret/validator-a".into(), json!({ "value": hex_key(&a) }));
+    secrets.insert("secret/validator-c".into(), json!({ "value": hex_key(&c) }));
     secrets.insert(
         "kv/team/shares/b".into(),
         json!({ "share": hex_key(&b).trim_start_matches("0x"), "note": 7 }),
@@ -388,7 +320,7 @@ async fn key_config_files_read_vault_over_tls_and_sign() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let ca = f.pki.ca_cert.display().to_string();
-    let mut node = start(
+    let mut node = Proc::start_with_env(
         "node",
         &node_args(
             port,
@@ -422,9 +354,49 @@ async fn key_config_files_read_vault_over_tls_and_sign() {
         .iter()
         .any(|s| s.path == "/v1/secret/data/validator-a"));
     assert!(reads.iter().any(|s| s.path == "/v1/kv/team/data/shares/b"));
+
+    // /reload picks up a removed and an added Vault key-config file.
+    std::fs::remove_file(cfg.join("b.yml")).expect("rm");
+    write(
+        &cfg.join("c.yaml"),
+        &format!(
+            "type: hashicorp\nserverHost: 127.0.0.1\nserverPort: {}\n\
+             keyPath: /v1/secret/data/validator-c\nkeyName: value\ntlsEnabled: true\n",
+            vault.port
+        ),
+    );
+    reload(&base).await;
+    assert_eq!(public_keys(&base).await, pks(&[&a, &c]));
+    assert_signs(&base, &c, 11).await;
+    let gone = client()
+        .post(format!(
+            "{base}/api/v1/eth2/sign/{}",
+            b.public_key().bytes().to_hex()
+        ))
+        .header("content-type", "application/json")
+        .body(dvsigner::cli::bench::attestation_body(11))
+        .send()
+        .await
+        .expect("sign");
+    assert_eq!(
+        gone.status(),
+        404,
+        "a removed key-config file's key is gone"
+    );
+    assert!(vault
+        .seen()
+        .iter()
+        .any(|s| s.method == "GET" && s.path == "/v1/secret/data/validator-c"));
+
     let log = node.log_text();
     assert!(!log.contains(TOKEN), "token in log");
     assert!(!log.contains(hex_key(&a).trim_start_matches("0x")));
+}
+
+/// `POST /reload` and its outcome, which must be `completed`.
+async fn reload(base: &str) {
+    let (status, error) = common::http::reload(base).await;
+    assert_eq!(status, "completed", "reload: {error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +425,7 @@ async fn bulk_mode_with_approle_loads_every_secret_under_the_path() {
     let secret = write(&f.dir.path().join("secret"), &format!("{SECRET_ID}\n"));
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut node = start(
+    let mut node = Proc::start_with_env(
         "node",
         &node_args(
             port,
@@ -498,6 +470,48 @@ async fn bulk_mode_with_approle_loads_every_secret_under_the_path() {
             .all(|s| s.token.as_deref() == Some(APPROLE_TOKEN)),
         "{seen:?}"
     );
+
+    // /reload reads the folder again (a new login, a new listing): a secret added since is
+    // picked up.
+    let added = SecretKey::random();
+    vault.state.lock().expect("lock").secrets.insert(
+        "secret/validators/added".into(),
+        json!({ "value": hex_key(&added) }),
+    );
+    reload(&base).await;
+    let mut all: Vec<&SecretKey> = keys.iter().collect();
+    all.push(&added);
+    assert_eq!(public_keys(&base).await, pks(&all));
+    assert_signs(&base, &added, 4).await;
+    assert_eq!(health(&base).await.0, 200);
+
+    // Vault gone: the reload reports the failure and keeps every key the folder gave before;
+    // the healthcheck names the folder's check DOWN.
+    let (vault_url, vault_port) = (vault.url.clone(), vault.port);
+    drop(vault);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", vault_port))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, error) = common::http::reload(&base).await;
+    assert_eq!(status, "completed_with_errors");
+    assert!(
+        error.contains(&format!("vault approle login at {vault_url}")),
+        "{error}"
+    );
+    assert_eq!(public_keys(&base).await, pks(&all));
+    assert_signs(&base, &added, 5).await;
+    let (code, doc) = health(&base).await;
+    assert_eq!(code, 503, "{doc}");
+    let check = key_check(&doc, "hashicorp-bulk-loading");
+    assert_eq!(check["status"], "DOWN", "{doc}");
+    assert_eq!(check["data"]["error-count"], 1, "{doc}");
+
     let log = node.log_text();
     for s in [SECRET_ID, APPROLE_TOKEN] {
         assert!(!log.contains(s), "credential in log");
@@ -514,7 +528,7 @@ async fn bulk_mode_with_token_file_and_custom_field() {
     let token = write(&f.dir.path().join("token"), &format!("{TOKEN}\n"));
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut node = start(
+    let mut node = Proc::start_with_env(
         "node",
         &node_args(
             port,
@@ -603,7 +617,7 @@ async fn key_config_errors_name_the_path_and_never_the_secret() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let ca = f.pki.ca_cert.display().to_string();
-    let mut node = start(
+    let mut node = Proc::start_with_env(
         "node",
         &node_args(
             port,
@@ -715,7 +729,7 @@ async fn bulk_mode_failures_stop_the_node_with_a_clear_error() {
     ];
     for (i, (url, folder, token, message)) in cases.iter().enumerate() {
         let port = free_port();
-        let mut node = start(
+        let mut node = Proc::start_with_env(
             "node",
             &node_args(
                 port,
@@ -734,7 +748,7 @@ async fn bulk_mode_failures_stop_the_node_with_a_clear_error() {
             &[],
             &f.dir.path().join(format!("node{i}.log")),
         );
-        let (ok, log) = wait_exit(&mut node, Duration::from_secs(30));
+        let (ok, log) = node.wait_exit(Duration::from_secs(30));
         assert!(!ok, "node started despite {message}:\n{log}");
         assert!(log.contains(message), "expected {message:?} in:\n{log}");
         for secret in ["BADsecretVALUEmarker", TOKEN, "not-the-token-31337"] {

@@ -1,6 +1,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 //! Shared test harnesses.
 
+pub mod cluster;
+pub mod http;
 pub mod node;
 pub mod oracle;
 pub mod pg;

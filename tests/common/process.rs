@@ -22,6 +22,41 @@ pub fn dev_keystores() -> (PathBuf, PathBuf) {
     (base.clone(), base.join("passwords"))
 }
 
+/// `dvsigner` with a hermetic environment: no inherited `DVSIGNER_*` option variables and no
+/// `VAULT_*` settings (so the environment of the test run cannot change what a test means),
+/// log level `info`, no stdin.
+pub fn command() -> Command {
+    let mut cmd = Command::new(bin());
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("DVSIGNER_") || name_text.starts_with("VAULT_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env("DVSIGNER_LOG", "info").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `dvsigner ARGS` to completion, asserts it succeeded, returns stdout then stderr.
+pub fn run_ok(args: &[String]) -> String {
+    let out = command().args(args).output().expect("run dvsigner");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "dvsigner {args:?} failed:\n{text}");
+    text
+}
+
+/// A plain HTTP client with a 10 s request timeout.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
 /// A running child process, killed (SIGKILL) on drop.
 pub struct Proc {
     pub child: Child,
@@ -30,18 +65,22 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `dvsigner ARGS`, logging stdout+stderr to `log`.
+    /// Starts `dvsigner ARGS` ([`command`]), logging stdout+stderr to `log`.
     pub fn start(name: &str, args: &[String], log: &Path) -> Self {
+        Self::start_with_env(name, args, &[], log)
+    }
+
+    /// [`Proc::start`] with extra environment variables (tokens, `VAULT_CACERT`, option
+    /// overrides).
+    pub fn start_with_env(name: &str, args: &[String], env: &[(&str, &str)], log: &Path) -> Self {
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("clone");
-        let child = Command::new(bin())
-            .args(args)
-            .env("DVSIGNER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn dvsigner");
+        let mut cmd = command();
+        cmd.args(args).stdout(out).stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn dvsigner");
         Self {
             child,
             name: name.to_owned(),
@@ -74,6 +113,23 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// Waits (bounded) for the process to exit by itself; returns whether it succeeded, and
+    /// its log. Panics with the log if it is still running after `bound`.
+    pub fn wait_exit(&mut self, bound: Duration) -> (bool, String) {
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.success(), self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} still running after {bound:?}:\n{}",
+            self.name,
+            self.log_text()
+        );
     }
 
     /// The log so far.

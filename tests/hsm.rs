@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::http::{assert_signs, health, key_check, reload};
+use common::http::{assert_signs, health, key_check, public_keys, reload};
 use common::process::{command, free_port, http_client as client, wait_ready, Proc};
 use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
 use serde_json::Value;
@@ -221,15 +221,7 @@ async fn imported_shares_are_unwrapped_by_the_node_and_sign() {
         Duration::from_secs(30),
     )
     .await;
-    let mut keys: Vec<String> = client()
-        .get(format!("{base}/api/v1/eth2/publicKeys"))
-        .send()
-        .await
-        .expect("publicKeys")
-        .json()
-        .await
-        .expect("json");
-    keys.sort();
+    let keys = public_keys(&base).await;
     let want = |n: usize| {
         let mut v: Vec<String> = shares[..n]
             .iter()
@@ -255,15 +247,7 @@ async fn imported_shares_are_unwrapped_by_the_node_and_sign() {
     t.import_ok(&ks2, &pw2);
     let (status, error) = reload(&base).await;
     assert_eq!(status, "completed", "{error}");
-    let mut keys: Vec<String> = client()
-        .get(format!("{base}/api/v1/eth2/publicKeys"))
-        .send()
-        .await
-        .expect("publicKeys")
-        .json()
-        .await
-        .expect("json");
-    keys.sort();
+    let keys = public_keys(&base).await;
     assert_eq!(keys, want(3));
     assert_signs(&base, &shares[2], 7).await;
     let log = node.log_text();

@@ -144,14 +144,7 @@ impl Node {
     }
 
     async fn public_keys(&self) -> Vec<String> {
-        self.client
-            .get(format!("{}/api/v1/eth2/publicKeys", self.url))
-            .send()
-            .await
-            .expect("publicKeys")
-            .json()
-            .await
-            .expect("json")
+        common::http::public_keys(&self.url).await
     }
 
     async fn listed(&self) -> Vec<Value> {
@@ -161,41 +154,13 @@ impl Node {
     }
 
     async fn health(&self) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}/healthcheck", self.url))
-            .send()
-            .await
-            .expect("healthcheck");
-        let status = r.status().as_u16();
-        (status, r.json().await.expect("json"))
+        common::http::health(&self.url).await
     }
 
+    /// `/reload`, which must complete without errors.
     async fn reload(&self) {
-        let r = self
-            .client
-            .post(format!("{}/reload", self.url))
-            .send()
-            .await
-            .expect("reload");
-        assert_eq!(r.status(), 202);
-        for _ in 0..400 {
-            let v: Value = self
-                .client
-                .get(format!("{}/reload", self.url))
-                .send()
-                .await
-                .expect("reload status")
-                .json()
-                .await
-                .expect("json");
-            if v["status"] == "completed" {
-                return;
-            }
-            assert_ne!(v["status"], "failed", "{v}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("reload did not complete");
+        let (status, error) = common::http::reload(&self.url).await;
+        assert_eq!(status, "completed", "reload: {error}");
     }
 }
 

@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use common::http::{assert_signs, health, key_check};
+use common::http::{assert_signs, health, key_check, public_keys};
 use common::process::{free_port, http_client as client, wait_ready, Proc};
 use dvsigner::keys::SecretKey;
 use dvsigner::tls::{DevPki, ServerTlsFiles};
@@ -230,19 +230,6 @@ fn node_args(port: u16, data: &Path, extra: &[&str]) -> Vec<String> {
     .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     a
-}
-
-async fn public_keys(base: &str) -> Vec<String> {
-    let mut keys: Vec<String> = client()
-        .get(format!("{base}/api/v1/eth2/publicKeys"))
-        .send()
-        .await
-        .expect("publicKeys")
-        .json()
-        .await
-        .expect("json");
-    keys.sort();
-    keys
 }
 
 fn hex_key(sk: &SecretKey) -> String {

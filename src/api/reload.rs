@@ -189,38 +189,28 @@ const HSM: &str = "hsm";
 /// Every key under the Vault bulk folder, or one error naming the server and folder (all or
 /// nothing: a folder is not used in part).
 fn vault_bulk_report(source: &VaultBulkSource) -> store::LoadReport {
-    let started = std::time::Instant::now();
-    let mut report = store::LoadReport::default();
-    match vault::load_bulk_blocking(source) {
-        Ok(keys) => {
-            report.keys = keys
-                .into_iter()
+    let what = format!(
+        "vault {} ({}/{})",
+        source.server.url, source.mount, source.folder
+    );
+    backend_report(what, || {
+        vault::load_bulk_blocking(source).map(|keys| {
+            keys.into_iter()
                 .map(|k| LoadedKey {
                     secret: k.secret,
                     origin: KeyOrigin::Vault { path: k.path },
                 })
                 .collect()
-        }
-        Err(e) => report.errors.push((
-            format!(
-                "vault {} ({}/{})",
-                source.server.url, source.mount, source.folder
-            )
-            .into(),
-            e.to_string(),
-        )),
-    }
-    report.elapsed = started.elapsed();
-    report
+        })
+    })
 }
 
 /// Every share wrapped in the PKCS#11 token, or one error naming the token.
 fn hsm_report(config: &HsmConfig) -> store::LoadReport {
-    let started = std::time::Instant::now();
-    let mut report = store::LoadReport::default();
-    match hsm::load(config) {
-        Ok(shares) => {
-            report.keys = shares
+    let what = format!("pkcs#11 token \"{}\"", config.token_label);
+    backend_report(what, || {
+        hsm::load(config).map(|shares| {
+            shares
                 .into_iter()
                 .map(|s| LoadedKey {
                     secret: s.secret,
@@ -230,11 +220,20 @@ fn hsm_report(config: &HsmConfig) -> store::LoadReport {
                     },
                 })
                 .collect()
-        }
-        Err(e) => report.errors.push((
-            format!("pkcs#11 token \"{}\"", config.token_label).into(),
-            e.to_string(),
-        )),
+        })
+    })
+}
+
+/// The report of a whole-source backend: its keys, or its one error under the name `what`.
+fn backend_report<E: std::fmt::Display>(
+    what: String,
+    read: impl FnOnce() -> Result<Vec<LoadedKey>, E>,
+) -> store::LoadReport {
+    let started = std::time::Instant::now();
+    let mut report = store::LoadReport::default();
+    match read() {
+        Ok(keys) => report.keys = keys,
+        Err(e) => report.errors.push((what.into(), e.to_string())),
     }
     report.elapsed = started.elapsed();
     report

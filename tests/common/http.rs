@@ -33,6 +33,20 @@ pub async fn assert_signs(base: &str, sk: &SecretKey, target: u64) {
     assert_eq!(sig.to_hex(), sk.sign(&root).to_hex());
 }
 
+/// `GET /api/v1/eth2/publicKeys` of the node at `base`, sorted.
+pub async fn public_keys(base: &str) -> Vec<String> {
+    let mut keys: Vec<String> = http_client()
+        .get(format!("{base}/api/v1/eth2/publicKeys"))
+        .send()
+        .await
+        .expect("publicKeys")
+        .json()
+        .await
+        .expect("json");
+    keys.sort();
+    keys
+}
+
 /// `POST /reload` on the node at `base`, then polls `GET /reload` (bounded) until it finished:
 /// its status (`completed`, `completed_with_errors`, `failed`) and `lastError`.
 pub async fn reload(base: &str) -> (String, String) {

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::definition::{CeremonyDefinition, OnMisbehaviour};
 use super::deposit::DepositDataEntry;
-use super::seal::{seal, OpeningKey};
+use super::seal::{seal, OpeningKey, Sealed};
 use super::wire::{
     Complaint, Complaints, Confirmation, Dealing, DealtValidator, Envelope, Keys, Partials,
 };
@@ -595,7 +595,7 @@ async fn protocol(
     let mut complaints = Vec::new();
     for (dealer, dealing) in dealings {
         let opener = opening.remove(&dealer);
-        match check_dealing(def, net, &dealer, me, my_index, &dealing, opener) {
+        match check_dealing(def, net, &dealer, my_index, &dealing, opener) {
             Ok(parts) => {
                 received.insert(dealer, parts);
             }
@@ -807,7 +807,6 @@ fn check_dealing(
     def: &CeremonyDefinition,
     net: &Net,
     dealer: &str,
-    me: &str,
     my_index: ShareIndex,
     dealing: &Dealing,
     opener: Option<OpeningKey>,
@@ -839,35 +838,59 @@ fn check_dealing(
         }
         commitments.push(d.commitments.clone());
     }
-    let sealed = dealing
-        .shares
+    let shares = open_dealt(
+        net,
+        &seal_context(&net.id, dealer, net.me.as_str()),
+        my_index,
+        &dealing.shares,
+        &commitments,
+        opener,
+        "share",
+    )?;
+    Ok((commitments, shares))
+}
+
+/// Opens the scalars a dealer sealed for us under `context` (the DKG's and the reshare's seal
+/// contexts differ; 32 bytes per validator, one per commitment) and checks each against the
+/// dealer's `commitments` at `my_index`: the DKG's shares and the reshare's values. `what`
+/// names them in the errors. `Err` is the complaint's reason.
+pub(super) fn open_dealt(
+    net: &Net,
+    context: &str,
+    my_index: ShareIndex,
+    sealed: &BTreeMap<String, Sealed>,
+    commitments: &[Commitments],
+    opener: Option<OpeningKey>,
+    what: &str,
+) -> Result<Vec<SecretKey>, String> {
+    let me = net.me.as_str();
+    let v_count = commitments.len();
+    let sealed = sealed
         .get(me)
-        .ok_or_else(|| "no shares sealed for us".to_owned())?;
+        .ok_or_else(|| format!("no {what}s sealed for us"))?;
     let opener = opener.ok_or_else(|| "no opening key".to_owned())?;
-    let plain = opener
-        .open(sealed, &seal_context(&net.id, dealer, me))
-        .map_err(|e| e.to_string())?;
+    let plain = opener.open(sealed, context).map_err(|e| e.to_string())?;
     if plain.len() != 32 * v_count {
         return Err(format!(
-            "{} bytes of shares, expected {}",
+            "{} bytes of {what}s, expected {}",
             plain.len(),
             32 * v_count
         ));
     }
-    let mut shares = Vec::with_capacity(v_count);
+    let mut opened = Vec::with_capacity(v_count);
     for (v, chunk) in plain.chunks_exact(32).enumerate() {
         let mut b = Zeroizing::new([0u8; 32]);
         b.copy_from_slice(chunk);
         let sk = SecretKey::from_bytes(&b)
-            .map_err(|_| format!("validator {v}: share is not a valid scalar"))?;
+            .map_err(|_| format!("validator {v}: {what} is not a valid scalar"))?;
         if !commitments[v].verify_share(my_index, sk.public_key()) {
             return Err(format!(
-                "validator {v}: share for {me} does not match the dealer's commitments"
+                "validator {v}: {what} for {me} does not match the dealer's commitments"
             ));
         }
-        shares.push(sk);
+        opened.push(sk);
     }
-    Ok((commitments, shares))
+    Ok(opened)
 }
 
 /// Round 3 of the DKG and of a reshare: publishes this operator's complaints, collects

@@ -50,7 +50,7 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use super::ceremony::{
-    complaint_round, fail, open, Fault, Linger, Net, Round, Timeouts, ROUND_CONFIRM,
+    complaint_round, fail, open, open_dealt, Fault, Linger, Net, Round, Timeouts, ROUND_CONFIRM,
     ROUND_DEALINGS, ROUND_KEYS,
 };
 use super::definition::{check_operators, valid_name, CeremonyOperator, OnMisbehaviour};
@@ -562,7 +562,15 @@ async fn protocol(
         let opener = opening.remove(&dealer);
         let checked =
             check_public(old, &dealer, t_new, &dealing.commitments).and_then(|()| match my_new {
-                Some(j) => open_values(net, &dealer, j, &dealing, opener, v_count),
+                Some(j) => open_dealt(
+                    net,
+                    &seal_context(&net.id, &dealer, &net.me),
+                    j,
+                    &dealing.shares,
+                    &dealing.commitments,
+                    opener,
+                    "value",
+                ),
                 None => Ok(Vec::new()),
             });
         match checked {
@@ -792,48 +800,6 @@ fn check_public(
         }
     }
     Ok(())
-}
-
-/// Opens the values a dealer sealed for us and checks each against its commitments. `Err` is
-/// the complaint's reason.
-fn open_values(
-    net: &Net,
-    dealer: &str,
-    my_index: ShareIndex,
-    dealing: &ReshareDealing,
-    opener: Option<OpeningKey>,
-    v_count: usize,
-) -> Result<Vec<SecretKey>, String> {
-    let me = net.me.as_str();
-    let sealed = dealing
-        .shares
-        .get(me)
-        .ok_or_else(|| "no values sealed for us".to_owned())?;
-    let opener = opener.ok_or_else(|| "no opening key".to_owned())?;
-    let plain = opener
-        .open(sealed, &seal_context(&net.id, dealer, me))
-        .map_err(|e| e.to_string())?;
-    if plain.len() != 32 * v_count {
-        return Err(format!(
-            "{} bytes of values, expected {}",
-            plain.len(),
-            32 * v_count
-        ));
-    }
-    let mut values = Vec::with_capacity(v_count);
-    for (v, chunk) in plain.chunks_exact(32).enumerate() {
-        let mut b = Zeroizing::new([0u8; 32]);
-        b.copy_from_slice(chunk);
-        let sk = SecretKey::from_bytes(&b)
-            .map_err(|_| format!("validator {v}: value is not a valid scalar"))?;
-        if !dealing.commitments[v].verify_share(my_index, sk.public_key()) {
-            return Err(format!(
-                "validator {v}: value for {me} does not match the dealer's commitments"
-            ));
-        }
-        values.push(sk);
-    }
-    Ok(values)
 }
 
 #[cfg(test)]

@@ -10,13 +10,13 @@ mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dvsigner::bls::SigningRoot;
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::{Keystore, Password};
 use dvsigner::threshold::{combine, ShareIndex};
-use process::{free_port, Proc};
+use process::{free_port, wait_all, Proc};
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -97,36 +97,11 @@ impl Setup {
 
     /// Starts all four (with an optional fault for `d`) and waits (bounded) for every exit.
     fn run_all(&self, fault_d: Option<&str>) -> Vec<(Proc, bool)> {
-        let mut procs: Vec<Proc> = NAMES
+        let procs: Vec<Proc> = NAMES
             .iter()
             .map(|n| self.start(n, if *n == "d" { fault_d } else { None }))
             .collect();
-        let start = Instant::now();
-        let mut results = vec![None; procs.len()];
-        while results.iter().any(Option::is_none) {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "ceremony did not end: {}",
-                procs
-                    .iter()
-                    .map(Proc::log_text)
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
-            );
-            for (p, r) in procs.iter_mut().zip(results.iter_mut()) {
-                if r.is_none() {
-                    if let Ok(Some(s)) = p.child.try_wait() {
-                        *r = Some(s.success());
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        procs
-            .into_iter()
-            .zip(results)
-            .map(|(p, r)| (p, r.unwrap_or(false)))
-            .collect()
+        wait_all(procs, Duration::from_secs(60), "ceremony")
     }
 
     fn assert_nothing_written(&self) {

@@ -11,14 +11,14 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dvsigner::bls::{PublicKeyBytes, SigningRoot};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
 use dvsigner::threshold::{combine, ShareIndex};
-use process::{free_port, run_ok, Proc};
+use process::{free_port, run_ok, wait_all, Proc};
 
 const OLD: [&str; 4] = ["a", "b", "c", "d"];
 const ALL: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
@@ -219,38 +219,16 @@ impl Setup {
         names: &[&str],
         faults: &[(&str, &str)],
     ) -> BTreeMap<String, (Proc, bool)> {
-        let mut procs: Vec<Proc> = names
+        let procs: Vec<Proc> = names
             .iter()
             .map(|n| {
                 let fault = faults.iter().find(|(f, _)| f == n).map(|(_, f)| *f);
                 self.start(tag, definition, n, fault)
             })
             .collect();
-        let start = Instant::now();
-        let mut results = vec![None; procs.len()];
-        while results.iter().any(Option::is_none) {
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "reshare did not end: {}",
-                procs
-                    .iter()
-                    .map(Proc::log_text)
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
-            );
-            for (p, r) in procs.iter_mut().zip(results.iter_mut()) {
-                if r.is_none() {
-                    if let Ok(Some(s)) = p.child.try_wait() {
-                        *r = Some(s.success());
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        procs
+        wait_all(procs, Duration::from_secs(90), "reshare")
             .into_iter()
-            .zip(results)
-            .map(|(p, r)| (p.name.clone(), (p, r.unwrap_or(false))))
+            .map(|(p, ok)| (p.name.clone(), (p, ok)))
             .collect()
     }
 

@@ -57,6 +57,37 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Waits (bounded by `bound`) until every process has exited by itself; returns each with
+/// whether it succeeded. Panics with every log, naming `what`, when the bound passes.
+pub fn wait_all(mut procs: Vec<Proc>, bound: Duration, what: &str) -> Vec<(Proc, bool)> {
+    let start = Instant::now();
+    let mut results = vec![None; procs.len()];
+    while results.iter().any(Option::is_none) {
+        assert!(
+            start.elapsed() < bound,
+            "{what} did not end: {}",
+            procs
+                .iter()
+                .map(Proc::log_text)
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        for (p, r) in procs.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
+                if let Ok(Some(s)) = p.child.try_wait() {
+                    *r = Some(s.success());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs
+        .into_iter()
+        .zip(results)
+        .map(|(p, r)| (p, r.unwrap_or(false)))
+        .collect()
+}
+
 /// A running child process, killed (SIGKILL) on drop.
 pub struct Proc {
     pub child: Child,

@@ -275,6 +275,17 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: Bytes) -> Result<T, Reject> {
     parsed
 }
 
+/// The enabled API after checking the bearer token ([`authorize`]), and the parsed body
+/// ([`parse_body`]): the token is checked before the body is read.
+fn authorized_body<'a, T: for<'de> Deserialize<'de>>(
+    state: &'a NodeState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(&'a Keymanager, T), Reject> {
+    let km = authorize(state, headers)?;
+    Ok((km, parse_body(body)?))
+}
+
 /// Result of one keystore of an import before anything is written.
 enum Decrypted {
     Failed(String),
@@ -288,12 +299,8 @@ pub(super) async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let km = match authorize(&state, &headers) {
-        Ok(km) => km,
-        Err(r) => return r.response(),
-    };
-    let request: ImportRequest = match parse_body(body) {
-        Ok(r) => r,
+    let (km, request): (_, ImportRequest) = match authorized_body(&state, &headers, body) {
+        Ok(parts) => parts,
         Err(r) => return r.response(),
     };
     if request.keystores.len() != request.passwords.len() {
@@ -460,12 +467,8 @@ pub(super) async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let km = match authorize(&state, &headers) {
-        Ok(km) => km,
-        Err(r) => return r.response(),
-    };
-    let request: DeleteRequest = match parse_body(body) {
-        Ok(r) => r,
+    let (km, request): (_, DeleteRequest) = match authorized_body(&state, &headers, body) {
+        Ok(parts) => parts,
         Err(r) => return r.response(),
     };
     let mut pubkeys = Vec::with_capacity(request.pubkeys.len());

@@ -719,14 +719,7 @@ async fn protocol(
     )?;
     let partials: BTreeMap<String, Partials> = net.collect(ROUND_PARTIALS).await?;
     for (op, p) in &partials {
-        if p.cluster_hash != cluster_hash {
-            return Err(Error::ResultMismatch {
-                operator: op.clone(),
-                what: "cluster.json",
-                theirs: p.cluster_hash.clone(),
-                ours: cluster_hash.clone(),
-            });
-        }
+        same_result(op, "cluster.json", &p.cluster_hash, &cluster_hash)?;
         if p.signatures.len() != v_count {
             return Err(Error::Malformed {
                 operator: op.clone(),
@@ -780,22 +773,8 @@ async fn protocol(
     )?;
     let confirms: BTreeMap<String, Confirmation> = net.collect(ROUND_CONFIRM).await?;
     for (op, c) in &confirms {
-        if c.cluster_hash != cluster_hash {
-            return Err(Error::ResultMismatch {
-                operator: op.clone(),
-                what: "cluster.json",
-                theirs: c.cluster_hash.clone(),
-                ours: cluster_hash.clone(),
-            });
-        }
-        if c.deposit_hash != deposit_hash {
-            return Err(Error::ResultMismatch {
-                operator: op.clone(),
-                what: "deposit data",
-                theirs: c.deposit_hash.clone(),
-                ours: deposit_hash.clone(),
-            });
-        }
+        same_result(op, "cluster.json", &c.cluster_hash, &cluster_hash)?;
+        same_result(op, "deposit data", &c.deposit_hash, &deposit_hash)?;
     }
     tracing::info!(%cluster_hash, %deposit_hash, "every operator confirmed identical results");
     Ok((cluster, shares, deposits, deposit_json))
@@ -891,6 +870,24 @@ pub(super) fn open_dealt(
         opened.push(sk);
     }
     Ok(opened)
+}
+
+/// `Ok` when `operator`'s hash of `what` equals ours, else [`Error::ResultMismatch`].
+pub(super) fn same_result(
+    operator: &str,
+    what: &'static str,
+    theirs: &str,
+    ours: &str,
+) -> Result<(), Error> {
+    if theirs == ours {
+        return Ok(());
+    }
+    Err(Error::ResultMismatch {
+        operator: operator.to_owned(),
+        what,
+        theirs: theirs.to_owned(),
+        ours: ours.to_owned(),
+    })
 }
 
 /// Round 3 of the DKG and of a reshare: publishes this operator's complaints, collects

@@ -50,8 +50,8 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use super::ceremony::{
-    complaint_round, fail, open, open_dealt, Fault, Linger, Net, Round, Timeouts, ROUND_CONFIRM,
-    ROUND_DEALINGS, ROUND_KEYS,
+    complaint_round, fail, open, open_dealt, same_result, Fault, Linger, Net, Round, Timeouts,
+    ROUND_CONFIRM, ROUND_DEALINGS, ROUND_KEYS,
 };
 use super::definition::{check_operators, valid_name, CeremonyOperator, OnMisbehaviour};
 use super::seal::{seal, OpeningKey};
@@ -695,14 +695,7 @@ async fn protocol(
     )?;
     let checks: BTreeMap<String, ReshareCheck> = net.collect(ROUND_CHECK).await?;
     for (op, c) in &checks {
-        if c.cluster_hash != cluster_hash {
-            return Err(Error::ResultMismatch {
-                operator: op.clone(),
-                what: "cluster.json",
-                theirs: c.cluster_hash.clone(),
-                ours: cluster_hash.clone(),
-            });
-        }
+        same_result(op, "cluster.json", &c.cluster_hash, &cluster_hash)?;
         let expected = if def.is_new_operator(op) { v_count } else { 0 };
         if c.signatures.len() != expected {
             return Err(malformed(
@@ -750,14 +743,7 @@ async fn protocol(
     )?;
     let confirms: BTreeMap<String, ReshareConfirmation> = net.collect(ROUND_CONFIRM).await?;
     for (op, c) in &confirms {
-        if c.cluster_hash != cluster_hash {
-            return Err(Error::ResultMismatch {
-                operator: op.clone(),
-                what: "cluster.json",
-                theirs: c.cluster_hash.clone(),
-                ours: cluster_hash.clone(),
-            });
-        }
+        same_result(op, "cluster.json", &c.cluster_hash, &cluster_hash)?;
     }
     tracing::info!(%cluster_hash, "every participant confirmed the same new cluster.json");
     Ok((cluster, shares, chosen_all))

@@ -106,7 +106,14 @@ impl Cleanup {
         for name in self.containers.drain(..) {
             let exists = output(&mut podman(&["container", "exists", &name]));
             if exists.status.success() {
-                let out = output(&mut podman(&["rm", "--force", "--volumes", "--time", "0", &name]));
+                let out = output(&mut podman(&[
+                    "rm",
+                    "--force",
+                    "--volumes",
+                    "--time",
+                    "0",
+                    &name,
+                ]));
                 if !out.status.success() {
                     failed.push(format!("container {name}: {}", text(&out)));
                 }
@@ -163,9 +170,17 @@ struct Entry {
 fn image_files(image: &str, name: &str, dir: &Path) -> (BTreeMap<String, Entry>, String) {
     ok(&mut podman(&["create", "--name", name, image]));
     let tar = dir.join(format!("{name}.tar"));
-    ok(&mut podman(&["export", "--output", &tar.display().to_string(), name]));
+    ok(&mut podman(&[
+        "export",
+        "--output",
+        &tar.display().to_string(),
+        name,
+    ]));
     ok(&mut podman(&["rm", "--volumes", name]));
-    let listing = ok(Command::new("tar").arg("--numeric-owner").arg("-tvf").arg(&tar));
+    let listing = ok(Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-tvf")
+        .arg(&tar));
     let mut files = BTreeMap::new();
     for line in listing.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -200,13 +215,19 @@ fn check_image(image: &str, what: &str, files: &BTreeMap<String, Entry>, passwd:
     assert_eq!(info["Os"], "linux", "{what}: {info:#}");
     let user = config["User"].as_str().unwrap_or_default();
     let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
-    assert_eq!((uid, gid), ("10001", "10001"), "{what}: non-root numeric user");
+    assert_eq!(
+        (uid, gid),
+        ("10001", "10001"),
+        "{what}: non-root numeric user"
+    );
     let chart: Value = serde_yaml::from_str(
         &std::fs::read_to_string(repo().join("helm/dvsigner/values.yaml")).expect("values.yaml"),
     )
     .expect("values.yaml YAML");
     assert_eq!(
-        chart["podSecurityContext"]["runAsUser"].as_u64().map(|u| u.to_string()),
+        chart["podSecurityContext"]["runAsUser"]
+            .as_u64()
+            .map(|u| u.to_string()),
         Some(uid.to_owned()),
         "{what}: the chart runs as the image's user"
     );
@@ -239,7 +260,11 @@ fn check_image(image: &str, what: &str, files: &BTreeMap<String, Entry>, passwd:
     assert_eq!(label("version"), VERSION, "{what}: {labels:#}");
     assert_eq!(label("licenses"), env!("CARGO_PKG_LICENSE"), "{what}");
     assert_eq!(label("title"), "dvsigner", "{what}");
-    assert_eq!(label("description"), env!("CARGO_PKG_DESCRIPTION"), "{what}");
+    assert_eq!(
+        label("description"),
+        env!("CARGO_PKG_DESCRIPTION"),
+        "{what}"
+    );
     for k in ["source", "revision", "created"] {
         assert!(
             label(k).as_str().is_some_and(|s| !s.is_empty()),
@@ -393,10 +418,18 @@ async fn image_builds_inspects_and_runs_read_only() {
     let docker_image = format!("localhost/{unique}/dockerfile:{VERSION}");
     let container = |what: &str| format!("{unique}-{what}");
     let mut cleanup = Cleanup {
-        containers: ["export", "export-dockerfile", "version", "path", "check", "bad", "signer"]
-            .iter()
-            .map(|w| container(w))
-            .collect(),
+        containers: [
+            "export",
+            "export-dockerfile",
+            "version",
+            "path",
+            "check",
+            "bad",
+            "signer",
+        ]
+        .iter()
+        .map(|w| container(w))
+        .collect(),
         images: vec![image.clone(), docker_image.clone()],
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -512,7 +545,11 @@ async fn image_builds_inspects_and_runs_read_only() {
          network: mainnet\nslashing-protection-pruning-epochs-to-keep: 321\n",
     )
     .expect("signer.yaml");
-    std::fs::write(config_dir.join("bad.yaml"), "listen: 0.0.0.0:9000\nlisen: 1\n").expect("bad");
+    std::fs::write(
+        config_dir.join("bad.yaml"),
+        "listen: 0.0.0.0:9000\nlisen: 1\n",
+    )
+    .expect("bad");
     // The container's user (10001) must be able to read the mounted files.
     use std::os::unix::fs::PermissionsExt;
     for p in [dir.path(), &config_dir] {
@@ -603,7 +640,12 @@ async fn image_builds_inspects_and_runs_read_only() {
     ]));
     assert_eq!(state.trim(), "true 10001:10001");
     // The process itself, seen from the host: real, effective, saved and file-system ids.
-    let pid = ok(&mut podman(&["inspect", "--format", "{{.State.Pid}}", &signer]));
+    let pid = ok(&mut podman(&[
+        "inspect",
+        "--format",
+        "{{.State.Pid}}",
+        &signer,
+    ]));
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("status");
     for id in ["Uid:", "Gid:"] {
         let ids: Vec<&str> = status

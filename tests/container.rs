@@ -358,6 +358,26 @@ fn build_dockerfile_runtime_stage(image: &str, dir: &Path) {
     std::fs::remove_dir_all(&ctx).expect("remove context");
 }
 
+/// The id inside a user namespace of `host_id`, by the namespace's `/proc/PID/uid_map` (or
+/// `gid_map`) lines `INSIDE OUTSIDE COUNT`; `u64::MAX` when it is not mapped.
+fn in_namespace(host_id: u64, map: &str) -> u64 {
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            match f[..] {
+                [inside, outside, count] if (outside..outside + count).contains(&host_id) => {
+                    Some(inside + (host_id - outside))
+                }
+                _ => None,
+            }
+        })
+        .next()
+        .unwrap_or(u64::MAX)
+}
+
 /// Whether a failed `podman run` failed before any process of the image started, for a reason
 /// of this machine (OCI runtime or podman error, exit 125/126, not about our binary), as
 /// opposed to a broken image (missing binary or library: 127, or the binary's own exit code).
@@ -639,21 +659,34 @@ async fn image_builds_inspects_and_runs_read_only() {
         &signer,
     ]));
     assert_eq!(state.trim(), "true 10001:10001");
-    // The process itself, seen from the host: real, effective, saved and file-system ids.
+    // The process itself: real, effective, saved and file-system ids, read on the host and
+    // mapped back into the container's user namespace (the identity for rootful podman).
     let pid = ok(&mut podman(&[
         "inspect",
         "--format",
         "{{.State.Pid}}",
         &signer,
     ]));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("status");
-    for id in ["Uid:", "Gid:"] {
-        let ids: Vec<&str> = status
+    let proc_file = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{}/{name}", pid.trim()))
+            .expect("/proc of the signer")
+    };
+    let status = proc_file("status");
+    for (field, map) in [("Uid:", "uid_map"), ("Gid:", "gid_map")] {
+        let map = proc_file(map);
+        let ids: Vec<u64> = status
             .lines()
-            .find_map(|l| l.strip_prefix(id))
-            .map(|l| l.split_whitespace().collect())
+            .find_map(|l| l.strip_prefix(field))
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|id| in_namespace(id.parse().expect("id"), &map))
+                    .collect()
+            })
             .unwrap_or_default();
-        assert_eq!(ids, ["10001"; 4], "{id} of the signer process:\n{status}");
+        assert_eq!(
+            ids, [10001; 4],
+            "{field} of the signer process:\n{status}\n{map}"
+        );
     }
 
     // SIGTERM reaches dvsigner as PID 1 and it exits by itself (0), not by SIGKILL (137).

@@ -691,12 +691,12 @@ async fn a_notice_makes_peers_pull_new_history_at_once() {
             .and_then(|v| v.trim().parse().ok())
     };
     assert_eq!(
-        series("dvsigner_sync_peer_records_merged", "node-a"),
+        series("dvsigner_sync_peer_records_merged_total", "node-a"),
         Some(1.0),
         "{scrape}"
     );
     assert!(
-        series("dvsigner_sync_peer_notices_received", "node-a") >= Some(1.0),
+        series("dvsigner_sync_peer_notices_received_total", "node-a") >= Some(1.0),
         "{scrape}"
     );
     assert!(
@@ -711,7 +711,7 @@ async fn a_notice_makes_peers_pull_new_history_at_once() {
         "{scrape}"
     );
     assert_eq!(
-        series("dvsigner_sync_peer_failures", "node-a"),
+        series("dvsigner_sync_peer_failures_total", "node-a"),
         Some(0.0),
         "{scrape}"
     );

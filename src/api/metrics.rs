@@ -1,12 +1,15 @@
 //! Scrape-time metrics of a signer node: loaded key count and readiness (the readiness gauge is
 //! 0 while [`NodeState::not_ready`] holds a reason, e.g. peer sync pending), and with cluster
-//! sync on, per peer: last successful merge time, lag, records merged, failures, notices.
+//! sync on, per peer: last successful merge time and lag (gauges), records merged, failures and
+//! notices received since start (counters, exported with the `_total` suffix).
 
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 use super::NodeState;
 
@@ -55,44 +58,50 @@ impl Collector for NodeCollector {
         };
         let snapshot = sync.snapshot();
         type Field = fn(&crate::cluster::sync::PeerSyncStatus) -> Option<u64>;
-        let per_peer: [(&str, &str, Field); 5] = [
+        // Gauges: values that go up and down. Counters (exported with the `_total` suffix):
+        // totals since the node started, which only go up.
+        let per_peer: [(&str, &str, MetricType, Field); 5] = [
             (
                 "dvsigner_sync_peer_last_success_timestamp_seconds",
                 "Unix time of the last successful history merge from the peer",
+                MetricType::Gauge,
                 |p| p.last_success_unix,
             ),
             (
                 "dvsigner_sync_peer_lag_seconds",
                 "Seconds since the last successful history merge from the peer",
+                MetricType::Gauge,
                 |p| p.lag_secs,
             ),
             (
                 "dvsigner_sync_peer_records_merged",
                 "Records newly stored from the peer's history since start",
+                MetricType::Counter,
                 |p| Some(p.records_merged),
             ),
             (
                 "dvsigner_sync_peer_failures",
                 "Failed pulls or merges from the peer since start",
+                MetricType::Counter,
                 |p| Some(p.failures),
             ),
             (
                 "dvsigner_sync_peer_notices_received",
                 "Notices of new history received from the peer since start",
+                MetricType::Counter,
                 |p| Some(p.notices_received),
             ),
         ];
-        for (name, help, field) in per_peer {
-            let mut m = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
+        for (name, help, metric_type, field) in per_peer {
+            let mut m = encoder.encode_descriptor(name, help, None, metric_type)?;
             for (peer, status) in &snapshot.peers {
-                if let Some(v) = field(status) {
+                let Some(v) = field(status) else { continue };
+                let labels = [("peer", peer.as_str())];
+                if matches!(metric_type, MetricType::Counter) {
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                } else {
                     let gauge = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
-                    gauge.encode(m.encode_family(&[("peer", peer.as_str())])?)?;
+                    gauge.encode(m.encode_family(&labels)?)?;
                 }
             }
         }

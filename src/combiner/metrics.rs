@@ -1,6 +1,8 @@
 //! Scrape-time metrics of a combiner: per signer node, the partial signatures received (valid,
-//! wrong), refusals, failures (transport errors, timeouts, other statuses) and answer latency,
-//! read from [`Combiner::counters`].
+//! wrong), refusals, failures (transport errors, timeouts, other statuses), answer latency and
+//! whether the node is failing now (its latest counted answer was a failure or a wrong partial),
+//! read from [`Combiner::counters`]; and the validators for which fewer than `t` nodes are not
+//! failing, so the combiner cannot sign for them until nodes recover.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -61,6 +63,39 @@ impl Collector for CombinerCollector {
                 counters.latency.encode(m.encode_family(&labels)?)?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_node_failing",
+                "1 while the signer node's latest answer to a partial-signature request was a failure or a wrong partial, by node",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, counters) in c.nodes.iter().zip(&c.counters) {
+                let failing = i64::from(counters.failing.load(Ordering::Relaxed));
+                ConstGauge::new(failing)
+                    .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
+            }
+        }
+        let below = c
+            .validators
+            .values()
+            .filter(|v| {
+                let usable = v
+                    .shares
+                    .iter()
+                    .filter(|s| !c.counters[s.node].failing.load(Ordering::Relaxed))
+                    .count();
+                usable < v.threshold
+            })
+            .count();
+        let below = ConstGauge::new(i64::try_from(below).unwrap_or(i64::MAX));
+        let m = encoder.encode_descriptor(
+            "dvsigner_combiner_validators_below_threshold",
+            "Validators with fewer than threshold signer nodes not failing (see dvsigner_combiner_node_failing)",
+            None,
+            below.metric_type(),
+        )?;
+        below.encode(m)?;
         let validators = ConstGauge::new(i64::try_from(c.validators.len()).unwrap_or(i64::MAX));
         let m = encoder.encode_descriptor(
             "dvsigner_keys_loaded",

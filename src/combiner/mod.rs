@@ -12,7 +12,7 @@
 //! failing nodes when fewer than `t` valid partials arrived by the deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,17 @@ pub struct NodeCounters {
     pub failures: AtomicU64,
     /// Time from sending a partial request to the node's answer (any answer).
     pub latency: prometheus_client::metrics::histogram::Histogram,
+    /// Whether the node's latest answer was a failure (transport error, no answer by the deadline,
+    /// other status) or a partial that failed verification; a node never asked is not failing.
+    /// Any partial or refusal clears it.
+    pub failing: AtomicBool,
+}
+
+impl NodeCounters {
+    fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failing.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Default for NodeCounters {
@@ -87,6 +98,7 @@ impl Default for NodeCounters {
             refusals: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: crate::metrics::latency_histogram(),
+            failing: AtomicBool::new(false),
         }
     }
 }
@@ -294,9 +306,13 @@ async fn ask_node(
             }
         }
     };
-    c.counters[node_pos]
-        .latency
-        .observe(started.elapsed().as_secs_f64());
+    let counters = &c.counters[node_pos];
+    counters.latency.observe(started.elapsed().as_secs_f64());
+    // Every answer, also one arriving after the combiner answered: a partial (until its
+    // verification fails) or a refusal means the node works, anything else that it does not.
+    counters
+        .failing
+        .store(matches!(answer, NodeAnswer::Failed(_)), Ordering::Relaxed);
     (node_pos, index, answer)
 }
 
@@ -354,7 +370,7 @@ async fn combine_from_nodes(
                     let answered = candidates.iter().any(|(nd, _, _)| *nd == s.node)
                         || refused.iter().chain(failed.iter()).any(|(name, _)| *name == c.nodes[s.node].name);
                     if !answered {
-                        c.counters[s.node].failures.fetch_add(1, Ordering::Relaxed);
+                        c.counters[s.node].count_failure();
                         failed.push((c.nodes[s.node].name.clone(), format!("no answer within {} ms", c.deadline.as_millis())));
                     }
                 }
@@ -373,7 +389,7 @@ async fn combine_from_nodes(
                 refused.push((name, why));
             }
             NodeAnswer::Failed(why) => {
-                c.counters[node].failures.fetch_add(1, Ordering::Relaxed);
+                c.counters[node].count_failure();
                 tracing::warn!(node = %name, request_id, error = %why, "node failed");
                 failed.push((name, why));
             }
@@ -478,6 +494,7 @@ async fn try_combine(
         c.counters[node]
             .partials_wrong
             .fetch_add(1, Ordering::Relaxed);
+        c.counters[node].failing.store(true, Ordering::Relaxed);
         tracing::error!(node = %c.nodes[node].name, request_id, "node returned a wrong partial signature; left out");
     }
     if candidates.len() < t {

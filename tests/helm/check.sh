@@ -3,18 +3,23 @@
 # schema validation of the manifests (kubernetes-validate), pod hardening (non-root, read-only
 # root filesystem, resource requests, probes), and `dvsigner signer|combiner --config <rendered
 # ConfigMap> --check-config` on every dvsigner config the chart renders. Finally a deliberately
-# broken config must be refused, so the check is known to bite.
+# broken config must be refused, so the check is known to bite. The monitoring files
+# (helm/dvsigner/dashboards/): `promtool check rules` on the alert rules, on every dashboard
+# query and on each rendered PrometheusRule (which must carry the rules file unchanged),
+# `promtool test rules` with tests/helm/alerts.test.yaml, and the rendered dashboards ConfigMap
+# must hold every dashboard, unchanged, under the Grafana sidecar label.
 #
-# Usage: tests/helm/check.sh HELM KUBERNETES_VALIDATE DVSIGNER
-# (.ci/run installs helm and kubernetes-validate and passes target/debug/dvsigner.)
+# Usage: tests/helm/check.sh HELM KUBERNETES_VALIDATE DVSIGNER PROMTOOL
+# (.ci/run installs helm, kubernetes-validate and Prometheus's promtool and passes
+# target/debug/dvsigner.)
 # Exits non-zero on the first failure.
 set -euo pipefail
-if [ $# -ne 3 ]; then
-  echo "usage: $0 HELM KUBERNETES_VALIDATE DVSIGNER" >&2
+if [ $# -ne 4 ]; then
+  echo "usage: $0 HELM KUBERNETES_VALIDATE DVSIGNER PROMTOOL" >&2
   exit 2
 fi
-helm=$1 kv=$2 dvsigner=$3
-for tool in "$helm" "$kv" "$dvsigner"; do
+helm=$1 kv=$2 dvsigner=$3 promtool=$4
+for tool in "$helm" "$kv" "$dvsigner" "$promtool"; do
   [ -x "$tool" ] || { echo "FAIL: $tool is not an executable (see .ci/run for the installs)" >&2; exit 1; }
 done
 cd "$(dirname "$0")/../.."
@@ -24,7 +29,40 @@ py="$(dirname "$kv")/python"
 k8s_version=1.30.0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-checked=0 failed=0
+checked=0 failed=0 monitoring=0
+
+echo "-- alert rules: promtool check rules, promtool test rules"
+"$promtool" check rules "$chart/dashboards/alerts.rules.yaml"
+(cd tests/helm && "$promtool" test rules alerts.test.yaml)
+
+echo "-- dashboards: every query through promtool check rules"
+"$py" - "$chart/dashboards" "$work/dashboard-queries.rules.yaml" <<'PY'
+import glob, json, sys, yaml
+rules = []
+for path in sorted(glob.glob(sys.argv[1] + "/*.json")):
+    d = json.load(open(path))
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+    exprs = [t["expr"] for p in walk(d["panels"]) for t in p.get("targets", [])]
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            if q.startswith("label_values("):
+                q = q[len("label_values("):].rsplit(",", 1)[0]
+            exprs.append(q)
+    if not exprs:
+        sys.exit(f"FAIL: {path} has no queries")
+    for e in exprs:
+        # Grafana's interval variable; $job/$instance stay inside their regex strings.
+        e = e.replace("$__rate_interval", "5m")
+        rules.append({"record": f"dvsigner:dashboard_query:{len(rules)}", "expr": e})
+yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]},
+               open(sys.argv[2], "w"))
+print(f"{len(rules)} dashboard queries")
+PY
+"$promtool" check rules "$work/dashboard-queries.rules.yaml"
 
 echo "-- helm lint (default values)"
 "$helm" lint --strict "$chart"
@@ -80,6 +118,45 @@ for p in problems:
     print("FAIL:", p, file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
+  echo "-- $name: rendered dashboards ConfigMap and PrometheusRule"
+  mkdir -p "$work/$name-rules"
+  found=$("$py" - "$work/$name.yaml" "$chart/dashboards" "$work/$name-rules" <<'PY'
+import glob, json, os, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+files = {"dvsigner-" + os.path.basename(p): json.load(open(p))
+         for p in glob.glob(sys.argv[2] + "/*.json")}
+plain = yaml.safe_load(open(sys.argv[2] + "/alerts.rules.yaml"))
+problems, found = [], 0
+for d in docs:
+    kind, name = d["kind"], d["metadata"]["name"]
+    if kind == "PrometheusRule":
+        found += 1
+        if d["spec"] != plain:
+            problems.append(f"PrometheusRule/{name}: spec differs from dashboards/alerts.rules.yaml")
+        yaml.safe_dump(d["spec"], open(f"{sys.argv[3]}/{name}.rules.yaml", "w"))
+    if kind == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+        found += 1
+        data = d.get("data", {})
+        if set(data) != set(files):
+            problems.append(f"ConfigMap/{name}: dashboards {sorted(data)} != {sorted(files)}")
+        for key, text in data.items():
+            try:
+                if json.loads(text) != files.get(key):
+                    problems.append(f"ConfigMap/{name}: {key} differs from the chart's file")
+            except ValueError as e:
+                problems.append(f"ConfigMap/{name}: {key} is not JSON: {e}")
+for p in problems:
+    print("FAIL:", p, file=sys.stderr)
+print(found)
+sys.exit(1 if problems else 0)
+PY
+)
+  monitoring=$((monitoring + found))
+  for rules in "$work/$name-rules"/*.yaml; do
+    [ -e "$rules" ] || continue
+    "$promtool" check rules "$rules"
+  done
+
   for cfg in "$work/$name"/*.yaml; do
     sub=$(basename "$cfg"); sub=${sub%%--*}
     if out=$(env -u DVSIGNER_SLASHING_DB "$dvsigner" "$sub" --config "$cfg" --check-config 2>&1); then
@@ -110,6 +187,11 @@ elif ! grep -q 'lisen' <<<"$out"; then
   failed=$((failed + 1))
 else
   checked=$((checked + 1))
+fi
+
+if [ "$monitoring" -lt 2 ]; then
+  echo "FAIL: no example renders both the dashboards ConfigMap and the PrometheusRule" >&2
+  failed=$((failed + 1))
 fi
 
 echo "helm: $checked passed, $failed failed"

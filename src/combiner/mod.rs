@@ -321,9 +321,7 @@ async fn ask_node(
                         node_error::snippet(&text, 80)
                     )),
                 },
-                Ok(text) if status == StatusCode::PRECONDITION_FAILED => {
-                    NodeAnswer::Refused(text)
-                }
+                Ok(text) if status == StatusCode::PRECONDITION_FAILED => NodeAnswer::Refused(text),
                 Ok(text) => NodeAnswer::Failed(node_error::describe_status(status, &text)),
             }
         }
@@ -407,7 +405,10 @@ async fn combine_from_nodes(
             }
         }
         if refused.len() > n - t {
-            let names: Vec<_> = refused.iter().map(|&nd| c.nodes[nd].name.as_str()).collect();
+            let names: Vec<_> = refused
+                .iter()
+                .map(|&nd| c.nodes[nd].name.as_str())
+                .collect();
             return Err(ApiError::RefusedByNodes(format!(
                 "{} of {n} nodes refused ({}); threshold {t} cannot be reached",
                 refused.len(),
@@ -447,7 +448,10 @@ async fn combine_from_nodes(
         } else if !candidates.iter().any(|(nd, _, _)| *nd == s.node)
             && !causes.iter().any(|(nd, _)| *nd == s.node)
         {
-            causes.push((s.node, "returned a wrong partial signature (left out)".into()));
+            causes.push((
+                s.node,
+                "returned a wrong partial signature (left out)".into(),
+            ));
         }
     }
     causes.sort_by(|a, b| c.nodes[a.0].name.cmp(&c.nodes[b.0].name));
@@ -554,8 +558,8 @@ mod tests {
     fn forwarded_body_carries_the_computed_root_once_and_keeps_the_rest() {
         let root = SigningRoot([0xab; 32]);
         let body = br#"{"type":"RANDAO_REVEAL","fork_info":{"fork":{"epoch":"1"}},"randao_reveal":{"epoch":"3"},"x":1.50}"#;
-        let out: Value = serde_json::from_slice(&with_signing_root(body, root).expect("object"))
-            .expect("json");
+        let out: Value =
+            serde_json::from_slice(&with_signing_root(body, root).expect("object")).expect("json");
         let mut want: Value = serde_json::from_slice(body).expect("json");
         want["signingRoot"] = json!(format!("0x{}", "ab".repeat(32)));
         assert_eq!(out, want);
@@ -566,11 +570,13 @@ mod tests {
 
         // A root the client supplied under either name ends up once, as signingRoot.
         for key in ["signing_root", "signingRoot"] {
-            let body = format!(r#"{{"type":"RANDAO_REVEAL","{key}":"0x{}"}}"#, "ab".repeat(32));
-            let out: Value = serde_json::from_slice(
-                &with_signing_root(body.as_bytes(), root).expect("object"),
-            )
-            .expect("json");
+            let body = format!(
+                r#"{{"type":"RANDAO_REVEAL","{key}":"0x{}"}}"#,
+                "ab".repeat(32)
+            );
+            let out: Value =
+                serde_json::from_slice(&with_signing_root(body.as_bytes(), root).expect("object"))
+                    .expect("json");
             assert_eq!(
                 out,
                 json!({"type": "RANDAO_REVEAL", "signingRoot": format!("0x{}", "ab".repeat(32))})

@@ -43,7 +43,10 @@ pub fn timed_out(after: Duration) -> String {
 pub fn describe_request_error(e: &reqwest::Error, timeout: Duration) -> String {
     let errors = chain(e);
     // The most specific cause first: TLS, then the socket, then timeouts.
-    if let Some(tls) = errors.iter().find_map(|x| x.downcast_ref::<rustls::Error>()) {
+    if let Some(tls) = errors
+        .iter()
+        .find_map(|x| x.downcast_ref::<rustls::Error>())
+    {
         return describe_tls(tls);
     }
     if e.is_timeout()
@@ -218,8 +221,9 @@ mod tests {
 
     #[test]
     fn tls_failures_say_what_to_check() {
-        let unknown =
-            describe_tls(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        let unknown = describe_tls(&rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
         assert!(unknown.starts_with("TLS failure: "), "{unknown}");
         assert!(unknown.contains("not trusted") && unknown.contains("--node-ca"));
         let alert = describe_tls(&rustls::Error::AlertReceived(

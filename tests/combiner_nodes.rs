@@ -5,7 +5,8 @@
 //!   a root from the client still get threshold signatures (the combiner fills the root in).
 //! - A 4-of-7 cluster where node-a is not listening, node-b presents a certificate of another
 //!   CA, node-c accepts connections and never answers and node-d answers 500: the 503 names
-//!   each of them with its cause, one line each.
+//!   each of them with its cause, one line each; as a 3-of-4 cluster the combiner answers once
+//!   t is out of reach and names the node it did not wait for.
 //!
 //! Every server here is a real process (`dvsigner signer`, `dvsigner combiner`) or an
 //! in-test server on 127.0.0.1 with the cluster's mutual TLS.
@@ -568,5 +569,50 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         node_error("node-c"),
         "timed out: no answer within 2000 ms",
         "{health}"
+    );
+    drop(combiner);
+
+    // The same four nodes as a 3-of-4 cluster: two fast failures already put t out of reach,
+    // so the combiner answers without waiting for node-c, and says that it did not wait.
+    let out2 = dir.path().join("cluster-3of4");
+    split_interop0(dir.path(), 3, &urls[..4], &out2);
+    let (mut combiner2, cport2) =
+        start_combiner(dir.path(), &pki, &out2.join("cluster.json"), 60_000);
+    wait_ready(
+        &client,
+        &format!("https://127.0.0.1:{cport2}/upcheck"),
+        &mut combiner2,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (status, text) = sign(
+        &client,
+        cport2,
+        &group_hex,
+        &dvsigner::cli::bench::attestation_body(6),
+    )
+    .await;
+    assert_eq!(status, 503, "{text}\n{}", combiner2.log_text());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("Service Unavailable: only 0 of 3 required partial signatures"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("- node-a ") && lines[1].contains("connection refused"));
+    assert!(lines[2].starts_with("- node-b ") && lines[2].contains("TLS failure"));
+    let c_cause = lines[3].split_once("): ").expect("cause").1;
+    assert!(
+        lines[3].starts_with("- node-c ")
+            && c_cause.starts_with("no answer yet after ")
+            && c_cause.contains("not awaited"),
+        "{text}"
+    );
+    // node-d's 500 may or may not have arrived before the answer.
+    let d_cause = lines[4].split_once("): ").expect("cause").1;
+    assert!(
+        d_cause.starts_with("HTTP 500 Internal Server Error: ")
+            || d_cause.starts_with("no answer yet after "),
+        "{text}"
     );
 }

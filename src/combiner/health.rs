@@ -28,10 +28,18 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
         let url = format!("{}/upcheck", n.url.trim_end_matches('/'));
         let client = c.client.clone();
         async move {
-            match client.get(url).timeout(Duration::from_secs(2)).send().await {
+            let timeout = Duration::from_secs(2);
+            match client.get(url).timeout(timeout).send().await {
                 Ok(r) if r.status().is_success() => (true, String::new()),
-                Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),
-                Err(e) => (false, e.to_string()),
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    (false, super::node_error::describe_status(status, &body))
+                }
+                Err(e) => (
+                    false,
+                    super::node_error::describe_request_error(&e, timeout),
+                ),
             }
         }
     });

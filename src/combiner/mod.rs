@@ -1,15 +1,21 @@
 //! The combiner: a Web3Signer-compatible endpoint that holds no secrets. For each sign request it
-//! sends the unchanged body to every signer node of the validator (to
-//! `POST /api/v1/eth2/sign/{share_pubkey}`) over mutually authenticated TLS, combines the first
-//! `t` valid partial signatures with Lagrange coefficients, verifies the result under the group
-//! public key and answers.
+//! computes the signing root, sends the body with that root filled in as `signingRoot` to every
+//! signer node of the validator (to `POST /api/v1/eth2/sign/{share_pubkey}`) over mutually
+//! authenticated TLS, combines the first `t` valid partial signatures with Lagrange
+//! coefficients, verifies the result under the group public key and answers.
+//!
+//! Filling in the root lets Web3Signer-compatible signers that sign only a supplied root (and
+//! refuse a request without one) serve as nodes. It is safe: a dvsigner node computes the root
+//! from the typed payload itself and refuses a supplied root that differs, and the combiner
+//! verifies every threshold signature against the root it computed.
 //!
 //! Verification strategy (DESIGN.md §2, measured in `benches/`): combine the first `t` partials
 //! and verify the result once; only when that fails verify each partial, drop the liars (logged
 //! and counted) and wait for more. Honest clusters pay one verification per signature.
 //!
-//! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 naming the
-//! failing nodes when fewer than `t` valid partials arrived by the deadline.
+//! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 when fewer
+//! than `t` valid partials arrived by the deadline (or failures made `t` unreachable), one line
+//! per node without a partial naming its cause ([`node_error`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +38,7 @@ use crate::threshold::{self, ShareIndex};
 
 pub mod health;
 pub mod metrics;
+pub mod node_error;
 
 /// One signer node as the combiner sees it.
 #[derive(Debug, Clone)]
@@ -223,13 +230,36 @@ async fn sign_inner(
         .validators
         .get(&pubkey)
         .ok_or_else(|| ApiError::UnknownKey(pubkey.to_hex()))?;
+    let forward = with_signing_root(body, prepared.root)?;
     let started = Instant::now();
-    let signature = combine_from_nodes(c, v, body, prepared.root, request_id).await?;
+    let signature = combine_from_nodes(c, v, &forward, prepared.root, request_id).await?;
     tracing::debug!(
         %pubkey, kind = prepared.kind.as_str(),
         ms = started.elapsed().as_secs_f64() * 1e3, "threshold signature"
     );
     Ok(signature_response(headers, &signature))
+}
+
+/// The body sent to the nodes: the client's request with `signingRoot` set to `root` (the root
+/// the combiner computed, which equals any root the client supplied: [`signing::prepare`]
+/// refuses a differing one) and a snake-case `signing_root` removed, so that no node sees the
+/// root twice. Every other top-level member is kept byte for byte; member order carries no
+/// meaning in JSON.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] when the body is not a JSON object (which [`signing::prepare`]
+/// already refused).
+pub fn with_signing_root(body: &[u8], root: SigningRoot) -> Result<Bytes, ApiError> {
+    use serde_json::value::RawValue;
+    let mut members: std::collections::BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    members.remove("signing_root");
+    let root_json = RawValue::from_string(format!("\"{}\"", root.to_hex()))
+        .map_err(|e| ApiError::Internal(format!("signing root as JSON: {e}")))?;
+    members.insert("signingRoot".to_owned(), root_json);
+    serde_json::to_vec(&members)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(format!("forwarded body: {e}")))
 }
 
 /// Asks one node for its partial on a task of its own, so that a straggler's request runs to
@@ -285,24 +315,26 @@ async fn ask_node(
         .body(body)
         .send()
         .await;
+    let timeout = c.deadline;
     let answer = match res {
-        Err(e) => NodeAnswer::Failed(format!("request failed: {e}")),
+        Err(e) => NodeAnswer::Failed(node_error::describe_request_error(&e, timeout)),
         Ok(r) => {
             let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            if status == StatusCode::OK {
-                match parse_signature(&text) {
-                    Some(sig) => NodeAnswer::Partial(sig),
-                    None => NodeAnswer::Failed("unparseable signature".into()),
-                }
-            } else if status == StatusCode::PRECONDITION_FAILED {
-                NodeAnswer::Refused(text)
-            } else {
-                NodeAnswer::Failed(format!(
-                    "HTTP {}: {}",
+            match r.text().await {
+                Err(e) => NodeAnswer::Failed(format!(
+                    "HTTP {}, then reading its body failed: {}",
                     status.as_u16(),
-                    truncate(&text, 200)
-                ))
+                    node_error::describe_request_error(&e, timeout)
+                )),
+                Ok(text) if status == StatusCode::OK => match parse_signature(&text) {
+                    Some(sig) => NodeAnswer::Partial(sig),
+                    None => NodeAnswer::Failed(format!(
+                        "HTTP 200 but no signature in the body: {}",
+                        node_error::snippet(&text, 80)
+                    )),
+                },
+                Ok(text) if status == StatusCode::PRECONDITION_FAILED => NodeAnswer::Refused(text),
+                Ok(text) => NodeAnswer::Failed(node_error::describe_status(status, &text)),
             }
         }
     };
@@ -329,13 +361,6 @@ fn parse_signature(text: &str) -> Option<Signature> {
     Signature::from_hex_without_subgroup_check(&hex).ok()
 }
 
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 async fn combine_from_nodes(
     c: &Arc<Combiner>,
     v: &ValidatorTarget,
@@ -345,6 +370,7 @@ async fn combine_from_nodes(
 ) -> Result<Signature, ApiError> {
     let n = v.shares.len();
     let t = v.threshold;
+    let started = Instant::now();
     let request_id_shared: Arc<str> = Arc::from(request_id);
     let mut pending: FuturesUnordered<_> = v
         .shares
@@ -356,8 +382,12 @@ async fn combine_from_nodes(
 
     let mut candidates: Vec<(usize, ShareIndex, Signature)> = Vec::with_capacity(n);
     let mut verified: Vec<bool> = Vec::with_capacity(n);
-    let mut refused: Vec<(String, String)> = Vec::new();
-    let mut failed: Vec<(String, String)> = Vec::new();
+    // Nodes (positions in `c.nodes`) that answered anything; those that refused; and why each
+    // node without a partial gave none.
+    let mut answered: Vec<usize> = Vec::with_capacity(n);
+    let mut refused: Vec<usize> = Vec::new();
+    let mut causes: Vec<(usize, String)> = Vec::new();
+    let mut deadline_passed = false;
 
     loop {
         let (node, index, answer) = tokio::select! {
@@ -366,18 +396,12 @@ async fn combine_from_nodes(
                 None => break,
             },
             () = &mut deadline => {
-                for s in &v.shares {
-                    let answered = candidates.iter().any(|(nd, _, _)| *nd == s.node)
-                        || refused.iter().chain(failed.iter()).any(|(name, _)| *name == c.nodes[s.node].name);
-                    if !answered {
-                        c.counters[s.node].count_failure();
-                        failed.push((c.nodes[s.node].name.clone(), format!("no answer within {} ms", c.deadline.as_millis())));
-                    }
-                }
+                deadline_passed = true;
                 break;
             }
         };
-        let name = c.nodes[node].name.clone();
+        answered.push(node);
+        let name = &c.nodes[node].name;
         match answer {
             NodeAnswer::Partial(sig) => {
                 candidates.push((node, index, sig));
@@ -385,24 +409,29 @@ async fn combine_from_nodes(
             }
             NodeAnswer::Refused(why) => {
                 c.counters[node].refusals.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %name, request_id, reason = %truncate(&why, 200), "node refused");
-                refused.push((name, why));
+                let why = node_error::snippet(&why, node_error::BODY_SNIPPET_CHARS);
+                tracing::warn!(node = %name, request_id, reason = %why, "node refused");
+                refused.push(node);
+                causes.push((node, format!("refused (HTTP 412): {why}")));
             }
             NodeAnswer::Failed(why) => {
                 c.counters[node].count_failure();
                 tracing::warn!(node = %name, request_id, error = %why, "node failed");
-                failed.push((name, why));
+                causes.push((node, why));
             }
         }
         if refused.len() > n - t {
-            let names: Vec<_> = refused.iter().map(|(n, _)| n.as_str()).collect();
+            let names: Vec<_> = refused
+                .iter()
+                .map(|&nd| c.nodes[nd].name.as_str())
+                .collect();
             return Err(ApiError::RefusedByNodes(format!(
                 "{} of {n} nodes refused ({}); threshold {t} cannot be reached",
                 refused.len(),
                 names.join(", ")
             )));
         }
-        if failed.len() + refused.len() > n - t {
+        if causes.len() > n - t {
             // Not enough nodes left to reach t: answer now instead of waiting for stragglers.
             break;
         }
@@ -419,16 +448,39 @@ async fn combine_from_nodes(
             }
         }
     }
-    let mut reasons: Vec<String> = failed
+    let waited_ms = started.elapsed().as_millis();
+    for s in &v.shares {
+        if !answered.contains(&s.node) {
+            let cause = if deadline_passed {
+                c.counters[s.node].count_failure();
+                node_error::timed_out(c.deadline)
+            } else {
+                format!(
+                    "no answer yet after {waited_ms} ms (not awaited: the other nodes' \
+                     failures had already put the threshold out of reach)"
+                )
+            };
+            causes.push((s.node, cause));
+        } else if !candidates.iter().any(|(nd, _, _)| *nd == s.node)
+            && !causes.iter().any(|(nd, _)| *nd == s.node)
+        {
+            causes.push((
+                s.node,
+                "returned a wrong partial signature (left out)".into(),
+            ));
+        }
+    }
+    causes.sort_by(|a, b| c.nodes[a.0].name.cmp(&c.nodes[b.0].name));
+    let lines: String = causes
         .iter()
-        .chain(refused.iter())
-        .map(|(n, w)| format!("{n}: {}", truncate(w, 120)))
+        .map(|(nd, why)| {
+            let node = &c.nodes[*nd];
+            format!("\n- {} ({}): {why}", node.name, node.url)
+        })
         .collect();
-    reasons.sort();
     Err(ApiError::Unavailable(format!(
-        "only {} of {t} required partial signatures ({})",
+        "only {} of {t} required partial signatures; nodes without one:{lines}",
         candidates.len(),
-        reasons.join("; ")
     )))
 }
 
@@ -512,4 +564,44 @@ async fn try_combine(
             .filter(|sig| sig.verify(&group, &root.0))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn forwarded_body_carries_the_computed_root_once_and_keeps_the_rest() {
+        let root = SigningRoot([0xab; 32]);
+        let body = br#"{"type":"RANDAO_REVEAL","fork_info":{"fork":{"epoch":"1"}},"randao_reveal":{"epoch":"3"},"x":1.50}"#;
+        let out: Value =
+            serde_json::from_slice(&with_signing_root(body, root).expect("object")).expect("json");
+        let mut want: Value = serde_json::from_slice(body).expect("json");
+        want["signingRoot"] = json!(format!("0x{}", "ab".repeat(32)));
+        assert_eq!(out, want);
+        // Nested values are copied byte for byte (the number keeps its spelling).
+        let text = String::from_utf8(with_signing_root(body, root).expect("object").to_vec())
+            .expect("utf-8");
+        assert!(text.contains(r#""x":1.50"#), "{text}");
+
+        // A root the client supplied under either name ends up once, as signingRoot.
+        for key in ["signing_root", "signingRoot"] {
+            let body = format!(
+                r#"{{"type":"RANDAO_REVEAL","{key}":"0x{}"}}"#,
+                "ab".repeat(32)
+            );
+            let out: Value =
+                serde_json::from_slice(&with_signing_root(body.as_bytes(), root).expect("object"))
+                    .expect("json");
+            assert_eq!(
+                out,
+                json!({"type": "RANDAO_REVEAL", "signingRoot": format!("0x{}", "ab".repeat(32))})
+            );
+        }
+        assert!(matches!(
+            with_signing_root(b"[1]", root),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
 }

@@ -1,0 +1,618 @@
+//! The combiner towards nodes that are not dvsigner nodes, and towards nodes that fail.
+//!
+//! - A Web3Signer-compatible signer that signs only the supplied `signingRoot` (and answers 400
+//!   without one) serves as node-d of a 3-of-4 cluster whose node-c is down: requests without
+//!   a root from the client still get threshold signatures (the combiner fills the root in).
+//! - A 4-of-7 cluster where node-a is not listening, node-b presents a certificate of another
+//!   CA, node-c accepts connections and never answers and node-d answers 500: the 503 names
+//!   each of them with its cause, one line each; as a 3-of-4 cluster the combiner answers once
+//!   t is out of reach and names the node it did not wait for.
+//!
+//! Every server here is a real process (`dvsigner signer`, `dvsigner combiner`) or an
+//! in-test server on 127.0.0.1 with the cluster's mutual TLS.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{combiner_args, tls_signer_args};
+use common::process::{free_port, run_ok, wait_ready, Proc};
+use dvsigner::bls::{Signature, SigningRoot};
+use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
+use dvsigner::signing::Network;
+use dvsigner::tls::{DevIdentity, DevPki};
+use serde_json::Value;
+
+/// A client trusting the PKI's CA (for the combiner's own TLS).
+fn tls_client(pki: &DevPki) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
+        )
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// `dvsigner split` of interop key 0 into `t`-of-`operators.len()` shares under `out`.
+fn split_interop0(dir: &Path, t: usize, operators: &[(&str, String)], out: &Path) {
+    let whole = dir.join("whole");
+    std::fs::create_dir_all(&whole).expect("mkdir");
+    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
+    let ks = Keystore::encrypt(
+        &interop_secret_key(0),
+        &Password::new("whole-key-password".into()),
+        KdfParams::insecure_fast(),
+        "",
+        "",
+    )
+    .expect("encrypt");
+    std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
+    let list = operators
+        .iter()
+        .map(|(n, url)| format!("{n}={url}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    run_ok(&[
+        "split".into(),
+        "--keystore".into(),
+        whole.display().to_string(),
+        "--password-file".into(),
+        whole.join("pw.txt").display().to_string(),
+        "--threshold".into(),
+        t.to_string(),
+        "--shares".into(),
+        operators.len().to_string(),
+        "--operators".into(),
+        list,
+        "--out".into(),
+        out.display().to_string(),
+        "--kdf".into(),
+        "insecure-fast".into(),
+    ]);
+}
+
+/// The share secrets `dvsigner split` wrote for one operator, by share public key (hex).
+fn operator_shares(share_dir: &Path) -> HashMap<String, SecretKey> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(share_dir.join("keystores")).expect("keystores") {
+        let path = entry.expect("entry").path();
+        let pw = share_dir
+            .join("passwords")
+            .join(path.with_extension("txt").file_name().expect("name"));
+        let sk = Keystore::from_json(&std::fs::read_to_string(&path).expect("read"))
+            .expect("keystore")
+            .decrypt(&Password::from_file(&pw).expect("password"))
+            .expect("decrypt");
+        out.insert(sk.public_key().bytes().to_hex(), sk);
+    }
+    assert!(!out.is_empty(), "no shares in {}", share_dir.display());
+    out
+}
+
+/// Serves `app` on `listener` over TLS as `id`, requiring client certificates chaining to
+/// `client_ca` (as dvsigner nodes do). Stops when the returned sender is dropped.
+fn serve_tls(
+    listener: tokio::net::TcpListener,
+    id: &DevIdentity,
+    client_ca: &Path,
+    app: axum::Router,
+) -> tokio::sync::oneshot::Sender<()> {
+    let tls = dvsigner::tls::server_config(&dvsigner::tls::ServerTlsFiles {
+        cert: id.cert.clone(),
+        key: id.key.clone(),
+        client_ca: Some(client_ca.to_owned()),
+        allowed_clients: None,
+    })
+    .expect("tls");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dvsigner::api::server::run(
+        listener,
+        Some(tls),
+        app,
+        Default::default(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    tx
+}
+
+async fn bind() -> (tokio::net::TcpListener, u16) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+/// What a foreign signer saw: every request body it signed.
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// A Web3Signer-compatible signer of another make: it implements only
+/// `POST /api/v1/eth2/sign/{pubkey}` (and `/upcheck`), signs the supplied `signingRoot` with the
+/// share of `{pubkey}` without looking at the payload, and answers 400 when the request has no
+/// `signingRoot`.
+fn foreign_signer(shares: HashMap<String, SecretKey>, seen: Seen) -> axum::Router {
+    use axum::extract::Path as UrlPath;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    let shares = Arc::new(shares);
+    axum::Router::new()
+        .route("/upcheck", get(|| async { "OK" }))
+        .route(
+            "/api/v1/eth2/sign/{pubkey}",
+            post(
+                move |UrlPath(pubkey): UrlPath<String>, body: axum::body::Bytes| {
+                    let shares = shares.clone();
+                    let seen = seen.clone();
+                    async move {
+                        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                            return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+                        };
+                        let Some(root) = v["signingRoot"]
+                            .as_str()
+                            .and_then(|h| dvsigner::bls::parse_hex::<32>(h).ok())
+                        else {
+                            return (StatusCode::BAD_REQUEST, "signingRoot is required")
+                                .into_response();
+                        };
+                        let Some(sk) = shares.get(&pubkey.to_lowercase()) else {
+                            return (StatusCode::NOT_FOUND, "unknown key").into_response();
+                        };
+                        let sig = sk.sign(&SigningRoot(root));
+                        seen.lock().expect("lock").push(v);
+                        axum::Json(serde_json::json!({"signature": sig.to_hex()})).into_response()
+                    }
+                },
+            ),
+        )
+}
+
+fn start_combiner(dir: &Path, pki: &DevPki, cluster_json: &Path, deadline_ms: u64) -> (Proc, u16) {
+    let port = free_port();
+    let mut args = combiner_args(pki, port, cluster_json);
+    args.extend(["--deadline-ms".into(), deadline_ms.to_string()]);
+    let p = Proc::start("combiner", &args, &dir.join("combiner.log"));
+    (p, port)
+}
+
+async fn sign(client: &reqwest::Client, port: u16, pubkey: &str, body: &str) -> (u16, String) {
+    let r = client
+        .post(format!(
+            "https://127.0.0.1:{port}/api/v1/eth2/sign/{pubkey}"
+        ))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("combiner reachable");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+fn root_of(body: &str) -> SigningRoot {
+    let network = Network::from_name_or_path("mainnet").expect("mainnet");
+    dvsigner::signing::prepare(body.as_bytes(), &network)
+        .expect("prepare")
+        .root
+}
+
+fn without_root(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("signingRoot");
+        o.remove("signing_root");
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_node_that_signs_only_supplied_roots_completes_the_threshold() {
+    const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = DevPki::generate(
+        &dir.path().join("tls"),
+        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
+        &["combiner-client"],
+    )
+    .expect("pki");
+    let client = tls_client(&pki);
+    let ports = [free_port(), free_port(), free_port()];
+    let (d_listener, d_port) = bind().await;
+    let urls: Vec<(&str, String)> = NODES
+        .iter()
+        .zip(ports.iter().chain([&d_port]))
+        .map(|(n, p)| (*n, format!("https://127.0.0.1:{p}")))
+        .collect();
+    let out = dir.path().join("cluster");
+    split_interop0(dir.path(), 3, &urls, &out);
+
+    // node-a and node-b are dvsigner nodes; node-c is down (never started); node-d is foreign.
+    let mut nodes: Vec<Proc> = (0..2)
+        .map(|i| {
+            let args = tls_signer_args(
+                &pki,
+                NODES[i],
+                ports[i],
+                &dir.path().join(format!("data/{}", NODES[i])),
+                &out.join(NODES[i]),
+            );
+            Proc::start(
+                NODES[i],
+                &args,
+                &dir.path().join(format!("{}.log", NODES[i])),
+            )
+        })
+        .collect();
+    let seen: Seen = Arc::default();
+    let _foreign = serve_tls(
+        d_listener,
+        pki.identity("node-d").expect("identity"),
+        &pki.ca_cert,
+        foreign_signer(operator_shares(&out.join("node-d")), seen.clone()),
+    );
+    let (mut combiner, cport) = start_combiner(dir.path(), &pki, &out.join("cluster.json"), 3000);
+    // `/healthcheck` is 200 once t = 3 nodes answer `/upcheck`: a, b and the foreign d.
+    wait_ready(
+        &client,
+        &format!("https://127.0.0.1:{cport}/healthcheck"),
+        &mut combiner,
+        Duration::from_secs(90),
+    )
+    .await;
+    for n in &mut nodes {
+        assert!(
+            matches!(n.child.try_wait(), Ok(None)),
+            "{} exited:\n{}",
+            n.name,
+            n.log_text()
+        );
+    }
+
+    // The foreign node refuses a request without a root itself (so it cannot have signed one).
+    let group = interop_secret_key(0).public_key().clone();
+    let group_hex = group.bytes().to_hex();
+    let share_d = operator_shares(&out.join("node-d"))
+        .into_keys()
+        .next()
+        .expect("share");
+    let direct = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            dvsigner::tls::client_config(dvsigner::tls::ClientTlsOptions {
+                ca: Some(pki.ca_cert.clone()),
+                pinned: vec![],
+                identity: Some((
+                    pki.identity("combiner-client").expect("id").cert.clone(),
+                    pki.identity("combiner-client").expect("id").key.clone(),
+                )),
+            })
+            .expect("client tls"),
+        )
+        .build()
+        .expect("client");
+    let r = direct
+        .post(format!(
+            "https://127.0.0.1:{d_port}/api/v1/eth2/sign/{share_d}"
+        ))
+        .body(dvsigner::cli::bench::attestation_body(1))
+        .send()
+        .await
+        .expect("foreign node reachable");
+    assert_eq!(r.status(), 400);
+
+    // Every oracle fixture, sent WITHOUT a signing root: 200 with the unsplit key's signature,
+    // which verifies under the group key over the root the oracle computed.
+    let cases = common::oracle::cases_in_signable_order();
+    let mut kinds = BTreeSet::new();
+    for case in &cases {
+        let request = without_root(case["request"].clone());
+        let body = serde_json::to_string(&request).expect("body");
+        let (status, text) = sign(&client, cport, &group_hex, &body).await;
+        assert_eq!(
+            status,
+            200,
+            "{}: {text}\n{}",
+            case["name"],
+            combiner.log_text()
+        );
+        let v: Value = serde_json::from_str(&text).expect("json");
+        let sig = Signature::from_hex(v["signature"].as_str().expect("signature")).expect("sig");
+        let root = dvsigner::bls::parse_hex::<32>(case["signing_root"].as_str().expect("root"))
+            .expect("root hex");
+        assert!(
+            sig.verify(&group, &root),
+            "{}: does not verify",
+            case["name"]
+        );
+        assert_eq!(
+            sig.to_hex(),
+            case["signature"].as_str().expect("sig"),
+            "{}",
+            case["name"]
+        );
+        kinds.insert(request["type"].as_str().expect("type").to_owned());
+    }
+    for kind in [
+        "ATTESTATION",
+        "BLOCK_V2",
+        "RANDAO_REVEAL",
+        "AGGREGATION_SLOT",
+        "AGGREGATE_AND_PROOF_V2",
+        "SYNC_COMMITTEE_MESSAGE",
+        "VALIDATOR_REGISTRATION",
+    ] {
+        assert!(kinds.contains(kind), "{kind} not exercised: {kinds:?}");
+    }
+    // node-d signed each of them (with node-c down no threshold forms without it), and what it
+    // received is the client's request plus the computed root.
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), cases.len());
+        for (got, case) in seen.iter().zip(&cases) {
+            assert_eq!(got["signingRoot"], case["signing_root"], "{}", case["name"]);
+            assert_eq!(
+                without_root(got.clone()),
+                case["request"],
+                "{}",
+                case["name"]
+            );
+        }
+    }
+
+    // A client that sends the root under Web3Signer's snake-case name: the nodes get it once,
+    // as signingRoot, and signing works.
+    // (Source above every epoch of the fixtures, which set the nodes' low watermark.)
+    let att = dvsigner::cli::bench::attestation_body(900_000).replace(
+        "\"source\":{\"epoch\":\"0\"",
+        "\"source\":{\"epoch\":\"400000\"",
+    );
+    assert!(att.contains("400000"), "{att}");
+    let root = root_of(&att);
+    let mut with_snake: Value = serde_json::from_str(&att).expect("json");
+    with_snake["signing_root"] = Value::from(root.to_hex());
+    let (status, text) = sign(&client, cport, &group_hex, &with_snake.to_string()).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        v["signature"].as_str().expect("signature"),
+        interop_secret_key(0).sign(&root).to_hex()
+    );
+    let last = seen.lock().expect("lock").last().cloned().expect("seen");
+    assert_eq!(last["signingRoot"], Value::from(root.to_hex()));
+    assert!(last.get("signing_root").is_none(), "{last}");
+    assert!(Signature::from_hex(v["signature"].as_str().expect("sig"))
+        .expect("sig")
+        .verify(&group, &root.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_names_each_failing_node_and_its_cause() {
+    const NODES: [&str; 7] = [
+        "node-a", "node-b", "node-c", "node-d", "node-e", "node-f", "node-g",
+    ];
+    const DEADLINE_MS: u64 = 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut names: Vec<&str> = NODES.to_vec();
+    names.push("combiner");
+    let pki = DevPki::generate(&dir.path().join("tls"), &names, &["combiner-client"]).expect("pki");
+    let other_pki =
+        DevPki::generate(&dir.path().join("other-tls"), &["node-b"], &[]).expect("other pki");
+    let client = tls_client(&pki);
+
+    // node-a: nothing listening. node-b: a TLS server whose certificate comes from another CA.
+    // node-c: accepts TCP connections and never answers. node-d: answers 500 with a long,
+    // multi-line body. node-e..g: healthy signers (3 partials, one short of t = 4).
+    let a_port = free_port();
+    let (b_listener, b_port) = bind().await;
+    let (c_listener, c_port) = bind().await;
+    let (d_listener, d_port) = bind().await;
+    let mut healthy = Vec::new();
+    for _ in 0..3 {
+        healthy.push(bind().await);
+    }
+    let ports: Vec<u16> = [a_port, b_port, c_port, d_port]
+        .into_iter()
+        .chain(healthy.iter().map(|(_, p)| *p))
+        .collect();
+    let urls: Vec<(&str, String)> = NODES
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| (*n, format!("https://127.0.0.1:{p}")))
+        .collect();
+    let out = dir.path().join("cluster");
+    split_interop0(dir.path(), 4, &urls, &out);
+
+    let _b = serve_tls(
+        b_listener,
+        other_pki.identity("node-b").expect("identity"),
+        &pki.ca_cert,
+        foreign_signer(operator_shares(&out.join("node-b")), Seen::default()),
+    );
+    let _c = tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..1_000 {
+            match c_listener.accept().await {
+                Ok((s, _)) => held.push(s),
+                Err(_) => break,
+            }
+        }
+    });
+    let d_body = format!(
+        "Internal Server Error: slashing database unreachable\n\ncaused by: {}",
+        "connection pool timed out waiting for a free connection; ".repeat(8)
+    );
+    let d_app = {
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+        let d_body = d_body.clone();
+        axum::Router::new()
+            .route("/upcheck", get(|| async { "OK" }))
+            .route(
+                "/api/v1/eth2/sign/{pubkey}",
+                post(move || {
+                    let d_body = d_body.clone();
+                    async move { (StatusCode::INTERNAL_SERVER_ERROR, d_body) }
+                }),
+            )
+    };
+    let _d = serve_tls(
+        d_listener,
+        pki.identity("node-d").expect("identity"),
+        &pki.ca_cert,
+        d_app,
+    );
+    let mut _healthy_servers = Vec::new();
+    for ((listener, _), name) in healthy.into_iter().zip(&NODES[4..]) {
+        _healthy_servers.push(serve_tls(
+            listener,
+            pki.identity(name).expect("identity"),
+            &pki.ca_cert,
+            foreign_signer(operator_shares(&out.join(name)), Seen::default()),
+        ));
+    }
+
+    let (mut combiner, cport) =
+        start_combiner(dir.path(), &pki, &out.join("cluster.json"), DEADLINE_MS);
+    wait_ready(
+        &client,
+        &format!("https://127.0.0.1:{cport}/upcheck"),
+        &mut combiner,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let group_hex = interop_secret_key(0).public_key().bytes().to_hex();
+    let (status, text) = sign(
+        &client,
+        cport,
+        &group_hex,
+        &dvsigner::cli::bench::attestation_body(5),
+    )
+    .await;
+    assert_eq!(status, 503, "{text}\n{}", combiner.log_text());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Service Unavailable: only 3 of 4 required partial signatures; nodes without one:",
+        "{text}"
+    );
+    // One line per failing node, in name order, each naming the node and its URL in full.
+    assert_eq!(lines.len(), 5, "{text}");
+    for (line, (name, url)) in lines[1..].iter().zip(&urls) {
+        assert!(
+            line.starts_with(&format!("- {name} ({url}): ")),
+            "{line}\n{text}"
+        );
+    }
+    let cause = |i: usize| lines[1 + i].split_once("): ").expect("cause").1;
+    assert_eq!(
+        cause(0),
+        "connection refused (nothing listening at the node's address)"
+    );
+    assert!(
+        cause(1).starts_with("TLS failure: the node's certificate is not trusted"),
+        "{}",
+        cause(1)
+    );
+    assert_eq!(
+        cause(2),
+        format!("timed out: no answer within {DEADLINE_MS} ms")
+    );
+    // node-d: status, reason and the start of its body on one line, cut at a word and marked.
+    let d = cause(3);
+    assert!(
+        d.starts_with(
+            "HTTP 500 Internal Server Error: Internal Server Error: slashing database \
+             unreachable caused by: connection pool timed out"
+        ),
+        "{d}"
+    );
+    assert!(d.ends_with('…') && d.chars().count() < 260, "{d}");
+    // Nothing repeats its context, and no request URL (with a public key) is quoted.
+    assert!(!text.contains("/api/v1/eth2/sign"), "{text}");
+    assert!(!text.contains("error sending request"), "{text}");
+
+    // The combiner's /healthcheck describes unreachable nodes the same way.
+    let health: Value = client
+        .get(format!("https://127.0.0.1:{cport}/healthcheck"))
+        .send()
+        .await
+        .expect("healthcheck")
+        .json()
+        .await
+        .expect("json");
+    let node_error = |name: &str| -> String {
+        health["checks"][1]["checks"]
+            .as_array()
+            .expect("node checks")
+            .iter()
+            .find(|c| c["id"] == format!("node/{name}"))
+            .map(|c| c["data"]["error"].as_str().unwrap_or_default().to_owned())
+            .expect("node check")
+    };
+    assert!(
+        node_error("node-a").starts_with("connection refused"),
+        "{health}"
+    );
+    assert!(
+        node_error("node-b").starts_with("TLS failure: the node's certificate is not trusted"),
+        "{health}"
+    );
+    assert_eq!(
+        node_error("node-c"),
+        "timed out: no answer within 2000 ms",
+        "{health}"
+    );
+    drop(combiner);
+
+    // The same four nodes as a 3-of-4 cluster: two fast failures already put t out of reach,
+    // so the combiner answers without waiting for node-c, and says that it did not wait.
+    let out2 = dir.path().join("cluster-3of4");
+    split_interop0(dir.path(), 3, &urls[..4], &out2);
+    let (mut combiner2, cport2) =
+        start_combiner(dir.path(), &pki, &out2.join("cluster.json"), 60_000);
+    wait_ready(
+        &client,
+        &format!("https://127.0.0.1:{cport2}/upcheck"),
+        &mut combiner2,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (status, text) = sign(
+        &client,
+        cport2,
+        &group_hex,
+        &dvsigner::cli::bench::attestation_body(6),
+    )
+    .await;
+    assert_eq!(status, 503, "{text}\n{}", combiner2.log_text());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("Service Unavailable: only 0 of 3 required partial signatures"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("- node-a ") && lines[1].contains("connection refused"));
+    assert!(lines[2].starts_with("- node-b ") && lines[2].contains("TLS failure"));
+    let c_cause = lines[3].split_once("): ").expect("cause").1;
+    assert!(
+        lines[3].starts_with("- node-c ")
+            && c_cause.starts_with("no answer yet after ")
+            && c_cause.contains("not awaited"),
+        "{text}"
+    );
+    // node-d's 500 may or may not have arrived before the answer.
+    let d_cause = lines[4].split_once("): ").expect("cause").1;
+    assert!(
+        d_cause.starts_with("HTTP 500 Internal Server Error: ")
+            || d_cause.starts_with("no answer yet after "),
+        "{text}"
+    );
+}

@@ -970,7 +970,13 @@ async fn key_config_kubernetes_auth_logs_in_reuses_the_token_and_signs() {
     );
     assert_eq!(health(&base).await.0, 200);
     assert_signs(&base, &b, 11).await;
-    assert_no_credentials(&node.log_text());
+    let log = node.log_text();
+    assert_eq!(
+        log.matches("vault: kubernetes login").count(),
+        2,
+        "each login is logged:\n{log}"
+    );
+    assert_no_credentials(&log);
 }
 
 /// Bulk mode with `--vault-kubernetes-role` on a non-default auth mount, and token expiry: the

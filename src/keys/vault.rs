@@ -19,7 +19,7 @@
 //!
 //! Logins: a token is used as given; AppRole logs in once per read session (one start-up load,
 //! one `/reload`). Kubernetes logins are cached per server, mount, role and service-account token
-//! file ([`LOGINS`]) with their lease: a session reuses the cached token while more than a third
+//! file (`LOGINS`) with their lease: a session reuses the cached token while more than a third
 //! of its lease is left, and otherwise logs in again, re-reading the service-account token file
 //! (Kubernetes rotates it). A token with no lease (`lease_duration` 0) is not cached. A session
 //! whose cached token Vault refuses (403: revoked) forgets it and runs once more with a fresh
@@ -314,7 +314,7 @@ pub struct VaultKey {
 pub struct VaultConnection {
     client: vaultrs::client::VaultClient,
     url: String,
-    /// The [`LOGINS`] entry whose token this connection reuses, when it reuses one.
+    /// The `LOGINS` entry whose token this connection reuses, when it reuses one.
     cached: Option<LoginKey>,
 }
 

@@ -466,6 +466,138 @@ async fn imported_interchange_refuses_slashable_requests() {
     assert_eq!(s, 200, "{body}");
 }
 
+/// Interop key `secret_of`'s keystore (password `password`) whose `pubkey` field names interop
+/// key `claimed` instead: the password is right, the pair is forged.
+fn forged_keystore(secret_of: u64, claimed: u64, password: &str) -> String {
+    let mut doc: Value = serde_json::from_str(&keystore(secret_of, password)).expect("json");
+    doc["pubkey"] = json!(pk(claimed).trim_start_matches("0x"));
+    doc.to_string()
+}
+
+/// The message a forged keystore must produce (at start-up and on import).
+fn forged_message(secret_of: u64, claimed: u64) -> String {
+    format!(
+        "keystore pubkey field {} does not match its secret key (public key {})",
+        pk(claimed),
+        pk(secret_of)
+    )
+}
+
+/// The `slashing_protection` of an import is applied only to the keys imported by that request:
+/// entries for a key whose keystore failed (wrong password, forged `pubkey`) or that is not in
+/// the request are not imported (those keys sign below the interchange's watermark once they are
+/// imported later without one). A forged keystore is reported as such, on import and when a
+/// key-config file names one at start-up, never as a decryption or password failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_applies_slashing_protection_only_to_imported_keys_and_names_forged_keystores() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = work.path().join("key-config");
+    std::fs::create_dir_all(&cfg).expect("mkdir");
+    std::fs::write(cfg.join("forged.json"), forged_keystore(21, 22, "pw")).expect("write");
+    std::fs::write(cfg.join("forged.pass"), "pw").expect("write");
+    std::fs::write(
+        cfg.join("forged.yaml"),
+        "type: file-keystore\nkeystoreFile: forged.json\nkeystorePasswordFile: forged.pass\n",
+    )
+    .expect("write");
+    let node = Node::start(
+        work.path(),
+        "filter",
+        &[
+            "--keymanager-api",
+            "--key-config",
+            &cfg.display().to_string(),
+        ],
+    )
+    .await;
+    let log = node.proc_.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("forged.yaml"))
+        .unwrap_or_else(|| panic!("no start-up error for forged.yaml:\n{log}"));
+    assert!(line.contains(&forged_message(21, 22)), "{line}");
+    assert!(
+        !line.contains("decrypt") && !line.contains("password"),
+        "{line}"
+    );
+    let loaded = node.public_keys().await;
+    assert!(!loaded.contains(&pk(21)) && !loaded.contains(&pk(22)));
+
+    let entry = |i: u64| {
+        json!({
+            "pubkey": pk(i),
+            "signed_blocks": [],
+            "signed_attestations": [{"source_epoch": "0", "target_epoch": "100"}],
+        })
+    };
+    let interchange = json!({
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": MAINNET_GVR},
+        "data": [entry(13), entry(14), entry(15), entry(18), entry(19)],
+    })
+    .to_string();
+    let (s, v) = node
+        .km(
+            reqwest::Method::POST,
+            Some(json!({
+                "keystores": [keystore(13, "p"), keystore(14, "p"), forged_keystore(18, 19, "p")],
+                "passwords": ["p", "WRONG", "p"],
+                "slashing_protection": interchange,
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(statuses(&v), ["imported", "error", "error"], "{v}");
+    let wrong = v["data"][1]["message"].as_str().expect("message");
+    assert!(wrong.contains("wrong password"), "{wrong}");
+    let forged = v["data"][2]["message"].as_str().expect("message");
+    assert_eq!(forged, forged_message(18, 19), "{v}");
+    let loaded = node.public_keys().await;
+    assert!(loaded.contains(&pk(13)));
+    for i in [14, 18, 19] {
+        assert!(!loaded.contains(&pk(i)), "key {i} must not be loaded");
+    }
+    let (s, body) = node.sign(&pk(13), attestation(50)).await;
+    assert_eq!(s, 412, "key 13's imported watermark applies: {body}");
+
+    // The keys whose entries were in that interchange but were not imported by it: imported
+    // now without one, they have no history, so target 50 signs.
+    let (s, v) = node
+        .km(
+            reqwest::Method::POST,
+            Some(json!({
+                "keystores": [keystore(14, "p"), keystore(15, "p"), keystore(18, "p"), keystore(19, "p")],
+                "passwords": ["p", "p", "p", "p"],
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(statuses(&v), ["imported"; 4], "{v}");
+    for i in [14, 15, 18, 19] {
+        let (s, body) = node.sign(&pk(i), attestation(50)).await;
+        assert_eq!(s, 200, "no slashing data was imported for key {i}: {body}");
+    }
+
+    // An interchange the database refuses (another chain's genesis_validators_root) fails the
+    // whole request: nothing is imported.
+    let other_chain = json!({
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": format!("0x{}", "11".repeat(32))},
+        "data": [entry(16)],
+    })
+    .to_string();
+    let (s, v) = node
+        .km(
+            reqwest::Method::POST,
+            Some(json!({
+                "keystores": [keystore(16, "p")],
+                "passwords": ["p"],
+                "slashing_protection": other_chain,
+            })),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(!node.public_keys().await.contains(&pk(16)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_exports_history_and_keeps_the_key_refused_until_reimported() {
     let work = tempfile::tempdir().expect("tempdir");

@@ -330,6 +330,40 @@ fn keystores_dir_partial_failures() -> TestResult {
     ensure(store.get(&want[0]).is_some(), || "get".into())
 }
 
+/// A keystore whose `pubkey` field names another key (the password is right) fails to load with
+/// a message saying exactly that, naming both public keys, not as a password or decryption
+/// failure.
+fn forged_pubkey_is_named() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (ks_dir, pw_dir) = (tmp.path().join("keystores"), tmp.path().join("passwords"));
+    std::fs::create_dir_all(&ks_dir)?;
+    std::fs::create_dir_all(&pw_dir)?;
+    let (secret, claimed) = (SecretKey::random(), SecretKey::random());
+    write_keystore(&ks_dir, "forged.json", &secret, DEV_PASSWORD);
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(ks_dir.join("forged.json"))?)?;
+    doc["pubkey"] = Value::String(hex::encode(claimed.public_key().bytes().0));
+    std::fs::write(ks_dir.join("forged.json"), doc.to_string())?;
+    std::fs::write(pw_dir.join("forged.txt"), DEV_PASSWORD)?;
+
+    let report = load_keystores_dir(&ks_dir, &pw_dir)?;
+    ensure(report.keys.is_empty(), || "a forged keystore loaded".into())?;
+    let [(path, msg)] = report.errors.as_slice() else {
+        return Err(format!("errors {:?}", report.errors).into());
+    };
+    ensure(path.ends_with("forged.json"), || path.display().to_string())?;
+    let want = format!(
+        "keystore pubkey field {} does not match its secret key (public key {})",
+        claimed.public_key().bytes(),
+        secret.public_key().bytes()
+    );
+    ensure(msg.contains(&want), || format!("{msg} lacks {want}"))?;
+    ensure(
+        !msg.contains("password") && !msg.contains("decrypt"),
+        || msg.clone(),
+    )
+}
+
 fn key_config_dir() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
@@ -499,6 +533,10 @@ fn main() {
         keystores_dir_partial_failures,
     ));
     trials.push(Trial::test("load/key_config_dir", key_config_dir));
+    trials.push(Trial::test(
+        "load/forged_pubkey_is_named",
+        forged_pubkey_is_named,
+    ));
     trials.push(Trial::test("load/dev_keystores", dev_keystores));
     libtest_mimic::run(&args, trials).exit();
 }

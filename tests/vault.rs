@@ -6,15 +6,18 @@
 //! uses: KV v2 read (`GET /v1/<mount>/data/<path>` -> `{"data":{"data":{..},"metadata":{..}}}`),
 //! KV v2 list (`LIST` or `GET ?list=true` on `/v1/<mount>/metadata/<path>` ->
 //! `{"data":{"keys":[..]}}`), AppRole login (`POST /v1/auth/approle/login` ->
-//! `{"auth":{"client_token":..}}`), `X-Vault-Token` checked on every KV request (403
-//! `{"errors":["permission denied"]}` otherwise), 404 `{"errors":[]}` for unknown paths.
+//! `{"auth":{"client_token":..}}`), Kubernetes login (`POST /v1/auth/<mount>/login` with
+//! `{"role","jwt"}` -> `{"auth":{"client_token":..,"lease_duration":SECONDS}}`; 400 for an
+//! unknown role, 403 for a JWT it does not accept), `X-Vault-Token` checked on every KV request
+//! (403 `{"errors":["permission denied"]}` otherwise, also for a Kubernetes-issued token past its
+//! lease or revoked), 404 `{"errors":[]}` for unknown paths.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -31,6 +34,12 @@ const TOKEN: &str = "hvs.mock-root-token-0123";
 const ROLE_ID: &str = "role-id-4f1c";
 const SECRET_ID: &str = "secret-id-9a7e";
 const APPROLE_TOKEN: &str = "hvs.approle-issued-token-77";
+const K8S_ROLE: &str = "dvsigner";
+/// Stands in for a service-account JWT (three dot-separated parts, like the real thing).
+const K8S_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnLW1hcmtlci0xMTE";
+const K8S_JWT_ROTATED: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyb3RhdGVkIn0.c2lnLW1hcmtlci0yMjI";
+/// Prefix of every token the mock's Kubernetes login issues.
+const K8S_TOKEN_PREFIX: &str = "hvs.k8s-issued-";
 
 /// One request as the mock saw it.
 #[derive(Debug, Clone)]
@@ -40,11 +49,44 @@ struct Seen {
     token: Option<String>,
 }
 
+/// The mock's Kubernetes auth method.
+struct K8sAuth {
+    /// Its mount (`kubernetes` unless a test moves it).
+    mount: String,
+    /// The one role it knows.
+    role: String,
+    /// The service-account JWT it accepts (tests rotate it).
+    jwt: String,
+    /// `lease_duration` of the tokens it issues, in seconds.
+    lease: u64,
+    /// Issued tokens and when each expires.
+    issued: Vec<(String, Instant)>,
+    /// Successful logins.
+    logins: usize,
+    /// KV requests refused because their Kubernetes-issued token had expired.
+    expired_uses: usize,
+}
+
+impl Default for K8sAuth {
+    fn default() -> Self {
+        Self {
+            mount: "kubernetes".into(),
+            role: K8S_ROLE.into(),
+            jwt: K8S_JWT.into(),
+            lease: 3600,
+            issued: Vec::new(),
+            logins: 0,
+            expired_uses: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct MockState {
     /// `mount/path` -> the secret's `data.data`.
     secrets: BTreeMap<String, Value>,
     seen: Vec<Seen>,
+    k8s: K8sAuth,
 }
 
 type Shared = Arc<Mutex<MockState>>;
@@ -68,7 +110,7 @@ impl MockVault {
         .expect("server tls");
         let state: Shared = Arc::new(Mutex::new(MockState {
             secrets,
-            seen: Vec::new(),
+            ..MockState::default()
         }));
         let app = axum::Router::new()
             .fallback(handle)
@@ -100,6 +142,17 @@ impl MockVault {
 
     fn seen(&self) -> Vec<Seen> {
         self.state.lock().expect("lock").seen.clone()
+    }
+
+    /// Changes the Kubernetes auth method's settings.
+    fn k8s(&self, f: impl FnOnce(&mut K8sAuth)) {
+        f(&mut self.state.lock().expect("lock").k8s);
+    }
+
+    /// (successful Kubernetes logins, KV requests refused for an expired token)
+    fn k8s_counts(&self) -> (usize, usize) {
+        let st = self.state.lock().expect("lock");
+        (st.k8s.logins, st.k8s.expired_uses)
     }
 }
 
@@ -170,8 +223,63 @@ async fn handle(
             }),
         );
     }
-    if token.as_deref() != Some(TOKEN) && token.as_deref() != Some(APPROLE_TOKEN) {
-        return vault_error(StatusCode::FORBIDDEN, &["permission denied"]);
+    if path == format!("/v1/auth/{}/login", st.k8s.mount) && method == Method::POST {
+        let Ok(creds) = serde_json::from_slice::<Value>(&body) else {
+            return vault_error(StatusCode::BAD_REQUEST, &["invalid json"]);
+        };
+        let Some(role) = creds["role"].as_str() else {
+            return vault_error(StatusCode::BAD_REQUEST, &["missing role"]);
+        };
+        if role != st.k8s.role {
+            let text = format!("invalid role name \"{role}\"");
+            return vault_error(StatusCode::BAD_REQUEST, &[&text]);
+        }
+        if creds["jwt"] != st.k8s.jwt.as_str() {
+            return vault_error(StatusCode::FORBIDDEN, &["permission denied"]);
+        }
+        st.k8s.logins += 1;
+        let issued = format!("{K8S_TOKEN_PREFIX}{}", st.k8s.logins);
+        let lease = st.k8s.lease;
+        st.k8s
+            .issued
+            .push((issued.clone(), Instant::now() + Duration::from_secs(lease)));
+        return envelope(
+            Value::Null,
+            json!({
+                "client_token": issued,
+                "accessor": format!("accessor-k8s-{}", st.k8s.logins),
+                "policies": ["default", "validators"],
+                "token_policies": ["default", "validators"],
+                "metadata": {
+                    "role": role,
+                    "service_account_name": "dvsigner",
+                    "service_account_namespace": "validators",
+                },
+                "lease_duration": lease,
+                "renewable": true,
+                "entity_id": "entity-k8s",
+                "token_type": "service",
+                "orphan": true,
+            }),
+        );
+    }
+    let k8s_token = token.as_deref().and_then(|t| {
+        st.k8s
+            .issued
+            .iter()
+            .find(|(issued, _)| issued == t)
+            .map(|(_, expiry)| *expiry)
+    });
+    match k8s_token {
+        Some(expiry) if Instant::now() >= expiry => {
+            st.k8s.expired_uses += 1;
+            return vault_error(StatusCode::FORBIDDEN, &["permission denied"]);
+        }
+        Some(_) => {}
+        None if token.as_deref() != Some(TOKEN) && token.as_deref() != Some(APPROLE_TOKEN) => {
+            return vault_error(StatusCode::FORBIDDEN, &["permission denied"]);
+        }
+        None => {}
     }
     let Some(rest) = path.strip_prefix("/v1/") else {
         return vault_error(StatusCode::NOT_FOUND, &[]);
@@ -742,4 +850,301 @@ async fn bulk_mode_failures_stop_the_node_with_a_clear_error() {
             assert!(!log.contains(secret), "secret in log:\n{log}");
         }
     }
+}
+
+/// Asserts that `log` holds neither a service-account JWT nor a Vault token.
+fn assert_no_credentials(log: &str) {
+    for secret in [K8S_JWT, K8S_JWT_ROTATED, K8S_TOKEN_PREFIX, TOKEN] {
+        assert!(!log.contains(secret), "credential {secret} in log:\n{log}");
+    }
+    // No part of the JWT either (each is distinctive enough to never occur by chance).
+    for part in K8S_JWT.split('.').chain(K8S_JWT_ROTATED.split('.').skip(1)) {
+        assert!(!log.contains(part), "part of a jwt in log:\n{log}");
+    }
+}
+
+/// `authMethod: KUBERNETES` key-config files: the node logs in with the service-account token
+/// from `kubernetesServiceAccountTokenPath`, reads and signs with both keys over one login (the
+/// token is cached with its one-hour lease), and when Vault revokes that token a `/reload` logs
+/// in again. A file with a role Vault does not know fails on its own, naming the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_config_kubernetes_auth_logs_in_reuses_the_token_and_signs() {
+    let f = fixture();
+    let (a, b) = (SecretKey::random(), SecretKey::random());
+    let mut secrets = BTreeMap::new();
+    secrets.insert("secret/validator-a".into(), json!({ "value": hex_key(&a) }));
+    secrets.insert("secret/validator-b".into(), json!({ "value": hex_key(&b) }));
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let cfg = f.dir.path().join("keys");
+    std::fs::create_dir_all(cfg.join("sa")).expect("mkdir");
+    write(&cfg.join("sa/token"), &format!("{K8S_JWT}\n"));
+    let doc = |key: &str, role: &str| {
+        format!(
+            "type: hashicorp\nserverHost: localhost\nserverPort: {}\n\
+             keyPath: /v1/secret/data/{key}\ntlsEnabled: true\nauthMethod: KUBERNETES\n\
+             kubernetesRole: {role}\nkubernetesServiceAccountTokenPath: sa/token\n",
+            vault.port
+        )
+    };
+    write(&cfg.join("a.yaml"), &doc("validator-a", K8S_ROLE));
+    // The auth mount given explicitly, with Web3Signer's field.
+    write(
+        &cfg.join("b.yaml"),
+        &format!(
+            "{}kubernetesAuthPath: kubernetes\n",
+            doc("validator-b", K8S_ROLE)
+        ),
+    );
+    write(&cfg.join("wrongrole.yaml"), &doc("validator-a", "intruder"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let ca = f.pki.ca_cert.display().to_string();
+    let mut node = Proc::start_with_env(
+        "node",
+        &node_args(
+            port,
+            &f.dir.path().join("data"),
+            &["--key-config", &cfg.display().to_string()],
+        ),
+        &[("VAULT_CACERT", &ca)],
+        &f.dir.path().join("node.log"),
+    );
+    wait_ready(
+        &client(),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(public_keys(&base).await, pks(&[&a, &b]));
+    assert_signs(&base, &a, 10).await;
+    assert_signs(&base, &b, 10).await;
+    assert_eq!(vault.k8s_counts(), (1, 0), "one login for both files");
+    let reads: Vec<Seen> = vault
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(
+        reads
+            .iter()
+            .all(|s| s.token.as_deref() == Some("hvs.k8s-issued-1")),
+        "{reads:?}"
+    );
+    let log = node.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("wrongrole.yaml"))
+        .unwrap_or_else(|| panic!("no log line for wrongrole.yaml:\n{log}"));
+    assert!(
+        line.contains(&format!(
+            "vault kubernetes login at https://localhost:{}/v1/auth/kubernetes/login failed: \
+             http 400 (role intruder)",
+            vault.port
+        )),
+        "{line}"
+    );
+    let (code, _) = health(&base).await;
+    assert_eq!(code, 503, "the wrong-role file is a load error");
+
+    // Vault revokes the token: the reload's first read is refused, the node forgets the login,
+    // logs in again and reads both keys with the new token.
+    std::fs::remove_file(cfg.join("wrongrole.yaml")).expect("rm");
+    vault.k8s(|k| k.issued.clear());
+    reload(&base).await;
+    assert_eq!(public_keys(&base).await, pks(&[&a, &b]));
+    assert_eq!(vault.k8s_counts(), (2, 0));
+    let last_reads: Vec<Seen> = vault
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .rev()
+        .take(2)
+        .collect();
+    assert!(
+        last_reads
+            .iter()
+            .all(|s| s.token.as_deref() == Some("hvs.k8s-issued-2")),
+        "{last_reads:?}"
+    );
+    assert_eq!(health(&base).await.0, 200);
+    assert_signs(&base, &b, 11).await;
+    let log = node.log_text();
+    assert_eq!(
+        log.matches("vault: kubernetes login").count(),
+        2,
+        "each login is logged:\n{log}"
+    );
+    assert_no_credentials(&log);
+}
+
+/// Bulk mode with `--vault-kubernetes-role` on a non-default auth mount, and token expiry: the
+/// mock issues tokens with a 3-second lease and refuses them once expired. After the first
+/// token has expired and the service-account token was rotated, a `/reload` logs in again
+/// (re-reading the rotated token file) instead of using the expired token, and picks up a key
+/// added since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_mode_with_kubernetes_auth_logs_in_again_after_the_lease() {
+    let f = fixture();
+    let keys: Vec<SecretKey> = (0..2).map(|_| SecretKey::random()).collect();
+    let mut secrets = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        secrets.insert(
+            format!("secret/validators/v{i}"),
+            json!({ "value": hex_key(k) }),
+        );
+    }
+    let vault = MockVault::start(&f.pki, secrets).await;
+    vault.k8s(|k| {
+        k.mount = "k8s-prod".into();
+        k.lease = 3;
+    });
+    let jwt_file = write(&f.dir.path().join("sa-token"), K8S_JWT);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut node = Proc::start_with_env(
+        "node",
+        &node_args(
+            port,
+            &f.dir.path().join("data"),
+            &[
+                "--vault-url",
+                &vault.url,
+                "--vault-ca",
+                &f.pki.ca_cert.display().to_string(),
+                "--vault-bulk-path",
+                "validators",
+                "--vault-kubernetes-role",
+                K8S_ROLE,
+                "--vault-kubernetes-token-file",
+                &jwt_file.display().to_string(),
+                "--vault-kubernetes-mount",
+                "k8s-prod",
+            ],
+        ),
+        // A token in the environment is not used when a login method is given.
+        &[("DVSIGNER_VAULT_TOKEN", "hvs.not-to-be-used")],
+        &f.dir.path().join("node.log"),
+    );
+    wait_ready(
+        &client(),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    let refs: Vec<&SecretKey> = keys.iter().collect();
+    assert_eq!(public_keys(&base).await, pks(&refs));
+    assert_signs(&base, &keys[0], 3).await;
+    let seen = vault.seen();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/v1/auth/k8s-prod/login")
+    );
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|s| s.token.as_deref() == Some("hvs.k8s-issued-1")),
+        "{seen:?}"
+    );
+    assert_eq!(vault.k8s_counts(), (1, 0));
+
+    // Kubernetes rotates the service-account token; Vault accepts only the new one. A key is
+    // added. Wait (bounded) until the first Vault token has expired.
+    write(&jwt_file, K8S_JWT_ROTATED);
+    vault.k8s(|k| k.jwt = K8S_JWT_ROTATED.into());
+    let added = SecretKey::random();
+    vault.state.lock().expect("lock").secrets.insert(
+        "secret/validators/added".into(),
+        json!({ "value": hex_key(&added) }),
+    );
+    let expiry = vault.state.lock().expect("lock").k8s.issued[0].1;
+    tokio::time::sleep(expiry.saturating_duration_since(Instant::now())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    reload(&base).await;
+    let mut all = refs.clone();
+    all.push(&added);
+    assert_eq!(public_keys(&base).await, pks(&all));
+    assert_signs(&base, &added, 4).await;
+    assert_eq!(
+        vault.k8s_counts(),
+        (2, 0),
+        "a second login, and the expired token never sent"
+    );
+    let seen = vault.seen();
+    assert!(
+        seen.iter()
+            .all(|s| s.token.as_deref() != Some("hvs.not-to-be-used")),
+        "{seen:?}"
+    );
+    assert_eq!(health(&base).await.0, 200);
+    assert_no_credentials(&node.log_text());
+}
+
+/// Kubernetes login failures in bulk mode stop the node with an error naming the login (server,
+/// mount, role) or the unreadable token file, and never the JWT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_login_failures_name_the_login_and_never_the_jwt() {
+    let f = fixture();
+    let mut secrets = BTreeMap::new();
+    secrets.insert(
+        "secret/vals/a".into(),
+        json!({ "value": hex_key(&SecretKey::random()) }),
+    );
+    let vault = MockVault::start(&f.pki, secrets).await;
+    let good_jwt = write(&f.dir.path().join("jwt"), K8S_JWT);
+    let wrong_jwt = write(&f.dir.path().join("wrong-jwt"), K8S_JWT_ROTATED);
+    let missing = f.dir.path().join("no-such-token");
+    let login = format!(
+        "vault kubernetes login at {}/v1/auth/kubernetes/login failed",
+        vault.url
+    );
+    let cases: [(&str, &Path, String); 3] = [
+        (
+            "intruder",
+            &good_jwt,
+            format!("{login}: http 400 (role intruder)"),
+        ),
+        (
+            K8S_ROLE,
+            &wrong_jwt,
+            format!("{login}: http 403 (role {K8S_ROLE})"),
+        ),
+        (
+            K8S_ROLE,
+            &missing,
+            format!("cannot read vault credential file {}", missing.display()),
+        ),
+    ];
+    for (i, (role, jwt, message)) in cases.iter().enumerate() {
+        let port = free_port();
+        let mut node = Proc::start_with_env(
+            "node",
+            &node_args(
+                port,
+                &f.dir.path().join(format!("data{i}")),
+                &[
+                    "--vault-url",
+                    &vault.url,
+                    "--vault-ca",
+                    &f.pki.ca_cert.display().to_string(),
+                    "--vault-bulk-path",
+                    "vals",
+                    "--vault-kubernetes-role",
+                    role,
+                    "--vault-kubernetes-token-file",
+                    &jwt.display().to_string(),
+                ],
+            ),
+            &[],
+            &f.dir.path().join(format!("node{i}.log")),
+        );
+        let (ok, log) = node.wait_exit(Duration::from_secs(30));
+        assert!(!ok, "node started despite {message}:\n{log}");
+        assert!(log.contains(message), "expected {message:?} in:\n{log}");
+        assert_no_credentials(&log);
+    }
+    assert_eq!(vault.k8s_counts(), (0, 0));
 }

@@ -37,7 +37,7 @@ use zeroize::Zeroizing;
 
 use super::NodeState;
 use crate::bls::PublicKeyBytes;
-use crate::keys::keystore::write_private;
+use crate::keys::keystore::{write_private, Error as KeystoreError};
 use crate::keys::managed::ManagedKeys;
 use crate::keys::{KeyOrigin, Keystore, LoadedKey, Password, SecretKey};
 use crate::slashing::interchange::{Hash256, Interchange, Metadata, FORMAT_VERSION};
@@ -427,6 +427,8 @@ fn decrypt_one(keys: &crate::keys::KeyStore, text: &str, password: &Password) ->
     match keystore.decrypt(password) {
         Ok(sk) if active(&sk.public_key().bytes()) => Decrypted::Duplicate,
         Ok(sk) => Decrypted::Ready(Box::new(sk)),
+        // The password was right but the file is forged or corrupt: say so, not "decrypt".
+        Err(e @ KeystoreError::PubkeyMismatch { .. }) => Decrypted::Failed(e.to_string()),
         Err(e) => Decrypted::Failed(format!("failed to decrypt keystore: {e}")),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::keys::{hsm, vault};
+use crate::keys::{hsm, key_config, vault};
 
 /// Key backends of a signer node (flattened into `SignerArgs`).
 #[derive(Debug, Clone, Default, Args)]
@@ -46,10 +46,14 @@ pub struct VaultArgs {
     #[arg(long, default_value = "value")]
     pub vault_key_name: String,
     /// File holding the Vault token (else the `DVSIGNER_VAULT_TOKEN` environment variable).
-    #[arg(long, conflicts_with = "vault_role_id_file")]
+    #[arg(long, conflicts_with_all = ["vault_role_id_file", "vault_kubernetes_role"])]
     pub vault_token_file: Option<PathBuf>,
     /// AppRole login: file holding the role id.
-    #[arg(long, requires = "vault_secret_id_file")]
+    #[arg(
+        long,
+        requires = "vault_secret_id_file",
+        conflicts_with = "vault_kubernetes_role"
+    )]
     pub vault_role_id_file: Option<PathBuf>,
     /// AppRole login: file holding the secret id.
     #[arg(long, requires = "vault_role_id_file")]
@@ -57,6 +61,16 @@ pub struct VaultArgs {
     /// AppRole auth mount.
     #[arg(long, default_value = "approle")]
     pub vault_approle_mount: String,
+    /// Kubernetes login: the Vault role (the pod's service-account token is the credential).
+    #[arg(long)]
+    pub vault_kubernetes_role: Option<String>,
+    /// Kubernetes login: the service-account token file, read at each login
+    /// [default: /var/run/secrets/kubernetes.io/serviceaccount/token].
+    #[arg(long, requires = "vault_kubernetes_role")]
+    pub vault_kubernetes_token_file: Option<PathBuf>,
+    /// Kubernetes auth mount.
+    #[arg(long, default_value = key_config::DEFAULT_KUBERNETES_AUTH_PATH)]
+    pub vault_kubernetes_mount: String,
     /// Timeout of each Vault request, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub vault_timeout_ms: u64,
@@ -93,16 +107,29 @@ impl VaultArgs {
             &self.vault_token_file,
             &self.vault_role_id_file,
             &self.vault_secret_id_file,
+            &self.vault_kubernetes_role,
         ) {
-            (Some(file), _, _) => vault::VaultAuth::Token(vault::VaultToken::from_file(file)?),
-            (None, Some(role), Some(secret)) => vault::VaultAuth::AppRole {
+            (Some(file), _, _, _) => vault::VaultAuth::Token(vault::VaultToken::from_file(file)?),
+            (None, Some(role), Some(secret), _) => vault::VaultAuth::AppRole {
                 mount: self.vault_approle_mount.clone(),
                 role_id: vault::VaultToken::from_file(role)?,
                 secret_id: vault::VaultToken::from_file(secret)?,
             },
+            (None, None, _, Some(role)) => {
+                let mount = self.vault_kubernetes_mount.trim_matches('/');
+                anyhow::ensure!(!mount.is_empty(), "--vault-kubernetes-mount is empty");
+                vault::VaultAuth::Kubernetes(vault::KubernetesAuth {
+                    mount: mount.to_owned(),
+                    role: role.clone(),
+                    jwt_file: self.vault_kubernetes_token_file.clone().unwrap_or_else(|| {
+                        PathBuf::from(key_config::DEFAULT_SERVICE_ACCOUNT_TOKEN)
+                    }),
+                })
+            }
             _ => vault::VaultAuth::Token(vault::VaultToken::from_env().with_context(|| {
                 format!(
-                    "vault bulk mode needs --vault-token-file, AppRole id files, or {}",
+                    "vault bulk mode needs --vault-token-file, AppRole id files, \
+                     --vault-kubernetes-role, or {}",
                     vault::TOKEN_ENV
                 )
             })?),
@@ -175,6 +202,8 @@ mod tests {
         assert_eq!(b.vault.vault_kv_mount, "secret");
         assert_eq!(b.vault.vault_key_name, "value");
         assert_eq!(b.vault.vault_approle_mount, "approle");
+        assert_eq!(b.vault.vault_kubernetes_mount, "kubernetes");
+        assert!(b.vault.vault_kubernetes_role.is_none());
         assert_eq!(b.vault.vault_timeout_ms, 10_000);
         assert!(b.hsm.hsm_module.is_none());
         assert_eq!(b.hsm.hsm_wrap_key_label, "dvsigner-wrap");
@@ -196,6 +225,49 @@ mod tests {
             "s"
         ])
         .is_err());
+        // Kubernetes login excludes the token file and AppRole; its token file needs the role.
+        assert!(signer(&["--vault-kubernetes-token-file", "j"]).is_err());
+        assert!(signer(&["--vault-kubernetes-role", "r", "--vault-token-file", "t"]).is_err());
+        assert!(signer(&[
+            "--vault-kubernetes-role",
+            "r",
+            "--vault-role-id-file",
+            "r",
+            "--vault-secret-id-file",
+            "s"
+        ])
+        .is_err());
+        let Ok(Cli {
+            command: Command::Signer(a),
+            ..
+        }) = signer(&[
+            "--vault-url",
+            "http://127.0.0.1:8200",
+            "--vault-bulk-path",
+            "k",
+            "--vault-kubernetes-role",
+            "signer",
+            "--vault-kubernetes-mount",
+            "/k8s/",
+        ])
+        else {
+            panic!("parse")
+        };
+        let source = a
+            .backends
+            .vault
+            .bulk_source()
+            .expect("source")
+            .expect("some");
+        let crate::keys::vault::VaultAuth::Kubernetes(k) = source.auth else {
+            panic!("kubernetes auth expected")
+        };
+        assert_eq!(k.role, "signer");
+        assert_eq!(k.mount, "k8s");
+        assert_eq!(
+            k.jwt_file,
+            std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token")
+        );
         assert!(signer(&["--hsm-module", "m.so", "--hsm-token-label", "t"]).is_err());
         assert!(signer(&["--hsm-token-label", "t"]).is_err());
         assert!(signer(&[

@@ -10,8 +10,12 @@
 //!   (default `value`), `serverPort` (default 8200), `token`, `timeout` (milliseconds, default
 //!   10000), `tlsEnabled` (default false), `tlsKnownServersPath` (resolved like the paths above),
 //!   `httpProtocolVersion` (`HTTP_1_1`/`HTTP_2`; accepted, requests use HTTP/1.1), and
-//!   `authMethod` (only `TOKEN`; Web3Signer's upcoming `KUBERNETES` fields are recognised and
-//!   refused). Without `token`, the `DVSIGNER_VAULT_TOKEN` environment variable is used.
+//!   `authMethod`: `TOKEN` (default; without `token`, the `DVSIGNER_VAULT_TOKEN` environment
+//!   variable is used) or `KUBERNETES` (Vault's Kubernetes auth method: `kubernetesRole`
+//!   required, `kubernetesServiceAccountTokenPath` default
+//!   `/var/run/secrets/kubernetes.io/serviceaccount/token` resolved like the paths above,
+//!   `kubernetesAuthPath` the auth mount, default `kubernetes`). The fields of one method are
+//!   refused with the other (`token` with `KUBERNETES`, `kubernetes*` with `TOKEN`).
 //!
 //! All accept the optional `keyType: BLS`. Unknown fields are refused (as Web3Signer's Jackson
 //! mapper does), and other `type`s (`azure-secret`, `aws-secret`, ...) are reported as not
@@ -62,8 +66,36 @@ pub enum Error {
     #[error("field `{0}` has an invalid value")]
     InvalidValue(&'static str),
     /// `authMethod` names a method this signer does not implement.
-    #[error("authMethod {0:?} not supported (only TOKEN)")]
+    #[error("authMethod {0:?} not supported (TOKEN, KUBERNETES)")]
     UnsupportedAuthMethod(String),
+    /// A field that belongs to another `authMethod`.
+    #[error("field `{field}` does not apply to authMethod {method}")]
+    WrongAuthField {
+        /// The field name.
+        field: &'static str,
+        /// The document's `authMethod`.
+        method: &'static str,
+    },
+}
+
+/// Where a Kubernetes pod's service-account token is mounted by default.
+pub const DEFAULT_SERVICE_ACCOUNT_TOKEN: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The default mount of Vault's Kubernetes auth method.
+pub const DEFAULT_KUBERNETES_AUTH_PATH: &str = "kubernetes";
+
+/// `authMethod: KUBERNETES`: log in to Vault with the pod's service-account token
+/// (`POST /v1/auth/<auth_path>/login` with `{"role", "jwt"}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesAuthConfig {
+    /// `kubernetesRole`: the Vault role to log in as.
+    pub role: String,
+    /// `kubernetesServiceAccountTokenPath`, resolved against the key-config directory. Read at
+    /// each login (Kubernetes rotates the token).
+    pub service_account_token_path: PathBuf,
+    /// `kubernetesAuthPath`: the auth method's mount, without slashes (default `kubernetes`).
+    pub auth_path: String,
 }
 
 /// A `type: hashicorp` document: where one key lives in Vault (Web3Signer field names in the
@@ -77,8 +109,10 @@ pub struct HashicorpKeyConfig {
     pub key_path: String,
     /// `keyName`: the field of the secret holding the hex key (default `value`).
     pub key_name: String,
-    /// `token` (None: use the `DVSIGNER_VAULT_TOKEN` environment variable).
+    /// `token` (None: use the `DVSIGNER_VAULT_TOKEN` environment variable, unless `kubernetes`).
     pub token: Option<Zeroizing<String>>,
+    /// `authMethod: KUBERNETES` and its fields (None: `TOKEN`).
+    pub kubernetes: Option<KubernetesAuthConfig>,
     /// `timeout` (default 10 s).
     pub timeout: Duration,
     /// `tlsEnabled` (default false).
@@ -95,6 +129,7 @@ impl std::fmt::Debug for HashicorpKeyConfig {
             .field("key_path", &self.key_path)
             .field("key_name", &self.key_name)
             .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("kubernetes", &self.kubernetes)
             .field("timeout", &self.timeout)
             .field("tls_enabled", &self.tls_enabled)
             .field("tls_known_servers_path", &self.tls_known_servers_path)
@@ -213,12 +248,58 @@ fn parse_document(mut m: Mapping, base_dir: &Path) -> Result<KeyConfigEntry, Err
     })
 }
 
+const KUBERNETES_FIELDS: [&str; 3] = [
+    "kubernetesRole",
+    "kubernetesServiceAccountTokenPath",
+    "kubernetesAuthPath",
+];
+
 fn parse_hashicorp(mut m: Mapping, base_dir: &Path) -> Result<HashicorpKeyConfig, Error> {
-    if let Some(method) = take_string(&mut m, "authMethod")? {
-        if method != "TOKEN" {
-            return Err(Error::UnsupportedAuthMethod(method));
+    let kubernetes = match take_string(&mut m, "authMethod")?.as_deref() {
+        None | Some("TOKEN") => {
+            if let Some(field) = KUBERNETES_FIELDS.into_iter().find(|f| m.contains_key(*f)) {
+                return Err(Error::WrongAuthField {
+                    field,
+                    method: "TOKEN",
+                });
+            }
+            None
         }
-    }
+        Some("KUBERNETES") => {
+            if m.contains_key("token") {
+                return Err(Error::WrongAuthField {
+                    field: "token",
+                    method: "KUBERNETES",
+                });
+            }
+            let role = take_string(&mut m, "kubernetesRole")?
+                .filter(|r| !r.is_empty())
+                .ok_or(Error::MissingField("kubernetesRole"))?;
+            let service_account_token_path =
+                take_string(&mut m, "kubernetesServiceAccountTokenPath")?
+                    .filter(|p| !p.is_empty())
+                    .map_or_else(
+                        || PathBuf::from(DEFAULT_SERVICE_ACCOUNT_TOKEN),
+                        |p| base_dir.join(p),
+                    );
+            let auth_path = match take_string(&mut m, "kubernetesAuthPath")? {
+                None => DEFAULT_KUBERNETES_AUTH_PATH.to_owned(),
+                Some(p) => {
+                    let p = p.trim_matches('/');
+                    if p.is_empty() {
+                        return Err(Error::InvalidValue("kubernetesAuthPath"));
+                    }
+                    p.to_owned()
+                }
+            };
+            Some(KubernetesAuthConfig {
+                role,
+                service_account_token_path,
+                auth_path,
+            })
+        }
+        Some(other) => return Err(Error::UnsupportedAuthMethod(other.to_owned())),
+    };
     if let Some(version) = take_string(&mut m, "httpProtocolVersion")? {
         if version != "HTTP_1_1" && version != "HTTP_2" {
             return Err(Error::InvalidValue("httpProtocolVersion"));
@@ -263,6 +344,7 @@ fn parse_hashicorp(mut m: Mapping, base_dir: &Path) -> Result<HashicorpKeyConfig
         key_path,
         key_name,
         token,
+        kubernetes,
         timeout,
         tls_enabled,
         tls_known_servers_path,
@@ -424,9 +506,38 @@ mod tests {
     }
 
     #[test]
+    fn hashicorp_kubernetes_auth() {
+        let base =
+            "type: hashicorp\nserverHost: h\nkeyPath: /v1/s/data/k\nauthMethod: KUBERNETES\n";
+        let Ok(KeyConfigEntry::Hashicorp(c)) = one(&format!("{base}kubernetesRole: signer\n"))
+        else {
+            panic!("expected hashicorp");
+        };
+        assert!(c.token.is_none());
+        assert_eq!(
+            c.kubernetes,
+            Some(KubernetesAuthConfig {
+                role: "signer".into(),
+                service_account_token_path: PathBuf::from(DEFAULT_SERVICE_ACCOUNT_TOKEN),
+                auth_path: "kubernetes".into(),
+            })
+        );
+        let text = format!(
+            "{base}kubernetesRole: signer\nkubernetesServiceAccountTokenPath: sa/token\n\
+             kubernetesAuthPath: /k8s/prod/\n"
+        );
+        let Ok(KeyConfigEntry::Hashicorp(c)) = one(&text) else {
+            panic!("expected hashicorp");
+        };
+        let k = c.kubernetes.expect("kubernetes");
+        assert_eq!(k.service_account_token_path, Path::new("/cfg/sa/token"));
+        assert_eq!(k.auth_path, "k8s/prod");
+    }
+
+    #[test]
     fn hashicorp_refusals() {
         let base = "type: hashicorp\nserverHost: h\nkeyPath: /v1/s/data/k\n";
-        let cases: [(String, Error); 6] = [
+        let cases: [(String, Error); 10] = [
             (
                 "type: hashicorp\nkeyPath: /v1/s/data/k\n".into(),
                 Error::MissingField("serverHost"),
@@ -444,8 +555,30 @@ mod tests {
                 Error::InvalidValue("tlsEnabled"),
             ),
             (
-                format!("{base}authMethod: KUBERNETES\nkubernetesRole: r\n"),
-                Error::UnsupportedAuthMethod("KUBERNETES".into()),
+                format!("{base}authMethod: APPROLE\n"),
+                Error::UnsupportedAuthMethod("APPROLE".into()),
+            ),
+            (
+                format!("{base}authMethod: KUBERNETES\n"),
+                Error::MissingField("kubernetesRole"),
+            ),
+            (
+                format!("{base}authMethod: KUBERNETES\nkubernetesRole: r\ntoken: s.x\n"),
+                Error::WrongAuthField {
+                    field: "token",
+                    method: "KUBERNETES",
+                },
+            ),
+            (
+                format!("{base}kubernetesRole: r\n"),
+                Error::WrongAuthField {
+                    field: "kubernetesRole",
+                    method: "TOKEN",
+                },
+            ),
+            (
+                format!("{base}authMethod: KUBERNETES\nkubernetesRole: r\nkubernetesAuthPath: /\n"),
+                Error::InvalidValue("kubernetesAuthPath"),
             ),
             (
                 format!("{base}vaultName: x\n"),

@@ -111,8 +111,11 @@ pub enum Error {
     /// The decrypted bytes are not a valid BLS secret key (zero or not below r).
     #[error("decrypted secret is not a valid bls secret key")]
     InvalidSecret,
-    /// The decrypted key does not belong to the keystore's `pubkey`.
-    #[error("decrypted key has public key {actual}, keystore says {expected}")]
+    /// The decrypted key does not belong to the keystore's `pubkey` (the password is right: the
+    /// checksum matched; the file pairs a secret with another key's public key).
+    #[error(
+        "keystore pubkey field {expected} does not match its secret key (public key {actual})"
+    )]
     PubkeyMismatch {
         /// The `pubkey` field.
         expected: PublicKeyBytes,

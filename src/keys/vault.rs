@@ -12,8 +12,18 @@
 //! Vault API (developer.hashicorp.com/vault/api-docs): KV v2 read
 //! `GET /v1/<mount>/data/<path>` answers `{"data":{"data":{..},"metadata":{..}}}`; list answers
 //! `{"data":{"keys":[..]}}` (names ending in `/` are folders); AppRole login
-//! `POST /v1/auth/<mount>/login` with `{role_id, secret_id}` answers `{"auth":{"client_token":..}}`.
+//! `POST /v1/auth/<mount>/login` with `{role_id, secret_id}` answers `{"auth":{"client_token":..}}`;
+//! Kubernetes login `POST /v1/auth/<mount, default kubernetes>/login` with `{role, jwt}` (the
+//! pod's service-account token) answers `{"auth":{"client_token":..,"lease_duration":SECONDS}}`.
 //! Every request carries the token in `X-Vault-Token`.
+//!
+//! Logins: a token is used as given; AppRole logs in once per read session (one start-up load,
+//! one `/reload`). Kubernetes logins are cached per server, mount, role and service-account token
+//! file (`LOGINS`) with their lease: a session reuses the cached token while more than a third
+//! of its lease is left, and otherwise logs in again, re-reading the service-account token file
+//! (Kubernetes rotates it). A token with no lease (`lease_duration` 0) is not cached. A session
+//! whose cached token Vault refuses (403: revoked) forgets it and runs once more with a fresh
+//! login. Nothing runs in the background: tokens are only refreshed when Vault is read.
 //!
 //! Transport: the HTTP client is built here with our rustls configuration (ring provider, the
 //! Vault CA file or pinned certificate fingerprints), so neither OpenSSL nor a system trust
@@ -76,7 +86,7 @@ pub enum Error {
         /// What needed the token.
         path: String,
     },
-    /// A token, role-id or secret-id file could not be read or is empty.
+    /// A token, role-id, secret-id or service-account token file could not be read or is empty.
     #[error("cannot read vault credential file {path}: {reason}")]
     CredentialFile {
         /// The file.
@@ -131,14 +141,16 @@ pub enum Error {
         /// The secret path.
         path: String,
     },
-    /// AppRole login failed.
-    #[error("vault approle login at {url}/v1/auth/{mount}/login failed: {reason}")]
+    /// An AppRole or Kubernetes login failed.
+    #[error("vault {method} login at {url}/v1/auth/{mount}/login failed: {reason}")]
     Login {
+        /// `approle` or `kubernetes`.
+        method: &'static str,
         /// The server.
         url: String,
         /// The auth mount.
         mount: String,
-        /// Status or transport problem (never the credentials).
+        /// Status or transport problem, and for Kubernetes the role (never the credentials).
         reason: String,
     },
     /// The secret has no field with the key's name.
@@ -222,6 +234,18 @@ impl fmt::Debug for VaultToken {
     }
 }
 
+/// Kubernetes auth method login: the pod's service-account token (a JWT) is exchanged for a
+/// Vault token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesAuth {
+    /// The auth mount (usually `kubernetes`), without slashes.
+    pub mount: String,
+    /// The Vault role.
+    pub role: String,
+    /// The service-account token file, read at each login.
+    pub jwt_file: PathBuf,
+}
+
 /// How to authenticate to Vault.
 #[derive(Debug)]
 pub enum VaultAuth {
@@ -236,6 +260,8 @@ pub enum VaultAuth {
         /// The secret id.
         secret_id: VaultToken,
     },
+    /// Kubernetes login; the returned client token is cached with its lease.
+    Kubernetes(KubernetesAuth),
 }
 
 /// How the Vault server's certificate is checked.
@@ -288,6 +314,57 @@ pub struct VaultKey {
 pub struct VaultConnection {
     client: vaultrs::client::VaultClient,
     url: String,
+    /// The `LOGINS` entry whose token this connection reuses, when it reuses one.
+    cached: Option<LoginKey>,
+}
+
+/// Identifies a cached Kubernetes login.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct LoginKey {
+    url: String,
+    mount: String,
+    role: String,
+    jwt_file: PathBuf,
+}
+
+/// A Vault token from a Kubernetes login and its lease.
+struct CachedLogin {
+    token: Zeroizing<String>,
+    obtained: std::time::Instant,
+    lease: Duration,
+}
+
+impl CachedLogin {
+    /// Usable while more than a third of the lease is left.
+    fn fresh(&self) -> bool {
+        self.obtained.elapsed() < self.lease.saturating_mul(2) / 3
+    }
+}
+
+/// Kubernetes logins of this process, reused across read sessions (start, `/reload`, each
+/// key-config file) while fresh. Holds at most one entry per server, mount, role and token file.
+static LOGINS: std::sync::Mutex<std::collections::BTreeMap<LoginKey, CachedLogin>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn logins() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<LoginKey, CachedLogin>> {
+    // A panic while holding the lock cannot leave the map inconsistent (single inserts/removes).
+    LOGINS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads a service-account token file: its content, trimmed.
+fn read_jwt(path: &Path) -> Result<Zeroizing<String>, Error> {
+    let fail = |reason: String| Error::CredentialFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
+    let jwt = raw.trim();
+    if jwt.is_empty() {
+        return Err(fail("empty".into()));
+    }
+    Ok(Zeroizing::new(jwt.to_owned()))
 }
 
 impl fmt::Debug for VaultConnection {
@@ -361,9 +438,38 @@ impl VaultConnection {
             middle,
             settings,
         };
-        let mut conn = Self { client, url };
+        let mut conn = Self {
+            client,
+            url,
+            cached: None,
+        };
         conn.authenticate(auth).await?;
         Ok(conn)
+    }
+
+    /// Runs `session` on a new authenticated connection. When the connection reused a cached
+    /// Kubernetes login and Vault refused it (403), the login is forgotten and `session` runs
+    /// once more on a connection with a fresh login.
+    ///
+    /// # Errors
+    /// As [`VaultConnection::connect`] and `session`.
+    pub async fn with_session<T>(
+        server: &VaultServer,
+        auth: &VaultAuth,
+        session: impl AsyncFn(&VaultConnection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let conn = Self::connect(server, auth).await?;
+        match session(&conn).await {
+            Err(Error::Denied { .. }) if conn.cached.is_some() => {
+                if let Some(key) = &conn.cached {
+                    logins().remove(key);
+                }
+                tracing::info!(url = %conn.url, "vault: cached login refused, logging in again");
+                let conn = Self::connect(server, auth).await?;
+                session(&conn).await
+            }
+            result => result,
+        }
     }
 
     async fn authenticate(&mut self, auth: &VaultAuth) -> Result<(), Error> {
@@ -383,16 +489,64 @@ impl VaultConnection {
                 )
                 .await
                 .map_err(|e| Error::Login {
+                    method: "approle",
                     url: self.url.clone(),
                     mount: mount.clone(),
-                    reason: match classify(e) {
-                        Failure::Status(code) => format!("http {code}"),
-                        Failure::Transport(reason) => reason,
-                        Failure::Response => "unexpected response".into(),
-                    },
+                    reason: failure_reason(e),
                 })?;
                 let token = Zeroizing::new(login.client_token);
                 self.client.set_token(&token);
+            }
+            VaultAuth::Kubernetes(k) => {
+                let key = LoginKey {
+                    url: self.url.clone(),
+                    mount: k.mount.clone(),
+                    role: k.role.clone(),
+                    jwt_file: k.jwt_file.clone(),
+                };
+                {
+                    let mut cache = logins();
+                    match cache.get(&key) {
+                        Some(login) if login.fresh() => {
+                            self.client.set_token(&login.token);
+                            self.cached = Some(key);
+                            return Ok(());
+                        }
+                        Some(_) => {
+                            cache.remove(&key);
+                        }
+                        None => {}
+                    }
+                }
+                let jwt = read_jwt(&k.jwt_file)?;
+                let obtained = std::time::Instant::now();
+                let login = vaultrs::auth::kubernetes::login(&self.client, &k.mount, &k.role, &jwt)
+                    .await
+                    .map_err(|e| Error::Login {
+                        method: "kubernetes",
+                        url: self.url.clone(),
+                        mount: k.mount.clone(),
+                        reason: format!("{} (role {})", failure_reason(e), k.role),
+                    })?;
+                let token = Zeroizing::new(login.client_token);
+                self.client.set_token(&token);
+                tracing::info!(
+                    url = %self.url,
+                    mount = %k.mount,
+                    role = %k.role,
+                    lease_seconds = login.lease_duration,
+                    "vault: kubernetes login"
+                );
+                if login.lease_duration > 0 {
+                    logins().insert(
+                        key,
+                        CachedLogin {
+                            token,
+                            obtained,
+                            lease: Duration::from_secs(login.lease_duration),
+                        },
+                    );
+                }
             }
         }
         Ok(())
@@ -468,6 +622,16 @@ enum Failure {
     Status(u16),
     Transport(String),
     Response,
+}
+
+/// A login failure as it may be logged: the status, the transport problem, or "unexpected
+/// response".
+fn failure_reason(e: vaultrs::error::ClientError) -> String {
+    match classify(e) {
+        Failure::Status(code) => format!("http {code}"),
+        Failure::Transport(reason) => reason,
+        Failure::Response => "unexpected response".into(),
+    }
 }
 
 /// Reduces a `vaultrs` error to what may be logged: a status code or a transport problem. Vault's
@@ -609,7 +773,16 @@ impl<'de> serde::Deserialize<'de> for FieldValue {
 /// The first failure (login, listing, any secret), naming its path; [`Error::EmptyFolder`] when
 /// the folder lists no secrets.
 pub async fn load_bulk(source: &VaultBulkSource) -> Result<Vec<VaultKey>, Error> {
-    let conn = VaultConnection::connect(&source.server, &source.auth).await?;
+    VaultConnection::with_session(&source.server, &source.auth, async |conn| {
+        bulk_session(conn, source).await
+    })
+    .await
+}
+
+async fn bulk_session(
+    conn: &VaultConnection,
+    source: &VaultBulkSource,
+) -> Result<Vec<VaultKey>, Error> {
     let folder = source.folder.trim_matches('/');
     let names = conn.list(&source.mount, folder).await?;
     if names.is_empty() {
@@ -683,20 +856,26 @@ pub fn key_config_server(cfg: &HashicorpKeyConfig) -> Result<VaultServer, Error>
 ///
 /// # Errors
 /// As [`key_config_server`], [`VaultConnection::connect`] and [`VaultConnection::read_key`];
-/// [`Error::NoToken`] when the document has no `token` and [`TOKEN_ENV`] is unset.
+/// [`Error::NoToken`] when the document has neither `token` nor `authMethod: KUBERNETES` and
+/// [`TOKEN_ENV`] is unset.
 pub fn read_key_config_blocking(cfg: &HashicorpKeyConfig) -> Result<SecretKey, Error> {
     let (mount, path) = split_key_path(&cfg.key_path)?;
     let server = key_config_server(cfg)?;
-    let token = match &cfg.token {
-        Some(t) => VaultToken(Zeroizing::new(String::clone(t))),
-        None => VaultToken::from_env().ok_or_else(|| Error::NoToken {
+    let auth = match (&cfg.kubernetes, &cfg.token) {
+        (Some(k), _) => VaultAuth::Kubernetes(KubernetesAuth {
+            mount: k.auth_path.clone(),
+            role: k.role.clone(),
+            jwt_file: k.service_account_token_path.clone(),
+        }),
+        (None, Some(t)) => VaultAuth::Token(VaultToken(Zeroizing::new(String::clone(t)))),
+        (None, None) => VaultAuth::Token(VaultToken::from_env().ok_or_else(|| Error::NoToken {
             path: cfg.key_path.clone(),
-        })?,
+        })?),
     };
-    let auth = VaultAuth::Token(token);
-    block_on(|| async {
-        let conn = VaultConnection::connect(&server, &auth).await?;
-        conn.read_key(&mount, &path, &cfg.key_name).await
+    block_on(|| {
+        VaultConnection::with_session(&server, &auth, async |conn| {
+            conn.read_key(&mount, &path, &cfg.key_name).await
+        })
     })
 }
 

@@ -373,6 +373,12 @@ fn describe_cause(c: &(dyn std::error::Error + 'static)) -> String {
              (sslrootcert)"
                 .into()
         }
+        #[allow(deprecated)] // webpki reports a signature by a same-named CA this way
+        Some(rustls::Error::InvalidCertificate(CertificateError::BadSignature)) => {
+            "server certificate verification failed: its signature does not verify with the \
+             trusted CA of that name (sslrootcert): it was issued by another CA or altered"
+                .into()
+        }
         Some(rustls::Error::InvalidCertificate(ce)) => {
             format!("server certificate verification failed: {ce}")
         }

@@ -120,9 +120,14 @@ fn pubkey(n: u8) -> PublicKeyBytes {
 }
 
 async fn sign_block(db: &SlashingDb, pk: PublicKeyBytes, slot: u64, root: u8) -> Verdict {
-    db.check_and_record(pk, GVR, SlashableMessage::Block { slot }, SigningRoot([root; 32]))
-        .await
-        .unwrap()
+    db.check_and_record(
+        pk,
+        GVR,
+        SlashableMessage::Block { slot },
+        SigningRoot([root; 32]),
+    )
+    .await
+    .unwrap()
 }
 
 /// The message of a failed open, as the binary prints it (`{:#}`: every cause in the chain).
@@ -190,7 +195,10 @@ async fn signer_process_signs_and_records_over_verify_full_tls() {
         stdout.contains("# slashing-db sslmode in effect: verify-full"),
         "{stdout}"
     );
-    assert!(stdout.contains("sslmode=verify-full&sslrootcert="), "{stdout}");
+    assert!(
+        stdout.contains("sslmode=verify-full&sslrootcert="),
+        "{stdout}"
+    );
     assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
 
     let port = free_port();
@@ -368,7 +376,8 @@ async fn recording_proxy(upstream: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {
         while let Ok((mut inbound, _)) = listener.accept().await {
             let record = record.clone();
             tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
                     return;
                 };

@@ -36,8 +36,8 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Connection, Socket};
 use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Connection, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The TLS stream type of a connection.
@@ -196,9 +196,7 @@ impl PgTarget {
     /// [`Error::PostgresSettings`] when a certificate or key file is unusable;
     /// [`Error::PostgresConnect`] naming the hosts, the mode and the cause (certificate
     /// verification, no TLS offered, the server's authentication message, …).
-    pub(crate) async fn connect(
-        &self,
-    ) -> Result<(Client, Connection<Socket, TlsStream>), Error> {
+    pub(crate) async fn connect(&self) -> Result<(Client, Connection<Socket, TlsStream>), Error> {
         let tls = self.tls_config()?;
         self.config
             .connect(MakeRustlsConnect::new(tls))
@@ -223,21 +221,19 @@ impl PgTarget {
                         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
                     },
                 };
-                let chain = WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider.clone(),
-                )
-                .build()
-                .map_err(|e| {
-                    Error::PostgresSettings(format!(
-                        "sslrootcert {}: {e}",
-                        self.root_cert
-                            .as_deref()
-                            .map(Path::display)
-                            .map(|d| d.to_string())
-                            .unwrap_or_default()
-                    ))
-                })?;
+                let chain =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| {
+                            Error::PostgresSettings(format!(
+                                "sslrootcert {}: {e}",
+                                self.root_cert
+                                    .as_deref()
+                                    .map(Path::display)
+                                    .map(|d| d.to_string())
+                                    .unwrap_or_default()
+                            ))
+                        })?;
                 if self.mode == SslMode::VerifyCa {
                     Arc::new(ChainOnly(chain))
                 } else {
@@ -288,7 +284,11 @@ fn host_list(config: &tokio_postgres::Config) -> String {
     let ports = config.get_ports();
     let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
     let names: Vec<String> = match config.get_hosts() {
-        [] => config.get_hostaddrs().iter().map(IpAddr::to_string).collect(),
+        [] => config
+            .get_hostaddrs()
+            .iter()
+            .map(IpAddr::to_string)
+            .collect(),
         hosts => hosts
             .iter()
             .map(|h| match h {
@@ -458,13 +458,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             // The name is checked last, after the chain, its validity and its key usage.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -563,8 +560,14 @@ mod tests {
         assert_eq!(t.hosts, "h:5432");
         for (url, expect) in [
             ("postgres://h/db?sslmode=on", "sslmode \"on\" is not one of"),
-            ("postgres://h/db?sslcert=/c.pem", "sslcert is given without sslkey"),
-            ("postgres://h/db?sslkey=/k.pem", "sslkey is given without sslcert"),
+            (
+                "postgres://h/db?sslcert=/c.pem",
+                "sslcert is given without sslkey",
+            ),
+            (
+                "postgres://h/db?sslkey=/k.pem",
+                "sslkey is given without sslcert",
+            ),
             ("postgres://h/db?sslrootcert=%zz", "bad %-escape"),
             ("postgres://h/db?bogus=1", "unknown option `bogus`"),
         ] {

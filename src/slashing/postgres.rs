@@ -17,11 +17,11 @@ use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
+use super::pg_tls::{self, PgTarget};
 use super::rules::{
     self, from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate, Root, Store,
     ValidatorId, Watermark,
 };
-use super::pg_tls::{self, PgTarget};
 use super::{Error, SlashableMessage, Verdict};
 use crate::bls::PublicKeyBytes;
 

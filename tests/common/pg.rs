@@ -201,9 +201,7 @@ impl PgServer {
         if let Some((cert, key)) = &opts.tls {
             install(root, cert, &data.join("server.crt"));
             install(root, key, &data.join("server.key"));
-            conf.push_str(
-                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
-            );
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         }
         if let Some(ca) = &opts.client_ca {
             install(root, ca, &data.join("client-ca.crt"));

@@ -293,13 +293,21 @@ async fn verify_full_refuses_a_host_name_mismatch() {
 }
 
 /// require encrypts without verifying (the client has no CA here and the server's CA is not a
-/// public one); with sslrootcert it verifies the chain (libpq's rule) and refuses another CA.
+/// public one); prefer uses the TLS the server offers; require with sslrootcert verifies the
+/// chain (libpq's rule) and refuses another CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_encrypts_and_verifies_only_with_a_root_certificate() {
     let f = fixture();
     let db = fresh_db(&f.server, "postgres");
     let sdb = open_and_record(&url(f.server.port, &db, "sslmode=require")).await;
     let (tls, plain) = tls_connections(&f.server, &db);
+    assert!(tls >= 1 && plain == 0, "tls {tls}, plain {plain}");
+    drop(sdb);
+
+    // prefer takes the TLS the server offers (this server has hostssl rules only).
+    let db2 = fresh_db(&f.server, "postgres");
+    let sdb = open_and_record(&url(f.server.port, &db2, "sslmode=prefer")).await;
+    let (tls, plain) = tls_connections(&f.server, &db2);
     assert!(tls >= 1 && plain == 0, "tls {tls}, plain {plain}");
     drop(sdb);
 

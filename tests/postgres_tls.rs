@@ -329,7 +329,8 @@ async fn require_encrypts_and_verifies_only_with_a_root_certificate() {
 async fn server_certificate_from_another_ca_is_refused_clearly() {
     let f = fixture();
     let db = fresh_db(&f.server, "postgres");
-    let other = "it is not issued by a trusted CA (sslrootcert)";
+    let other = "it is not issued by a trusted CA (sslrootcert, or the Mozilla roots when none \
+                 is given)";
     let same_name = "its signature does not verify with the trusted CA of that name \
                      (sslrootcert): it was issued by another CA or altered";
     for (ca, why) in [(&f.other_ca, other), (&f.same_name_ca, same_name)] {

@@ -370,7 +370,7 @@ fn describe_cause(c: &(dyn std::error::Error + 'static)) -> String {
     match tls {
         Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
             "server certificate verification failed: it is not issued by a trusted CA \
-             (sslrootcert)"
+             (sslrootcert, or the Mozilla roots when none is given)"
                 .into()
         }
         #[allow(deprecated)] // webpki reports a signature by a same-named CA this way

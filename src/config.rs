@@ -647,11 +647,33 @@ fn yaml_scalar(s: &str) -> String {
 }
 
 /// Hides the user-info part of a URL (`postgres://user:password@host/db` →
-/// `postgres://…@host/db`); other values are returned as they are.
+/// `postgres://…@host/db`) and the value of a `password` query parameter
+/// (`?password=x` → `?password=…`); other values are returned as they are. The other query
+/// parameters (`sslmode`, certificate and key file paths) stay visible.
 pub fn redact(value: &str) -> String {
-    match (value.find("://"), value.rfind('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}://…@{}", &value[..s], &value[a + 1..]),
-        _ => value.to_owned(),
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let (base, query) = match value.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (value, None),
+    };
+    let base = match base.rfind('@') {
+        Some(a) if a > scheme_end => format!("{}://…@{}", &value[..scheme_end], &base[a + 1..]),
+        _ => base.to_owned(),
+    };
+    match query {
+        None => base,
+        Some(q) => {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=…"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
     }
 }
 
@@ -684,7 +706,9 @@ pub fn check_slashing_db(url: &str) -> Result<(), Error> {
         return if rest.is_empty() {
             Err(bad("no host"))
         } else {
-            Ok(())
+            crate::slashing::check_postgres_url(url)
+                .map(|_| ())
+                .map_err(|reason| bad(&reason))
         };
     }
     let path = url
@@ -904,6 +928,22 @@ mod tests {
             "postgres://…@db:5432/x"
         );
         assert_eq!(redact("/a/b@c"), "/a/b@c");
+        assert_eq!(
+            redact("postgres://u:s@db/x?sslmode=verify-full&password=s2&sslkey=/k@1.pem"),
+            "postgres://…@db/x?sslmode=verify-full&password=…&sslkey=/k@1.pem"
+        );
+        assert_eq!(
+            redact("postgres://db/x?user=u&PASSWORD=s"),
+            "postgres://db/x?user=u&PASSWORD=…"
+        );
+        assert!(check_slashing_db("postgres://u:p@h/db?sslmode=verify-ca&sslrootcert=/c").is_ok());
+        let err = check_slashing_db("postgres://u:secret@h/db?sslmode=verify").expect_err("mode");
+        assert!(
+            err.to_string().contains("sslmode \"verify\" is not one of"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(check_slashing_db("postgres://h/db?sslcert=/c.pem").is_err());
         assert!(check_slashing_db("sqlite:/data/x.sqlite").is_ok());
         assert!(check_slashing_db("postgres://u:p@h/db").is_ok());
         let err = check_slashing_db("mysql://u:secret@h/db").expect_err("mysql");

@@ -364,7 +364,7 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|e| Error::BadCa {

@@ -368,11 +368,17 @@ pub fn parse_from(
 /// the effective settings; binds nothing and reads no key.
 fn check_config(cli: &Cli) -> anyhow::Result<()> {
     use crate::config::{check_network, check_slashing_db, Error};
+    let mut notes = String::new();
     match &cli.command {
         Command::Signer(args) => {
             check_network(&args.network)?;
             if let (Some(url), false) = (&args.slashing_db, args.no_slashing_protection) {
                 check_slashing_db(url)?;
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    if let Ok(mode) = crate::slashing::check_postgres_url(url) {
+                        notes.push_str(&format!("# slashing-db sslmode in effect: {mode}\n"));
+                    }
+                }
             }
         }
         Command::Combiner(args) => {
@@ -392,6 +398,7 @@ fn check_config(cli: &Cli) -> anyhow::Result<()> {
     if let Some(settings) = &cli.effective {
         print!("{settings}");
     }
+    print!("{notes}");
     Ok(())
 }
 

@@ -29,9 +29,12 @@
 //! `postgres.rs` (the two stores and their migrations), `interchange.rs` (wire types).
 
 pub mod interchange;
+mod pg_tls;
 mod postgres;
 mod rules;
 mod sqlite;
+
+pub use pg_tls::{check_url as check_postgres_url, SslMode};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -210,25 +213,39 @@ pub struct ImportReport {
 }
 
 /// Database, corruption and interchange errors (HTTP 500; never used for a refusal).
+///
+/// Each message carries its cause in its own text and exposes no `source()`, so a chain printer
+/// (`{:#}`) says every part once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database URL is neither `sqlite:PATH`, a path, nor `postgres://…`.
     #[error("unsupported slashing database url {0:?}")]
     InvalidUrl(String),
     /// A file-system operation on the SQLite file failed.
-    #[error("slashing database file {path}: {source}")]
+    #[error("slashing database file {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// SQLite failed.
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Sqlite(rusqlite::Error),
+    /// PostgreSQL failed on an open connection (the server's message, or the kind and cause).
+    #[error("postgres: {}", pg_tls::describe(.0))]
+    Postgres(tokio_postgres::Error),
+    /// A PostgreSQL URL parameter or TLS file is unusable.
+    #[error("postgres settings: {0}")]
+    PostgresSettings(String),
+    /// A connection to PostgreSQL could not be made (TLS, authentication, network).
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    PostgresConnect {
+        /// The hosts and the effective `sslmode`.
+        target: String,
+        /// Why, said once (the server's message for a refusal).
+        reason: String,
+    },
     /// The database holds something this code never writes.
     #[error("corrupt slashing database: {0}")]
     Corrupt(String),
@@ -271,6 +288,18 @@ pub enum Error {
     WriterStopped,
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(e)
+    }
+}
+
 /// A slashing-protection database handle (cheap to clone; all clones share one writer).
 #[derive(Clone)]
 pub struct SlashingDb {
@@ -301,17 +330,9 @@ fn parse_url(url: &str) -> Result<Location, Error> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     if path.is_empty() || path.contains("://") {
-        return Err(Error::InvalidUrl(redact(url)));
+        return Err(Error::InvalidUrl(crate::config::redact(url)));
     }
     Ok(Location::Sqlite(PathBuf::from(path)))
-}
-
-/// Drops anything after `://` up to `@` (credentials) for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}://…@{}", &url[..s], &url[a + 1..]),
-        _ => url.to_owned(),
-    }
 }
 
 struct CheckJob {
@@ -372,7 +393,7 @@ impl SlashingDb {
                     .spawn(move || sqlite_writer(path, rx, ready_tx))
                     .map_err(|e| Error::Io {
                         path: "writer thread".into(),
-                        source: e,
+                        error: e,
                     })?;
                 Backend::Sqlite
             }
@@ -382,7 +403,7 @@ impl SlashingDb {
                     .spawn(move || postgres_writer(url, rx, ready_tx))
                     .map_err(|e| Error::Io {
                         path: "writer thread".into(),
-                        source: e,
+                        error: e,
                     })?;
                 Backend::Postgres
             }
@@ -650,7 +671,7 @@ fn postgres_writer(
         Err(e) => {
             let _ = ready.send(Err(Error::Io {
                 path: "postgres runtime".into(),
-                source: e,
+                error: e,
             }));
             return;
         }

@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
+use super::pg_tls::{self, PgTarget};
 use super::rules::{
     self, from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate, Root, Store,
     ValidatorId, Watermark,
@@ -116,11 +117,11 @@ const BATCH_SET_WATERMARKS: &str = "INSERT INTO low_watermarks (validator_id, sl
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// Opens a connection (its driver runs on the current runtime) with our session settings.
-async fn connect(url: &str) -> Result<Client, Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn connect(target: &PgTarget) -> Result<Client, Error> {
+    let (client, connection) = target.connect().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::error!(error = %e, "slashing database connection closed");
+            tracing::error!(error = %pg_tls::describe(&e), "slashing database connection closed");
         }
     });
     // The batch statements are planned per batch; JIT compilation would cost more than it
@@ -147,7 +148,7 @@ const RECONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// The PostgreSQL store.
 pub(crate) struct PgStore {
-    url: String,
+    target: PgTarget,
     client: Client,
     statements: HashMap<&'static str, Statement>,
 }
@@ -155,9 +156,15 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// Connects (spawning the connection driver on the current runtime) and migrates.
     pub(crate) async fn open(url: &str) -> Result<Self, Error> {
+        let target = PgTarget::parse(url)?;
+        let client = connect(&target).await?;
+        tracing::info!(
+            sslmode = %target.mode(),
+            "connected to the PostgreSQL slashing database"
+        );
         let mut store = Self {
-            url: url.to_owned(),
-            client: connect(url).await?,
+            target,
+            client,
             statements: HashMap::new(),
         };
         store.migrate().await?;
@@ -174,7 +181,7 @@ impl PgStore {
         if !self.client.is_closed() {
             return Ok(());
         }
-        let client = tokio::time::timeout(RECONNECT_TIMEOUT, connect(&self.url))
+        let client = tokio::time::timeout(RECONNECT_TIMEOUT, connect(&self.target))
             .await
             .map_err(|_| Error::Unavailable("reconnecting to PostgreSQL timed out".into()))??;
         self.client = client;

@@ -123,9 +123,9 @@ impl SqliteStore {
 
 /// Creates `path` with mode 0600 if it does not exist yet, and tightens an existing file.
 fn create_private(path: &Path) -> Result<(), Error> {
-    let io = |source| Error::Io {
+    let io = |error| Error::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     #[cfg(unix)]
     {

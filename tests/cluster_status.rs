@@ -199,8 +199,8 @@ fn cluster_status_reports_readiness_keys_networks_and_threshold() {
         nodes: vec![None, None, None, None],
         starts: 0,
     };
-    for i in 0..4 {
-        c.start(i, &split.join(NODES[i]), &[]);
+    for (i, name) in NODES.iter().enumerate() {
+        c.start(i, &split.join(name), &[]);
     }
 
     // All up: exit 0, four ready nodes holding exactly their shares, both validators signable.

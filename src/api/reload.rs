@@ -160,6 +160,10 @@ pub fn load_key_sources(
     let (total_gauge, done_gauge) = crate::metrics::global().key_loading_gauges();
     let progress = Arc::new(Progress::with_gauges(0, total_gauge, done_gauge));
     let _reporter = Reporter::spawn(Arc::clone(&progress), crate::progress::interval(), |s| {
+        // Nothing to count yet (no keystores, or a Vault folder or token being read).
+        if s.total == 0 {
+            return;
+        }
         tracing::info!(
             done = s.done,
             total = s.total,

@@ -14,7 +14,8 @@
 //!
 //! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`) → (`signing`,
 //! `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `alloc` is the binary's
-//! global allocator (huge pages for scrypt's table) and depends on nothing.
+//! global allocator (huge pages for scrypt's table) and depends on nothing. `progress` counts and
+//! reports long work (key loading, `split`, interchange import/export).
 
 pub mod alloc;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod dev;
 pub mod dkg;
 pub mod keys;
 pub mod metrics;
+pub mod progress;
 pub mod signing;
 pub mod slashing;
 pub mod threshold;

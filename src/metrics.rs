@@ -30,6 +30,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -91,6 +92,8 @@ pub struct Metrics {
     sign_duration: HistogramFamily<TypeLabel>,
     refusals: Family<ReasonLabel, Counter>,
     slashing_check: Histogram,
+    keys_loading_total: Gauge,
+    keys_loading_done: Gauge,
     server: Mutex<Option<Registry>>,
 }
 
@@ -108,6 +111,18 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let refusals = Family::<ReasonLabel, Counter>::default();
         let slashing_check = latency_histogram();
+        let keys_loading_total = Gauge::default();
+        let keys_loading_done = Gauge::default();
+        registry.register(
+            "keys_loading_total",
+            "Keys to load in the current or last key load (start-up or /reload)",
+            keys_loading_total.clone(),
+        );
+        registry.register(
+            "keys_loading_done",
+            "Keys of the current or last key load that are done (loaded or failed)",
+            keys_loading_done.clone(),
+        );
         registry.register(
             "sign_requests",
             "Sign requests answered, by sign type and HTTP status",
@@ -147,8 +162,18 @@ impl Metrics {
             sign_duration,
             refusals,
             slashing_check,
+            keys_loading_total,
+            keys_loading_done,
             server: Mutex::new(None),
         }
+    }
+
+    /// The key-loading gauges `(dvsigner_keys_loading_total, dvsigner_keys_loading_done)`.
+    pub fn key_loading_gauges(&self) -> (Gauge, Gauge) {
+        (
+            self.keys_loading_total.clone(),
+            self.keys_loading_done.clone(),
+        )
     }
 
     /// Sets the collector of the running server (replacing any earlier one).

@@ -3,7 +3,8 @@
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
 //! `shared/reference/web3signer-api.md`. Routes:
 //! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
-//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, for cluster peers
+//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, `GET /api/v1/dvsigner/info`
+//! (`info.rs`: role, version, network), for cluster peers
 //! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`), and the
 //! Keymanager API `GET|POST|DELETE /eth/v1/keystores` (`keymanager.rs`, bearer token; 404 unless
 //! enabled).
@@ -25,6 +26,7 @@ use crate::slashing::SlashingDb;
 
 pub mod error;
 mod health;
+pub mod info;
 pub mod keymanager;
 pub mod metrics;
 mod peer;
@@ -150,6 +152,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/upcheck", get(health::upcheck))
         .route("/healthcheck", get(health::healthcheck))
         .route("/api/v1/eth2/publicKeys", get(health::public_keys))
+        .route(info::INFO_PATH, get(info::info))
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))

@@ -21,6 +21,7 @@ use crate::keys::managed::ManagedKeys;
 use crate::keys::store::{self, LoadOptions};
 use crate::keys::vault::{self, VaultBulkSource};
 use crate::keys::{KeyOrigin, LoadedKey};
+use crate::progress::{Progress, Reporter};
 
 #[derive(Debug, Default)]
 pub(super) struct ReloadState {
@@ -143,6 +144,9 @@ impl KeysLoad {
 /// imported keystores, the Vault bulk folder and the PKCS#11 token (in this order: the first
 /// source of a key wins), keystores through the key cache when one is given (its file is
 /// rewritten when the keystores changed). CPU-heavy and blocking: call from a blocking thread.
+/// While keystores are decrypted it logs `loading keys` with `done`, `total`,
+/// `keys_per_second` and `eta_seconds` every [`crate::progress::interval`], and keeps the
+/// `dvsigner_keys_loading_total` / `_done` gauges current.
 ///
 /// # Errors
 /// When a configured directory cannot be read at all (per-file failures, and a Vault folder or
@@ -153,9 +157,26 @@ pub fn load_key_sources(
     cache: Option<&KeyCache>,
 ) -> Result<KeysLoad, String> {
     let session = cache.map(|c| c.session(c.len() + 4096));
+    let (total_gauge, done_gauge) = crate::metrics::global().key_loading_gauges();
+    let progress = Arc::new(Progress::with_gauges(0, total_gauge, done_gauge));
+    let _reporter = Reporter::spawn(Arc::clone(&progress), crate::progress::interval(), |s| {
+        // Nothing to count yet (no keystores, or a Vault folder or token being read).
+        if s.total == 0 {
+            return;
+        }
+        tracing::info!(
+            done = s.done,
+            total = s.total,
+            keys_per_second = (s.per_second * 10.0).round() / 10.0,
+            eta_seconds = s.eta_seconds,
+            "loading keys: {}",
+            s.describe("keys")
+        );
+    });
     let options = LoadOptions {
         cache: session.as_ref(),
         imported: false,
+        progress: Some(&progress),
     };
     let mut load = KeysLoad::default();
     if let Some((dir, pw)) = &sources.keystores {

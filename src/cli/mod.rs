@@ -14,6 +14,7 @@ pub mod hsm;
 pub mod reshare;
 pub mod serve;
 pub mod slashing;
+pub mod status;
 pub mod threshold;
 
 /// dvsigner: threshold remote signer for Ethereum validators (Web3Signer API).
@@ -430,7 +431,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             threshold::run_combiner(args, crate::dev::shutdown_signal()).await
         }
         Command::Split(args) => threshold::run_split(args),
-        Command::Cluster(cmd) => threshold::run_cluster(cmd),
+        Command::Cluster(cmd) => threshold::run_cluster(cmd).await,
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Dkg(args) => dkg::run(args).await,
@@ -439,6 +440,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .context("hsm task")?,
     }
+}
+
+/// A command's outcome that maps to a documented exit code other than 1 (`main` exits with
+/// `code` after printing `message`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitStatus {
+    /// The process exit code.
+    pub code: u8,
+    /// What to print on stderr.
+    pub message: String,
 }
 
 /// Stops the metrics server when the command returns.

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::bls::PublicKeyBytes;
+use crate::progress::TermProgress;
 use crate::slashing::SlashingDb;
 
 /// Interchange subcommands.
@@ -41,10 +42,21 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
             let json = std::fs::read_to_string(&a.file)
                 .with_context(|| format!("reading {}", a.file.display()))?;
             let db = SlashingDb::open(&a.slashing_db).await?;
+            // One all-or-nothing transaction: progress is the elapsed time.
+            let working = TermProgress::start(
+                &format!(
+                    "slashing-protection import of {} ({} bytes)",
+                    a.file.display(),
+                    json.len()
+                ),
+                "",
+                0,
+            );
             let report = db
                 .import_interchange(&json)
                 .await
                 .context("import refused; nothing was imported")?;
+            working.finish();
             println!(
                 "imported {} validator(s): {} block(s), {} attestation(s), {} already present",
                 report.validators, report.blocks, report.attestations, report.skipped
@@ -57,6 +69,11 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
                 .map(|s| PublicKeyBytes::parse(s).with_context(|| format!("bad public key {s}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let db = SlashingDb::open(&a.slashing_db).await?;
+            let working = TermProgress::start(
+                &format!("slashing-protection export to {}", a.file.display()),
+                "",
+                0,
+            );
             let json = db
                 .export_interchange(if filter.is_empty() {
                     None
@@ -66,6 +83,7 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
                 .await?;
             std::fs::write(&a.file, json)
                 .with_context(|| format!("writing {}", a.file.display()))?;
+            working.finish();
             println!("exported to {}", a.file.display());
         }
     }

@@ -13,8 +13,9 @@ use super::ServeArgs;
 use crate::api;
 use crate::cluster::{split_keys, ClusterDefinition, Operator};
 use crate::combiner::{self, Combiner, NodeTarget, ShareTarget, ValidatorTarget};
-use crate::keys::keystore::write_keystore_dir;
+use crate::keys::keystore::write_keystore_dir_with;
 use crate::keys::{KdfParams, Keystore, Password, SecretKey};
+use crate::progress::TermProgress;
 use crate::signing::Network;
 use crate::tls;
 
@@ -75,8 +76,13 @@ pub struct SplitArgs {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Check a cluster definition (commitments against share public keys) and optionally one
-    /// share keystore against it.
+    /// share keystore against it; with `--online`, that the running nodes agree on the network.
     Verify(VerifyArgs),
+    /// Ask every node of the cluster whether it is reachable, ready, on which network and
+    /// holding which shares, and say per validator whether at least t nodes can sign.
+    /// Exit code 0 when all can, 3 when some validator is below threshold, 4 when the
+    /// processes disagree on the network (and no validator is below threshold).
+    Status(super::status::StatusArgs),
 }
 
 /// `dvsigner cluster verify` options.
@@ -90,6 +96,13 @@ pub struct VerifyArgs {
     /// Its password file.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Also ask every node (and `--combiner`) for its network (`/api/v1/dvsigner/info`) and
+    /// fail (exit code 4) when the processes that answer disagree.
+    #[arg(long)]
+    pub online: bool,
+    /// How to reach the nodes with `--online`.
+    #[command(flatten)]
+    pub access: super::status::NodeAccessArgs,
 }
 
 /// `dvsigner combiner` options.
@@ -141,6 +154,11 @@ pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
     let (definition, per_operator) = split_keys(&keys, args.threshold, &operators)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    let writing = TermProgress::start(
+        "split: writing share keystores",
+        "keystores",
+        per_operator.iter().map(|(_, s)| s.len() as u64).sum(),
+    );
     for (operator, shares) in &per_operator {
         let password = operator_password(&args, operator)?;
         let described: Vec<(&SecretKey, String)> = shares
@@ -153,14 +171,16 @@ pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
                 (&share.secret, what)
             })
             .collect();
-        write_keystore_dir(
+        write_keystore_dir_with(
             &args.out.join(operator).join("keystores"),
             &args.out.join(operator).join("passwords"),
             &described,
             &password,
             args.kdf.params(),
+            &|| writing.inc(1),
         )?;
     }
+    writing.finish();
     let cluster_path = args.out.join("cluster.json");
     definition.save(&cluster_path)?;
     println!(
@@ -224,6 +244,11 @@ fn read_input_keystores(
     if files.is_empty() {
         bail!("no keystores in {}", path.display());
     }
+    let reading = TermProgress::start(
+        "split: decrypting keystores",
+        "keystores",
+        files.len() as u64,
+    );
     let mut out = Vec::new();
     for file in files {
         let stem = file
@@ -242,16 +267,21 @@ fn read_input_keystores(
             .decrypt(&password)
             .with_context(|| format!("decrypting {}", file.display()))?;
         out.push((stem, sk));
+        reading.inc(1);
     }
+    reading.finish();
     Ok(out)
 }
 
-/// `dvsigner cluster verify`.
+/// `dvsigner cluster verify` and `dvsigner cluster status`.
 ///
 /// # Errors
-/// Any verification failure, named.
-pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Verify(args) = cmd;
+/// Any verification failure, named; [`super::ExitStatus`] for the documented exit codes.
+pub async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    let args = match cmd {
+        ClusterCommand::Verify(args) => args,
+        ClusterCommand::Status(args) => return super::status::run_status(args).await,
+    };
     let text = std::fs::read_to_string(&args.cluster)
         .with_context(|| format!("reading {}", args.cluster.display()))?;
     let def = ClusterDefinition::from_json(&text).context("cluster definition is invalid")?;
@@ -286,6 +316,9 @@ pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             share.index.get(),
             share.operator
         );
+    }
+    if args.online {
+        super::status::verify_online(&args.cluster, &args.access).await?;
     }
     Ok(())
 }

@@ -178,9 +178,16 @@ pub fn router(state: Arc<Combiner>) -> Router {
         .route("/upcheck", get(health::upcheck))
         .route("/healthcheck", get(health::healthcheck))
         .route("/api/v1/eth2/publicKeys", get(health::public_keys))
+        .route(crate::api::info::INFO_PATH, get(info))
         .route("/api/v1/eth2/sign/{identifier}", axum::routing::post(sign))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `GET /api/v1/dvsigner/info`: the combiner's role, version and network.
+async fn info(State(c): State<Arc<Combiner>>) -> Response {
+    use crate::api::info::{Info, NetworkInfo};
+    Info::new("combiner", NetworkInfo::of(&c.network, None), None).response()
 }
 
 /// What one node answered.

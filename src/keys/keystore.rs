@@ -556,6 +556,21 @@ pub fn write_keystore_dir(
     password: &Password,
     kdf: KdfParams,
 ) -> Result<(), Error> {
+    write_keystore_dir_with(keystores, passwords, keys, password, kdf, &|| {})
+}
+
+/// [`write_keystore_dir`], calling `written` after each keystore (for progress reports).
+///
+/// # Errors
+/// As [`write_keystore_dir`].
+pub fn write_keystore_dir_with(
+    keystores: &std::path::Path,
+    passwords: &std::path::Path,
+    keys: &[(&SecretKey, String)],
+    password: &Password,
+    kdf: KdfParams,
+    written: &dyn Fn(),
+) -> Result<(), Error> {
     for dir in [keystores, passwords] {
         std::fs::create_dir_all(dir).map_err(|source| Error::Write {
             path: dir.to_owned(),
@@ -573,6 +588,7 @@ pub fn write_keystore_dir(
             &passwords.join(format!("{name}.txt")),
             password.expose_secret().as_bytes(),
         )?;
+        written();
     }
     Ok(())
 }

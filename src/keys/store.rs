@@ -163,13 +163,24 @@ pub struct LoadOptions<'a> {
     pub cache: Option<&'a CacheSession<'a>>,
     /// Mark the keys [`KeyOrigin::Imported`] (the Keymanager API's own directory).
     pub imported: bool,
+    /// Count the keystores to decrypt and those done here.
+    pub progress: Option<&'a crate::progress::Progress>,
 }
 
 /// Decrypts all jobs in parallel and adds the outcomes to `report`, in job order.
-fn run_jobs(jobs: Vec<KeystoreJob>, report: &mut LoadReport, cache: Option<&CacheSession<'_>>) {
+fn run_jobs(jobs: Vec<KeystoreJob>, report: &mut LoadReport, options: LoadOptions<'_>) {
+    if let Some(progress) = options.progress {
+        progress.add_total(jobs.len() as u64);
+    }
     let outcomes: Vec<_> = jobs
         .into_par_iter()
-        .map(|job| (job.run(cache), job.report_path))
+        .map(|job| {
+            let outcome = job.run(options.cache);
+            if let Some(progress) = options.progress {
+                progress.inc(1);
+            }
+            (outcome, job.report_path)
+        })
         .collect();
     for (outcome, path) in outcomes {
         match outcome {
@@ -238,7 +249,7 @@ pub fn load_keystores_dir_with(
             report_path: path,
         });
     }
-    run_jobs(jobs, &mut report, options.cache);
+    run_jobs(jobs, &mut report, options);
     report.elapsed = start.elapsed();
     Ok(report)
 }
@@ -305,7 +316,7 @@ pub fn load_key_config_dir_with(
             }
         }
     }
-    run_jobs(jobs, &mut report, options.cache);
+    run_jobs(jobs, &mut report, options);
     report.elapsed = start.elapsed();
     Ok(report)
 }

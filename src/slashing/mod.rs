@@ -346,6 +346,7 @@ struct CheckJob {
 enum Op {
     Ping(oneshot::Sender<Result<(), Error>>),
     EnsureGvr([u8; 32], oneshot::Sender<Result<(), Error>>),
+    GetGvr(oneshot::Sender<Result<Option<[u8; 32]>, Error>>),
     Register(Vec<PublicKeyBytes>, oneshot::Sender<Result<(), Error>>),
     SetEnabled(PublicKeyBytes, bool, oneshot::Sender<Result<(), Error>>),
     Import(
@@ -516,6 +517,15 @@ impl SlashingDb {
         genesis_validators_root: [u8; 32],
     ) -> Result<(), Error> {
         self.op(|r| Op::EnsureGvr(genesis_validators_root, r)).await
+    }
+
+    /// The genesis validators root the database is pinned to (by the first signed request or
+    /// interchange import), if any.
+    ///
+    /// # Errors
+    /// [`Error`] when the database does not answer.
+    pub async fn genesis_validators_root(&self) -> Result<Option<[u8; 32]>, Error> {
+        self.op(Op::GetGvr).await
     }
 
     /// Registers validators (idempotent), enabled unless they were disabled before.
@@ -842,6 +852,9 @@ async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
     match op {
         Op::Ping(reply) => {
             let _ = reply.send(store.ping().await);
+        }
+        Op::GetGvr(reply) => {
+            let _ = reply.send(store.gvr().await);
         }
         Op::EnsureGvr(gvr, reply) => {
             let r = in_txn(store, async |s: &mut S| {

@@ -3,7 +3,7 @@
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
 //! `shared/reference/web3signer-api.md`. Routes:
 //! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
-//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, for cluster peers
+//! `POST /api/v1/eth2/sign/{identifier}`, `GET /api/v1/eth2/highWatermark`, `POST|GET /reload`, for cluster peers
 //! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`), and the
 //! Keymanager API `GET|POST|DELETE /eth/v1/keystores` (`keymanager.rs`, bearer token; 404 unless
 //! enabled).
@@ -151,6 +151,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/healthcheck", get(health::healthcheck))
         .route("/api/v1/eth2/publicKeys", get(health::public_keys))
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
+        .route("/api/v1/eth2/highWatermark", get(health::high_watermark))
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
         .route(crate::cluster::protocol::NOTIFY_PATH, post(peer::notify))

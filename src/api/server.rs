@@ -5,7 +5,9 @@
 //! [`ServerOptions::drain_timeout`]) and returns. Tests bind `127.0.0.1:0` and call it directly.
 //!
 //! Invariants: a slow or broken client only ever costs its own connection task (handshake and
-//! header-read timeouts); handshake failures are logged at debug level and dropped.
+//! header-read timeouts); handshake failures are logged at debug level and dropped. The
+//! request's host is checked against [`ServerOptions::host_allowlist`] before the router sees
+//! the request, so no route (404s included) answers a host that is not listed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Hosts the server answers for (`--http-host-allowlist`; default: any).
+    pub host_allowlist: HostAllowlist,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +47,129 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            host_allowlist: HostAllowlist::Any,
+        }
+    }
+}
+
+/// Web3Signer's `--http-host-allowlist`: the hosts (names or IP addresses, without port) a
+/// request may address, taken from its URI authority (HTTP/2 `:authority`, or an absolute-form
+/// HTTP/1.1 target) or else its `Host` header. A host not listed gets 403
+/// `{"message":"Host not authorized."}`; a request naming no host, several `Host` headers or
+/// an unparsable one gets 400. Names compare case-insensitively; IPv6 addresses are written
+/// without brackets or with (`::1`, `[::1]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HostAllowlist {
+    /// `*`: every host.
+    #[default]
+    Any,
+    /// Only these hosts (lower case, IPv6 without brackets).
+    Only(Arc<[String]>),
+}
+
+/// Web3Signer's default allow-list, `localhost,127.0.0.1`.
+pub const DEFAULT_HOST_ALLOWLIST: &str = "localhost,127.0.0.1";
+
+/// A host as compared: lower case, IPv6 brackets and a trailing dot removed.
+fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// Parses one `--http-host-allowlist` entry (clap value parser): `*`, a host name or an IP
+/// address, without port.
+///
+/// # Errors
+/// An empty entry, or one with characters no host has (`/`, `@`, spaces, a port after a name).
+pub fn parse_host_entry(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    if entry == "*" {
+        return Ok(entry.to_owned());
+    }
+    let host = normalize_host(entry);
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    let valid = if host.contains(':') {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        host.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    if !valid {
+        return Err(format!(
+            "{entry:?} is not a host name or IP address (no scheme, port or path; `*` allows any host)"
+        ));
+    }
+    Ok(host)
+}
+
+impl HostAllowlist {
+    /// From parsed entries ([`parse_host_entry`]): `*` anywhere allows every host.
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> Self {
+        if entries.iter().any(|e| e.as_ref().trim() == "*") {
+            return Self::Any;
+        }
+        let mut hosts: Vec<String> = entries.iter().map(|e| normalize_host(e.as_ref())).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        Self::Only(hosts.into())
+    }
+
+    /// Whether `host` (as it appears in a URI authority, brackets allowed) may be served.
+    pub fn allows(&self, host: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(hosts) => {
+                let host = normalize_host(host);
+                hosts.iter().any(|h| *h == host)
+            }
+        }
+    }
+
+    /// `None` when the request may proceed, else the 400 or 403 response.
+    pub fn check<B>(&self, req: &axum::http::Request<B>) -> Option<axum::response::Response> {
+        use axum::http::{header, StatusCode};
+        use axum::response::IntoResponse;
+        let refuse = |status: StatusCode, message: &str| {
+            Some(
+                (
+                    status,
+                    [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                    serde_json::json!({ "message": message }).to_string(),
+                )
+                    .into_response(),
+            )
+        };
+        if *self == Self::Any {
+            return None;
+        }
+        let host = match req.uri().authority() {
+            Some(authority) => authority.host().to_owned(),
+            None => {
+                let mut values = req.headers().get_all(header::HOST).iter();
+                let (Some(value), None) = (values.next(), values.next()) else {
+                    return refuse(StatusCode::BAD_REQUEST, "Missing or repeated Host header.");
+                };
+                match value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<axum::http::uri::Authority>().ok())
+                {
+                    Some(authority) => authority.host().to_owned(),
+                    None => return refuse(StatusCode::BAD_REQUEST, "Invalid Host header."),
+                }
+            }
+        };
+        if self.allows(&host) {
+            None
+        } else {
+            tracing::debug!(host = %host, "request for a host not in --http-host-allowlist");
+            refuse(StatusCode::FORBIDDEN, "Host not authorized.")
         }
     }
 }
@@ -134,11 +261,19 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let hosts = options.host_allowlist.clone();
     let service = tower::service_fn(move |mut req: axum::extract::Request<Incoming>| {
         if let Some(c) = client {
             req.extensions_mut().insert(c);
         }
-        app.clone().oneshot(req)
+        let refused = hosts.check(&req);
+        let app = app.clone();
+        async move {
+            match refused {
+                Some(response) => Ok(response),
+                None => app.oneshot(req).await,
+            }
+        }
     });
     let service = TowerToHyperService::new(service);
     let conn = hyper::server::conn::http1::Builder::new()

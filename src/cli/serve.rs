@@ -235,6 +235,7 @@ pub async fn serve_signer(
     );
     let options = api::server::ServerOptions {
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
+        host_allowlist: args.serve.host_allowlist(),
         ..Default::default()
     };
     crate::metrics::global().set_server_collector(api::metrics::node_collector(state.clone()));

@@ -37,7 +37,7 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
-    /// Hosts the server answers for (`--http-host-allowlist`; default: any).
+    /// Hosts the server answers for (`--http-host-allowlist`; default: no check).
     pub host_allowlist: HostAllowlist,
 }
 
@@ -47,7 +47,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
-            host_allowlist: HostAllowlist::Any,
+            host_allowlist: HostAllowlist::Off,
         }
     }
 }
@@ -60,8 +60,10 @@ impl Default for ServerOptions {
 /// without brackets or with (`::1`, `[::1]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum HostAllowlist {
-    /// `*`: every host.
+    /// No check at all (listeners other than the signer's and the combiner's, and tests).
     #[default]
+    Off,
+    /// `*`: every host, but the request must name one.
     Any,
     /// Only these hosts (lower case, IPv6 without brackets).
     Only(Arc<[String]>),
@@ -123,7 +125,7 @@ impl HostAllowlist {
     /// Whether `host` (as it appears in a URI authority, brackets allowed) may be served.
     pub fn allows(&self, host: &str) -> bool {
         match self {
-            Self::Any => true,
+            Self::Off | Self::Any => true,
             Self::Only(hosts) => {
                 let host = normalize_host(host);
                 hosts.iter().any(|h| *h == host)
@@ -145,7 +147,7 @@ impl HostAllowlist {
                     .into_response(),
             )
         };
-        if *self == Self::Any {
+        if *self == Self::Off {
             return None;
         }
         let host = match req.uri().authority() {
@@ -300,5 +302,96 @@ async fn serve<S>(
                 tracing::debug!(error = %e, "connection ended with error during shutdown");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, Request, StatusCode};
+
+    fn req(host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/upcheck");
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).expect("request")
+    }
+
+    fn status(list: &HostAllowlist, r: &Request<()>) -> Option<StatusCode> {
+        list.check(r).map(|resp| resp.status())
+    }
+
+    #[test]
+    fn entries_are_hosts_without_port() {
+        assert_eq!(
+            parse_host_entry(" Node-A.example "),
+            Ok("node-a.example".into())
+        );
+        assert_eq!(parse_host_entry("[::1]"), Ok("::1".into()));
+        assert_eq!(parse_host_entry("::1"), Ok("::1".into()));
+        assert_eq!(parse_host_entry("*"), Ok("*".into()));
+        for bad in ["", "https://a", "a:9000", "a b", "user@a", "a/b"] {
+            assert!(parse_host_entry(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_checked_without_port_and_case() {
+        let list = HostAllowlist::new(&["localhost", "127.0.0.1", "::1", "node-a"]);
+        for ok in [
+            "localhost",
+            "LOCALHOST:9000",
+            "127.0.0.1:9000",
+            "[::1]:9000",
+            "node-a",
+        ] {
+            assert_eq!(status(&list, &req(Some(ok))), None, "{ok}");
+        }
+        for refused in ["node-b:9000", "127.0.0.2", "[::2]:1", "localhost.evil"] {
+            assert_eq!(
+                status(&list, &req(Some(refused))),
+                Some(StatusCode::FORBIDDEN),
+                "{refused}"
+            );
+        }
+        assert_eq!(status(&list, &req(None)), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status(&list, &req(Some("a b"))),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        let two = Request::builder()
+            .uri("/")
+            .header(header::HOST, "localhost")
+            .header(header::HOST, "node-a")
+            .body(())
+            .expect("request");
+        assert_eq!(status(&list, &two), Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn uri_authority_is_the_host_for_http2_and_absolute_targets() {
+        let list = HostAllowlist::new(&["node-a"]);
+        // HTTP/2 requests carry `:authority` as the URI's authority (and usually no Host).
+        let h2 = Request::builder()
+            .uri("https://node-a:9000/upcheck")
+            .body(())
+            .expect("request");
+        assert_eq!(status(&list, &h2), None);
+        let other = Request::builder()
+            .uri("https://node-b:9000/upcheck")
+            .header(header::HOST, "node-a")
+            .body(())
+            .expect("request");
+        assert_eq!(status(&list, &other), Some(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn star_allows_any_named_host_and_off_checks_nothing() {
+        let any = HostAllowlist::new(&["localhost", "*"]);
+        assert_eq!(any, HostAllowlist::Any);
+        assert_eq!(status(&any, &req(Some("anything.example:1"))), None);
+        assert_eq!(status(&any, &req(None)), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(&HostAllowlist::Off, &req(None)), None);
     }
 }

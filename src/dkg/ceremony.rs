@@ -399,7 +399,7 @@ pub(super) fn open(
         drain_timeout: Duration::from_secs(1),
         // The ceremony listener is its own mutual-TLS endpoint, reached at the operators'
         // URLs of the definition; `--http-host-allowlist` guards the signer and combiner only.
-        host_allowlist: crate::api::server::HostAllowlist::Any,
+        host_allowlist: crate::api::server::HostAllowlist::Off,
     };
     let server = tokio::spawn(async move {
         let shutdown = async {

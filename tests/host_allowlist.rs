@@ -98,8 +98,19 @@ fn start_signer(dir: &Path, name: &str, allowlist: Option<&str>) -> (Proc, u16) 
     (p, port)
 }
 
-/// A cluster definition (2-of-3, nodes that are never started) for a combiner.
+/// A cluster definition (2-of-3, nodes that are never started) for a combiner, its nodes at
+/// 127.0.0.1.
 fn cluster_json(dir: &Path) -> std::path::PathBuf {
+    let operators = (0..3)
+        .map(|i| format!("n{i}=https://127.0.0.1:{}", free_port()))
+        .collect::<Vec<_>>()
+        .join(",");
+    split_cluster(dir, &operators)
+}
+
+/// `dvsigner split` of interop key 0 into 2-of-3 for `operators`; returns cluster.json (the
+/// operators' share folders are next to it).
+fn split_cluster(dir: &Path, operators: &str) -> std::path::PathBuf {
     let whole = dir.join("whole");
     std::fs::create_dir_all(&whole).expect("mkdir");
     std::fs::write(whole.join("pw.txt"), "pw").expect("pw");
@@ -113,10 +124,6 @@ fn cluster_json(dir: &Path) -> std::path::PathBuf {
     .expect("encrypt");
     std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
     let out = dir.join("split");
-    let operators = (0..3)
-        .map(|i| format!("n{i}=https://127.0.0.1:{}", free_port()))
-        .collect::<Vec<_>>()
-        .join(",");
     run_ok(&[
         "split".into(),
         "--keystore".into(),
@@ -128,7 +135,7 @@ fn cluster_json(dir: &Path) -> std::path::PathBuf {
         "--shares".into(),
         "3".into(),
         "--operators".into(),
-        operators,
+        operators.into(),
         "--out".into(),
         out.display().to_string(),
         "--kdf".into(),
@@ -259,6 +266,46 @@ async fn signer_custom_allowlist_replaces_the_default_and_star_allows_any() {
     let keys = get(star_port, "/api/v1/eth2/publicKeys", Some("x.example")).await;
     assert_eq!(keys.status, 200);
     assert_eq!(get(star_port, "/upcheck", None).await.status, 400);
+}
+
+/// Combiners and peers reach a cluster node at its URL in cluster.json: the node answers for
+/// that host without listing it, besides `--http-host-allowlist`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_answers_for_its_own_url_host() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let cluster = split_cluster(
+        dir.path(),
+        &format!("n0=https://Node-0.example:{port},n1=https://node-1.example:9000,n2=https://node-2.example:9000"),
+    );
+    let share = cluster.parent().expect("split dir").join("n0");
+    let pki =
+        dvsigner::tls::DevPki::generate(&dir.path().join("tls"), &["node"], &[]).expect("pki");
+    let args: Vec<String> = vec![
+        "signer".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--insecure-http".into(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--keystores".into(),
+        share.join("keystores").display().to_string(),
+        "--keystores-passwords".into(),
+        share.join("passwords").display().to_string(),
+        "--cluster".into(),
+        cluster.display().to_string(),
+        "--operator".into(),
+        "n0".into(),
+        "--peer-ca".into(),
+        pki.ca_cert.display().to_string(),
+    ];
+    let mut p = Proc::start("n0", &args, &dir.path().join("n0.log"));
+    wait_up(port, &format!("node-0.example:{port}"), &mut p).await;
+    assert_eq!(get(port, "/upcheck", Some("127.0.0.1")).await.status, 200);
+    assert_refused(
+        &get(port, "/upcheck", Some("node-1.example:9000")).await,
+        "a peer's name",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

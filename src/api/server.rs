@@ -122,6 +122,19 @@ impl HostAllowlist {
         Self::Only(hosts.into())
     }
 
+    /// This list plus `host` (no change for [`HostAllowlist::Off`] and [`HostAllowlist::Any`]).
+    #[must_use]
+    pub fn with_host(self, host: &str) -> Self {
+        match self {
+            Self::Only(hosts) => {
+                let mut all = hosts.to_vec();
+                all.push(host.to_owned());
+                Self::new(&all)
+            }
+            other => other,
+        }
+    }
+
     /// Whether `host` (as it appears in a URI authority, brackets allowed) may be served.
     pub fn allows(&self, host: &str) -> bool {
         match self {
@@ -393,5 +406,15 @@ mod tests {
         assert_eq!(status(&any, &req(Some("anything.example:1"))), None);
         assert_eq!(status(&any, &req(None)), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status(&HostAllowlist::Off, &req(None)), None);
+    }
+
+    #[test]
+    fn with_host_extends_only_a_list() {
+        let list = HostAllowlist::new(&["localhost"])
+            .with_host("[::1]")
+            .with_host("Node-A");
+        assert_eq!(list, HostAllowlist::new(&["::1", "localhost", "node-a"]));
+        assert_eq!(HostAllowlist::Any.with_host("x"), HostAllowlist::Any);
+        assert_eq!(HostAllowlist::Off.with_host("x"), HostAllowlist::Off);
     }
 }

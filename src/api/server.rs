@@ -72,6 +72,14 @@ pub enum HostAllowlist {
 /// Web3Signer's default allow-list, `localhost,127.0.0.1`.
 pub const DEFAULT_HOST_ALLOWLIST: &str = "localhost,127.0.0.1";
 
+/// [`DEFAULT_HOST_ALLOWLIST`] as the entries of `--http-host-allowlist`.
+pub fn default_host_allowlist() -> Vec<String> {
+    DEFAULT_HOST_ALLOWLIST
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A host as compared: lower case, IPv6 brackets and a trailing dot removed.
 fn normalize_host(host: &str) -> String {
     let host = host.trim();
@@ -141,7 +149,7 @@ impl HostAllowlist {
             Self::Off | Self::Any => true,
             Self::Only(hosts) => {
                 let host = normalize_host(host);
-                hosts.iter().any(|h| *h == host)
+                hosts.contains(&host)
             }
         }
     }

@@ -128,6 +128,7 @@ both_backends!(
     random_batches_match_sequential_processing,
     high_watermark_refuses_every_validator_at_and_above_it,
     high_watermark_changed_through_another_handle_applies_to_the_next_check,
+    database_of_schema_1_is_migrated_to_the_high_watermark_table,
 );
 
 /// Web3Signer's high watermark: blocks at or above its slot, attestations whose source or
@@ -298,6 +299,67 @@ async fn high_watermark_changed_through_another_handle_applies_to_the_next_check
     }
     other.set_high_watermark(None).await.unwrap();
     assert_eq!(sign(&t.db, pk, block(130), root(3)).await, Verdict::Allowed);
+}
+
+/// Runs `sql` on the test database with a connection of its own; returns the first column of
+/// the first row as an integer when the statement yields one.
+async fn sql(t: &TestDb, sql: &str) -> Option<i64> {
+    match t.url.strip_prefix("sqlite:") {
+        Some(path) => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+            let mut st = c.prepare(sql).unwrap();
+            let mut rows = st.query([]).unwrap();
+            rows.next().unwrap().and_then(|r| r.get::<_, i64>(0).ok())
+        }
+        None => {
+            let (client, conn) = tokio_postgres::connect(&t.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(conn);
+            let rows = client.query(sql, &[]).await.unwrap();
+            drop(client);
+            let _ = driver.await;
+            rows.first()
+                .and_then(|r| r.try_get::<_, i32>(0).ok().map(i64::from))
+        }
+    }
+}
+
+/// A database written by a dvsigner without the high watermark (schema version 1) keeps its
+/// history and gains the table when the next dvsigner opens it.
+async fn database_of_schema_1_is_migrated_to_the_high_watermark_table(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Allowed);
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(2)
+    );
+    // Back to what schema version 1 looked like.
+    sql(&t, "DROP TABLE high_watermark").await;
+    sql(&t, "DELETE FROM schema_version WHERE version = 2").await;
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(1)
+    );
+
+    let reopened = SlashingDb::open(&t.url).await.unwrap();
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(2)
+    );
+    assert_eq!(reopened.high_watermark().await.unwrap(), None);
+    assert_eq!(
+        sign(&reopened, pk, block(10), root(1)).await,
+        Verdict::Repeat
+    );
+    let hw = HighWatermark { epoch: 1, slot: 32 };
+    reopened.set_high_watermark(Some(hw)).await.unwrap();
+    assert!(matches!(
+        refused(sign(&reopened, pk, block(40), root(2)).await),
+        Refusal::BlockAtHighWatermark { .. }
+    ));
 }
 
 async fn block_rules(backend: Backend) {

@@ -197,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
                 tls_allowed_clients: None,
                 insecure_http: false,
                 header_read_timeout_secs: 30,
+                http_host_allowlist: dvsigner::api::server::default_host_allowlist(),
             },
             data_dir: dir.path().join(format!("data-{protected}")),
             keystores: Some(ks_dir.clone()),

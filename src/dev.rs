@@ -137,6 +137,8 @@ impl LocalCluster {
                     tls_allowed_clients: None,
                     insecure_http: false,
                     header_read_timeout_secs: 30,
+                    // Everything here is reached at 127.0.0.1: Web3Signer's default list.
+                    http_host_allowlist: crate::api::server::default_host_allowlist(),
                 },
                 data_dir: dir.join("data").join(name),
                 keystores: Some(split_out.join(name).join("keystores")),
@@ -167,6 +169,7 @@ impl LocalCluster {
                 tls_allowed_clients: None,
                 insecure_http: false,
                 header_read_timeout_secs: 30,
+                http_host_allowlist: crate::api::server::default_host_allowlist(),
             },
             cluster: split_out.join("cluster.json"),
             node_ca: Some(pki.ca_cert.clone()),

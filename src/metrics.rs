@@ -153,7 +153,10 @@ impl Metrics {
             }
             let _ = sign_duration.get_or_create(&TypeLabel { r#type: t });
         }
-        for reason in REFUSAL_REASONS.into_iter().chain(["validator_disabled"]) {
+        for reason in REFUSAL_REASONS
+            .into_iter()
+            .chain(["validator_disabled", "high_watermark"])
+        {
             let _ = refusals.get_or_create(&ReasonLabel { reason });
         }
         Self {
@@ -242,6 +245,9 @@ pub fn refusal_reason(refusal: &Refusal) -> &'static str {
         Refusal::TargetBelowWatermark { .. } => REFUSAL_REASONS[9],
         Refusal::WrongGenesisValidatorsRoot { .. } => REFUSAL_REASONS[10],
         Refusal::ValidatorDisabled { .. } => "validator_disabled",
+        Refusal::BlockAtHighWatermark { .. } | Refusal::AttestationAtHighWatermark { .. } => {
+            "high_watermark"
+        }
     }
 }
 

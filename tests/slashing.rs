@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dvsigner::bls::{PublicKeyBytes, SigningRoot};
-use dvsigner::slashing::{Error, Refusal, SlashableMessage, SlashingDb, Verdict};
+use dvsigner::slashing::{Error, HighWatermark, Refusal, SlashableMessage, SlashingDb, Verdict};
 use proptest::prelude::*;
 
 const GVR: [u8; 32] = [7; 32];
@@ -126,7 +126,241 @@ both_backends!(
     random_sequences_never_allow_slashable_pairs,
     batch_for_one_validator_matches_sequential,
     random_batches_match_sequential_processing,
+    high_watermark_refuses_every_validator_at_and_above_it,
+    high_watermark_changed_through_another_handle_applies_to_the_next_check,
+    database_of_schema_1_is_migrated_to_the_high_watermark_table,
 );
+
+/// Web3Signer's high watermark: blocks at or above its slot, attestations whose source or
+/// target reaches its epoch, are refused for every validator (known or new, repeats included);
+/// everything below still follows the ordinary rules; removing it lifts the ceiling.
+async fn high_watermark_refuses_every_validator_at_and_above_it(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let (pk, newcomer) = (pubkey(), pubkey());
+    assert_eq!(t.db.high_watermark().await.unwrap(), None);
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, block(200), root(2)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, att(1, 2), root(3)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, att(2, 3), root(4)).await, Verdict::Allowed);
+
+    let hw = HighWatermark {
+        epoch: 5,
+        slot: 160,
+    };
+    assert_eq!(t.db.set_high_watermark(Some(hw)).await.unwrap(), None);
+    assert_eq!(t.db.high_watermark().await.unwrap(), Some(hw));
+
+    // Blocks: below the slot as before; at and above refused, even an identical re-sign.
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Repeat);
+    assert_eq!(sign(&t.db, pk, block(159), root(5)).await, Verdict::Allowed);
+    for (slot, r) in [(160, root(6)), (161, root(6)), (200, root(2))] {
+        assert_eq!(
+            refused(sign(&t.db, pk, block(slot), r).await),
+            Refusal::BlockAtHighWatermark {
+                slot,
+                high_watermark: hw
+            }
+        );
+    }
+    // Attestations: source or target at or above the epoch is refused.
+    assert_eq!(sign(&t.db, pk, att(2, 3), root(4)).await, Verdict::Repeat);
+    assert_eq!(sign(&t.db, pk, att(3, 4), root(7)).await, Verdict::Allowed);
+    for (s, tg) in [(4, 5), (5, 5), (2, 6), (5, 7)] {
+        assert_eq!(
+            refused(sign(&t.db, pk, att(s, tg), root(8)).await),
+            Refusal::AttestationAtHighWatermark {
+                source_epoch: s,
+                target_epoch: tg,
+                high_watermark: hw
+            },
+            "{s}->{tg}"
+        );
+    }
+    // A validator the database never saw is held to it too, and the refusal records nothing.
+    assert!(matches!(
+        refused(sign(&t.db, newcomer, block(500), root(9)).await),
+        Refusal::BlockAtHighWatermark { .. }
+    ));
+    assert!(matches!(
+        refused(sign(&t.db, newcomer, att(0, 5), root(9)).await),
+        Refusal::AttestationAtHighWatermark { .. }
+    ));
+    let message = Refusal::BlockAtHighWatermark {
+        slot: 160,
+        high_watermark: hw,
+    }
+    .to_string();
+    assert!(
+        message.contains("high watermark (epoch 5, slot 160)"),
+        "{message}"
+    );
+    let exported: serde_json::Value =
+        serde_json::from_str(&t.db.export_interchange(None).await.unwrap()).unwrap();
+    let mine = exported["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["pubkey"] == pk.to_hex())
+        .unwrap();
+    let slots: Vec<&str> = mine["signed_blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["slot"].as_str().unwrap())
+        .collect();
+    assert_eq!(slots, ["10", "159", "200"]);
+
+    // Raising it returns the previous one; removing it lifts the ceiling.
+    let higher = HighWatermark {
+        epoch: 6,
+        slot: 192,
+    };
+    assert_eq!(
+        t.db.set_high_watermark(Some(higher)).await.unwrap(),
+        Some(hw)
+    );
+    assert_eq!(sign(&t.db, pk, block(160), root(6)).await, Verdict::Allowed);
+    assert!(matches!(
+        refused(sign(&t.db, pk, block(192), root(6)).await),
+        Refusal::BlockAtHighWatermark { .. }
+    ));
+    assert_eq!(t.db.set_high_watermark(None).await.unwrap(), Some(higher));
+    assert_eq!(t.db.high_watermark().await.unwrap(), None);
+    assert_eq!(sign(&t.db, pk, block(200), root(2)).await, Verdict::Repeat);
+    assert_eq!(sign(&t.db, pk, att(4, 5), root(8)).await, Verdict::Allowed);
+    assert_eq!(
+        sign(&t.db, newcomer, block(500), root(9)).await,
+        Verdict::Allowed
+    );
+    // Removing when none is set is not an error.
+    assert_eq!(t.db.set_high_watermark(None).await.unwrap(), None);
+    // Values the database cannot store are refused before any change.
+    assert!(matches!(
+        t.db.set_high_watermark(Some(HighWatermark {
+            epoch: u64::MAX,
+            slot: 1
+        }))
+        .await,
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(t.db.high_watermark().await.unwrap(), None);
+}
+
+/// The watermark lives in the database and each check reads it: a change through another
+/// handle (another process, e.g. the offline command) binds a handle that is already running,
+/// from its next check, with no restart; batches of concurrent requests honour it too.
+async fn high_watermark_changed_through_another_handle_applies_to_the_next_check(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(100), root(1)).await, Verdict::Allowed);
+    let other = SlashingDb::open(&t.url).await.unwrap();
+    other
+        .set_high_watermark(Some(HighWatermark {
+            epoch: 4,
+            slot: 128,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.db.high_watermark().await.unwrap(),
+        Some(HighWatermark {
+            epoch: 4,
+            slot: 128
+        })
+    );
+    // Concurrent requests (batched by the writer): exactly those below the ceiling pass.
+    let keys: Vec<PublicKeyBytes> = (0..20).map(|_| pubkey()).collect();
+    let tasks: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| {
+            let db = t.db.clone();
+            let slot = 118 + i as u64; // 118..=137: 10 below 128, 10 at or above
+            tokio::spawn(async move {
+                (
+                    slot,
+                    db.check_and_record(k, GVR, block(slot), root(2))
+                        .await
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (slot, verdict) = task.await.unwrap();
+        if slot < 128 {
+            assert_eq!(verdict, Verdict::Allowed, "slot {slot}");
+        } else {
+            assert!(
+                matches!(verdict, Verdict::Refused(Refusal::BlockAtHighWatermark { slot: s, .. }) if s == slot),
+                "slot {slot}: {verdict:?}"
+            );
+        }
+    }
+    other.set_high_watermark(None).await.unwrap();
+    assert_eq!(sign(&t.db, pk, block(130), root(3)).await, Verdict::Allowed);
+}
+
+/// Runs `sql` on the test database with a connection of its own; returns the first column of
+/// the first row as an integer when the statement yields one.
+async fn sql(t: &TestDb, sql: &str) -> Option<i64> {
+    match t.url.strip_prefix("sqlite:") {
+        Some(path) => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+            let mut st = c.prepare(sql).unwrap();
+            let mut rows = st.query([]).unwrap();
+            rows.next().unwrap().and_then(|r| r.get::<_, i64>(0).ok())
+        }
+        None => {
+            let (client, conn) = tokio_postgres::connect(&t.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(conn);
+            let rows = client.query(sql, &[]).await.unwrap();
+            drop(client);
+            let _ = driver.await;
+            rows.first()
+                .and_then(|r| r.try_get::<_, i32>(0).ok().map(i64::from))
+        }
+    }
+}
+
+/// A database written by a dvsigner without the high watermark (schema version 1) keeps its
+/// history and gains the table when the next dvsigner opens it.
+async fn database_of_schema_1_is_migrated_to_the_high_watermark_table(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Allowed);
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(2)
+    );
+    // Back to what schema version 1 looked like.
+    sql(&t, "DROP TABLE high_watermark").await;
+    sql(&t, "DELETE FROM schema_version WHERE version = 2").await;
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(1)
+    );
+
+    let reopened = SlashingDb::open(&t.url).await.unwrap();
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(2)
+    );
+    assert_eq!(reopened.high_watermark().await.unwrap(), None);
+    assert_eq!(
+        sign(&reopened, pk, block(10), root(1)).await,
+        Verdict::Repeat
+    );
+    let hw = HighWatermark { epoch: 1, slot: 32 };
+    reopened.set_high_watermark(Some(hw)).await.unwrap();
+    assert!(matches!(
+        refused(sign(&reopened, pk, block(40), root(2)).await),
+        Refusal::BlockAtHighWatermark { .. }
+    ));
+}
 
 async fn block_rules(backend: Backend) {
     let t = TestDb::open(backend).await;

@@ -98,6 +98,24 @@ fn status(up: bool) -> &'static str {
     }
 }
 
+/// `GET /api/v1/eth2/highWatermark`: `{"epoch":"E","slot":"S"}` or `{}` when none is set
+/// (Web3Signer's answer), read from the database on every call; 404 when slashing protection is
+/// off (Web3Signer registers the route only with it), 500 when the database fails.
+pub(super) async fn high_watermark(State(state): State<Arc<NodeState>>) -> Response {
+    let Some(db) = &state.slashing else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Not Found: slashing protection is disabled on this node",
+        )
+            .into_response();
+    };
+    match db.high_watermark().await {
+        Ok(hw) => json_response(StatusCode::OK, &crate::slashing::high_watermark_json(hw)),
+        Err(e) => super::ApiError::Slashing(e).into_response(),
+    }
+}
+
 pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {
     (
         code,

@@ -3,8 +3,8 @@
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
 //! `shared/reference/web3signer-api.md`. Routes:
 //! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
-//! `POST /api/v1/eth2/sign/{identifier}`, `POST|GET /reload`, `GET /api/v1/dvsigner/info`
-//! (`info.rs`: role, version, network), for cluster peers
+//! `POST /api/v1/eth2/sign/{identifier}`, `GET /api/v1/eth2/highWatermark`, `POST|GET /reload`,
+//! `GET /api/v1/dvsigner/info` (`info.rs`: role, version, network), for cluster peers
 //! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`), and the
 //! Keymanager API `GET|POST|DELETE /eth/v1/keystores` (`keymanager.rs`, bearer token; 404 unless
 //! enabled).
@@ -154,6 +154,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/eth2/publicKeys", get(health::public_keys))
         .route(info::INFO_PATH, get(info::info))
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
+        .route("/api/v1/eth2/highWatermark", get(health::high_watermark))
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
         .route(crate::cluster::protocol::NOTIFY_PATH, post(peer::notify))

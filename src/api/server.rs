@@ -5,7 +5,9 @@
 //! [`ServerOptions::drain_timeout`]) and returns. Tests bind `127.0.0.1:0` and call it directly.
 //!
 //! Invariants: a slow or broken client only ever costs its own connection task (handshake and
-//! header-read timeouts); handshake failures are logged at debug level and dropped.
+//! header-read timeouts); handshake failures are logged at debug level and dropped. The
+//! request's host is checked against [`ServerOptions::host_allowlist`] before the router sees
+//! the request, so no route (404s included) answers a host that is not listed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Hosts the server answers for (`--http-host-allowlist`; default: no check).
+    pub host_allowlist: HostAllowlist,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +47,152 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            host_allowlist: HostAllowlist::Off,
+        }
+    }
+}
+
+/// Web3Signer's `--http-host-allowlist`: the hosts (names or IP addresses, without port) a
+/// request may address, taken from its URI authority (HTTP/2 `:authority`, or an absolute-form
+/// HTTP/1.1 target) or else its `Host` header. A host not listed gets 403
+/// `{"message":"Host not authorized."}`; a request naming no host, several `Host` headers or
+/// an unparsable one gets 400. Names compare case-insensitively; IPv6 addresses are written
+/// without brackets or with (`::1`, `[::1]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HostAllowlist {
+    /// No check at all (listeners other than the signer's and the combiner's, and tests).
+    #[default]
+    Off,
+    /// `*`: every host, but the request must name one.
+    Any,
+    /// Only these hosts (lower case, IPv6 without brackets).
+    Only(Arc<[String]>),
+}
+
+/// Web3Signer's default allow-list, `localhost,127.0.0.1`.
+pub const DEFAULT_HOST_ALLOWLIST: &str = "localhost,127.0.0.1";
+
+/// [`DEFAULT_HOST_ALLOWLIST`] as the entries of `--http-host-allowlist`.
+pub fn default_host_allowlist() -> Vec<String> {
+    DEFAULT_HOST_ALLOWLIST
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A host as compared: lower case, IPv6 brackets and a trailing dot removed.
+fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// Parses one `--http-host-allowlist` entry (clap value parser): `*`, a host name or an IP
+/// address, without port.
+///
+/// # Errors
+/// An empty entry, or one with characters no host has (`/`, `@`, spaces, a port after a name).
+pub fn parse_host_entry(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    if entry == "*" {
+        return Ok(entry.to_owned());
+    }
+    let host = normalize_host(entry);
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    let valid = if host.contains(':') {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        host.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    if !valid {
+        return Err(format!(
+            "{entry:?} is not a host name or IP address (no scheme, port or path; `*` allows any host)"
+        ));
+    }
+    Ok(host)
+}
+
+impl HostAllowlist {
+    /// From parsed entries ([`parse_host_entry`]): `*` anywhere allows every host.
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> Self {
+        if entries.iter().any(|e| e.as_ref().trim() == "*") {
+            return Self::Any;
+        }
+        let mut hosts: Vec<String> = entries.iter().map(|e| normalize_host(e.as_ref())).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        Self::Only(hosts.into())
+    }
+
+    /// This list plus `host` (no change for [`HostAllowlist::Off`] and [`HostAllowlist::Any`]).
+    #[must_use]
+    pub fn with_host(self, host: &str) -> Self {
+        match self {
+            Self::Only(hosts) => {
+                let mut all = hosts.to_vec();
+                all.push(host.to_owned());
+                Self::new(&all)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether `host` (as it appears in a URI authority, brackets allowed) may be served.
+    pub fn allows(&self, host: &str) -> bool {
+        match self {
+            Self::Off | Self::Any => true,
+            Self::Only(hosts) => {
+                let host = normalize_host(host);
+                hosts.contains(&host)
+            }
+        }
+    }
+
+    /// `None` when the request may proceed, else the 400 or 403 response.
+    pub fn check<B>(&self, req: &axum::http::Request<B>) -> Option<axum::response::Response> {
+        use axum::http::{header, StatusCode};
+        use axum::response::IntoResponse;
+        let refuse = |status: StatusCode, message: &str| {
+            Some(
+                (
+                    status,
+                    [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                    serde_json::json!({ "message": message }).to_string(),
+                )
+                    .into_response(),
+            )
+        };
+        if *self == Self::Off {
+            return None;
+        }
+        let host = match req.uri().authority() {
+            Some(authority) => authority.host().to_owned(),
+            None => {
+                let mut values = req.headers().get_all(header::HOST).iter();
+                let (Some(value), None) = (values.next(), values.next()) else {
+                    return refuse(StatusCode::BAD_REQUEST, "Missing or repeated Host header.");
+                };
+                match value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<axum::http::uri::Authority>().ok())
+                {
+                    Some(authority) => authority.host().to_owned(),
+                    None => return refuse(StatusCode::BAD_REQUEST, "Invalid Host header."),
+                }
+            }
+        };
+        if self.allows(&host) {
+            None
+        } else {
+            tracing::debug!(host = %host, "request for a host not in --http-host-allowlist");
+            refuse(StatusCode::FORBIDDEN, "Host not authorized.")
         }
     }
 }
@@ -134,11 +284,19 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let hosts = options.host_allowlist.clone();
     let service = tower::service_fn(move |mut req: axum::extract::Request<Incoming>| {
         if let Some(c) = client {
             req.extensions_mut().insert(c);
         }
-        app.clone().oneshot(req)
+        let refused = hosts.check(&req);
+        let app = app.clone();
+        async move {
+            match refused {
+                Some(response) => Ok(response),
+                None => app.oneshot(req).await,
+            }
+        }
     });
     let service = TowerToHyperService::new(service);
     let conn = hyper::server::conn::http1::Builder::new()
@@ -165,5 +323,106 @@ async fn serve<S>(
                 tracing::debug!(error = %e, "connection ended with error during shutdown");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, Request, StatusCode};
+
+    fn req(host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/upcheck");
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).expect("request")
+    }
+
+    fn status(list: &HostAllowlist, r: &Request<()>) -> Option<StatusCode> {
+        list.check(r).map(|resp| resp.status())
+    }
+
+    #[test]
+    fn entries_are_hosts_without_port() {
+        assert_eq!(
+            parse_host_entry(" Node-A.example "),
+            Ok("node-a.example".into())
+        );
+        assert_eq!(parse_host_entry("[::1]"), Ok("::1".into()));
+        assert_eq!(parse_host_entry("::1"), Ok("::1".into()));
+        assert_eq!(parse_host_entry("*"), Ok("*".into()));
+        for bad in ["", "https://a", "a:9000", "a b", "user@a", "a/b"] {
+            assert!(parse_host_entry(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_checked_without_port_and_case() {
+        let list = HostAllowlist::new(&["localhost", "127.0.0.1", "::1", "node-a"]);
+        for ok in [
+            "localhost",
+            "LOCALHOST:9000",
+            "127.0.0.1:9000",
+            "[::1]:9000",
+            "node-a",
+        ] {
+            assert_eq!(status(&list, &req(Some(ok))), None, "{ok}");
+        }
+        for refused in ["node-b:9000", "127.0.0.2", "[::2]:1", "localhost.evil"] {
+            assert_eq!(
+                status(&list, &req(Some(refused))),
+                Some(StatusCode::FORBIDDEN),
+                "{refused}"
+            );
+        }
+        assert_eq!(status(&list, &req(None)), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status(&list, &req(Some("a b"))),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        let two = Request::builder()
+            .uri("/")
+            .header(header::HOST, "localhost")
+            .header(header::HOST, "node-a")
+            .body(())
+            .expect("request");
+        assert_eq!(status(&list, &two), Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn uri_authority_is_the_host_for_http2_and_absolute_targets() {
+        let list = HostAllowlist::new(&["node-a"]);
+        // HTTP/2 requests carry `:authority` as the URI's authority (and usually no Host).
+        let h2 = Request::builder()
+            .uri("https://node-a:9000/upcheck")
+            .body(())
+            .expect("request");
+        assert_eq!(status(&list, &h2), None);
+        let other = Request::builder()
+            .uri("https://node-b:9000/upcheck")
+            .header(header::HOST, "node-a")
+            .body(())
+            .expect("request");
+        assert_eq!(status(&list, &other), Some(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn star_allows_any_named_host_and_off_checks_nothing() {
+        let any = HostAllowlist::new(&["localhost", "*"]);
+        assert_eq!(any, HostAllowlist::Any);
+        assert_eq!(status(&any, &req(Some("anything.example:1"))), None);
+        assert_eq!(status(&any, &req(None)), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(&HostAllowlist::Off, &req(None)), None);
+    }
+
+    #[test]
+    fn with_host_extends_only_a_list() {
+        let list = HostAllowlist::new(&["localhost"])
+            .with_host("[::1]")
+            .with_host("Node-A");
+        assert_eq!(list, HostAllowlist::new(&["::1", "localhost", "node-a"]));
+        assert_eq!(HostAllowlist::Any.with_host("x"), HostAllowlist::Any);
+        assert_eq!(HostAllowlist::Off.with_host("x"), HostAllowlist::Off);
     }
 }

@@ -118,6 +118,23 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request head before the connection is closed.
     #[arg(long, default_value_t = 30)]
     pub header_read_timeout_secs: u64,
+    /// Hosts (names or IP addresses, without port) that requests may address in their Host
+    /// header, comma-separated; `*` allows any. Other hosts get 403 on every route, a request
+    /// without a Host header 400. List every name clients and peers use to reach this server.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = crate::api::server::DEFAULT_HOST_ALLOWLIST,
+        value_parser = crate::api::server::parse_host_entry
+    )]
+    pub http_host_allowlist: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The `--http-host-allowlist` as the server applies it.
+    pub fn host_allowlist(&self) -> crate::api::server::HostAllowlist {
+        crate::api::server::HostAllowlist::new(&self.http_host_allowlist)
+    }
 }
 
 /// `dvsigner signer` options.

@@ -235,6 +235,7 @@ pub async fn serve_signer(
     );
     let options = api::server::ServerOptions {
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
+        host_allowlist: signer_host_allowlist(&args),
         ..Default::default()
     };
     crate::metrics::global().set_server_collector(api::metrics::node_collector(state.clone()));
@@ -287,6 +288,32 @@ fn enable_keymanager(
 /// # Errors
 /// Unreadable cluster definition or TLS files, unknown operator, impossible minimum, or
 /// slashing protection turned off (sync needs the database).
+/// `--http-host-allowlist`, plus, on a node of a cluster (`--cluster`, `--operator`), the host
+/// of its own URL in the cluster definition: the name its combiners and peers use for it.
+fn signer_host_allowlist(args: &SignerArgs) -> api::server::HostAllowlist {
+    let list = args.serve.host_allowlist();
+    let (Some(path), Some(operator)) = (&args.sync.cluster, &args.sync.operator) else {
+        return list;
+    };
+    // A definition that cannot be read stops the node in start_cluster_sync.
+    let Ok(definition) = ClusterDefinition::load(path) else {
+        return list;
+    };
+    let own = definition
+        .operators()
+        .iter()
+        .find(|o| &o.name == operator)
+        .and_then(|o| reqwest::Url::parse(&o.url).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    match own {
+        Some(host) => {
+            tracing::info!(%host, "--http-host-allowlist: also answering for this node's host in the cluster definition");
+            list.with_host(&host)
+        }
+        None => list,
+    }
+}
+
 fn start_cluster_sync(
     args: &SignerArgs,
     state: &Arc<NodeState>,

@@ -1,4 +1,5 @@
-//! `dvsigner slashing-protection import|export`: EIP-3076 interchange (format version 5).
+//! `dvsigner slashing-protection import|export`: EIP-3076 interchange (format version 5);
+//! `dvsigner slashing-protection high-watermark set|remove|show`: the global high watermark.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use crate::bls::PublicKeyBytes;
 use crate::progress::TermProgress;
-use crate::slashing::SlashingDb;
+use crate::slashing::{HighWatermark, SlashingDb};
 
 /// Interchange subcommands.
 #[derive(Debug, Subcommand)]
@@ -16,7 +17,49 @@ pub enum SlashingCommand {
     Import(InterchangeArgs),
     /// Export history to an interchange file.
     Export(InterchangeArgs),
+    /// Set, remove or show the high watermark: a ceiling for every validator of the database
+    /// (blocks at or above its slot, attestations with source or target at or above its epoch
+    /// are refused), as Web3Signer's `watermark-repair --set-high-watermark`.
+    #[command(subcommand)]
+    HighWatermark(HighWatermarkCommand),
 }
+
+/// High-watermark subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HighWatermarkCommand {
+    /// Set (or replace) the high watermark.
+    Set(SetHighWatermarkArgs),
+    /// Remove the high watermark.
+    Remove(DbArgs),
+    /// Print the high watermark as JSON (`{"epoch":"E","slot":"S"}`, or `{}` when none is set).
+    Show(DbArgs),
+}
+
+/// The database option alone.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Database: `sqlite:PATH` or `postgres://…`.
+    #[arg(long, env = "DVSIGNER_SLASHING_DB")]
+    pub slashing_db: String,
+}
+
+/// Options of `high-watermark set`.
+#[derive(Debug, Args)]
+pub struct SetHighWatermarkArgs {
+    /// Database: `sqlite:PATH` or `postgres://…`.
+    #[arg(long, env = "DVSIGNER_SLASHING_DB")]
+    pub slashing_db: String,
+    /// No attestation with a source or target epoch at or above this is signed.
+    #[arg(long)]
+    pub epoch: u64,
+    /// No block at or above this slot is signed (usually the first slot of `--epoch`).
+    #[arg(long)]
+    pub slot: u64,
+}
+
+/// What running nodes do about a high-watermark change, printed after each change.
+const APPLIES_NOTE: &str =
+    "nodes using this database apply it from their next request (no restart needed)";
 
 /// Options of import and export.
 #[derive(Debug, Args)]
@@ -85,6 +128,53 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", a.file.display()))?;
             working.finish();
             println!("exported to {}", a.file.display());
+        }
+        SlashingCommand::HighWatermark(cmd) => high_watermark(cmd).await?,
+    }
+    Ok(())
+}
+
+fn describe(hw: Option<HighWatermark>) -> String {
+    match hw {
+        Some(hw) => format!("epoch {}, slot {}", hw.epoch, hw.slot),
+        None => "none".to_owned(),
+    }
+}
+
+async fn high_watermark(cmd: HighWatermarkCommand) -> anyhow::Result<()> {
+    match cmd {
+        HighWatermarkCommand::Set(a) => {
+            let db = SlashingDb::open(&a.slashing_db).await?;
+            let hw = HighWatermark {
+                epoch: a.epoch,
+                slot: a.slot,
+            };
+            let previous = db.set_high_watermark(Some(hw)).await?;
+            println!(
+                "high watermark set to {} (was {}): blocks at slot {} or later and attestations \
+                 with source or target epoch {} or later are refused for every validator; {}",
+                describe(Some(hw)),
+                describe(previous),
+                hw.slot,
+                hw.epoch,
+                APPLIES_NOTE
+            );
+        }
+        HighWatermarkCommand::Remove(a) => {
+            let db = SlashingDb::open(&a.slashing_db).await?;
+            let previous = db.set_high_watermark(None).await?;
+            println!(
+                "high watermark removed (was {}); {}",
+                describe(previous),
+                APPLIES_NOTE
+            );
+        }
+        HighWatermarkCommand::Show(a) => {
+            let db = SlashingDb::open(&a.slashing_db).await?;
+            println!(
+                "{}",
+                crate::slashing::high_watermark_json(db.high_watermark().await?)
+            );
         }
     }
     Ok(())

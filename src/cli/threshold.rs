@@ -425,6 +425,7 @@ pub async fn serve_combiner(
     tracing::info!(%addr, cluster = %def.hash(), validators = def.validators().len(), nodes = def.operators().len(), "combiner listening");
     let options = api::server::ServerOptions {
         header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
+        host_allowlist: args.serve.host_allowlist(),
         ..Default::default()
     };
     let combiner = Arc::new(combiner);

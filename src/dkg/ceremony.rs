@@ -397,6 +397,9 @@ pub(super) fn open(
         handshake_timeout: Duration::from_secs(5),
         header_read_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(1),
+        // The ceremony listener is its own mutual-TLS endpoint, reached at the operators'
+        // URLs of the definition; `--http-host-allowlist` guards the signer and combiner only.
+        host_allowlist: crate::api::server::HostAllowlist::Off,
     };
     let server = tokio::spawn(async move {
         let shutdown = async {

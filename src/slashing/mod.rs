@@ -10,7 +10,12 @@
 //!   the slot, or when the slot is at or below the low watermark;
 //! - attestation: refused when `source > target`; when another vote (or an unknown root) is
 //!   stored at the target; when `source` is below, or `target` at or below, the watermarks;
-//!   when it surrounds, or is surrounded by, a stored vote.
+//!   when it surrounds, or is surrounded by, a stored vote;
+//! - high watermark (global, Web3Signer's): when one is set, every validator's blocks at or
+//!   above its slot and attestations whose source or target is at or above its epoch are
+//!   refused, repeats included. It is read inside every check's transaction, so a change made
+//!   by `dvsigner slashing-protection high-watermark` applies to running nodes from their next
+//!   request.
 //!
 //! Invariants:
 //! - **atomic**: all access goes through one writer (a dedicated thread per [`SlashingDb`])
@@ -69,6 +74,25 @@ pub enum SlashableMessage {
         /// Target checkpoint epoch.
         target_epoch: u64,
     },
+}
+
+/// A global ceiling (Web3Signer's high watermark): blocks at or above `slot` and attestations
+/// whose source or target epoch is at or above `epoch` are refused for every validator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HighWatermark {
+    /// First epoch no attestation may have as source or target.
+    pub epoch: u64,
+    /// First slot no block may be proposed at.
+    pub slot: u64,
+}
+
+/// The JSON form of a high watermark that `GET /api/v1/eth2/highWatermark` answers:
+/// `{"epoch":"E","slot":"S"}` (decimal strings), or `{}` when none is set.
+pub fn high_watermark_json(hw: Option<HighWatermark>) -> serde_json::Value {
+    match hw {
+        Some(hw) => serde_json::json!({"epoch": hw.epoch.to_string(), "slot": hw.slot.to_string()}),
+        None => serde_json::json!({}),
+    }
 }
 
 /// Why a request was refused (HTTP 412). Nothing is recorded for a refused request.
@@ -172,6 +196,24 @@ pub enum Refusal {
         stored: SigningRoot,
         /// The root of the request.
         requested: SigningRoot,
+    },
+    /// A high watermark is set and the block's slot is at or above it.
+    #[error("block slot {slot} is at or above the high watermark (epoch {}, slot {})", high_watermark.epoch, high_watermark.slot)]
+    BlockAtHighWatermark {
+        /// The requested slot.
+        slot: u64,
+        /// The high watermark.
+        high_watermark: HighWatermark,
+    },
+    /// A high watermark is set and the attestation's source or target epoch is at or above it.
+    #[error("attestation {source_epoch}→{target_epoch} reaches the high watermark (epoch {}, slot {})", high_watermark.epoch, high_watermark.slot)]
+    AttestationAtHighWatermark {
+        /// Requested source epoch.
+        source_epoch: u64,
+        /// Requested target epoch.
+        target_epoch: u64,
+        /// The high watermark.
+        high_watermark: HighWatermark,
     },
     /// The validator was disabled (keymanager delete); only an import enables it again.
     #[error("validator {pubkey} is disabled")]
@@ -368,6 +410,11 @@ enum Op {
         epoch: u64,
         reply: oneshot::Sender<Result<usize, Error>>,
     },
+    HighWatermark(oneshot::Sender<Result<Option<HighWatermark>, Error>>),
+    SetHighWatermark(
+        Option<HighWatermark>,
+        oneshot::Sender<Result<Option<HighWatermark>, Error>>,
+    ),
 }
 
 enum Job {
@@ -639,6 +686,35 @@ impl SlashingDb {
     }
 }
 
+impl SlashingDb {
+    /// The high watermark, if one is set.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn high_watermark(&self) -> Result<Option<HighWatermark>, Error> {
+        self.op(Op::HighWatermark).await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the high watermark and returns the previous one. It
+    /// applies to every validator of the database, and to every process using it from its next
+    /// check on (each check reads it in its own transaction).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for values above 2^63-1; database errors (nothing changed then).
+    pub async fn set_high_watermark(
+        &self,
+        high_watermark: Option<HighWatermark>,
+    ) -> Result<Option<HighWatermark>, Error> {
+        if let Some(hw) = high_watermark {
+            for v in [hw.epoch, hw.slot] {
+                rules::to_db(v)?;
+            }
+        }
+        self.op(|reply| Op::SetHighWatermark(high_watermark, reply))
+            .await
+    }
+}
+
 /// Writer state that survives between batches; only updated after a commit.
 #[derive(Default)]
 struct WriterState {
@@ -807,6 +883,7 @@ async fn check_batch<S: Store>(
     }
     store.begin().await?;
     let ids = store.lock_validators(&pubkeys).await?;
+    let high_watermark = store.high_watermark().await?;
     // Refusals that need no history are decided here; the rest go to the store as one batch.
     let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(jobs.len());
     let mut candidates = Vec::with_capacity(jobs.len());
@@ -827,6 +904,10 @@ async fn check_batch<S: Store>(
             verdicts.push(Some(Verdict::Refused(Refusal::ValidatorDisabled {
                 pubkey: job.pubkey,
             })));
+            continue;
+        }
+        if let Some(refusal) = rules::high_watermark_refusal(job.msg, high_watermark) {
+            verdicts.push(Some(Verdict::Refused(refusal)));
             continue;
         }
         verdicts.push(None);
@@ -953,6 +1034,18 @@ async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
                     }
                 }
                 Ok(changed)
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+        Op::HighWatermark(reply) => {
+            let _ = reply.send(store.high_watermark().await);
+        }
+        Op::SetHighWatermark(high_watermark, reply) => {
+            let r = in_txn(store, async |s: &mut S| {
+                let previous = s.high_watermark().await?;
+                s.set_high_watermark(high_watermark).await?;
+                Ok(previous)
             })
             .await;
             let _ = reply.send(r);

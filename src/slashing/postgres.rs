@@ -19,17 +19,18 @@ use tokio_postgres::{Client, Statement};
 
 use super::pg_tls::{self, PgTarget};
 use super::rules::{
-    self, from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate, Root, Store,
-    ValidatorId, Watermark,
+    self, from_db, high_watermark_from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate,
+    Root, Store, ValidatorId, Watermark,
 };
-use super::{Error, SlashableMessage, Verdict};
+use super::{Error, HighWatermark, SlashableMessage, Verdict};
 use crate::bls::PublicKeyBytes;
 
 /// Advisory-lock key that serializes migrations across processes ("dvsigner" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6476_7369_676e_6572;
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE validators (
     id BIGSERIAL PRIMARY KEY,
     public_key BYTEA NOT NULL UNIQUE,
@@ -62,7 +63,15 @@ CREATE TABLE signed_attestations (
 );
 CREATE INDEX signed_attestations_target ON signed_attestations (validator_id, target_epoch);
 CREATE INDEX signed_attestations_source ON signed_attestations (validator_id, source_epoch);
-"#];
+"#,
+    r#"
+CREATE TABLE high_watermark (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch BIGINT NOT NULL,
+    slot BIGINT NOT NULL
+);
+"#,
+];
 
 const WATERMARK: &str =
     "SELECT slot, source_epoch, target_epoch, pruned_slot, pruned_source_epoch, \
@@ -472,6 +481,36 @@ impl Store for PgStore {
             .st("INSERT INTO metadata (id, genesis_validators_root) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
             .await?;
         self.client.execute(&st, &[&&gvr[..]]).await?;
+        Ok(())
+    }
+
+    async fn high_watermark(&mut self) -> Result<Option<HighWatermark>, Error> {
+        let st = self
+            .st("SELECT epoch, slot FROM high_watermark WHERE id = 1")
+            .await?;
+        let row = self.client.query_opt(&st, &[]).await?;
+        row.map(|r| high_watermark_from_db(r.try_get(0)?, r.try_get(1)?))
+            .transpose()
+    }
+
+    async fn set_high_watermark(&mut self, hw: Option<HighWatermark>) -> Result<(), Error> {
+        match hw {
+            Some(hw) => {
+                let st = self
+                    .st(
+                        "INSERT INTO high_watermark (id, epoch, slot) VALUES (1, $1, $2) \
+                         ON CONFLICT (id) DO UPDATE SET epoch = $1, slot = $2",
+                    )
+                    .await?;
+                self.client
+                    .execute(&st, &[&to_db(hw.epoch)?, &to_db(hw.slot)?])
+                    .await?;
+            }
+            None => {
+                let st = self.st("DELETE FROM high_watermark").await?;
+                self.client.execute(&st, &[]).await?;
+            }
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use super::interchange::{self, Hash256, Interchange, SignedAttestation, SignedBlock};
-use super::{Error, ImportReport, Refusal, SlashableMessage, Verdict};
+use super::{Error, HighWatermark, ImportReport, Refusal, SlashableMessage, Verdict};
 use crate::bls::{PublicKeyBytes, SigningRoot};
 
 /// A stored signing root: `None` when the message was imported without one.
@@ -111,6 +111,10 @@ pub(crate) trait Store {
     async fn gvr(&mut self) -> Result<Option<[u8; 32]>, Error>;
     /// Stores the genesis validators root unless one is already stored.
     async fn insert_gvr(&mut self, gvr: [u8; 32]) -> Result<(), Error>;
+    /// The global high watermark, if set.
+    async fn high_watermark(&mut self) -> Result<Option<HighWatermark>, Error>;
+    /// Sets (`Some`) or removes (`None`) the global high watermark.
+    async fn set_high_watermark(&mut self, hw: Option<HighWatermark>) -> Result<(), Error>;
     async fn watermark(&mut self, id: ValidatorId) -> Result<Watermark, Error>;
     async fn set_watermark(&mut self, id: ValidatorId, wm: Watermark) -> Result<(), Error>;
     async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Root>, Error>;
@@ -207,6 +211,42 @@ pub(crate) fn root_from_db(v: Option<Vec<u8>>) -> Result<Root, Error> {
             .map_err(|_| Error::Corrupt(format!("signing root of {} bytes", b.len())))
     })
     .transpose()
+}
+
+/// The refusal of `msg` under the high watermark `hw` (Web3Signer's rule): a block at a slot
+/// at or above `hw.slot`, an attestation whose source or target epoch is at or above
+/// `hw.epoch`. Applies before any other rule, so even an identical re-sign is refused.
+pub(crate) fn high_watermark_refusal(
+    msg: SlashableMessage,
+    hw: Option<HighWatermark>,
+) -> Option<Refusal> {
+    let hw = hw?;
+    match msg {
+        SlashableMessage::Block { slot } => {
+            (slot >= hw.slot).then_some(Refusal::BlockAtHighWatermark {
+                slot,
+                high_watermark: hw,
+            })
+        }
+        SlashableMessage::Attestation {
+            source_epoch,
+            target_epoch,
+        } => (source_epoch >= hw.epoch || target_epoch >= hw.epoch).then_some(
+            Refusal::AttestationAtHighWatermark {
+                source_epoch,
+                target_epoch,
+                high_watermark: hw,
+            },
+        ),
+    }
+}
+
+/// Converts a stored `(epoch, slot)` high watermark back.
+pub(crate) fn high_watermark_from_db(epoch: i64, slot: i64) -> Result<HighWatermark, Error> {
+    Ok(HighWatermark {
+        epoch: from_db(epoch)?,
+        slot: from_db(slot)?,
+    })
 }
 
 /// Checks one message of an enabled validator and records it when allowed.

@@ -11,12 +11,15 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rules::{from_db, root_from_db, to_db, Root, Store, ValidatorId, Watermark};
-use super::Error;
+use super::rules::{
+    from_db, high_watermark_from_db, root_from_db, to_db, Root, Store, ValidatorId, Watermark,
+};
+use super::{Error, HighWatermark};
 use crate::bls::PublicKeyBytes;
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE validators (
     id INTEGER PRIMARY KEY,
     public_key BLOB NOT NULL UNIQUE,
@@ -49,7 +52,15 @@ CREATE TABLE signed_attestations (
 );
 CREATE INDEX signed_attestations_target ON signed_attestations (validator_id, target_epoch);
 CREATE INDEX signed_attestations_source ON signed_attestations (validator_id, source_epoch);
-"#];
+"#,
+    r#"
+CREATE TABLE high_watermark (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL,
+    slot INTEGER NOT NULL
+);
+"#,
+];
 
 /// The SQLite store.
 pub(crate) struct SqliteStore {
@@ -245,6 +256,35 @@ impl Store for SqliteStore {
                 "INSERT OR IGNORE INTO metadata (id, genesis_validators_root) VALUES (1, ?1)",
             )?
             .execute([&gvr[..]])?;
+        Ok(())
+    }
+
+    async fn high_watermark(&mut self) -> Result<Option<HighWatermark>, Error> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT epoch, slot FROM high_watermark WHERE id = 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?;
+        row.map(|(epoch, slot)| high_watermark_from_db(epoch, slot))
+            .transpose()
+    }
+
+    async fn set_high_watermark(&mut self, hw: Option<HighWatermark>) -> Result<(), Error> {
+        match hw {
+            Some(hw) => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO high_watermark (id, epoch, slot) VALUES (1, ?1, ?2)
+                         ON CONFLICT (id) DO UPDATE SET epoch = ?1, slot = ?2",
+                    )?
+                    .execute(params![to_db(hw.epoch)?, to_db(hw.slot)?])?;
+            }
+            None => {
+                self.conn
+                    .prepare_cached("DELETE FROM high_watermark")?
+                    .execute([])?;
+            }
+        }
         Ok(())
     }
 

@@ -104,6 +104,12 @@ for d in docs:
                     problems.append(f"{kind}/{name}/{c['name']}: dvsigner without --config")
                 if "readinessProbe" not in c and "--insecure-http" not in str(c):
                     problems.append(f"{kind}/{name}/{c['name']}: no readiness probe")
+                # dvsigner refuses hosts not in --http-host-allowlist; the kubelet's default
+                # Host is the pod IP.
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    get = c.get(probe, {}).get("httpGet")
+                    if get and {"name": "Host", "value": "localhost"} not in get.get("httpHeaders", []):
+                        problems.append(f"{kind}/{name}/{c['name']}: {probe} without Host: localhost")
     if kind == "ConfigMap" and "config.yaml" in d.get("data", {}):
         component = d["metadata"]["labels"]["app.kubernetes.io/component"]
         if component not in ("signer", "combiner"):
@@ -111,6 +117,13 @@ for d in docs:
             continue
         with open(f"{out}/{component}--{name}.yaml", "w") as f:
             f.write(d["data"]["config.yaml"])
+        if component == "signer":
+            # Combiners and peers reach a node by its Service name (cluster.json's URLs).
+            hosts = yaml.safe_load(d["data"]["config.yaml"]).get("http-host-allowlist", [])
+            ns = d["metadata"].get("namespace", "validators")
+            for h in ("localhost", "127.0.0.1", name, f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"):
+                if h not in hosts:
+                    problems.append(f"ConfigMap/{name}: http-host-allowlist lacks {h}: {hosts}")
         configs += 1
 if configs == 0:
     problems.append("no dvsigner config.yaml rendered")

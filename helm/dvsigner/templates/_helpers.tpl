@@ -43,6 +43,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-signer-%s" (include "dvsigner.fullname" $root) (index . 1) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+Hosts a signer node answers for (`http-host-allowlist`): (list $ operatorName). Loopback for
+local checks, the node's Service names (how combiners and peers reach it: cluster.json's node
+URLs), the headless Service names, the certificate's extra DNS names and
+`signers.httpHostAllowlist`. A YAML list.
+*/}}
+{{- define "dvsigner.signerHosts" -}}
+{{- $root := index . 0 }}
+{{- $name := include "dvsigner.signerName" . }}
+{{- $ns := $root.Release.Namespace }}
+{{- $hosts := list "localhost" "127.0.0.1" }}
+{{- range $svc := list $name (printf "%s-headless" $name) }}
+{{- $hosts = concat $hosts (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) }}
+{{- end }}
+{{- $hosts = concat $hosts $root.Values.signers.tls.certManager.dnsNames $root.Values.signers.httpHostAllowlist }}
+{{- toYaml (uniq $hosts) }}
+{{- end }}
+
 {{/* TLS Secret of a signer node: (list $ operatorName). */}}
 {{- define "dvsigner.signerTlsSecret" -}}
 {{- $root := index . 0 }}
@@ -97,6 +115,7 @@ then `signers.config`, then the operator's own `config`.
 {{- if $root.Values.metrics.enabled }}
 {{- $_ := set $c "metrics-listen" (printf "0.0.0.0:%d" (int $root.Values.metrics.port)) }}
 {{- end }}
+{{- $_ := set $c "http-host-allowlist" (include "dvsigner.signerHosts" (list $root $op.name) | fromYamlArray) }}
 {{- if $s.tls.clientAuth }}
 {{- $_ := set $c "tls-client-ca" "/etc/dvsigner/tls/ca.crt" }}
 {{- end }}

@@ -402,7 +402,8 @@ pub async fn serve_combiner(
         combiner.network.clone(),
         super::serve::SCHEDULE_WATCH_INTERVAL,
     );
-    let served = api::server::run(listener, tls, combiner::router(combiner), options, shutdown).await;
+    let served =
+        api::server::run(listener, tls, combiner::router(combiner), options, shutdown).await;
     watch.abort();
     served?;
     tracing::info!("combiner stopped");

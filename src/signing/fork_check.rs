@@ -69,7 +69,11 @@ fn hex32(v: [u8; 32]) -> String {
 /// The network a fork version belongs to, if this build knows one.
 fn version_owner(v: [u8; 4]) -> Option<&'static str> {
     known_fork_tables()
-        .find(|(_, table)| table.iter().any(|(_, version, _)| version.to_be_bytes() == v))
+        .find(|(_, table)| {
+            table
+                .iter()
+                .any(|(_, version, _)| version.to_be_bytes() == v)
+        })
         .map(|(name, _)| name)
 }
 
@@ -161,10 +165,7 @@ impl Network {
             let evidence = if root_is_own {
                 format!("the request's genesis_validators_root is {}'s", self.name)
             } else {
-                format!(
-                    "previous_version {} is in that schedule",
-                    hex4(previous)
-                )
+                format!("previous_version {} is in that schedule", hex4(previous))
             };
             let message = format!(
                 "unknown fork: fork_info.fork.current_version {} (fork_info.fork.epoch {fork_epoch}) \
@@ -404,7 +405,11 @@ mod tests {
         assert_eq!(e.kind, MismatchKind::OtherNetwork);
         assert_eq!(e.fork_version, v(0x0701_7000));
         let text = e.to_string();
-        for part in ["configured for mainnet", "0x07017000 is holesky's", "--network holesky"] {
+        for part in [
+            "configured for mainnet",
+            "0x07017000 is holesky's",
+            "--network holesky",
+        ] {
             assert!(text.contains(part), "{part}: {text}");
         }
         let e = m
@@ -416,7 +421,10 @@ mod tests {
             .check_fork_info(v(0x0500_0000), v(0x0600_0000), 0, root(HOLESKY_GVR))
             .expect_err("root");
         assert_eq!(e.kind, MismatchKind::OtherNetwork);
-        assert!(e.to_string().contains("is holesky's; mainnet's is 0x4b36"), "{e}");
+        assert!(
+            e.to_string().contains("is holesky's; mainnet's is 0x4b36"),
+            "{e}"
+        );
         let e = m.check_deposit_version(v(0x1000_0910)).expect_err("hoodi");
         assert!(e.to_string().contains("hoodi's"), "{e}");
     }
@@ -485,8 +493,16 @@ mod tests {
         let w = n.schedule_warnings(Some(at_epoch(400_000)));
         assert_eq!(w.len(), 5);
         assert!(w[3].contains("ELECTRA (0x05000000)"), "{}", w[3]);
-        assert!(w[3].contains("active since epoch 364032 (now 400000)"), "{}", w[3]);
-        assert!(w[4].contains("activates at epoch 411392 (now 400000)"), "{}", w[4]);
+        assert!(
+            w[3].contains("active since epoch 364032 (now 400000)"),
+            "{}",
+            w[3]
+        );
+        assert!(
+            w[4].contains("activates at epoch 411392 (now 400000)"),
+            "{}",
+            w[4]
+        );
         assert!(w[4].contains("--network mainnet"), "{}", w[4]);
     }
 }

@@ -348,4 +348,32 @@ mod tests {
         assert!(after.contains("dvsigner_sign_duration_seconds_count{type=\"VOLUNTARY_EXIT\"} 1"));
         assert!(after.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn wrong_network_series_are_bounded() {
+        let m = Metrics::new();
+        let mainnet = crate::signing::Network::built_in("mainnet").expect("mainnet");
+        let extra = 8;
+        for i in 0..(WRONG_NETWORK_VERSIONS_MAX as u32 + extra) {
+            let current = (0x7700_0000 + i).to_be_bytes();
+            let e = mainnet
+                .check_fork_info(current, current, 0, [9; 32])
+                .expect_err("unknown network");
+            m.record_wrong_network(&e);
+            m.record_wrong_network(&e);
+        }
+        let text = m.encode().expect("encode");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dvsigner_wrong_network_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), WRONG_NETWORK_VERSIONS_MAX + 1, "{text}");
+        assert!(text.contains(
+            "dvsigner_wrong_network_requests_total{reason=\"other_network\",fork_version=\"0x77000000\"} 2"
+        ));
+        assert!(text.contains(&format!(
+            "dvsigner_wrong_network_requests_total{{reason=\"other_network\",fork_version=\"other\"}} {}",
+            2 * extra
+        )));
+    }
 }

@@ -155,7 +155,11 @@ impl Network {
         }
         let fork_version = outside.first().map_or(current, |(_, v)| *v);
         let foreign_root = root_owner(root).filter(|o| !o.eq_ignore_ascii_case(&self.name));
-        let versions_unidentified = outside.iter().all(|(_, v)| version_owner(*v).is_none());
+        // A version of the built-in network of this name that a config file lacks counts as
+        // unknown to this schedule, not as another network's.
+        let versions_unidentified = outside.iter().all(|(_, v)| {
+            version_owner(*v).is_none_or(|owner| owner.eq_ignore_ascii_case(&self.name))
+        });
         let root_is_own = self.genesis_validators_root == Some(root);
         let some_version_known = self.in_schedule(previous) || self.in_schedule(current);
         if root_ok
@@ -165,10 +169,11 @@ impl Network {
             let evidence = if root_is_own {
                 format!("the request's genesis_validators_root is {}'s", self.name)
             } else {
-                format!("previous_version {} is in that schedule", hex4(previous))
+                "its other fork version is in that schedule".to_owned()
             };
+            let field = outside.first().map_or("current_version", |(f, _)| *f);
             let message = format!(
-                "unknown fork: fork_info.fork.current_version {} (fork_info.fork.epoch {fork_epoch}) \
+                "unknown fork: fork_info.fork.{field} {} (fork_info.fork.epoch {fork_epoch}) \
                  is not in this dvsigner's {} fork schedule, {}, yet {evidence}: the network has \
                  forked to a version this dvsigner does not know. Upgrade dvsigner (or the \
                  --network config file) to a release that schedules this fork",
@@ -305,9 +310,11 @@ impl Network {
             last_fork = last.map_or("none", |f| f.name.as_str()),
             last_fork_version = %last.map_or_else(String::new, |f| hex4(f.version)),
             last_fork_epoch = last.map_or(0, |f| f.epoch),
-            current_epoch = ?epoch,
-            next_fork = next.map_or("none known", |f| f.name.as_str()),
-            next_fork_epoch = ?next.map(|f| f.epoch),
+            current_epoch = %epoch.map_or_else(|| "unknown".to_owned(), |e| e.to_string()),
+            next_fork = %next.map_or_else(
+                || "none scheduled".to_owned(),
+                |f| format!("{} ({}) at epoch {}", f.name, hex4(f.version), f.epoch)
+            ),
             "network"
         );
     }
@@ -474,6 +481,15 @@ mod tests {
                     ALTAIR_FORK_EPOCH: 74240\n";
         let n = Network::from_config_yaml(yaml).expect("yaml");
         assert_eq!(n.genesis_validators_root, Some(root(MAINNET_GVR)));
+        // Mainnet's Bellatrix, which this copy lacks, is an unknown fork, not another network.
+        let e = n
+            .check_fork_info(v(0x0100_0000), v(0x0200_0000), 144_896, root(MAINNET_GVR))
+            .expect_err("missing fork");
+        assert_eq!(e.kind, MismatchKind::UnknownFork, "{e}");
+        assert!(
+            e.to_string().contains("ALTAIR (0x01000000) at epoch 74240"),
+            "{e}"
+        );
         let missing: Vec<String> = n
             .forks_missing_from_config()
             .into_iter()

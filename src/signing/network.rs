@@ -150,7 +150,8 @@ const MINIMAL: ForkTable = &[
 ];
 
 /// Names accepted by [`Network::from_name_or_path`], with genesis times and
-/// genesis_validators_root (eth-clients `metadata/genesis_validators_root.txt`).
+/// genesis_validators_root (the hash tree root of the genesis validators, published with each
+/// network's metadata).
 const BUILT_IN: &[(&str, ForkTable, u64, &str)] = &[
     (
         "mainnet",

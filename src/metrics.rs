@@ -8,16 +8,20 @@
 //! Two sources make one scrape:
 //! - [`global()`]: process-wide request metrics recorded on the hot path (sign requests by type and
 //!   status, sign latency by type, slashing refusals by reason, slashing check-and-record
-//!   latency). Every series a request can touch is created at start-up, so recording is a read
-//!   lock, a hash lookup and an atomic add.
+//!   latency, requests refused as of another network or an unknown fork). Every series a
+//!   request can touch is created at start-up, so recording is a read lock, a hash lookup and an
+//!   atomic add; the wrong-network series are created on first use.
 //! - the server collector ([`Metrics::set_server_collector`]), which reads the running server's
 //!   own state at scrape time (key count and readiness of a node; per-node partial counters and
 //!   latencies of a combiner). One process serves one node or one combiner; the last server
 //!   started wins (the in-process `dev` cluster has no metrics listener).
 //!
-//! Invariants: no label ever carries request data other than the sign type and status code, so
-//! the series count is bounded; nothing secret is reachable from here.
+//! Invariants: no label ever carries request data other than the sign type, the status code and
+//! the fork version of a wrong-network request, and that one takes at most
+//! [`WRONG_NETWORK_VERSIONS_MAX`] values (then `other`), so the series count is bounded; nothing
+//! secret is reachable from here.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -34,7 +38,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::signing::SignKind;
+use crate::signing::fork_check::hex4;
+use crate::signing::{MismatchKind, NetworkMismatch, SignKind};
 use crate::slashing::Refusal;
 
 /// Content type of an OpenMetrics text exposition.
@@ -67,6 +72,15 @@ struct SignLabels {
     status: u16,
 }
 
+/// Distinct fork versions the wrong-network metric labels and logs; later ones are `other`.
+pub const WRONG_NETWORK_VERSIONS_MAX: usize = 32;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WrongNetworkLabels {
+    reason: &'static str,
+    fork_version: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
@@ -94,6 +108,9 @@ pub struct Metrics {
     slashing_check: Histogram,
     keys_loading_total: Gauge,
     keys_loading_done: Gauge,
+    wrong_network: Family<WrongNetworkLabels, Counter>,
+    /// (kind, version) pairs seen, None once [`WRONG_NETWORK_VERSIONS_MAX`] versions were seen.
+    wrong_network_seen: Mutex<HashSet<(MismatchKind, Option<[u8; 4]>)>>,
     server: Mutex<Option<Registry>>,
 }
 
@@ -123,6 +140,7 @@ impl Metrics {
             "Keys of the current or last key load that are done (loaded or failed)",
             keys_loading_done.clone(),
         );
+        let wrong_network = Family::<WrongNetworkLabels, Counter>::default();
         registry.register(
             "sign_requests",
             "Sign requests answered, by sign type and HTTP status",
@@ -142,6 +160,13 @@ impl Metrics {
             "slashing_check_duration_seconds",
             "Slashing-protection check-and-record latency, including the durable commit",
             slashing_check.clone(),
+        );
+        registry.register(
+            "wrong_network_requests",
+            "Sign requests refused (400) because their fork info is of another network \
+             (reason other_network) or of a fork the configured schedule lacks (unknown_fork), \
+             by the fork version received",
+            wrong_network.clone(),
         );
         let types = SignKind::ALL
             .iter()
@@ -167,6 +192,8 @@ impl Metrics {
             slashing_check,
             keys_loading_total,
             keys_loading_done,
+            wrong_network,
+            wrong_network_seen: Mutex::new(HashSet::new()),
             server: Mutex::new(None),
         }
     }
@@ -206,6 +233,48 @@ impl Metrics {
                 reason: refusal_reason(refusal),
             })
             .inc();
+    }
+
+    /// Counts a request refused as of another network or an unknown fork, and logs it the first
+    /// time its (reason, fork version) is seen: a warning for another network, an error for an
+    /// unknown fork. At most [`WRONG_NETWORK_VERSIONS_MAX`] versions are remembered; later ones
+    /// are counted and logged (once) as `other`.
+    pub fn record_wrong_network(&self, mismatch: &NetworkMismatch) {
+        let version = hex4(mismatch.fork_version);
+        let key = (mismatch.kind, Some(mismatch.fork_version));
+        let (label, first) = match self.wrong_network_seen.lock() {
+            Ok(mut seen) => {
+                let versions = seen.iter().filter(|(_, v)| v.is_some()).count();
+                if seen.contains(&key) {
+                    (version, false)
+                } else if versions < WRONG_NETWORK_VERSIONS_MAX {
+                    (version, seen.insert(key))
+                } else {
+                    ("other".to_owned(), seen.insert((mismatch.kind, None)))
+                }
+            }
+            Err(_) => (version, false),
+        };
+        self.wrong_network
+            .get_or_create(&WrongNetworkLabels {
+                reason: mismatch.kind.as_str(),
+                fork_version: label.clone(),
+            })
+            .inc();
+        if first {
+            match mismatch.kind {
+                MismatchKind::UnknownFork => tracing::error!(
+                    fork_version = %label,
+                    "refused a sign request (400): {mismatch} (logged once per fork version; \
+                     dvsigner_wrong_network_requests_total counts every request)"
+                ),
+                MismatchKind::OtherNetwork => tracing::warn!(
+                    fork_version = %label,
+                    "refused a sign request (400): {mismatch} (logged once per fork version; \
+                     dvsigner_wrong_network_requests_total counts every request)"
+                ),
+            }
+        }
     }
 
     /// Records the latency of one slashing-protection check-and-record.
@@ -309,5 +378,33 @@ mod tests {
             .contains("dvsigner_sign_requests_total{type=\"VOLUNTARY_EXIT\",status=\"404\"} 1"));
         assert!(after.contains("dvsigner_sign_duration_seconds_count{type=\"VOLUNTARY_EXIT\"} 1"));
         assert!(after.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn wrong_network_series_are_bounded() {
+        let m = Metrics::new();
+        let mainnet = crate::signing::Network::built_in("mainnet").expect("mainnet");
+        let extra = 8;
+        for i in 0..(WRONG_NETWORK_VERSIONS_MAX as u32 + extra) {
+            let current = (0x7700_0000 + i).to_be_bytes();
+            let e = mainnet
+                .check_fork_info(current, current, 0, [9; 32])
+                .expect_err("unknown network");
+            m.record_wrong_network(&e);
+            m.record_wrong_network(&e);
+        }
+        let text = m.encode().expect("encode");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dvsigner_wrong_network_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), WRONG_NETWORK_VERSIONS_MAX + 1, "{text}");
+        assert!(text.contains(
+            "dvsigner_wrong_network_requests_total{reason=\"other_network\",fork_version=\"0x77000000\"} 2"
+        ));
+        assert!(text.contains(&format!(
+            "dvsigner_wrong_network_requests_total{{reason=\"other_network\",fork_version=\"other\"}} {}",
+            2 * extra
+        )));
     }
 }

@@ -493,15 +493,24 @@ fn bad_nested_values_are_malformed() {
 
 #[test]
 fn contribution_bitvector_size_follows_the_preset() {
-    // The minimal vector's 1-byte bitvector is refused under the mainnet preset (16 bytes).
-    let body = case("SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF");
+    // The minimal vector as it is: its fork info is not mainnet's, which is refused first.
+    let minimal_body = case("SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF");
     let mainnet = Network::built_in("mainnet").expect("mainnet");
+    assert!(matches!(
+        prep(&minimal_body, &mainnet),
+        Err(Error::WrongNetwork(_))
+    ));
+    // With mainnet's fork info, the minimal 1-byte bitvector is refused under the mainnet preset
+    // (16 bytes).
+    let mut body = minimal_body.clone();
+    body.as_object_mut().expect("object").remove("signingRoot");
+    body["fork_info"] = fork_info("0x04000000", "0x05000000", 364_032);
     assert!(matches!(prep(&body, &mainnet), Err(Error::Malformed(_))));
     let mut wide = body.clone();
     wide["contribution_and_proof"]["contribution"]["aggregation_bits"] =
         json!(format!("0x24{}", "00".repeat(15)));
     assert!(prep(&wide, &mainnet).is_ok());
-    wide.as_object_mut().expect("object").remove("signingRoot");
+    wide["fork_info"] = minimal_body["fork_info"].clone();
     assert!(matches!(
         prep(&wide, &Network::minimal_test()),
         Err(Error::Malformed(_))
@@ -704,4 +713,27 @@ fn oracle_fixtures_roots_and_signatures() {
         "every sign type has an oracle case"
     );
     assert!(cases.len() >= 28);
+}
+
+/// Every minimal-preset vector sent to a mainnet node is refused as another network's request,
+/// naming the minimal preset, except VALIDATOR_REGISTRATION, which carries no network signal.
+#[test]
+fn minimal_vectors_on_mainnet_are_another_networks_requests() {
+    let mainnet = Network::built_in("mainnet").expect("mainnet");
+    for c in sign_type_cases() {
+        let body = &c["web3signer_request"];
+        let kind = body["type"].as_str().expect("type");
+        match prep(body, &mainnet) {
+            Err(Error::WrongNetwork(m)) => {
+                assert_ne!(kind, "VALIDATOR_REGISTRATION");
+                assert_eq!(m.kind, signing::MismatchKind::OtherNetwork, "{kind}");
+                assert_eq!(m.fork_version, [0, 0, 0, 1], "{kind}");
+                let text = m.to_string();
+                assert!(text.contains("configured for mainnet"), "{kind}: {text}");
+                assert!(text.contains("minimal preset"), "{kind}: {text}");
+                assert!(text.contains("--network"), "{kind}: {text}");
+            }
+            other => assert_eq!(kind, "VALIDATOR_REGISTRATION", "{other:?}"),
+        }
+    }
 }

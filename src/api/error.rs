@@ -45,6 +45,7 @@ impl From<signing::Error> for ApiError {
     fn from(e: signing::Error) -> Self {
         match e {
             signing::Error::Malformed(m) => Self::BadRequest(m),
+            signing::Error::WrongNetwork(m) => Self::BadRequest(m.to_string()),
             e @ (signing::Error::Root(_) | signing::Error::RootMismatch { .. }) => Self::Signing(e),
         }
     }

@@ -34,7 +34,7 @@ mod reload;
 pub mod server;
 pub use reload::{load_key_sources, KeysLoad};
 mod sign;
-pub(crate) use sign::{request_id, signature_response};
+pub(crate) use sign::{prepare, request_id, signature_response};
 
 pub use error::ApiError;
 

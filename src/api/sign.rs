@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::{ApiError, NodeState};
 use crate::bls::{PublicKeyBytes, Signature};
 use crate::metrics;
-use crate::signing::{self, SignKind};
+use crate::signing::{self, Network, PreparedSign, SignKind};
 use crate::slashing::{Refusal, Verdict};
 
 pub(super) async fn sign(
@@ -47,7 +47,7 @@ async fn sign_inner(
     body: &[u8],
     kind: &mut Option<SignKind>,
 ) -> Result<Response, ApiError> {
-    let prepared = signing::prepare(body, &state.network)?;
+    let prepared = prepare(body, &state.network)?;
     *kind = Some(prepared.kind);
     let pubkey = PublicKeyBytes::parse(identifier)
         .map_err(|_| ApiError::UnknownKey(identifier.to_owned()))?;
@@ -90,6 +90,18 @@ async fn sign_inner(
     let signature = state.run_blocking(move || key.sign(&root)).await?;
     tracing::debug!(%pubkey, kind = prepared.kind.as_str(), root = %root.to_hex(), "signed");
     Ok(signature_response(headers, &signature))
+}
+
+/// [`signing::prepare`] for node and combiner alike: a request of another network or of an
+/// unknown fork is counted in `dvsigner_wrong_network_requests_total` and logged once per fork
+/// version before it becomes a 400.
+pub(crate) fn prepare(body: &[u8], network: &Network) -> Result<PreparedSign, ApiError> {
+    signing::prepare(body, network).map_err(|e| {
+        if let signing::Error::WrongNetwork(mismatch) = &e {
+            metrics::global().record_wrong_network(mismatch);
+        }
+        ApiError::from(e)
+    })
 }
 
 /// The request id of a sign request: the client's `x-request-id` header (as the combiner sends

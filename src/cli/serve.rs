@@ -16,7 +16,11 @@ use crate::cluster::ClusterDefinition;
 use crate::keys::cache::{self, KeyCache};
 use crate::keys::managed::ManagedKeys;
 use crate::keys::{store, KdfParams, KeyStore};
+use crate::signing::fork_check::spawn_schedule_watch;
 use crate::signing::Network;
+
+/// How often a node or combiner repeats the warnings about its fork schedule.
+pub const SCHEDULE_WATCH_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 use crate::slashing::SlashingDb;
 use crate::tls;
 
@@ -192,6 +196,7 @@ pub async fn serve_signer(
 ) -> anyhow::Result<()> {
     let tls = server_tls(&args.serve)?;
     let network = Network::from_name_or_path(&args.network).context("--network")?;
+    network.log_startup("signer");
     let sources = KeySources {
         keystores: args.keystores.clone().zip(args.keystores_passwords.clone()),
         key_config: args.key_config.clone(),
@@ -239,7 +244,9 @@ pub async fn serve_signer(
         ..Default::default()
     };
     crate::metrics::global().set_server_collector(api::metrics::node_collector(state.clone()));
+    let watch = spawn_schedule_watch(state.network.clone(), SCHEDULE_WATCH_INTERVAL);
     let served = api::server::run(listener, tls, api::router(state), options, shutdown).await;
+    watch.abort();
     if let Some(task) = sync_task {
         task.abort();
     }

@@ -409,6 +409,7 @@ pub async fn serve_combiner(
         .with_context(|| format!("reading {}", args.cluster.display()))?;
     let def = ClusterDefinition::from_json(&text).context("cluster definition is invalid")?;
     let network = Network::from_name_or_path(&args.network).context("--network")?;
+    network.log_startup("combiner");
     let identity = args.client_cert.clone().zip(args.client_key.clone());
     if identity.is_none() {
         tracing::warn!("no --client-cert/--client-key: nodes that require client certificates will refuse the combiner");
@@ -431,7 +432,14 @@ pub async fn serve_combiner(
     let combiner = Arc::new(combiner);
     crate::metrics::global()
         .set_server_collector(combiner::metrics::combiner_collector(combiner.clone()));
-    api::server::run(listener, tls, combiner::router(combiner), options, shutdown).await?;
+    let watch = crate::signing::fork_check::spawn_schedule_watch(
+        combiner.network.clone(),
+        super::serve::SCHEDULE_WATCH_INTERVAL,
+    );
+    let served =
+        api::server::run(listener, tls, combiner::router(combiner), options, shutdown).await;
+    watch.abort();
+    served?;
     tracing::info!("combiner stopped");
     Ok(())
 }

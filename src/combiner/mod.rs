@@ -31,9 +31,9 @@ use axum::Router;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
-use crate::api::{request_id, signature_response, ApiError, MAX_BODY_BYTES};
+use crate::api::{prepare, request_id, signature_response, ApiError, MAX_BODY_BYTES};
 use crate::bls::{PublicKey, PublicKeyBytes, Signature, SigningRoot};
-use crate::signing::{self, Network, SignKind};
+use crate::signing::{Network, SignKind};
 use crate::threshold::{self, ShareIndex};
 
 pub mod health;
@@ -229,7 +229,8 @@ async fn sign_inner(
     request_id: &str,
     kind: &mut Option<SignKind>,
 ) -> Result<Response, ApiError> {
-    let prepared = signing::prepare(body, &c.network)?;
+    // Another network's request is refused here, before any node is asked.
+    let prepared = prepare(body, &c.network)?;
     *kind = Some(prepared.kind);
     let pubkey = PublicKeyBytes::parse(identifier)
         .map_err(|_| ApiError::UnknownKey(identifier.to_owned()))?;

@@ -17,7 +17,9 @@
 //! - status classes follow Web3Signer: a body that does not parse (bad JSON, unknown type,
 //!   bad hex/uint, missing nested field, over-long list, wrong bitfield size) is
 //!   [`Error::Malformed`] (400); a missing payload or `fork_info` is [`Error::Root`] (500); a
-//!   differing supplied root is [`Error::RootMismatch`] (500);
+//!   differing supplied root is [`Error::RootMismatch`] (500); fork info of another network
+//!   (or of a fork the configured schedule lacks) is [`Error::WrongNetwork`] (400, a dvsigner
+//!   choice: Web3Signer has no such check), decided before any payload is SSZ-decoded;
 //! - the fork version comes from `fork_info` by the message epoch (previous if the epoch is
 //!   below `fork.epoch`), except EIP-7044 exits, DEPOSIT (request's genesis_fork_version, zero
 //!   GVR) and VALIDATOR_REGISTRATION (network GENESIS_FORK_VERSION, zero GVR).
@@ -28,12 +30,14 @@ use crate::bls::SigningRoot;
 use crate::slashing::SlashableMessage;
 
 pub mod domain;
+pub mod fork_check;
 mod json;
 pub mod network;
 mod request;
 mod ssz;
 
 pub use domain::{compute_domain, compute_signing_root, DomainType};
+pub use fork_check::{MismatchKind, NetworkMismatch};
 pub use network::{Network, PresetBase};
 
 use request::{ForkInfo, SignRequest};
@@ -49,6 +53,11 @@ pub enum Error {
     /// for its fork (Web3Signer answers 500).
     #[error("cannot compute signing root: {0}")]
     Root(String),
+    /// The request's fork info (or a deposit's genesis fork version) is not of the configured
+    /// network: another network, or a fork the configured schedule does not know (400; checked
+    /// before the payload is SSZ-decoded).
+    #[error("{0}")]
+    WrongNetwork(NetworkMismatch),
     /// The request carried a signing root that differs from the computed one (Web3Signer: 500).
     #[error("supplied signing root {supplied:?} differs from computed {computed:?}")]
     RootMismatch {
@@ -152,6 +161,7 @@ pub struct PreparedSign {
 pub fn prepare(body: &[u8], network: &Network) -> Result<PreparedSign, Error> {
     let req: SignRequest =
         serde_json::from_slice(body).map_err(|e| Error::Malformed(e.to_string()))?;
+    check_network(&req, network).map_err(Error::WrongNetwork)?;
     let (root, slashable) = compute(&req, network)?;
     let computed = SigningRoot(root);
     if let Some(supplied) = req.signing_root {
@@ -167,6 +177,29 @@ pub fn prepare(body: &[u8], network: &Network) -> Result<PreparedSign, Error> {
         root: computed,
         slashable,
     })
+}
+
+/// Refuses fork info that is not of `network`: for the types whose root depends on
+/// `fork_info`, its versions and genesis_validators_root; for DEPOSIT, its genesis fork version.
+/// VALIDATOR_REGISTRATION carries no network signal (it is signed under the configured genesis
+/// fork version).
+fn check_network(req: &SignRequest, network: &Network) -> Result<(), NetworkMismatch> {
+    match req.kind {
+        SignKind::Deposit => match &req.deposit {
+            Some(d) => network.check_deposit_version(d.genesis_fork_version.0),
+            None => Ok(()),
+        },
+        SignKind::ValidatorRegistration => Ok(()),
+        _ => match &req.fork_info {
+            Some(fi) => network.check_fork_info(
+                fi.fork.previous_version.0,
+                fi.fork.current_version.0,
+                fi.fork.epoch.0,
+                fi.genesis_validators_root.0,
+            ),
+            None => Ok(()),
+        },
+    }
 }
 
 /// The signing root of a deposit (`DepositMessage` under `compute_domain(DOMAIN_DEPOSIT,

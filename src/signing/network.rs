@@ -94,10 +94,13 @@ pub struct Network {
     pub preset: PresetBase,
     /// Every fork of the config, genesis first, sorted by epoch.
     pub forks: Vec<ScheduledFork>,
+    /// The network's genesis_validators_root when known: always for a built-in network, and for
+    /// a config file whose CONFIG_NAME and GENESIS_FORK_VERSION are those of a built-in one.
+    pub genesis_validators_root: Option<[u8; 32]>,
 }
 
 /// A fork table: (fork name, version as a big-endian u32, activation epoch).
-type ForkTable = &'static [(&'static str, u32, u64)];
+pub(crate) type ForkTable = &'static [(&'static str, u32, u64)];
 
 const MAINNET: ForkTable = &[
     ("GENESIS", 0x0000_0000, 0),
@@ -146,13 +149,58 @@ const MINIMAL: ForkTable = &[
     ("FULU", 0x0600_0001, u64::MAX),
 ];
 
-/// Names accepted by [`Network::from_name_or_path`], with genesis times.
-const BUILT_IN: &[(&str, ForkTable, u64)] = &[
-    ("mainnet", MAINNET, 1_606_824_023),
-    ("holesky", HOLESKY, 1_695_902_400),
-    ("sepolia", SEPOLIA, 1_655_733_600),
-    ("hoodi", HOODI, 1_742_213_400),
+/// Names accepted by [`Network::from_name_or_path`], with genesis times and
+/// genesis_validators_root (the hash tree root of the genesis validators, published with each
+/// network's metadata).
+const BUILT_IN: &[(&str, ForkTable, u64, &str)] = &[
+    (
+        "mainnet",
+        MAINNET,
+        1_606_824_023,
+        "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95",
+    ),
+    (
+        "holesky",
+        HOLESKY,
+        1_695_902_400,
+        "0x9143aa7c615a7f7115e2b6aac319c03529df8242ae705fba9df39b79c59fa8b1",
+    ),
+    (
+        "sepolia",
+        SEPOLIA,
+        1_655_733_600,
+        "0xd8ea171f3c94aea21ebc42a1ed61052acf3f9209c00e4efbaaddac09ed9b8078",
+    ),
+    (
+        "hoodi",
+        HOODI,
+        1_742_213_400,
+        "0x212f13fc4df078b6cb7db228f1c8307566dcecf900867401a92023d7ba99cb5f",
+    ),
 ];
+
+/// Name under which the minimal preset's fork versions are reported.
+pub(crate) const MINIMAL_NAME: &str = "minimal";
+
+/// Every fork table this build knows, by network name: the built-in networks, then the
+/// minimal preset's.
+pub(crate) fn known_fork_tables() -> impl Iterator<Item = (&'static str, ForkTable)> {
+    BUILT_IN
+        .iter()
+        .map(|(n, t, _, _)| (*n, *t))
+        .chain([(MINIMAL_NAME, MINIMAL)])
+}
+
+/// The genesis_validators_root of every built-in network.
+pub(crate) fn known_roots() -> impl Iterator<Item = (&'static str, [u8; 32])> {
+    BUILT_IN
+        .iter()
+        .filter_map(|(n, _, _, r)| parse_root(r).map(|r| (*n, r)))
+}
+
+fn parse_root(hex: &str) -> Option<[u8; 32]> {
+    crate::bls::parse_hex::<32>(hex).ok()
+}
 
 impl Network {
     /// A built-in network by name (mainnet, holesky, hoodi, sepolia) or a consensus config YAML.
@@ -180,16 +228,12 @@ impl Network {
 
     /// A built-in network by (case-insensitive) name.
     pub fn built_in(name: &str) -> Option<Self> {
-        let (n, forks, genesis) = BUILT_IN
+        let (n, forks, genesis, gvr) = BUILT_IN
             .iter()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))?;
-        Some(Self::from_table(
-            n,
-            PresetBase::Mainnet,
-            forks,
-            Some(*genesis),
-            12,
-        ))
+            .find(|(n, _, _, _)| n.eq_ignore_ascii_case(name))?;
+        let mut network = Self::from_table(n, PresetBase::Mainnet, forks, Some(*genesis), 12);
+        network.genesis_validators_root = parse_root(gvr);
+        Some(network)
     }
 
     /// The minimal-preset network of the consensus spec tests (GENESIS_FORK_VERSION 0x00000001,
@@ -249,6 +293,7 @@ impl Network {
             seconds_per_slot,
             preset,
             forks,
+            genesis_validators_root: None,
         }
     }
 
@@ -319,24 +364,32 @@ impl Network {
         }
         // Exact for a built-in name; otherwise MIN_GENESIS_TIME + GENESIS_DELAY, which is the real
         // genesis of every network that launched at its MIN_GENESIS_TIME.
-        let genesis_time = match BUILT_IN
+        let built_in = BUILT_IN
             .iter()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(&name))
-        {
-            Some((_, _, g)) => Some(*g),
+            .find(|(n, _, _, _)| n.eq_ignore_ascii_case(&name));
+        let genesis_time = match built_in {
+            Some((_, _, g, _)) => Some(*g),
             None => match (int("MIN_GENESIS_TIME")?, int("GENESIS_DELAY")?) {
                 (Some(t), d) => t.checked_add(d.unwrap_or(0)),
                 (None, _) => None,
             },
         };
-        Ok(Self::assemble(
+        let mut network = Self::assemble(
             name,
             preset,
             slots_per_epoch,
             genesis_time,
             seconds_per_slot,
             forks,
-        ))
+        );
+        // A copy of a built-in network's config (same name and genesis fork version) is that
+        // network: its genesis_validators_root is known.
+        if let Some((_, table, _, gvr)) = built_in {
+            if table[0].1.to_be_bytes() == network.genesis_fork_version {
+                network.genesis_validators_root = parse_root(gvr);
+            }
+        }
+        Ok(network)
     }
 
     /// `compute_epoch_at_slot`.

@@ -274,3 +274,40 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
         "each added key signed after the reload: {added_ok_after:?}"
     );
 }
+
+/// A key-config file that fails to load on `/reload` is named once in the reload's error (not
+/// `FILE: FILE: document 1: …`), and the keys loaded before keep signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_key_config_is_named_once_in_the_reload_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("key-config");
+    std::fs::create_dir(&cfg).expect("mkdir");
+    write_key_config(&cfg, CFG_STAYS);
+    let port = common::process::free_port();
+    let mut args = common::process::signer_args(port, &dir.path().join("data"), None);
+    args.extend(["--key-config".into(), cfg.display().to_string()]);
+    let mut node = common::process::Proc::start("node", &args, &dir.path().join("node.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = common::process::http_client();
+    common::process::wait_ready(
+        &client,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let bad = cfg.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "type: \"file-raw\"\nkeyType: \"BLS\"\nprivateKey: \"0x1234\"\n",
+    )
+    .expect("write");
+    let (status, error) = common::http::reload(&base).await;
+    assert_eq!(status, "completed_with_errors", "{error}");
+    let named = bad.display().to_string();
+    assert_eq!(error.matches(&named).count(), 1, "{error}");
+    assert!(error.starts_with(&named), "{error}");
+    assert!(common::http::public_keys(&base).await.contains(&pk(CFG_STAYS)));
+    node.terminate(Duration::from_secs(10));
+}

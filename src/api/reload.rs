@@ -273,7 +273,15 @@ fn reload_keys(state: &NodeState) -> Result<(String, Option<String>), String> {
         report
             .errors
             .first()
-            .map(|(p, e)| format!("{}: {e}", p.display()))
+            .map(|(p, e)| {
+                // Messages of file sources already start with their file; name it only once.
+                let p = p.display().to_string();
+                if e.starts_with(&p) {
+                    e.clone()
+                } else {
+                    format!("{p}: {e}")
+                }
+            })
     });
     if let Some(Err(e)) = &load.cache {
         tracing::warn!(error = %e, "key cache not written");

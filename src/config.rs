@@ -6,7 +6,7 @@
 //! command-line parser stays the single source of option names, types and defaults: the file is
 //! turned into `--key=value` arguments inserted right after the subcommand name, and clap parses
 //! the result. So a new flag is settable in the file the day it is added, with no second list to
-//! keep in step (DESIGN.md §8: "each option also settable in the config file").
+//! keep in step: every option of `signer` and `combiner` is settable in the config file.
 //!
 //! # Invariants
 //! - Precedence is command line > environment variable > config file > built-in default. A key of

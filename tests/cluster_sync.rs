@@ -1,4 +1,4 @@
-//! Cluster history sync (issue #6) with real `dvsigner signer` processes over mutual TLS:
+//! Cluster history sync with real `dvsigner signer` processes over mutual TLS:
 //! - a node whose database was wiped answers 503 until it merged history from enough peers, then
 //!   refuses (412) whatever conflicts with what the cluster signed while it was away;
 //! - a conflicting request reaching the wiped node and two honest nodes never yields a signature;

@@ -812,7 +812,7 @@ async fn dashboards_and_alerts_use_only_metrics_a_live_cluster_exports() {
         "rate/increase over series that are not counters:\n{}",
         not_counters.join("\n")
     );
-    // The dashboards and alerts cover what the task names (and the test saw them all).
+    // The dashboards and alerts must cover these series (and the test saw them all).
     for name in [
         "up",
         "dvsigner_ready",

@@ -54,12 +54,12 @@ const CAPELLA_EPOCH: u64 = 3;
 const FINALIZED_TARGET: u64 = CAPELLA_EPOCH + 1;
 /// Further finalized epochs required with one node down.
 const FINALIZED_AFTER_KILL: u64 = 2;
-/// Whole-test bound (the issue allows 10 minutes).
+/// Whole-test bound: the test must finish within 10 minutes.
 const TEST_BOUND: Duration = Duration::from_secs(9 * 60);
 /// Time from start to genesis: beacon node, cluster and validator client start meanwhile.
 const GENESIS_DELAY_SECS: u64 = 20;
 
-/// Sign types Lodestar 1.5.1 sends without a builder (see shared/reference/client-behaviour.md).
+/// Sign types Lodestar 1.5.1 sends without a builder (docs/web3signer-compatibility.md).
 const EXPECTED_TYPES: [&str; 8] = [
     "ATTESTATION",
     "BLOCK_V2",

@@ -1,5 +1,6 @@
 //! The one error type that becomes an HTTP response. Status codes follow Web3Signer
-//! (see `shared/reference/web3signer-api.md` §4.4); internal details are logged, never sent.
+//! (400 bad request, 404 unknown key, 412 refused, 500 root or internal failure; order in
+//! `docs/web3signer-compatibility.md`); internal details are logged, never sent.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -3,9 +3,9 @@
 //!
 //! Spec: <https://github.com/ethereum/keymanager-APIs> (`apis/local_keystores.yaml`), EIP-2335
 //! keystores, EIP-3076 slashing-protection interchange; Web3Signer behaviour in
-//! `shared/reference/web3signer-api.md` §3.4. Responses are JSON; errors are `{"message": …}`
-//! with 400 (bad body), 401 (no bearer token), 403 (wrong token), 404 (API not enabled) and 500
-//! (details logged, not sent).
+//! `docs/web3signer-compatibility.md` ("Keymanager API"). Responses are JSON; errors are
+//! `{"message": …}` with 400 (bad body), 401 (no bearer token), 403 (wrong token), 404 (API not
+//! enabled) and 500 (details logged, not sent).
 //!
 //! Invariants:
 //! - Every request is authenticated before its body is read; tokens compare in constant time and

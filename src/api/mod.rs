@@ -1,7 +1,7 @@
 //! The signer node's HTTP surface: the Web3Signer eth2 API.
 //!
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
-//! `shared/reference/web3signer-api.md`. Routes:
+//! `docs/web3signer-compatibility.md`. Routes:
 //! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
 //! `POST /api/v1/eth2/sign/{identifier}`, `GET /api/v1/eth2/highWatermark`, `POST|GET /reload`,
 //! `GET /api/v1/dvsigner/info` (`info.rs`: role, version, network), for cluster peers

@@ -1,4 +1,5 @@
-//! Command line: the contract of DESIGN.md §8. `main.rs` parses [`Cli`] and calls [`run`].
+//! Command line: the contract operators script against (README "Command line"; option names
+//! stay stable). `main.rs` parses [`Cli`] and calls [`run`].
 //! Every option that names a secret takes a path (or an environment variable), never a value.
 
 use std::net::SocketAddr;
@@ -179,7 +180,7 @@ pub struct SignerArgs {
     pub key_management: KeyManagementArgs,
 }
 
-/// Keymanager API and local key cache (issue #8).
+/// Keymanager API and local key cache.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Key management")]
 pub struct KeyManagementArgs {
@@ -209,8 +210,8 @@ pub struct KeyManagementArgs {
     pub key_cache_password_file: Option<PathBuf>,
 }
 
-/// Cluster membership and peer history sync (issue #6): with `--cluster` and `--operator` the
-/// node pulls its validators' signed-duty history from the other nodes before it signs.
+/// Cluster membership and peer history sync: with `--cluster` and `--operator` the node pulls
+/// its validators' signed-duty history from the other nodes before it signs.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Cluster history sync")]
 pub struct SyncArgs {

@@ -1,4 +1,5 @@
-//! `cluster.json`: the cluster definition (DESIGN.md §4), strict serde and verification.
+//! `cluster.json`: the cluster definition (`docs/design-decisions.md`, "Files"), strict serde
+//! and verification.
 //!
 //! ```json
 //! {

@@ -7,7 +7,7 @@
 //! exists); its [`ClusterDefinition::hash`] identifies the cluster.
 //!
 //! `sync.rs` and `protocol.rs`: nodes pull each other's signed-duty history before signing
-//! (issue #6).
+//! (`docs/architecture.md`, "Cluster history sync").
 
 pub mod definition;
 mod error;

@@ -1,4 +1,4 @@
-//! Peer history sync (issue #6): a node whose slashing-protection history is behind its peers'
+//! Peer history sync: a node whose slashing-protection history is behind its peers'
 //! pulls the signed-duty history of its validators from the other nodes of its cluster, merges
 //! it, and only then signs.
 //!

@@ -9,9 +9,10 @@
 //! from the typed payload itself and refuses a supplied root that differs, and the combiner
 //! verifies every threshold signature against the root it computed.
 //!
-//! Verification strategy (DESIGN.md §2, measured in `benches/`): combine the first `t` partials
-//! and verify the result once; only when that fails verify each partial, drop the liars (logged
-//! and counted) and wait for more. Honest clusters pay one verification per signature.
+//! Verification strategy (`docs/design-decisions.md`, measured in `benches/`): combine the first
+//! `t` partials and verify the result once; only when that fails verify each partial, drop the
+//! liars (logged and counted) and wait for more. Honest clusters pay one verification per
+//! signature.
 //!
 //! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 when fewer
 //! than `t` valid partials arrived by the deadline (or failures made `t` unreachable), one line

@@ -1,5 +1,5 @@
 //! Distributed key generation: operators create validator keys together so that no machine
-//! ever holds a whole key (`dvsigner dkg`, issue #7).
+//! ever holds a whole key (`dvsigner dkg`).
 //!
 //! Protocol (joint Feldman VSS, Pedersen 1991 / Gennaro et al. 2007 "Secure distributed key
 //! generation for discrete-log based cryptosystems"), per validator, run by the `n` operators

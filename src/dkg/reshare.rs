@@ -1,4 +1,4 @@
-//! Resharing (`dvsigner reshare`, issue #7 item 5): move existing validators to a new operator
+//! Resharing (`dvsigner reshare`): move existing validators to a new operator
 //! set and/or threshold without changing their group public keys.
 //!
 //! Protocol (the standard reshare of a Shamir/Feldman sharing: Desmedt & Jajodia 1997

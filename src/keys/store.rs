@@ -1,6 +1,6 @@
 //! The in-memory key store a node signs with, and the directory loaders that fill it.
 //!
-//! Sources (Web3Signer conventions, see `reference/web3signer-api.md` section 8):
+//! Sources (Web3Signer conventions, see `docs/web3signer-compatibility.md`):
 //! - [`load_keystores_dir`]: `--keystores` / `--keystores-passwords`: every `<name>.json` EIP-2335
 //!   keystore with its password in `<passwords>/<name>.txt` (first line).
 //! - [`load_key_config_dir`]: `--key-config`: every `.yaml`/`.yml` file, see

@@ -3,7 +3,7 @@
 //!
 //! Two ways to name keys:
 //! - Web3Signer key-config documents (`type: hashicorp`, see [`crate::keys::key_config`] and
-//!   `reference/web3signer-api.md` section 8): one secret per document, `keyPath` is the full
+//!   `docs/web3signer-compatibility.md`): one secret per document, `keyPath` is the full
 //!   KV v2 HTTP path (`/v1/<mount>/data/<path>`), `keyName` the field holding the hex key.
 //! - Bulk mode ([`VaultBulkSource`], `dvsigner signer --vault-*`): every secret listed under one
 //!   KV v2 folder (`LIST /v1/<mount>/metadata/<folder>`), one level deep, each holding its key in

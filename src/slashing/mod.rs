@@ -2,9 +2,9 @@
 //! one, with interchange import/export, pruning, and group commit.
 //!
 //! Spec: <https://eips.ethereum.org/EIPS/eip-3076>; rules as Web3Signer applies them
-//! (`../shared/reference/web3signer-api.md` section 5). The database keeps every signed
-//! message with its signing root (EIP-3076's *complete* strategy), so an identical re-sign is
-//! a [`Verdict::Repeat`] and only slashable messages, or messages at or below the low
+//! (`docs/web3signer-compatibility.md`, "Slashing protection rules"). The database keeps every
+//! signed message with its signing root (EIP-3076's *complete* strategy), so an identical
+//! re-sign is a [`Verdict::Repeat`] and only slashable messages, or messages at or below the low
 //! watermarks, are refused:
 //! - block: refused when a different root, or an unknown (imported `null`) root, is stored at
 //!   the slot, or when the slot is at or below the low watermark;

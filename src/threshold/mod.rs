@@ -19,7 +19,7 @@
 //! to exactly the signature of the whole key.
 //!
 //! References: Shamir, "How to share a secret" (1979); Feldman, "A practical scheme for
-//! non-interactive verifiable secret sharing" (1987); the design notes in `DESIGN.md` §2.
+//! non-interactive verifiable secret sharing" (1987); `docs/design-decisions.md`.
 
 mod combine;
 mod curve;

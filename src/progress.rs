@@ -84,6 +84,17 @@ impl Progress {
         }
     }
 
+    /// Items known so far, as set (without raising it to `done` as [`Progress::snapshot`] does):
+    /// 0 while the size of the work is not known.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Items finished so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
     /// `n` more items finished.
     pub fn inc(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
@@ -192,18 +203,78 @@ impl Drop for Reporter {
 
 /// Progress of a command-line tool on stderr: an `indicatif` bar on a terminal, otherwise a
 /// plain line every [`interval`] and one when the work ends.
+///
+/// The counters may be advanced through [`TermProgress::inc`] or by another thread holding
+/// [`TermProgress::counter`] (e.g. a database writer): the bar follows the counters (polled
+/// every 100 ms), turning from a spinner into a bar once a total is known. An optional second
+/// count ([`TermProgress::start_counting_also`], e.g. records besides validators) is appended
+/// to each line as `, D/T unit` (or `, D unit` while its total is 0).
 pub struct TermProgress {
     label: String,
     unit: &'static str,
     progress: Arc<Progress>,
+    also: Option<(&'static str, Arc<Progress>)>,
     bar: Option<indicatif::ProgressBar>,
     reporter: Option<Reporter>,
 }
 
+/// How often a bar reads counters advanced by other threads.
+const BAR_POLL: Duration = Duration::from_millis(100);
+
+/// `, 12/30 records` (or `, 12 records` while the total is unknown).
+fn describe_also(also: Option<&(&'static str, Arc<Progress>)>) -> String {
+    match also {
+        None => String::new(),
+        Some((unit, p)) => match (p.done(), p.total()) {
+            (done, 0) => format!(", {done} {unit}"),
+            (done, total) => format!(", {done}/{} {unit}", total.max(done)),
+        },
+    }
+}
+
+/// A bar's message: `label (12/30 records)`, or `label` without a second count.
+fn bar_message(label: &str, also: Option<&(&'static str, Arc<Progress>)>) -> String {
+    match describe_also(also).strip_prefix(", ") {
+        Some(count) => format!("{label} ({count})"),
+        None => label.to_owned(),
+    }
+}
+
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 impl TermProgress {
     /// Starts showing `label` for `total` items of `unit` (e.g. `keystores`); `total` 0 means
-    /// unknown (a spinner with the elapsed time).
+    /// unknown (a spinner with the elapsed time until [`Progress::add_total`] sets one).
     pub fn start(label: &str, unit: &'static str, total: u64) -> Self {
+        Self::start_inner(label, unit, total, None)
+    }
+
+    /// As [`TermProgress::start`], also showing a second count of `also_unit` (see
+    /// [`TermProgress::also_counter`]).
+    pub fn start_counting_also(
+        label: &str,
+        unit: &'static str,
+        total: u64,
+        also_unit: &'static str,
+    ) -> Self {
+        Self::start_inner(
+            label,
+            unit,
+            total,
+            Some((also_unit, Arc::new(Progress::new(0)))),
+        )
+    }
+
+    fn start_inner(
+        label: &str,
+        unit: &'static str,
+        total: u64,
+        also: Option<(&'static str, Arc<Progress>)>,
+    ) -> Self {
         let progress = Arc::new(Progress::new(total));
         let (bar, reporter) = if std::io::stderr().is_terminal() {
             let bar = if total == 0 {
@@ -215,25 +286,33 @@ impl TermProgress {
                 bar
             } else {
                 let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
+                bar.set_style(bar_style());
                 bar
             };
-            bar.set_message(label.to_owned());
+            bar.set_message(bar_message(label, also.as_ref()));
             bar.enable_steady_tick(Duration::from_millis(200));
-            (Some(bar), None)
+            let (polled, name, also) = (bar.clone(), label.to_owned(), also.clone());
+            let sync = Reporter::spawn(Arc::clone(&progress), BAR_POLL, move |s| {
+                if s.total > 0 && polled.length() != Some(s.total) {
+                    if polled.length().is_none() {
+                        polled.set_style(bar_style());
+                    }
+                    polled.set_length(s.total);
+                }
+                polled.set_position(s.done);
+                if also.is_some() {
+                    polled.set_message(bar_message(&name, also.as_ref()));
+                }
+            });
+            (Some(bar), Some(sync))
         } else {
-            let name = label.to_owned();
+            let (name, also) = (label.to_owned(), also.clone());
             let reporter = Reporter::spawn(Arc::clone(&progress), interval(), move |s| {
+                let also = describe_also(also.as_ref());
                 if s.total == 0 {
-                    eprintln!("{name}: working, {} s elapsed", s.elapsed.as_secs());
+                    eprintln!("{name}: working, {} s elapsed{also}", s.elapsed.as_secs());
                 } else {
-                    eprintln!("{name}: {}", s.describe(unit));
+                    eprintln!("{name}: {}{also}", s.describe(unit));
                 }
             });
             (None, Some(reporter))
@@ -242,9 +321,22 @@ impl TermProgress {
             label: label.to_owned(),
             unit,
             progress,
+            also,
             bar,
             reporter,
         }
+    }
+
+    /// The counters, for a worker on another thread to advance (and to set the total of work
+    /// whose size it discovers).
+    pub fn counter(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// The second count's counters, when started with
+    /// [`TermProgress::start_counting_also`].
+    pub fn also_counter(&self) -> Option<Arc<Progress>> {
+        self.also.as_ref().map(|(_, p)| Arc::clone(p))
     }
 
     /// `n` more items finished.
@@ -259,12 +351,13 @@ impl TermProgress {
     pub fn finish(mut self) {
         self.reporter.take();
         let s = self.progress.snapshot();
+        let also = describe_also(self.also.as_ref());
         match self.bar.take() {
             Some(bar) => bar.finish_and_clear(),
             None if s.total == 0 => {
-                eprintln!("{}: done in {} s", self.label, s.elapsed.as_secs())
+                eprintln!("{}: done in {} s{also}", self.label, s.elapsed.as_secs())
             }
-            None => eprintln!("{}: done, {}", self.label, s.describe(self.unit)),
+            None => eprintln!("{}: done, {}{also}", self.label, s.describe(self.unit)),
         }
     }
 }
@@ -294,6 +387,18 @@ mod tests {
         assert!(s.eta_seconds.is_some());
         p.add_total(5);
         assert_eq!(p.snapshot().total, 15);
+    }
+
+    #[test]
+    fn second_count_shows_its_total_only_once_known() {
+        let also = ("records", Arc::new(Progress::new(0)));
+        also.1.inc(7);
+        assert_eq!(describe_also(Some(&also)), ", 7 records");
+        assert_eq!(bar_message("export", Some(&also)), "export (7 records)");
+        also.1.add_total(30);
+        assert_eq!(describe_also(Some(&also)), ", 7/30 records");
+        assert_eq!(describe_also(None), "");
+        assert_eq!(bar_message("split", None), "split");
     }
 
     #[test]

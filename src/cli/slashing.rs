@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use crate::bls::PublicKeyBytes;
 use crate::progress::TermProgress;
-use crate::slashing::{HighWatermark, SlashingDb};
+use crate::slashing::{HighWatermark, InterchangeProgress, SlashingDb};
 
 /// Interchange subcommands.
 #[derive(Debug, Subcommand)]
@@ -82,21 +82,26 @@ pub struct InterchangeArgs {
 pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
     match cmd {
         SlashingCommand::Import(a) => {
+            let size = std::fs::metadata(&a.file)
+                .with_context(|| format!("reading {}", a.file.display()))?
+                .len();
+            eprintln!("reading {} ({})", a.file.display(), megabytes(size));
             let json = std::fs::read_to_string(&a.file)
                 .with_context(|| format!("reading {}", a.file.display()))?;
+            let doc = crate::slashing::parse_interchange(&json)
+                .context("import refused; nothing was imported")?;
+            drop(json);
             let db = SlashingDb::open(&a.slashing_db).await?;
-            // One all-or-nothing transaction: progress is the elapsed time.
-            let working = TermProgress::start(
-                &format!(
-                    "slashing-protection import of {} ({} bytes)",
-                    a.file.display(),
-                    json.len()
-                ),
-                "",
+            // One all-or-nothing transaction; the writer advances the counters per validator.
+            let working = TermProgress::start_counting_also(
+                "slashing-protection import",
+                "validators",
                 0,
+                "records",
             );
+            let progress = interchange_progress(&working);
             let report = db
-                .import_interchange(&json)
+                .import_document(doc, progress)
                 .await
                 .context("import refused; nothing was imported")?;
             working.finish();
@@ -112,26 +117,49 @@ pub async fn run(cmd: SlashingCommand) -> anyhow::Result<()> {
                 .map(|s| PublicKeyBytes::parse(s).with_context(|| format!("bad public key {s}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let db = SlashingDb::open(&a.slashing_db).await?;
-            let working = TermProgress::start(
-                &format!("slashing-protection export to {}", a.file.display()),
-                "",
+            let working = TermProgress::start_counting_also(
+                "slashing-protection export",
+                "validators",
                 0,
+                "records",
             );
+            let progress = interchange_progress(&working);
             let json = db
-                .export_interchange(if filter.is_empty() {
-                    None
-                } else {
-                    Some(&filter)
-                })
+                .export_interchange_with_progress(
+                    if filter.is_empty() {
+                        None
+                    } else {
+                        Some(&filter)
+                    },
+                    progress,
+                )
                 .await?;
+            working.finish();
+            eprintln!(
+                "writing {} ({})",
+                a.file.display(),
+                megabytes(json.len() as u64)
+            );
             std::fs::write(&a.file, json)
                 .with_context(|| format!("writing {}", a.file.display()))?;
-            working.finish();
             println!("exported to {}", a.file.display());
         }
         SlashingCommand::HighWatermark(cmd) => high_watermark(cmd).await?,
     }
     Ok(())
+}
+
+/// The counters of `working` as the database's interchange progress.
+fn interchange_progress(working: &TermProgress) -> Option<InterchangeProgress> {
+    working.also_counter().map(|records| InterchangeProgress {
+        validators: working.counter(),
+        records,
+    })
+}
+
+/// `12.3 MB` (decimal megabytes, one decimal).
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 fn describe(hw: Option<HighWatermark>) -> String {

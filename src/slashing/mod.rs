@@ -47,6 +47,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bls::{PublicKeyBytes, SigningRoot};
+use crate::progress::Progress;
 use interchange::Hash256;
 use rules::Store;
 
@@ -254,6 +255,27 @@ pub struct ImportReport {
     pub skipped: usize,
 }
 
+/// Counters an interchange import or export advances while it runs (in the writer's
+/// transaction), for a caller to show: validators (an import knows their total up front, an
+/// export sets it once it has listed them) and records (blocks and attestations; an import
+/// sets the total up front, an export only counts).
+#[derive(Debug, Clone)]
+pub struct InterchangeProgress {
+    /// Validator entries done / total.
+    pub validators: Arc<Progress>,
+    /// Block and attestation records done (/ total for an import).
+    pub records: Arc<Progress>,
+}
+
+impl Default for InterchangeProgress {
+    fn default() -> Self {
+        Self {
+            validators: Arc::new(Progress::new(0)),
+            records: Arc::new(Progress::new(0)),
+        }
+    }
+}
+
 /// Database, corruption and interchange errors (HTTP 500; never used for a refusal).
 ///
 /// Each message carries its cause in its own text and exposes no `source()`, so a chain printer
@@ -342,6 +364,16 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
+/// Parses an EIP-3076 document and checks its version and ranges, before any database work
+/// (what [`SlashingDb::import_interchange`] does first).
+///
+/// # Errors
+/// [`Error::InvalidInterchange`], [`Error::UnsupportedInterchangeVersion`],
+/// [`Error::OutOfRange`].
+pub fn parse_interchange(json: &str) -> Result<interchange::Interchange, Error> {
+    rules::parse_interchange(json)
+}
+
 /// A slashing-protection database handle (cheap to clone; all clones share one writer).
 #[derive(Clone)]
 pub struct SlashingDb {
@@ -393,10 +425,12 @@ enum Op {
     SetEnabled(PublicKeyBytes, bool, oneshot::Sender<Result<(), Error>>),
     Import(
         Box<interchange::Interchange>,
+        Option<InterchangeProgress>,
         oneshot::Sender<Result<ImportReport, Error>>,
     ),
     Export(
         Option<Vec<PublicKeyBytes>>,
+        Option<InterchangeProgress>,
         oneshot::Sender<Result<interchange::Interchange, Error>>,
     ),
     Prune {
@@ -605,8 +639,32 @@ impl SlashingDb {
     /// [`Error::GenesisValidatorsRootMismatch`], [`Error::OutOfRange`], or a database error; in
     /// every case nothing was imported.
     pub async fn import_interchange(&self, json: &str) -> Result<ImportReport, Error> {
-        let doc = Box::new(rules::parse_interchange(json)?);
-        self.op(|r| Op::Import(doc, r)).await
+        self.import_document(parse_interchange(json)?, None).await
+    }
+
+    /// As [`SlashingDb::import_interchange`], for a document already read with
+    /// [`parse_interchange`], advancing `progress` (when given) after each validator entry:
+    /// its validator total is set to the number of entries and its record total to the number
+    /// of blocks and attestations before the transaction starts. Still one transaction.
+    ///
+    /// # Errors
+    /// As [`SlashingDb::import_interchange`]; nothing was imported then.
+    pub async fn import_document(
+        &self,
+        doc: interchange::Interchange,
+        progress: Option<InterchangeProgress>,
+    ) -> Result<ImportReport, Error> {
+        if let Some(p) = &progress {
+            p.validators.add_total(doc.data.len() as u64);
+            p.records.add_total(
+                doc.data
+                    .iter()
+                    .map(|v| (v.signed_blocks.len() + v.signed_attestations.len()) as u64)
+                    .sum(),
+            );
+        }
+        let doc = Box::new(doc);
+        self.op(|r| Op::Import(doc, progress, r)).await
     }
 
     /// Exports the history (format version "5") of every registered validator, or only of
@@ -618,7 +676,22 @@ impl SlashingDb {
         &self,
         filter: Option<&[PublicKeyBytes]>,
     ) -> Result<String, Error> {
-        let doc = self.export(filter).await?;
+        self.export_interchange_with_progress(filter, None).await
+    }
+
+    /// As [`SlashingDb::export_interchange`], advancing `progress` (when given): its validator
+    /// total is set once the validators to export are listed, then validators and records are
+    /// counted as each validator's history is read.
+    ///
+    /// # Errors
+    /// As [`SlashingDb::export_interchange`].
+    pub async fn export_interchange_with_progress(
+        &self,
+        filter: Option<&[PublicKeyBytes]>,
+        progress: Option<InterchangeProgress>,
+    ) -> Result<String, Error> {
+        let filter = filter.map(<[PublicKeyBytes]>::to_vec);
+        let doc = self.op(|r| Op::Export(filter, progress, r)).await?;
         serde_json::to_string_pretty(&doc).map_err(|e| Error::InvalidInterchange(e.to_string()))
     }
 
@@ -631,7 +704,7 @@ impl SlashingDb {
         filter: Option<&[PublicKeyBytes]>,
     ) -> Result<interchange::Interchange, Error> {
         let filter = filter.map(<[PublicKeyBytes]>::to_vec);
-        self.op(|r| Op::Export(filter, r)).await
+        self.op(|r| Op::Export(filter, None, r)).await
     }
 
     /// Web3Signer-style pruning: per validator, raises the low watermarks to the nearest stored
@@ -971,17 +1044,20 @@ async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
             .await;
             let _ = reply.send(r);
         }
-        Op::Import(doc, reply) => {
-            let r = in_txn(store, async |s: &mut S| rules::import(s, &doc).await).await;
+        Op::Import(doc, progress, reply) => {
+            let r = in_txn(store, async |s: &mut S| {
+                rules::import(s, &doc, progress.as_ref()).await
+            })
+            .await;
             if r.is_ok() {
                 // The import may have stored the root; re-read it on the next batch.
                 state.gvr = None;
             }
             let _ = reply.send(r);
         }
-        Op::Export(filter, reply) => {
+        Op::Export(filter, progress, reply) => {
             let r = in_txn(store, async |s: &mut S| {
-                rules::export(s, filter.as_deref()).await
+                rules::export(s, filter.as_deref(), progress.as_ref()).await
             })
             .await;
             let _ = reply.send(r);

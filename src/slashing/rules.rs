@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 
 use super::interchange::{self, Hash256, Interchange, SignedAttestation, SignedBlock};
-use super::{Error, HighWatermark, ImportReport, Refusal, SlashableMessage, Verdict};
+use super::{
+    Error, HighWatermark, ImportReport, InterchangeProgress, Refusal, SlashableMessage, Verdict,
+};
 use crate::bls::{PublicKeyBytes, SigningRoot};
 
 /// A stored signing root: `None` when the message was imported without one.
@@ -604,9 +606,11 @@ pub(crate) fn parse_interchange(json: &str) -> Result<Interchange, Error> {
 /// or invalid entries) is kept, so the rules refuse anything that could conflict with it.
 /// Low watermarks become the minimum of the stored and imported slots / sources / targets
 /// (never below a prune floor). Imported validators are (re-)enabled.
+/// `progress` (whose totals the caller set) advances after each validator entry.
 pub(crate) async fn import<S: Store>(
     store: &mut S,
     doc: &Interchange,
+    progress: Option<&InterchangeProgress>,
 ) -> Result<ImportReport, Error> {
     let file_gvr = doc.metadata.genesis_validators_root.0;
     match store.gvr().await? {
@@ -673,14 +677,21 @@ pub(crate) async fn import<S: Store>(
         if wm != before {
             store.set_watermark(id, wm).await?;
         }
+        if let Some(p) = progress {
+            p.records
+                .inc((v.signed_blocks.len() + v.signed_attestations.len()) as u64);
+            p.validators.inc(1);
+        }
     }
     Ok(report)
 }
 
-/// Builds the export document inside the caller's transaction.
+/// Builds the export document inside the caller's transaction; `progress` gets the number of
+/// validators to export as its total, then counts validators and records as they are read.
 pub(crate) async fn export<S: Store>(
     store: &mut S,
     filter: Option<&[PublicKeyBytes]>,
+    progress: Option<&InterchangeProgress>,
 ) -> Result<Interchange, Error> {
     let gvr = store.gvr().await?.ok_or(Error::NoGenesisValidatorsRoot)?;
     let mut validators = store.all_validators().await?;
@@ -688,6 +699,9 @@ pub(crate) async fn export<S: Store>(
         validators.retain(|(pk, _)| filter.contains(pk));
     }
     validators.sort_unstable_by_key(|(pk, _)| *pk);
+    if let Some(p) = progress {
+        p.validators.add_total(validators.len() as u64);
+    }
     let mut data = Vec::with_capacity(validators.len());
     for (pubkey, id) in validators {
         let signed_blocks = store
@@ -698,7 +712,7 @@ pub(crate) async fn export<S: Store>(
                 slot,
                 signing_root: root.map(Hash256),
             })
-            .collect();
+            .collect::<Vec<_>>();
         let signed_attestations = store
             .attestations(id)
             .await?
@@ -708,7 +722,12 @@ pub(crate) async fn export<S: Store>(
                 target_epoch,
                 signing_root: root.map(Hash256),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if let Some(p) = progress {
+            p.records
+                .inc((signed_blocks.len() + signed_attestations.len()) as u64);
+            p.validators.inc(1);
+        }
         data.push(interchange::ValidatorData {
             pubkey,
             signed_blocks,

@@ -23,7 +23,10 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            builder.json().init();
+            dvsigner::progress::lines_as_log(true);
+        }
     }
     match dvsigner::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

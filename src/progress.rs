@@ -8,7 +8,7 @@
 //! when their handle drops; nothing here sees what is being processed, only counts.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,6 +29,25 @@ pub fn interval() -> Duration {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|ms| *ms > 0)
         .map_or(DEFAULT_INTERVAL, Duration::from_millis)
+}
+
+/// Whether plain progress lines go to the log (one record each) instead of straight to stderr.
+static LINES_AS_LOG: AtomicBool = AtomicBool::new(false);
+
+/// Sends the plain (non-terminal) progress lines of [`TermProgress`] through `tracing` as INFO
+/// records instead of writing them to stderr, so a process logging JSON (`--log-format json`)
+/// keeps one JSON object per line. Set once by the binary before any work starts.
+pub fn lines_as_log(on: bool) {
+    LINES_AS_LOG.store(on, Ordering::Relaxed);
+}
+
+/// Writes one plain progress line (see [`lines_as_log`]).
+fn plain_line(line: &str) {
+    if LINES_AS_LOG.load(Ordering::Relaxed) {
+        tracing::info!(target: "dvsigner::progress", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 /// Counters of one piece of long work.
@@ -310,9 +329,12 @@ impl TermProgress {
             let reporter = Reporter::spawn(Arc::clone(&progress), interval(), move |s| {
                 let also = describe_also(also.as_ref());
                 if s.total == 0 {
-                    eprintln!("{name}: working, {} s elapsed{also}", s.elapsed.as_secs());
+                    plain_line(&format!(
+                        "{name}: working, {} s elapsed{also}",
+                        s.elapsed.as_secs()
+                    ));
                 } else {
-                    eprintln!("{name}: {}{also}", s.describe(unit));
+                    plain_line(&format!("{name}: {}{also}", s.describe(unit)));
                 }
             });
             (None, Some(reporter))
@@ -354,10 +376,16 @@ impl TermProgress {
         let also = describe_also(self.also.as_ref());
         match self.bar.take() {
             Some(bar) => bar.finish_and_clear(),
-            None if s.total == 0 => {
-                eprintln!("{}: done in {} s{also}", self.label, s.elapsed.as_secs())
-            }
-            None => eprintln!("{}: done, {}{also}", self.label, s.describe(self.unit)),
+            None if s.total == 0 => plain_line(&format!(
+                "{}: done in {} s{also}",
+                self.label,
+                s.elapsed.as_secs()
+            )),
+            None => plain_line(&format!(
+                "{}: done, {}{also}",
+                self.label,
+                s.describe(self.unit)
+            )),
         }
     }
 }

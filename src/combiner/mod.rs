@@ -83,7 +83,8 @@ pub struct NodeCounters {
     pub partials_wrong: AtomicU64,
     /// 412 answers.
     pub refusals: AtomicU64,
-    /// Transport errors, timeouts and other statuses.
+    /// Transport errors, timeouts and other statuses: one per failed attempt, also when it
+    /// ends after the combiner answered.
     pub failures: AtomicU64,
     /// Time from sending a partial request to the node's answer (any answer).
     pub latency: prometheus_client::metrics::histogram::Histogram,
@@ -374,9 +375,13 @@ async fn ask_node(
     counters.latency.observe(started.elapsed().as_secs_f64());
     // Every answer, also one arriving after the combiner answered: a partial (until its
     // verification fails) or a refusal means the node works, anything else that it does not.
-    counters
-        .failing
-        .store(matches!(answer, NodeAnswer::Failed(_)), Ordering::Relaxed);
+    if matches!(answer, NodeAnswer::Failed(_)) {
+        // Counted here, for every attempt, also one that ends after the combiner answered:
+        // failures plus skips of a node add up to the requests for its validators.
+        counters.count_failure();
+    } else {
+        counters.failing.store(false, Ordering::Relaxed);
+    }
     let now = Instant::now();
     let transition = match (&answer, got_status) {
         (NodeAnswer::Failed(why), false) => {
@@ -586,7 +591,6 @@ async fn combine_from_nodes(
                 causes.push((node, format!("refused (HTTP 412): {why}")));
             }
             NodeAnswer::Failed(why) => {
-                c.counters[node].count_failure();
                 // Per request at DEBUG: state changes are logged once each by `log_transition`.
                 tracing::debug!(node = %name, request_id, error = %why, "node failed");
                 causes.push((node, why));
@@ -627,7 +631,9 @@ async fn combine_from_nodes(
         }
         if !answered.contains(&s.node) {
             let cause = if deadline_passed {
-                c.counters[s.node].count_failure();
+                // Counted as a failure by its request task when the client's timeout (the
+                // deadline) ends it; failing from now on.
+                c.counters[s.node].failing.store(true, Ordering::Relaxed);
                 node_error::timed_out(c.deadline)
             } else {
                 format!(

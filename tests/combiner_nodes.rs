@@ -613,8 +613,17 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         lines[0].starts_with("Service Unavailable: only 0 of 3 required partial signatures"),
         "{text}"
     );
-    assert!(lines[1].starts_with("- node-a ") && lines[1].contains("connection refused"));
-    assert!(lines[2].starts_with("- node-b ") && lines[2].contains("TLS failure"));
+    assert!(
+        lines[1].starts_with("- node-a ") && lines[1].contains("connection refused"),
+        "{text}"
+    );
+    // node-b's TLS failure usually arrives second, but node-d's 500 can come first: then
+    // node-a and node-d already put t out of reach and node-b is not awaited.
+    assert!(
+        lines[2].starts_with("- node-b ")
+            && (lines[2].contains("TLS failure") || lines[2].contains("not awaited")),
+        "{text}"
+    );
     let c_cause = lines[3].split_once("): ").expect("cause").1;
     assert!(
         lines[3].starts_with("- node-c ")
@@ -627,6 +636,11 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
     assert!(
         d_cause.starts_with("HTTP 500 Internal Server Error: ")
             || d_cause.starts_with("no answer yet after "),
+        "{text}"
+    );
+    // Two of node-a, node-b and node-d failed before the answer (that is what ended it).
+    assert!(
+        !(lines[2].contains("not awaited") && d_cause.starts_with("no answer yet after ")),
         "{text}"
     );
 }

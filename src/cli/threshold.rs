@@ -130,7 +130,7 @@ pub struct CombinerArgs {
     /// Network: mainnet, holesky, hoodi, sepolia, or a consensus config YAML.
     #[arg(long, default_value = "mainnet")]
     pub network: String,
-    /// Node health (advanced). Timeout for a new connection to a node (TCP connect and TLS
+    /// Timeout for a new connection to a node (TCP connect and TLS
     /// handshake), in milliseconds. Default: half the deadline, at most 1000. Raise it for
     /// nodes behind links with a round trip above about 300 ms (a connection needs about
     /// 3 round trips); established connections are kept alive and reused.

@@ -16,6 +16,11 @@
 //! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 when fewer
 //! than `t` valid partials arrived by the deadline (or failures made `t` unreachable), one line
 //! per node without a partial naming its cause ([`node_error`]).
+//!
+//! Node health ([`node_health`]): after consecutive transport failures a node is backed off —
+//! not sent requests while at least `t` of the validator's other nodes are healthy, probed with
+//! `GET /upcheck` until it answers — and its state changes are logged once each (down, back,
+//! a periodic summary) instead of one line per failed request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -177,6 +177,11 @@ impl LocalCluster {
             client_key: Some(client_id.key.clone()),
             deadline_ms: 2000,
             network: "mainnet".into(),
+            node_connect_timeout_ms: None,
+            node_backoff_failures: 3,
+            node_probe_initial_ms: 500,
+            node_probe_max_ms: 10_000,
+            node_down_summary_secs: 60,
         };
         let stop_c = stopped(stop_rx.clone());
         tasks.spawn(async move { serve_combiner(combiner, combiner_listener, stop_c).await });

@@ -4,9 +4,15 @@
 //!   without one) serves as node-d of a 3-of-4 cluster whose node-c is down: requests without
 //!   a root from the client still get threshold signatures (the combiner fills the root in).
 //! - A 4-of-7 cluster where node-a is not listening, node-b presents a certificate of another
-//!   CA, node-c accepts connections and never answers and node-d answers 500: the 503 names
+//!   CA, node-c accepts TCP connections and never answers (so its connect timeout, half the
+//!   deadline, ends the TLS handshake) and node-d answers 500: the 503 names
 //!   each of them with its cause, one line each; as a 3-of-4 cluster the combiner answers once
 //!   t is out of reach and names the node it did not wait for.
+//!
+//! - A 3-of-4 cluster of real signer processes whose node-d is killed: the combiner backs it
+//!   off after a few failed attempts (one WARN, a periodic summary, skipped requests counted),
+//!   tries it again only when fewer than t nodes are healthy, and lets it back in (one INFO)
+//!   once it is restarted.
 //!
 //! Every server here is a real process (`dvsigner signer`, `dvsigner combiner`) or an
 //! in-test server on 127.0.0.1 with the cluster's mutual TLS.
@@ -521,9 +527,14 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         "{}",
         cause(1)
     );
+    // node-c never completes the TLS handshake: the connect timeout (half the deadline)
+    // ends it, and the cause says it was the connection, not the answer.
     assert_eq!(
         cause(2),
-        format!("timed out: no answer within {DEADLINE_MS} ms")
+        format!(
+            "timed out connecting: no TCP/TLS connection within {} ms",
+            DEADLINE_MS / 2
+        )
     );
     // node-d: status, reason and the start of its body on one line, cut at a word and marked.
     let d = cause(3);
@@ -567,7 +578,10 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
     );
     assert_eq!(
         node_error("node-c"),
-        "timed out: no answer within 2000 ms",
+        format!(
+            "timed out connecting: no TCP/TLS connection within {} ms",
+            DEADLINE_MS / 2
+        ),
         "{health}"
     );
     drop(combiner);
@@ -599,8 +613,17 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         lines[0].starts_with("Service Unavailable: only 0 of 3 required partial signatures"),
         "{text}"
     );
-    assert!(lines[1].starts_with("- node-a ") && lines[1].contains("connection refused"));
-    assert!(lines[2].starts_with("- node-b ") && lines[2].contains("TLS failure"));
+    assert!(
+        lines[1].starts_with("- node-a ") && lines[1].contains("connection refused"),
+        "{text}"
+    );
+    // node-b's TLS failure usually arrives second, but node-d's 500 can come first: then
+    // node-a and node-d already put t out of reach and node-b is not awaited.
+    assert!(
+        lines[2].starts_with("- node-b ")
+            && (lines[2].contains("TLS failure") || lines[2].contains("not awaited")),
+        "{text}"
+    );
     let c_cause = lines[3].split_once("): ").expect("cause").1;
     assert!(
         lines[3].starts_with("- node-c ")
@@ -614,5 +637,318 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         d_cause.starts_with("HTTP 500 Internal Server Error: ")
             || d_cause.starts_with("no answer yet after "),
         "{text}"
+    );
+    // Two of node-a, node-b and node-d failed before the answer (that is what ended it).
+    assert!(
+        !(lines[2].contains("not awaited") && d_cause.starts_with("no answer yet after ")),
+        "{text}"
+    );
+}
+
+/// The value of `series` (name with labels, as exposed) in a Prometheus text scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+async fn scrape(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// Log lines of `log` containing every one of `words`.
+fn log_lines<'a>(log: &'a str, words: &[&str]) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .collect()
+}
+
+/// Waits (bounded) until `pred` holds for the combiner's log.
+async fn wait_log(combiner: &Proc, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    for _ in 0..300 {
+        let log = combiner.log_text();
+        if pred(&log) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} never logged:\n{}", combiner.log_text());
+}
+
+/// A 3-of-4 cluster of real `dvsigner signer` processes behind a combiner with short probe
+/// intervals. node-d is killed: 200 requests all succeed with three nodes, the combiner logs
+/// one "down" WARN for node-d (not one per request), stops sending to it (its failed attempts
+/// are a few, the rest is counted as skipped, and both add up to the requests) and logs a
+/// periodic summary. node-c is killed too: a request that fails names node-d's back-off in
+/// its 503; once node-c is backed off as well, fewer than t nodes are healthy and node-d is
+/// tried again (its 503 cause is then "connection refused"). node-d restarted on the same
+/// port is let back in within a bounded time (INFO "back" line) and signs again without
+/// node-c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_backed_off_logged_once_probed_and_let_back_in() {
+    const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+    const REQUESTS: u64 = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut names: Vec<&str> = NODES.to_vec();
+    names.push("combiner");
+    let pki = DevPki::generate(&dir.path().join("tls"), &names, &["combiner-client"]).expect("pki");
+    let client = tls_client(&pki);
+    // The nodes require client certificates: check their readiness as the combiner would.
+    let node_client = {
+        let id = pki.identity("combiner-client").expect("identity");
+        let mut pem = std::fs::read(&id.cert).expect("cert");
+        pem.extend(std::fs::read(&id.key).expect("key"));
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca"))
+                    .expect("pem"),
+            )
+            .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    };
+    let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
+    let urls: Vec<(&str, String)> = NODES
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| (*n, format!("https://127.0.0.1:{p}")))
+        .collect();
+    let out = dir.path().join("cluster");
+    split_interop0(dir.path(), 3, &urls, &out);
+    let start_node = |i: usize, tag: &str| {
+        let args = tls_signer_args(
+            &pki,
+            NODES[i],
+            ports[i],
+            &dir.path().join("data").join(NODES[i]),
+            &out.join(NODES[i]),
+        );
+        Proc::start(
+            NODES[i],
+            &args,
+            &dir.path().join(format!("{}-{tag}.log", NODES[i])),
+        )
+    };
+    let mut nodes: Vec<Proc> = (0..4).map(|i| start_node(i, "1")).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        wait_ready(
+            &node_client,
+            &format!("{}/upcheck", urls[i].1),
+            node,
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+
+    let cport = free_port();
+    let mport = free_port();
+    let mut args = combiner_args(&pki, cport, &out.join("cluster.json"));
+    args.extend(
+        [
+            "--deadline-ms",
+            "2000",
+            "--node-backoff-failures",
+            "3",
+            "--node-probe-initial-ms",
+            "100",
+            "--node-probe-max-ms",
+            "400",
+            "--node-down-summary-secs",
+            "1",
+            "--metrics-listen",
+        ]
+        .map(String::from),
+    );
+    args.push(format!("127.0.0.1:{mport}"));
+    let mut combiner = Proc::start("combiner", &args, &dir.path().join("combiner.log"));
+    wait_ready(
+        &client,
+        &format!("https://127.0.0.1:{cport}/upcheck"),
+        &mut combiner,
+        Duration::from_secs(60),
+    )
+    .await;
+    let group_hex = interop_secret_key(0).public_key().bytes().to_hex();
+    let mut epoch = 1000;
+    let mut sign_next = || {
+        epoch += 1;
+        dvsigner::cli::bench::attestation_body(epoch)
+    };
+    // All four nodes answer (each signs this one).
+    let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;
+    assert_eq!(status, 200, "{text}\n{}", combiner.log_text());
+
+    nodes[3].kill9();
+    for _ in 0..REQUESTS {
+        let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;
+        assert_eq!(status, 200, "{text}\n{}", combiner.log_text());
+    }
+    // Every request either tried node-d (a failure) or skipped it; the attempts end on their
+    // own tasks, so wait (bounded) until they are all counted.
+    let d = r#"{node="node-d"}"#;
+    let failed_d = r#"dvsigner_combiner_partials_total{node="node-d",result="failed"}"#;
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = scrape(mport).await;
+        let failed = sample(&metrics, failed_d).expect("failed counter");
+        let skipped = sample(
+            &metrics,
+            &format!("dvsigner_combiner_node_skipped_total{d}"),
+        )
+        .expect("skipped counter");
+        if failed + skipped >= REQUESTS as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = sample(&metrics, failed_d).expect("failed counter");
+    let skipped = sample(
+        &metrics,
+        &format!("dvsigner_combiner_node_skipped_total{d}"),
+    )
+    .expect("skipped counter");
+    eprintln!("node-d after {REQUESTS} requests: {failed} failed attempts, {skipped} skipped");
+    assert_eq!(failed + skipped, REQUESTS as f64, "{metrics}");
+    assert!(
+        (3.0..=20.0).contains(&failed),
+        "node-d was tried {failed} times:\n{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &format!("dvsigner_combiner_node_up{d}")),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, r#"dvsigner_combiner_node_up{node="node-a"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    for n in ["node-a", "node-b", "node-c"] {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("dvsigner_combiner_node_skipped_total{{node=\"{n}\"}}")
+            ),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
+    // One WARN for node-d going down, with its cause; no per-request WARN; then a summary.
+    let log = wait_log(&combiner, "the down summary", |log| {
+        !log_lines(
+            log,
+            &["signer node still down", "node-d", "requests skipped"],
+        )
+        .is_empty()
+    })
+    .await;
+    let down = log_lines(&log, &["signer node down", "node-d"]);
+    assert_eq!(down.len(), 1, "{log}");
+    assert!(
+        down[0].contains("WARN") && down[0].contains("connection refused"),
+        "{}",
+        down[0]
+    );
+    assert!(log_lines(&log, &["node failed"]).is_empty(), "{log}");
+    let summary = log_lines(&log, &["signer node still down", "node-d"]);
+    assert!(
+        summary[0].contains("WARN") && summary[0].contains("node-d down for "),
+        "{}",
+        summary[0]
+    );
+
+    // node-c dies too. It is not backed off yet, so node-d is still skipped (three healthy
+    // nodes can complete the signature) and the 503 says so.
+    nodes[2].kill9();
+    let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;
+    assert_eq!(status, 503, "{text}");
+    let d_line = text
+        .lines()
+        .find(|l| l.starts_with("- node-d "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let d_cause = d_line.split_once("): ").expect("cause").1;
+    assert!(
+        d_cause.starts_with("backed off since ")
+            && d_cause.contains(" UTC after ")
+            && d_cause.contains(" consecutive failures: ")
+            && d_cause.contains("; next probe in "),
+        "{text}"
+    );
+    // Once node-c is backed off as well, fewer than t nodes are healthy: node-d is tried
+    // again, and its cause is its real one.
+    let mut tried = None;
+    for _ in 0..20 {
+        let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;
+        assert_eq!(status, 503, "{text}");
+        let d_line = text
+            .lines()
+            .find(|l| l.starts_with("- node-d "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned();
+        if !d_line.contains("backed off since") {
+            tried = Some(d_line);
+            break;
+        }
+    }
+    let tried = tried.expect("node-d never tried again with fewer than t healthy nodes");
+    assert!(tried.contains("connection refused"), "{tried}");
+
+    // node-d back on the same port: let back in within a bounded time, logged once at INFO
+    // with its downtime, and it signs again (without node-c, t = 3 needs it).
+    let ok_before = sample(
+        &scrape(mport).await,
+        r#"dvsigner_combiner_partials_total{node="node-d",result="ok"}"#,
+    )
+    .expect("ok counter");
+    nodes[3] = start_node(3, "2");
+    wait_ready(
+        &node_client,
+        &format!("{}/upcheck", urls[3].1),
+        &mut nodes[3],
+        Duration::from_secs(60),
+    )
+    .await;
+    let log = wait_log(&combiner, "node-d back", |log| {
+        !log_lines(log, &["signer node back", "node-d"]).is_empty()
+    })
+    .await;
+    let back = log_lines(&log, &["signer node back", "node-d"]);
+    assert_eq!(back.len(), 1, "{log}");
+    assert!(
+        back[0].contains("INFO") && back[0].contains("downtime="),
+        "{}",
+        back[0]
+    );
+    let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;
+    assert_eq!(status, 200, "{text}\n{}", combiner.log_text());
+    let metrics = scrape(mport).await;
+    let ok_after = sample(
+        &metrics,
+        r#"dvsigner_combiner_partials_total{node="node-d",result="ok"}"#,
+    )
+    .expect("ok counter");
+    assert!(ok_after > ok_before, "{metrics}");
+    assert_eq!(
+        sample(&metrics, &format!("dvsigner_combiner_node_up{d}")),
+        Some(1.0),
+        "{metrics}"
+    );
+    eprintln!(
+        "{}",
+        log_lines(&combiner.log_text(), &["signer node"]).join("\n")
+    );
+    // Still exactly one "down" line for node-d: it stayed down until it came back.
+    assert_eq!(
+        log_lines(&combiner.log_text(), &["signer node down", "node-d"]).len(),
+        1
     );
 }

@@ -130,6 +130,56 @@ pub struct CombinerArgs {
     /// Network: mainnet, holesky, hoodi, sepolia, or a consensus config YAML.
     #[arg(long, default_value = "mainnet")]
     pub network: String,
+    /// Timeout for a new connection to a node (TCP connect and TLS
+    /// handshake), in milliseconds. Default: half the deadline, at most 1000. Raise it for
+    /// nodes behind links with a round trip above about 300 ms (a connection needs about
+    /// 3 round trips); established connections are kept alive and reused.
+    #[arg(long, help_heading = "Node health (advanced)")]
+    pub node_connect_timeout_ms: Option<u64>,
+    /// Consecutive transport failures (refused, reset, TLS failure, timeout) after which a
+    /// node is backed off: not sent sign requests while at least the threshold of other nodes
+    /// is healthy, and probed with GET /upcheck until it answers.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Node health (advanced)")]
+    pub node_backoff_failures: u32,
+    /// Wait before the first probe of a backed-off node, in milliseconds; it doubles after
+    /// each failed probe up to --node-probe-max-ms.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
+    pub node_probe_initial_ms: u64,
+    /// Longest wait between probes of a backed-off node, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
+    pub node_probe_max_ms: u64,
+    /// How often a summary line is logged per backed-off node while it is down, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
+    pub node_down_summary_secs: u64,
+}
+
+impl CombinerArgs {
+    /// The connect timeout towards nodes: `--node-connect-timeout-ms`, else half the deadline
+    /// capped at 1 s.
+    pub fn node_connect_timeout(&self) -> Duration {
+        match self.node_connect_timeout_ms {
+            Some(ms) => Duration::from_millis(ms.max(1)),
+            None => default_connect_timeout(Duration::from_millis(self.deadline_ms)),
+        }
+    }
+
+    /// Back-off and probe settings from the advanced flags.
+    pub fn health_settings(&self) -> combiner::node_health::HealthSettings {
+        combiner::node_health::HealthSettings {
+            failures_to_back_off: self.node_backoff_failures.max(1),
+            probe_initial: Duration::from_millis(self.node_probe_initial_ms),
+            probe_max: Duration::from_millis(self.node_probe_max_ms),
+            summary_every: Duration::from_secs(self.node_down_summary_secs),
+        }
+    }
+}
+
+/// Half the deadline, at most 1 s: a node that cannot even connect within half the deadline
+/// is reported as such (instead of as "no answer by the deadline"), and the other half stays
+/// for the request itself. 1 s covers TCP and TLS 1.3 handshakes over links with round trips
+/// up to about 300 ms; the connection is then kept alive and reused.
+pub fn default_connect_timeout(deadline: Duration) -> Duration {
+    (deadline / 2).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
 /// `dvsigner split`.
@@ -331,6 +381,7 @@ pub fn build_combiner(
     def: &ClusterDefinition,
     network: Network,
     deadline: Duration,
+    connect_timeout: Duration,
     client_tls: rustls::ClientConfig,
 ) -> anyhow::Result<Combiner> {
     let nodes: Vec<NodeTarget> = def
@@ -368,11 +419,14 @@ pub fn build_combiner(
         .http1_only()
         .pool_max_idle_per_host(512)
         .pool_idle_timeout(Duration::from_secs(20))
-        .connect_timeout(deadline)
+        .connect_timeout(connect_timeout)
         .timeout(deadline)
         .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(15))
         .build()?;
-    Ok(Combiner::new(nodes, validators, network, deadline, client)?)
+    let mut combiner = Combiner::new(nodes, validators, network, deadline, client)?;
+    combiner.connect_timeout = connect_timeout;
+    Ok(combiner)
 }
 
 /// The client TLS settings a combiner uses towards the nodes of `def`.
@@ -415,12 +469,14 @@ pub async fn serve_combiner(
         tracing::warn!("no --client-cert/--client-key: nodes that require client certificates will refuse the combiner");
     }
     let client_tls = node_client_tls(&def, args.node_ca.as_deref(), identity)?;
-    let combiner = build_combiner(
+    let mut combiner = build_combiner(
         &def,
         network,
         Duration::from_millis(args.deadline_ms),
+        args.node_connect_timeout(),
         client_tls,
     )?;
+    combiner.health_settings = args.health_settings();
     let tls = server_tls(&args.serve)?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, cluster = %def.hash(), validators = def.validators().len(), nodes = def.operators().len(), "combiner listening");
@@ -430,6 +486,7 @@ pub async fn serve_combiner(
         ..Default::default()
     };
     let combiner = Arc::new(combiner);
+    combiner.spawn_down_summary();
     crate::metrics::global()
         .set_server_collector(combiner::metrics::combiner_collector(combiner.clone()));
     let watch = crate::signing::fork_check::spawn_schedule_watch(

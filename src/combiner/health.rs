@@ -27,6 +27,7 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
     let probes = c.nodes.iter().map(|n| {
         let url = format!("{}/upcheck", n.url.trim_end_matches('/'));
         let client = c.client.clone();
+        let connect_timeout = c.connect_timeout;
         async move {
             let timeout = Duration::from_secs(2);
             match client.get(url).timeout(timeout).send().await {
@@ -38,7 +39,11 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
                 }
                 Err(e) => (
                     false,
-                    super::node_error::describe_request_error(&e, timeout),
+                    super::node_error::describe_request_error_with(
+                        &e,
+                        timeout,
+                        Some(connect_timeout),
+                    ),
                 ),
             }
         }

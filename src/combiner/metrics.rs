@@ -1,7 +1,8 @@
 //! Scrape-time metrics of a combiner: per signer node, the partial signatures received (valid,
 //! wrong), refusals, failures (transport errors, timeouts, other statuses), answer latency and
 //! whether the node is failing now (its latest counted answer was a failure or a wrong partial),
-//! read from [`Combiner::counters`]; and the validators for which fewer than `t` nodes are not
+//! read from [`Combiner::counters`]; whether it is up (not backed off) and the sign requests not
+//! sent to it while backed off, read from [`Combiner::health`]; and the validators for which fewer than `t` nodes are not
 //! failing, so the combiner cannot sign for them until nodes recover.
 
 use std::sync::atomic::Ordering;
@@ -73,6 +74,30 @@ impl Collector for CombinerCollector {
             for (node, counters) in c.nodes.iter().zip(&c.counters) {
                 let failing = i64::from(counters.failing.load(Ordering::Relaxed));
                 ConstGauge::new(failing)
+                    .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_node_up",
+                "0 while the signer node is backed off after consecutive transport failures (sign requests are not sent to it while enough other nodes are healthy; it is probed), else 1, by node",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, health) in c.nodes.iter().zip(&c.health) {
+                ConstGauge::new(i64::from(!health.is_backed_off()))
+                    .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_node_skipped",
+                "Sign requests not sent to the signer node because it was backed off, by node",
+                None,
+                MetricType::Counter,
+            )?;
+            for (node, health) in c.nodes.iter().zip(&c.health) {
+                ConstCounter::new(health.skipped())
                     .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
             }
         }

@@ -17,6 +17,11 @@
 //! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 when fewer
 //! than `t` valid partials arrived by the deadline (or failures made `t` unreachable), one line
 //! per node without a partial naming its cause ([`node_error`]).
+//!
+//! Node health ([`node_health`]): after consecutive transport failures a node is backed off —
+//! not sent requests while at least `t` of the validator's other nodes are healthy, probed with
+//! `GET /upcheck` until it answers — and its state changes are logged once each (down, back,
+//! a periodic summary) instead of one line per failed request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +45,9 @@ use crate::threshold::{self, ShareIndex};
 pub mod health;
 pub mod metrics;
 pub mod node_error;
+pub mod node_health;
+
+use node_health::{HealthSettings, NodeHealth, Transition};
 
 /// One signer node as the combiner sees it.
 #[derive(Debug, Clone)]
@@ -81,7 +89,8 @@ pub struct NodeCounters {
     pub partials_wrong: AtomicU64,
     /// 412 answers.
     pub refusals: AtomicU64,
-    /// Transport errors, timeouts and other statuses.
+    /// Transport errors, timeouts and other statuses: one per failed attempt, also when it
+    /// ends after the combiner answered.
     pub failures: AtomicU64,
     /// Time from sending a partial request to the node's answer (any answer).
     pub latency: prometheus_client::metrics::histogram::Histogram,
@@ -125,6 +134,12 @@ pub struct Combiner {
     pub client: reqwest::Client,
     /// Counters per node (same order as `nodes`).
     pub counters: Vec<NodeCounters>,
+    /// Health (back-off state) per node (same order as `nodes`).
+    pub health: Vec<NodeHealth>,
+    /// Back-off and probe settings.
+    pub health_settings: HealthSettings,
+    /// The client's connect timeout (TCP and TLS handshake), named in errors.
+    pub connect_timeout: Duration,
     pool: rayon::ThreadPool,
 }
 
@@ -145,6 +160,7 @@ impl Combiner {
             .thread_name(|i| format!("bls-combine-{i}"))
             .build()?;
         let counters = nodes.iter().map(|_| NodeCounters::default()).collect();
+        let health = nodes.iter().map(|_| NodeHealth::default()).collect();
         let validators = validators
             .into_iter()
             .map(|v| (v.group_pubkey.bytes(), v))
@@ -156,6 +172,9 @@ impl Combiner {
             deadline,
             client,
             counters,
+            health,
+            health_settings: HealthSettings::default(),
+            connect_timeout: deadline,
             pool,
         })
     }
@@ -325,16 +344,28 @@ async fn ask_node(
         .send()
         .await;
     let timeout = c.deadline;
+    let describe = |e: &reqwest::Error| {
+        node_error::describe_request_error_with(e, timeout, Some(c.connect_timeout))
+    };
+    // Whether the node gave an HTTP answer (a status line): only requests without one are
+    // transport failures for the node's health.
+    let mut got_status = true;
     let answer = match res {
-        Err(e) => NodeAnswer::Failed(node_error::describe_request_error(&e, timeout)),
+        Err(e) => {
+            got_status = false;
+            NodeAnswer::Failed(describe(&e))
+        }
         Ok(r) => {
             let status = r.status();
             match r.text().await {
-                Err(e) => NodeAnswer::Failed(format!(
-                    "HTTP {}, then reading its body failed: {}",
-                    status.as_u16(),
-                    node_error::describe_request_error(&e, timeout)
-                )),
+                Err(e) => {
+                    got_status = false;
+                    NodeAnswer::Failed(format!(
+                        "HTTP {}, then reading its body failed: {}",
+                        status.as_u16(),
+                        describe(&e)
+                    ))
+                }
                 Ok(text) if status == StatusCode::OK => match parse_signature(&text) {
                     Some(sig) => NodeAnswer::Partial(sig),
                     None => NodeAnswer::Failed(format!(
@@ -351,10 +382,131 @@ async fn ask_node(
     counters.latency.observe(started.elapsed().as_secs_f64());
     // Every answer, also one arriving after the combiner answered: a partial (until its
     // verification fails) or a refusal means the node works, anything else that it does not.
-    counters
-        .failing
-        .store(matches!(answer, NodeAnswer::Failed(_)), Ordering::Relaxed);
+    if matches!(answer, NodeAnswer::Failed(_)) {
+        // Counted here, for every attempt, also one that ends after the combiner answered:
+        // failures plus skips of a node add up to the requests for its validators.
+        counters.count_failure();
+    } else {
+        counters.failing.store(false, Ordering::Relaxed);
+    }
+    let now = Instant::now();
+    let transition = match (&answer, got_status) {
+        (NodeAnswer::Failed(why), false) => {
+            c.health[node_pos].record_transport_failure(started, why, &c.health_settings, now)
+        }
+        (NodeAnswer::Failed(why), true) => c.health[node_pos].record_answer(Some(why), now),
+        _ => c.health[node_pos].record_answer(None, now),
+    };
+    log_transition(&c, node_pos, transition);
     (node_pos, index, answer)
+}
+
+/// Logs a node's state change once: WARN when it is backed off (and starts its probe loop) or
+/// starts answering with error statuses, INFO when it is back or answers normally again.
+fn log_transition(c: &Arc<Combiner>, node_pos: usize, transition: Transition) {
+    let node = &c.nodes[node_pos];
+    match transition {
+        Transition::None => {}
+        Transition::WentDown {
+            failures,
+            cause,
+            generation,
+        } => {
+            tracing::warn!(
+                node = %node.name, url = %node.url, failures, error = %cause,
+                next_probe_ms = c.health_settings.probe_initial.as_millis() as u64,
+                "signer node down: backed off (sign requests are not sent to it while at least \
+                 the threshold of other nodes is healthy; probing /upcheck)"
+            );
+            spawn_probe_loop(Arc::clone(c), node_pos, generation);
+        }
+        Transition::CameBack { downtime, skipped } => {
+            tracing::info!(
+                node = %node.name, url = %node.url,
+                downtime = %node_health::human_duration(downtime), skipped,
+                "signer node back: sending sign requests to it again"
+            );
+        }
+        Transition::StartedErroring(why) => {
+            tracing::warn!(
+                node = %node.name, url = %node.url, error = %why,
+                "signer node answers with errors (logged once until it answers normally again)"
+            );
+        }
+        Transition::StoppedErroring => {
+            tracing::info!(node = %node.name, url = %node.url, "signer node answers normally again");
+        }
+    }
+}
+
+/// Probes a backed-off node (`GET /upcheck`) at the times its health state sets, until the
+/// back-off period `generation` ends (a probe or a request answered).
+fn spawn_probe_loop(c: Arc<Combiner>, node_pos: usize, generation: u64) {
+    tokio::spawn(async move {
+        let url = format!("{}/upcheck", c.nodes[node_pos].url.trim_end_matches('/'));
+        // Bounded: every round sleeps at least the initial probe wait, and the loop ends with
+        // the back-off period.
+        while let Some(due) = c.health[node_pos].probe_due(generation) {
+            tokio::time::sleep_until(due.into()).await;
+            if c.health[node_pos].probe_due(generation).is_none() {
+                break;
+            }
+            let result = c.client.get(&url).send().await;
+            let failure = match result {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    Some(node_error::describe_status(status, &body))
+                }
+                Err(e) => Some(node_error::describe_request_error_with(
+                    &e,
+                    c.deadline,
+                    Some(c.connect_timeout),
+                )),
+            };
+            let now = Instant::now();
+            match failure {
+                None => {
+                    let t = c.health[node_pos].record_answer(None, now);
+                    log_transition(&c, node_pos, t);
+                    break;
+                }
+                Some(why) => {
+                    tracing::debug!(node = %c.nodes[node_pos].name, error = %why, "probe failed");
+                    c.health[node_pos].record_probe_failure(&why, &c.health_settings, now);
+                }
+            }
+        }
+    });
+}
+
+impl Combiner {
+    /// Starts the periodic summary: every [`HealthSettings::summary_every`], one WARN line per
+    /// backed-off node (how long, how many requests not sent to it, the latest failure). Runs
+    /// until the runtime stops.
+    pub fn spawn_down_summary(self: &Arc<Self>) {
+        let c = Arc::clone(self);
+        tokio::spawn(async move {
+            let every = c.health_settings.summary_every.max(Duration::from_secs(1));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                for (node, health) in c.nodes.iter().zip(&c.health) {
+                    if let Some(s) = health.summary(now) {
+                        tracing::warn!(
+                            node = %node.name, url = %node.url, failures = s.failures,
+                            error = %s.cause,
+                            "signer node still down: {} down for {}, {} requests skipped",
+                            node.name, node_health::human_duration(s.down_for), s.skipped
+                        );
+                    }
+                }
+            }
+        });
+    }
 }
 
 fn parse_signature(text: &str) -> Option<Signature> {
@@ -381,11 +533,34 @@ async fn combine_from_nodes(
     let t = v.threshold;
     let started = Instant::now();
     let request_id_shared: Arc<str> = Arc::from(request_id);
-    let mut pending: FuturesUnordered<_> = v
+    // Which nodes to ask. While at least `t` of the validator's nodes are healthy, backed-off
+    // nodes are not asked: the healthy ones can complete the signature, and a backed-off node
+    // would most likely cost a failed connect. With fewer than `t` healthy nodes every node
+    // is asked, backed-off ones included: without them the answer is a certain 503, and an
+    // attempt is cheap (a dead node fails its connect fast) and doubles as a probe.
+    let healthy = v
         .shares
         .iter()
-        .map(|s| spawn_ask(c, s, body.clone(), &request_id_shared))
-        .collect();
+        .filter(|s| !c.health[s.node].is_backed_off())
+        .count();
+    let ask_backed_off = healthy < t;
+    let mut skipped: Vec<usize> = Vec::new();
+    let mut causes: Vec<(usize, String)> = Vec::new();
+    let now = Instant::now();
+    let mut pending: FuturesUnordered<_> = FuturesUnordered::new();
+    for s in &v.shares {
+        let health = &c.health[s.node];
+        if !ask_backed_off && health.is_backed_off() {
+            if let Some(why) = health.describe_backed_off(now) {
+                health.count_skip();
+                tracing::debug!(node = %c.nodes[s.node].name, request_id, reason = %why, "node skipped");
+                skipped.push(s.node);
+                causes.push((s.node, why));
+                continue;
+            }
+        }
+        pending.push(spawn_ask(c, s, body.clone(), &request_id_shared));
+    }
     let deadline = tokio::time::sleep(c.deadline);
     tokio::pin!(deadline);
 
@@ -395,7 +570,6 @@ async fn combine_from_nodes(
     // node without a partial gave none.
     let mut answered: Vec<usize> = Vec::with_capacity(n);
     let mut refused: Vec<usize> = Vec::new();
-    let mut causes: Vec<(usize, String)> = Vec::new();
     let mut deadline_passed = false;
 
     loop {
@@ -424,8 +598,8 @@ async fn combine_from_nodes(
                 causes.push((node, format!("refused (HTTP 412): {why}")));
             }
             NodeAnswer::Failed(why) => {
-                c.counters[node].count_failure();
-                tracing::warn!(node = %name, request_id, error = %why, "node failed");
+                // Per request at DEBUG: state changes are logged once each by `log_transition`.
+                tracing::debug!(node = %name, request_id, error = %why, "node failed");
                 causes.push((node, why));
             }
         }
@@ -459,9 +633,14 @@ async fn combine_from_nodes(
     }
     let waited_ms = started.elapsed().as_millis();
     for s in &v.shares {
+        if skipped.contains(&s.node) {
+            continue;
+        }
         if !answered.contains(&s.node) {
             let cause = if deadline_passed {
-                c.counters[s.node].count_failure();
+                // Counted as a failure by its request task when the client's timeout (the
+                // deadline) ends it; failing from now on.
+                c.counters[s.node].failing.store(true, Ordering::Relaxed);
                 node_error::timed_out(c.deadline)
             } else {
                 format!(

@@ -38,9 +38,27 @@ pub fn timed_out(after: Duration) -> String {
     format!("timed out: no answer within {} ms", after.as_millis())
 }
 
+/// "timed out connecting: no TCP/TLS connection within N ms".
+pub fn connect_timed_out(after: Duration) -> String {
+    format!(
+        "timed out connecting: no TCP/TLS connection within {} ms",
+        after.as_millis()
+    )
+}
+
 /// Describes a failed request to a node. `timeout` is the request timeout the client applies
 /// (named when the request timed out).
 pub fn describe_request_error(e: &reqwest::Error, timeout: Duration) -> String {
+    describe_request_error_with(e, timeout, None)
+}
+
+/// [`describe_request_error`] for a client that also has a connect timeout (TCP connect and
+/// TLS handshake): a timeout while connecting names that one.
+pub fn describe_request_error_with(
+    e: &reqwest::Error,
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+) -> String {
     let errors = chain(e);
     // The most specific cause first: TLS, then the socket, then timeouts.
     if let Some(tls) = errors
@@ -55,7 +73,10 @@ pub fn describe_request_error(e: &reqwest::Error, timeout: Duration) -> String {
                 .is_some_and(|io_err| io_err.kind() == io::ErrorKind::TimedOut)
         })
     {
-        return timed_out(timeout);
+        return match connect_timeout {
+            Some(connect) if e.is_connect() => connect_timed_out(connect),
+            _ => timed_out(timeout),
+        };
     }
     if let Some(kind) = errors
         .iter()

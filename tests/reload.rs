@@ -308,6 +308,8 @@ async fn a_failing_key_config_is_named_once_in_the_reload_error() {
     let named = bad.display().to_string();
     assert_eq!(error.matches(&named).count(), 1, "{error}");
     assert!(error.starts_with(&named), "{error}");
-    assert!(common::http::public_keys(&base).await.contains(&pk(CFG_STAYS)));
+    assert!(common::http::public_keys(&base)
+        .await
+        .contains(&pk(CFG_STAYS)));
     node.terminate(Duration::from_secs(10));
 }

@@ -270,18 +270,15 @@ fn reload_keys(state: &NodeState) -> Result<(String, Option<String>), String> {
         state.key_cache.get().map(|c| &**c),
     )?;
     let first_error = load.reports.iter().find_map(|(_, report)| {
-        report
-            .errors
-            .first()
-            .map(|(p, e)| {
-                // Messages of file sources already start with their file; name it only once.
-                let p = p.display().to_string();
-                if e.starts_with(&p) {
-                    e.clone()
-                } else {
-                    format!("{p}: {e}")
-                }
-            })
+        report.errors.first().map(|(p, e)| {
+            // Messages of file sources already start with their file; name it only once.
+            let p = p.display().to_string();
+            if e.starts_with(&p) {
+                e.clone()
+            } else {
+                format!("{p}: {e}")
+            }
+        })
     });
     if let Some(Err(e)) = &load.cache {
         tracing::warn!(error = %e, "key cache not written");

@@ -22,6 +22,9 @@ helm=$1 kv=$2 dvsigner=$3 promtool=$4
 for tool in "$helm" "$kv" "$dvsigner" "$promtool"; do
   [ -x "$tool" ] || { echo "FAIL: $tool is not an executable (see .ci/run for the installs)" >&2; exit 1; }
 done
+# Absolute paths: some steps below run in another directory.
+helm=$(readlink -f "$helm") kv=$(readlink -f "$kv") dvsigner=$(readlink -f "$dvsigner")
+promtool=$(readlink -f "$promtool")
 cd "$(dirname "$0")/../.."
 chart=helm/dvsigner
 # kubernetes-validate's venv has PyYAML, which the extraction below needs.

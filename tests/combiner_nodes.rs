@@ -4,8 +4,8 @@
 //!   without one) serves as node-d of a 3-of-4 cluster whose node-c is down: requests without
 //!   a root from the client still get threshold signatures (the combiner fills the root in).
 //! - A 4-of-7 cluster where node-a is not listening, node-b presents a certificate of another
-//!   CA, node-c accepts TCP connections and never answers (so its connect timeout, half the
-//!   deadline, ends the TLS handshake) and node-d answers 500: the 503 names
+//!   CA, node-c accepts TCP connections and never answers (so its connect timeout, set to half
+//!   the deadline, ends the TLS handshake) and node-d answers 500: the 503 names
 //!   each of them with its cause, one line each; as a 3-of-4 cluster the combiner answers once
 //!   t is out of reach and names the node it did not wait for.
 //!
@@ -182,9 +182,20 @@ fn foreign_signer(shares: HashMap<String, SecretKey>, seen: Seen) -> axum::Route
 }
 
 fn start_combiner(dir: &Path, pki: &DevPki, cluster_json: &Path, deadline_ms: u64) -> (Proc, u16) {
+    start_combiner_with(dir, pki, cluster_json, deadline_ms, &[])
+}
+
+fn start_combiner_with(
+    dir: &Path,
+    pki: &DevPki,
+    cluster_json: &Path,
+    deadline_ms: u64,
+    extra: &[&str],
+) -> (Proc, u16) {
     let port = free_port();
     let mut args = combiner_args(pki, port, cluster_json);
     args.extend(["--deadline-ms".into(), deadline_ms.to_string()]);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let p = Proc::start("combiner", &args, &dir.join("combiner.log"));
     (p, port)
 }
@@ -484,8 +495,14 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         ));
     }
 
-    let (mut combiner, cport) =
-        start_combiner(dir.path(), &pki, &out.join("cluster.json"), DEADLINE_MS);
+    let connect_ms = (DEADLINE_MS / 2).to_string();
+    let (mut combiner, cport) = start_combiner_with(
+        dir.path(),
+        &pki,
+        &out.join("cluster.json"),
+        DEADLINE_MS,
+        &["--node-connect-timeout-ms", &connect_ms],
+    );
     wait_ready(
         &client,
         &format!("https://127.0.0.1:{cport}/upcheck"),
@@ -527,8 +544,8 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         "{}",
         cause(1)
     );
-    // node-c never completes the TLS handshake: the connect timeout (half the deadline)
-    // ends it, and the cause says it was the connection, not the answer.
+    // node-c never completes the TLS handshake: the connect timeout (set to half the
+    // deadline) ends it, and the cause says it was the connection, not the answer.
     assert_eq!(
         cause(2),
         format!(

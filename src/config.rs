@@ -392,7 +392,7 @@ fn values_for(
     arg: &clap::Arg,
     path: &Path,
     key: &str,
-    value: &serde_yaml::Value,
+    value: &yaml_serde::Value,
 ) -> Result<Values, Error> {
     let wrong = |expected| Error::WrongType {
         path: path.to_owned(),
@@ -403,13 +403,13 @@ fn values_for(
     let action = arg.get_action();
     if !action.takes_values() {
         return match value {
-            serde_yaml::Value::Bool(b) => Ok(Values::Flag(*b)),
+            yaml_serde::Value::Bool(b) => Ok(Values::Flag(*b)),
             _ => Err(wrong("true or false")),
         };
     }
     let repeats = matches!(action, clap::ArgAction::Append);
     match value {
-        serde_yaml::Value::Sequence(items) if repeats => items
+        yaml_serde::Value::Sequence(items) if repeats => items
             .iter()
             .map(|v| scalar(v).ok_or_else(|| wrong("a list of strings or numbers")))
             .collect::<Result<Vec<_>, _>>()
@@ -422,28 +422,28 @@ fn values_for(
     }
 }
 
-fn scalar(v: &serde_yaml::Value) -> Option<String> {
+fn scalar(v: &yaml_serde::Value) -> Option<String> {
     match v {
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        yaml_serde::Value::String(s) => Some(s.clone()),
+        yaml_serde::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
-fn type_name(v: &serde_yaml::Value) -> &'static str {
+fn type_name(v: &yaml_serde::Value) -> &'static str {
     match v {
-        serde_yaml::Value::Null => "nothing (null)",
-        serde_yaml::Value::Bool(_) => "a boolean",
-        serde_yaml::Value::Number(_) => "a number",
-        serde_yaml::Value::String(_) => "a string",
-        serde_yaml::Value::Sequence(_) => "a list",
-        serde_yaml::Value::Mapping(_) => "a mapping",
-        serde_yaml::Value::Tagged(_) => "a tagged value",
+        yaml_serde::Value::Null => "nothing (null)",
+        yaml_serde::Value::Bool(_) => "a boolean",
+        yaml_serde::Value::Number(_) => "a number",
+        yaml_serde::Value::String(_) => "a string",
+        yaml_serde::Value::Sequence(_) => "a list",
+        yaml_serde::Value::Mapping(_) => "a mapping",
+        yaml_serde::Value::Tagged(_) => "a tagged value",
     }
 }
 
 /// Reads the file into (key, value) pairs in file order.
-fn read_file(path: &Path) -> Result<Vec<(String, serde_yaml::Value)>, Error> {
+fn read_file(path: &Path) -> Result<Vec<(String, yaml_serde::Value)>, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_owned(),
         source,
@@ -451,23 +451,23 @@ fn read_file(path: &Path) -> Result<Vec<(String, serde_yaml::Value)>, Error> {
     let is_toml = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-    let value: serde_yaml::Value = if is_toml {
+    let value: yaml_serde::Value = if is_toml {
         toml::from_str(&text).map_err(|e| Error::Syntax {
             path: path.to_owned(),
             format: "TOML",
             message: e.to_string().trim_end().to_owned(),
         })?
     } else {
-        serde_yaml::from_str(&text).map_err(|e| Error::Syntax {
+        yaml_serde::from_str(&text).map_err(|e| Error::Syntax {
             path: path.to_owned(),
             format: "YAML",
             message: e.to_string(),
         })?
     };
     let mapping = match value {
-        serde_yaml::Value::Mapping(m) => m,
+        yaml_serde::Value::Mapping(m) => m,
         // An empty (or all-comments) YAML file.
-        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        yaml_serde::Value::Null => yaml_serde::Mapping::new(),
         _ => {
             return Err(Error::NotAMapping {
                 path: path.to_owned(),
@@ -477,10 +477,10 @@ fn read_file(path: &Path) -> Result<Vec<(String, serde_yaml::Value)>, Error> {
     mapping
         .into_iter()
         .map(|(k, v)| match k {
-            serde_yaml::Value::String(k) => Ok((k, v)),
+            yaml_serde::Value::String(k) => Ok((k, v)),
             other => Err(Error::KeyNotString {
                 path: path.to_owned(),
-                key: serde_yaml::to_string(&other)
+                key: yaml_serde::to_string(&other)
                     .unwrap_or_default()
                     .trim()
                     .to_owned(),

@@ -220,7 +220,7 @@ fn check_image(image: &str, what: &str, files: &BTreeMap<String, Entry>, passwd:
         ("10001", "10001"),
         "{what}: non-root numeric user"
     );
-    let chart: Value = serde_yaml::from_str(
+    let chart: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo().join("helm/dvsigner/values.yaml")).expect("values.yaml"),
     )
     .expect("values.yaml YAML");
@@ -722,12 +722,12 @@ async fn image_builds_inspects_and_runs_read_only() {
 /// built with: `dvsigner/dvsigner:<Cargo package version>`.
 #[test]
 fn chart_and_readme_use_the_image_name_and_version() {
-    let values: Value = serde_yaml::from_str(
+    let values: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo().join("helm/dvsigner/values.yaml")).expect("values.yaml"),
     )
     .expect("values YAML");
     assert_eq!(values["image"]["repository"], "dvsigner/dvsigner");
-    let chart: Value = serde_yaml::from_str(
+    let chart: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo().join("helm/dvsigner/Chart.yaml")).expect("Chart.yaml"),
     )
     .expect("Chart YAML");

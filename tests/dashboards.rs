@@ -105,8 +105,8 @@ fn dashboard_exprs(file: &str, dashboard: &Value) -> Vec<(String, String)> {
 /// `(alert name, PromQL)` of every rule of the chart's rules file.
 fn alert_exprs() -> Vec<(String, String)> {
     let path = dashboards_dir().join("alerts.rules.yaml");
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("rules")).expect("yaml");
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&path).expect("rules")).expect("yaml");
     let mut out = Vec::new();
     for group in doc["groups"].as_sequence().expect("groups") {
         for rule in group["rules"].as_sequence().expect("rules") {

@@ -86,7 +86,7 @@ fn find_str_const(dir: &Path, name: &str) -> Option<String> {
 fn spec_routes() -> BTreeSet<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("openapi/dvsigner.yaml")).expect("spec");
-    let spec: serde_yaml::Value = serde_yaml::from_str(&text).expect("spec is YAML");
+    let spec: yaml_serde::Value = yaml_serde::from_str(&text).expect("spec is YAML");
     assert_eq!(spec["openapi"].as_str(), Some("3.0.3"));
     let paths = spec["paths"].as_mapping().expect("paths");
     let mut out = BTreeSet::new();

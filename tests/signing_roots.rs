@@ -21,11 +21,11 @@ fn hex_n<const N: usize>(v: &Value) -> [u8; N] {
     dvsigner::bls::parse_hex::<N>(v.as_str().expect("hex string")).expect("hex")
 }
 
-fn yaml(path: PathBuf) -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read yaml")).expect("yaml")
+fn yaml(path: PathBuf) -> yaml_serde::Value {
+    yaml_serde::from_str(&std::fs::read_to_string(&path).expect("read yaml")).expect("yaml")
 }
 
-fn yaml_hex<const N: usize>(v: &serde_yaml::Value, key: &str) -> [u8; N] {
+fn yaml_hex<const N: usize>(v: &yaml_serde::Value, key: &str) -> [u8; N] {
     dvsigner::bls::parse_hex::<N>(v[key].as_str().expect("string")).expect("hex")
 }
 

@@ -27,7 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 use zeroize::Zeroizing;
 
 /// Errors in one YAML document of a key-config file. Messages never contain field values.
@@ -179,7 +179,7 @@ pub fn parse_key_config(
 ) -> Vec<(usize, Result<KeyConfigEntry, Error>)> {
     use serde::Deserialize;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
         match Value::deserialize(doc) {
             Ok(Value::Null) => {}
@@ -194,8 +194,8 @@ pub fn parse_key_config(
     out
 }
 
-/// serde_yaml's message can quote the offending scalar, so keep only the location.
-fn yaml_error_location(e: &serde_yaml::Error) -> String {
+/// The YAML parser's message can quote the offending scalar, so keep only the location.
+fn yaml_error_location(e: &yaml_serde::Error) -> String {
     match e.location() {
         Some(l) => format!("syntax error at line {} column {}", l.line(), l.column()),
         None => "syntax error".to_owned(),

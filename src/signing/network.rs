@@ -304,8 +304,8 @@ impl Network {
     /// # Errors
     /// A readable reason when a required key is missing or malformed.
     pub fn from_config_yaml(text: &str) -> Result<Self, String> {
-        let map: BTreeMap<String, serde_yaml::Value> =
-            serde_yaml::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
+        let map: BTreeMap<String, yaml_serde::Value> =
+            yaml_serde::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
         let int = |k: &str| -> Result<Option<u64>, String> {
             match map.get(k) {
                 None => Ok(None),
@@ -425,22 +425,22 @@ fn fork_rank(name: &str) -> usize {
 }
 
 /// A YAML integer, or a decimal string.
-fn yaml_u64(v: &serde_yaml::Value) -> Option<u64> {
+fn yaml_u64(v: &yaml_serde::Value) -> Option<u64> {
     match v {
-        serde_yaml::Value::Number(n) => n.as_u64(),
-        serde_yaml::Value::String(s) => s.parse().ok(),
+        yaml_serde::Value::Number(n) => n.as_u64(),
+        yaml_serde::Value::String(s) => s.parse().ok(),
         _ => None,
     }
 }
 
 /// A fork version: YAML may read `0x01017000` as a (hex) integer or keep it a string.
-fn yaml_version(v: &serde_yaml::Value) -> Option<[u8; 4]> {
+fn yaml_version(v: &yaml_serde::Value) -> Option<[u8; 4]> {
     match v {
-        serde_yaml::Value::Number(n) => n
+        yaml_serde::Value::Number(n) => n
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .map(u32::to_be_bytes),
-        serde_yaml::Value::String(s) => crate::bls::parse_hex::<4>(s).ok(),
+        yaml_serde::Value::String(s) => crate::bls::parse_hex::<4>(s).ok(),
         _ => None,
     }
 }

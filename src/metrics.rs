@@ -51,20 +51,95 @@ const SIGN_STATUSES: [u16; 6] = [200, 400, 404, 412, 500, 503];
 /// Sign type label of a request whose body could not be parsed.
 const UNKNOWN_TYPE: &str = "unknown";
 
-/// Every refusal reason label (pre-created series).
-const REFUSAL_REASONS: [&str; 11] = [
-    "double_block_proposal",
-    "null_root_at_slot",
-    "block_slot_below_watermark",
-    "source_greater_than_target",
-    "double_vote",
-    "null_root_at_target",
-    "surrounding_vote",
-    "surrounded_vote",
-    "source_below_watermark",
-    "target_below_watermark",
-    "wrong_genesis_validators_root",
-];
+/// The `reason` label of `dvsigner_slashing_refusals_total`: one per slashing rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// [`Refusal::DoubleBlockProposal`].
+    DoubleBlockProposal,
+    /// [`Refusal::NullRootAtSlot`].
+    NullRootAtSlot,
+    /// [`Refusal::BlockSlotBelowWatermark`].
+    BlockSlotBelowWatermark,
+    /// [`Refusal::SourceGreaterThanTarget`].
+    SourceGreaterThanTarget,
+    /// [`Refusal::DoubleVote`].
+    DoubleVote,
+    /// [`Refusal::NullRootAtTarget`].
+    NullRootAtTarget,
+    /// [`Refusal::SurroundingVote`].
+    SurroundingVote,
+    /// [`Refusal::SurroundedVote`].
+    SurroundedVote,
+    /// [`Refusal::SourceBelowWatermark`].
+    SourceBelowWatermark,
+    /// [`Refusal::TargetBelowWatermark`].
+    TargetBelowWatermark,
+    /// [`Refusal::WrongGenesisValidatorsRoot`].
+    WrongGenesisValidatorsRoot,
+    /// [`Refusal::ValidatorDisabled`].
+    ValidatorDisabled,
+    /// [`Refusal::BlockAtHighWatermark`] and [`Refusal::AttestationAtHighWatermark`].
+    HighWatermark,
+}
+
+impl RefusalReason {
+    /// Every reason (each has a pre-created series).
+    pub const ALL: [RefusalReason; 13] = [
+        Self::DoubleBlockProposal,
+        Self::NullRootAtSlot,
+        Self::BlockSlotBelowWatermark,
+        Self::SourceGreaterThanTarget,
+        Self::DoubleVote,
+        Self::NullRootAtTarget,
+        Self::SurroundingVote,
+        Self::SurroundedVote,
+        Self::SourceBelowWatermark,
+        Self::TargetBelowWatermark,
+        Self::WrongGenesisValidatorsRoot,
+        Self::ValidatorDisabled,
+        Self::HighWatermark,
+    ];
+
+    /// The label value, e.g. `"double_vote"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DoubleBlockProposal => "double_block_proposal",
+            Self::NullRootAtSlot => "null_root_at_slot",
+            Self::BlockSlotBelowWatermark => "block_slot_below_watermark",
+            Self::SourceGreaterThanTarget => "source_greater_than_target",
+            Self::DoubleVote => "double_vote",
+            Self::NullRootAtTarget => "null_root_at_target",
+            Self::SurroundingVote => "surrounding_vote",
+            Self::SurroundedVote => "surrounded_vote",
+            Self::SourceBelowWatermark => "source_below_watermark",
+            Self::TargetBelowWatermark => "target_below_watermark",
+            Self::WrongGenesisValidatorsRoot => "wrong_genesis_validators_root",
+            Self::ValidatorDisabled => "validator_disabled",
+            Self::HighWatermark => "high_watermark",
+        }
+    }
+
+    /// The reason of a refusal.
+    pub fn of(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::DoubleBlockProposal { .. } => Self::DoubleBlockProposal,
+            Refusal::NullRootAtSlot { .. } => Self::NullRootAtSlot,
+            Refusal::BlockSlotBelowWatermark { .. } => Self::BlockSlotBelowWatermark,
+            Refusal::SourceGreaterThanTarget { .. } => Self::SourceGreaterThanTarget,
+            Refusal::DoubleVote { .. } => Self::DoubleVote,
+            Refusal::NullRootAtTarget { .. } => Self::NullRootAtTarget,
+            Refusal::SurroundingVote { .. } => Self::SurroundingVote,
+            Refusal::SurroundedVote { .. } => Self::SurroundedVote,
+            Refusal::SourceBelowWatermark { .. } => Self::SourceBelowWatermark,
+            Refusal::TargetBelowWatermark { .. } => Self::TargetBelowWatermark,
+            Refusal::WrongGenesisValidatorsRoot { .. } => Self::WrongGenesisValidatorsRoot,
+            Refusal::ValidatorDisabled { .. } => Self::ValidatorDisabled,
+            Refusal::BlockAtHighWatermark { .. } | Refusal::AttestationAtHighWatermark { .. } => {
+                Self::HighWatermark
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignLabels {
@@ -178,11 +253,10 @@ impl Metrics {
             }
             let _ = sign_duration.get_or_create(&TypeLabel { r#type: t });
         }
-        for reason in REFUSAL_REASONS
-            .into_iter()
-            .chain(["validator_disabled", "high_watermark"])
-        {
-            let _ = refusals.get_or_create(&ReasonLabel { reason });
+        for reason in RefusalReason::ALL {
+            let _ = refusals.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
         Self {
             registry,
@@ -301,23 +375,7 @@ impl Metrics {
 
 /// The `reason` label of a refusal.
 pub fn refusal_reason(refusal: &Refusal) -> &'static str {
-    match refusal {
-        Refusal::DoubleBlockProposal { .. } => REFUSAL_REASONS[0],
-        Refusal::NullRootAtSlot { .. } => REFUSAL_REASONS[1],
-        Refusal::BlockSlotBelowWatermark { .. } => REFUSAL_REASONS[2],
-        Refusal::SourceGreaterThanTarget { .. } => REFUSAL_REASONS[3],
-        Refusal::DoubleVote { .. } => REFUSAL_REASONS[4],
-        Refusal::NullRootAtTarget { .. } => REFUSAL_REASONS[5],
-        Refusal::SurroundingVote { .. } => REFUSAL_REASONS[6],
-        Refusal::SurroundedVote { .. } => REFUSAL_REASONS[7],
-        Refusal::SourceBelowWatermark { .. } => REFUSAL_REASONS[8],
-        Refusal::TargetBelowWatermark { .. } => REFUSAL_REASONS[9],
-        Refusal::WrongGenesisValidatorsRoot { .. } => REFUSAL_REASONS[10],
-        Refusal::ValidatorDisabled { .. } => "validator_disabled",
-        Refusal::BlockAtHighWatermark { .. } | Refusal::AttestationAtHighWatermark { .. } => {
-            "high_watermark"
-        }
-    }
+    RefusalReason::of(refusal).as_str()
 }
 
 /// The metrics router: `GET /metrics`.
@@ -378,6 +436,96 @@ mod tests {
             .contains("dvsigner_sign_requests_total{type=\"VOLUNTARY_EXIT\",status=\"404\"} 1"));
         assert!(after.contains("dvsigner_sign_duration_seconds_count{type=\"VOLUNTARY_EXIT\"} 1"));
         assert!(after.ends_with("# EOF\n"));
+    }
+
+    /// The label values of `metric`'s pre-created series for `label`, in exposition order.
+    fn label_values(text: &str, metric: &str, label: &str) -> HashSet<String> {
+        let prefix = format!("{metric}{{");
+        let key = format!("{label}=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|l| {
+                let rest = &l[l.find(key.as_str())? + key.len()..];
+                Some(rest[..rest.find('"')?].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn label_sets_are_those_of_the_enums() {
+        let text = Metrics::new().encode().expect("encode");
+        let reasons = label_values(&text, "dvsigner_slashing_refusals_total", "reason");
+        let want: HashSet<String> = RefusalReason::ALL
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect();
+        assert_eq!(reasons, want);
+        // The values dashboards and alerts use.
+        let published: HashSet<String> = [
+            "double_block_proposal",
+            "null_root_at_slot",
+            "block_slot_below_watermark",
+            "source_greater_than_target",
+            "double_vote",
+            "null_root_at_target",
+            "surrounding_vote",
+            "surrounded_vote",
+            "source_below_watermark",
+            "target_below_watermark",
+            "wrong_genesis_validators_root",
+            "validator_disabled",
+            "high_watermark",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(reasons, published);
+        let types = label_values(&text, "dvsigner_sign_requests_total", "type");
+        let want: HashSet<String> = SignKind::ALL
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .chain([UNKNOWN_TYPE.to_owned()])
+            .collect();
+        assert_eq!(types, want);
+        assert_eq!(
+            label_values(&text, "dvsigner_sign_duration_seconds_count", "type"),
+            want
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason_label() {
+        let root = crate::bls::SigningRoot([7; 32]);
+        let cases = [
+            (
+                Refusal::DoubleBlockProposal {
+                    slot: 1,
+                    existing_root: root,
+                },
+                "double_block_proposal",
+            ),
+            (Refusal::NullRootAtSlot { slot: 1 }, "null_root_at_slot"),
+            (
+                Refusal::DoubleVote {
+                    target_epoch: 2,
+                    existing_source: 1,
+                    existing_root: root,
+                },
+                "double_vote",
+            ),
+            (
+                Refusal::SurroundedVote {
+                    source_epoch: 2,
+                    target_epoch: 3,
+                    existing_source: 1,
+                    existing_target: 4,
+                },
+                "surrounded_vote",
+            ),
+        ];
+        for (refusal, label) in cases {
+            assert_eq!(refusal_reason(&refusal), label, "{refusal}");
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Network {
         match self.last_scheduled_fork() {
             Some(f) => format!(
                 "whose last fork is {} ({}) at epoch {}",
-                f.name,
+                f.name(),
                 hex4(f.version),
                 f.epoch
             ),
@@ -307,13 +307,13 @@ impl Network {
             genesis_validators_root = %self
                 .genesis_validators_root
                 .map_or_else(|| "unknown".to_owned(), hex32),
-            last_fork = last.map_or("none", |f| f.name.as_str()),
+            last_fork = last.map_or("none", |f| f.name()),
             last_fork_version = %last.map_or_else(String::new, |f| hex4(f.version)),
             last_fork_epoch = last.map_or(0, |f| f.epoch),
             current_epoch = %epoch.map_or_else(|| "unknown".to_owned(), |e| e.to_string()),
             next_fork = %next.map_or_else(
                 || "none scheduled".to_owned(),
-                |f| format!("{} ({}) at epoch {}", f.name, hex4(f.version), f.epoch)
+                |f| format!("{} ({}) at epoch {}", f.name(), hex4(f.version), f.epoch)
             ),
             "network"
         );
@@ -344,7 +344,7 @@ impl Network {
                     "the --network config file of {} lacks fork {} ({}) that this dvsigner's \
                      built-in {} schedule has; {when}. Update the config file or use --network {}",
                     self.name,
-                    f.name,
+                    f.name(),
                     hex4(f.version),
                     self.name,
                     self.name
@@ -493,7 +493,7 @@ mod tests {
         let missing: Vec<String> = n
             .forks_missing_from_config()
             .into_iter()
-            .map(|f| f.name)
+            .map(|f| f.name().to_owned())
             .collect();
         assert_eq!(
             missing,

@@ -9,6 +9,7 @@
 //! - `request`: wire types (serde only); `json`: primitives (quoted u64, hex bytes, type name),
 //! - `ssz`: the SSZ containers (`tree_hash` derived) and their conversion from the wire types,
 //! - [`domain`]: domain types, `compute_domain`, `compute_signing_root`,
+//! - [`fork`]: the forks this build knows, their names and the SSZ shapes they select,
 //! - [`network`]: fork schedule, preset, clock.
 //!
 //! Invariants:
@@ -30,6 +31,7 @@ use crate::bls::SigningRoot;
 use crate::slashing::SlashableMessage;
 
 pub mod domain;
+pub mod fork;
 pub mod fork_check;
 mod json;
 pub mod network;
@@ -37,6 +39,7 @@ mod request;
 mod ssz;
 
 pub use domain::{compute_domain, compute_signing_root, DomainType};
+pub use fork::{AggregateShape, BlockShape, Fork};
 pub use fork_check::{MismatchKind, NetworkMismatch};
 pub use network::{Network, PresetBase};
 
@@ -307,22 +310,23 @@ fn electra_aggregate_root<P: Preset>(
 
 fn aggregate_root(
     network: &Network,
-    electra: bool,
+    shape: AggregateShape,
     aggregator_index: u64,
     aggregate: &request::Attestation,
     selection_proof: [u8; 96],
 ) -> Result<[u8; 32], String> {
-    if electra {
-        with_preset!(
+    match shape {
+        AggregateShape::Electra => with_preset!(
             network,
             electra_aggregate_root(aggregator_index, aggregate, selection_proof)
-        )
-    } else {
-        Ok(
-            ssz::AggregateAndProof::from_wire(aggregator_index, aggregate, selection_proof)?
-                .tree_hash_root()
-                .0,
-        )
+        ),
+        AggregateShape::Phase0 => {
+            Ok(
+                ssz::AggregateAndProof::from_wire(aggregator_index, aggregate, selection_proof)?
+                    .tree_hash_root()
+                    .0,
+            )
+        }
     }
 }
 
@@ -331,23 +335,6 @@ fn contribution_root<P: Preset>(c: &request::ContributionAndProof) -> Result<[u8
         .tree_hash_root()
         .0)
 }
-
-/// BLOCK_V2 versions whose request carries a full block (`block`).
-const FULL_BLOCK_VERSIONS: [&str; 2] = ["PHASE0", "ALTAIR"];
-/// BLOCK_V2 versions whose request carries only `block_header`.
-const HEADER_VERSIONS: [&str; 7] = [
-    "BELLATRIX",
-    "CAPELLA",
-    "DENEB",
-    "ELECTRA",
-    "FULU",
-    "GLOAS",
-    "HEZE",
-];
-/// AGGREGATE_AND_PROOF_V2 versions with the phase0 `Attestation`.
-const PHASE0_AGGREGATE_VERSIONS: [&str; 5] = ["PHASE0", "ALTAIR", "BELLATRIX", "CAPELLA", "DENEB"];
-/// AGGREGATE_AND_PROOF_V2 versions with the Electra `Attestation` (`committee_bits`).
-const ELECTRA_AGGREGATE_VERSIONS: [&str; 4] = ["ELECTRA", "FULU", "GLOAS", "HEZE"];
 
 fn compute(req: &SignRequest, network: &Network) -> Result<Computed, Error> {
     let kind = req.kind;
@@ -370,25 +357,26 @@ fn compute(req: &SignRequest, network: &Network) -> Result<Computed, Error> {
                 .ok_or_else(|| missing("beacon_block", kind))?;
             let fi = fork_info(req)?;
             let version = bb.version.as_str();
-            let (slot, object_root) = if FULL_BLOCK_VERSIONS.contains(&version) {
+            let fork = Fork::from_name(version)
+                .ok_or_else(|| malformed(format!("unknown block version {version:?}")))?;
+            let shape = fork.block_shape();
+            let (slot, object_root) = if shape == BlockShape::Header {
+                let h = bb
+                    .block_header
+                    .as_ref()
+                    .ok_or_else(|| malformed(format!("{fork} request without block_header")))?;
+                (h.slot.0, ssz::BeaconBlockHeader::from(h).tree_hash_root().0)
+            } else {
                 let b = bb
                     .block
                     .as_ref()
-                    .ok_or_else(|| malformed(format!("{version} request without block")))?;
-                let r = if version == "PHASE0" {
+                    .ok_or_else(|| malformed(format!("{fork} request without block")))?;
+                let r = if shape == BlockShape::Phase0Block {
                     ssz::BeaconBlock::from_wire(b).map(|b| b.tree_hash_root().0)
                 } else {
                     with_preset!(network, altair_block_root(b))
                 };
                 (b.slot.0, r.map_err(malformed)?)
-            } else if HEADER_VERSIONS.contains(&version) {
-                let h = bb
-                    .block_header
-                    .as_ref()
-                    .ok_or_else(|| malformed(format!("{version} request without block_header")))?;
-                (h.slot.0, ssz::BeaconBlockHeader::from(h).tree_hash_root().0)
-            } else {
-                return Err(malformed(format!("unknown block version {version:?}")));
             };
             Ok(block_computed(fi, network, slot, object_root))
         }
@@ -443,16 +431,11 @@ fn compute(req: &SignRequest, network: &Network) -> Result<Computed, Error> {
                     .data
                     .as_ref()
                     .ok_or_else(|| malformed("missing data".into()))?;
-                let electra = if PHASE0_AGGREGATE_VERSIONS.contains(&version) {
-                    false
-                } else if ELECTRA_AGGREGATE_VERSIONS.contains(&version) {
-                    true
-                } else {
-                    return Err(malformed(format!("unknown aggregate version {version:?}")));
-                };
+                let fork = Fork::from_name(version)
+                    .ok_or_else(|| malformed(format!("unknown aggregate version {version:?}")))?;
                 let r = aggregate_root(
                     network,
-                    electra,
+                    fork.aggregate_shape(),
                     data.aggregator_index.0,
                     &data.aggregate,
                     data.selection_proof.0,
@@ -468,8 +451,12 @@ fn compute(req: &SignRequest, network: &Network) -> Result<Computed, Error> {
                     ));
                 };
                 // Lighthouse and Teku send Electra aggregates as v1: the shape decides.
-                let electra = aggregate.committee_bits.is_some();
-                let r = aggregate_root(network, electra, index.0, aggregate, proof.0);
+                let shape = if aggregate.committee_bits.is_some() {
+                    AggregateShape::Electra
+                } else {
+                    AggregateShape::Phase0
+                };
+                let r = aggregate_root(network, shape, index.0, aggregate, proof.0);
                 (aggregate.data.slot.0, r.map_err(malformed)?)
             };
             Ok((

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::fork::Fork;
+
 /// Errors loading a network.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,15 +64,51 @@ impl PresetBase {
     }
 }
 
+/// Which fork a schedule entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForkId {
+    /// A fork this build knows.
+    Known(Fork),
+    /// The `<NAME>` of a config file's `<NAME>_FORK_VERSION` that is no fork this build knows;
+    /// it is kept so that its version counts as one of the network's.
+    Other(String),
+}
+
+impl ForkId {
+    /// The upper-case name as in the config keys: `GENESIS`, `ALTAIR`, ..., `FULU`, `GLOAS`, or
+    /// the other name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Known(f) => f.config_name(),
+            Self::Other(name) => name,
+        }
+    }
+}
+
 /// One entry of the fork schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledFork {
-    /// Upper-case fork name as in the config keys: `GENESIS`, `ALTAIR`, ..., `FULU`, `GLOAS`.
-    pub name: String,
+    /// Which fork.
+    pub id: ForkId,
     /// `<NAME>_FORK_VERSION`.
     pub version: [u8; 4],
     /// `<NAME>_FORK_EPOCH` (`u64::MAX` when not scheduled).
     pub epoch: u64,
+}
+
+impl ScheduledFork {
+    /// The upper-case name as in the config keys (see [`ForkId::name`]).
+    pub fn name(&self) -> &str {
+        self.id.name()
+    }
+
+    /// The fork, when this build knows it.
+    pub fn fork(&self) -> Option<Fork> {
+        match self.id {
+            ForkId::Known(f) => Some(f),
+            ForkId::Other(_) => None,
+        }
+    }
 }
 
 /// The parts of a consensus network config that signing needs.
@@ -99,54 +137,62 @@ pub struct Network {
     pub genesis_validators_root: Option<[u8; 32]>,
 }
 
-/// A fork table: (fork name, version as a big-endian u32, activation epoch).
-pub(crate) type ForkTable = &'static [(&'static str, u32, u64)];
+/// A fork table: (fork, version as a big-endian u32, activation epoch).
+pub(crate) type ForkTable = &'static [(Fork, u32, u64)];
+
+/// The version a table gives `fork`.
+fn table_version(table: ForkTable, fork: Fork) -> Option<[u8; 4]> {
+    table
+        .iter()
+        .find(|(f, _, _)| *f == fork)
+        .map(|(_, v, _)| v.to_be_bytes())
+}
 
 const MAINNET: ForkTable = &[
-    ("GENESIS", 0x0000_0000, 0),
-    ("ALTAIR", 0x0100_0000, 74_240),
-    ("BELLATRIX", 0x0200_0000, 144_896),
-    ("CAPELLA", 0x0300_0000, 194_048),
-    ("DENEB", 0x0400_0000, 269_568),
-    ("ELECTRA", 0x0500_0000, 364_032),
-    ("FULU", 0x0600_0000, 411_392),
+    (Fork::Phase0, 0x0000_0000, 0),
+    (Fork::Altair, 0x0100_0000, 74_240),
+    (Fork::Bellatrix, 0x0200_0000, 144_896),
+    (Fork::Capella, 0x0300_0000, 194_048),
+    (Fork::Deneb, 0x0400_0000, 269_568),
+    (Fork::Electra, 0x0500_0000, 364_032),
+    (Fork::Fulu, 0x0600_0000, 411_392),
 ];
 const HOLESKY: ForkTable = &[
-    ("GENESIS", 0x0101_7000, 0),
-    ("ALTAIR", 0x0201_7000, 0),
-    ("BELLATRIX", 0x0301_7000, 0),
-    ("CAPELLA", 0x0401_7000, 256),
-    ("DENEB", 0x0501_7000, 29_696),
-    ("ELECTRA", 0x0601_7000, 115_968),
-    ("FULU", 0x0701_7000, 165_120),
+    (Fork::Phase0, 0x0101_7000, 0),
+    (Fork::Altair, 0x0201_7000, 0),
+    (Fork::Bellatrix, 0x0301_7000, 0),
+    (Fork::Capella, 0x0401_7000, 256),
+    (Fork::Deneb, 0x0501_7000, 29_696),
+    (Fork::Electra, 0x0601_7000, 115_968),
+    (Fork::Fulu, 0x0701_7000, 165_120),
 ];
 const SEPOLIA: ForkTable = &[
-    ("GENESIS", 0x9000_0069, 0),
-    ("ALTAIR", 0x9000_0070, 50),
-    ("BELLATRIX", 0x9000_0071, 100),
-    ("CAPELLA", 0x9000_0072, 56_832),
-    ("DENEB", 0x9000_0073, 132_608),
-    ("ELECTRA", 0x9000_0074, 222_464),
-    ("FULU", 0x9000_0075, 272_640),
+    (Fork::Phase0, 0x9000_0069, 0),
+    (Fork::Altair, 0x9000_0070, 50),
+    (Fork::Bellatrix, 0x9000_0071, 100),
+    (Fork::Capella, 0x9000_0072, 56_832),
+    (Fork::Deneb, 0x9000_0073, 132_608),
+    (Fork::Electra, 0x9000_0074, 222_464),
+    (Fork::Fulu, 0x9000_0075, 272_640),
 ];
 const HOODI: ForkTable = &[
-    ("GENESIS", 0x1000_0910, 0),
-    ("ALTAIR", 0x2000_0910, 0),
-    ("BELLATRIX", 0x3000_0910, 0),
-    ("CAPELLA", 0x4000_0910, 0),
-    ("DENEB", 0x5000_0910, 0),
-    ("ELECTRA", 0x6000_0910, 2_048),
-    ("FULU", 0x7000_0910, 50_688),
+    (Fork::Phase0, 0x1000_0910, 0),
+    (Fork::Altair, 0x2000_0910, 0),
+    (Fork::Bellatrix, 0x3000_0910, 0),
+    (Fork::Capella, 0x4000_0910, 0),
+    (Fork::Deneb, 0x5000_0910, 0),
+    (Fork::Electra, 0x6000_0910, 2_048),
+    (Fork::Fulu, 0x7000_0910, 50_688),
 ];
 /// consensus-specs `configs/minimal.yaml`: every fork after genesis unscheduled.
 const MINIMAL: ForkTable = &[
-    ("GENESIS", 0x0000_0001, 0),
-    ("ALTAIR", 0x0100_0001, u64::MAX),
-    ("BELLATRIX", 0x0200_0001, u64::MAX),
-    ("CAPELLA", 0x0300_0001, u64::MAX),
-    ("DENEB", 0x0400_0001, u64::MAX),
-    ("ELECTRA", 0x0500_0001, u64::MAX),
-    ("FULU", 0x0600_0001, u64::MAX),
+    (Fork::Phase0, 0x0000_0001, 0),
+    (Fork::Altair, 0x0100_0001, u64::MAX),
+    (Fork::Bellatrix, 0x0200_0001, u64::MAX),
+    (Fork::Capella, 0x0300_0001, u64::MAX),
+    (Fork::Deneb, 0x0400_0001, u64::MAX),
+    (Fork::Electra, 0x0500_0001, u64::MAX),
+    (Fork::Fulu, 0x0600_0001, u64::MAX),
 ];
 
 /// Names accepted by [`Network::from_name_or_path`], with genesis times and
@@ -251,8 +297,8 @@ impl Network {
     ) -> Self {
         let forks = table
             .iter()
-            .map(|(n, v, e)| ScheduledFork {
-                name: (*n).to_owned(),
+            .map(|(f, v, e)| ScheduledFork {
+                id: ForkId::Known(*f),
                 version: v.to_be_bytes(),
                 epoch: *e,
             })
@@ -275,14 +321,16 @@ impl Network {
         seconds_per_slot: u64,
         mut forks: Vec<ScheduledFork>,
     ) -> Self {
-        forks.sort_by_key(|f| (f.epoch, fork_rank(&f.name)));
-        let find = |n: &str| forks.iter().find(|f| f.name == n);
-        let genesis_fork_version = find("GENESIS").map_or([0; 4], |f| f.version);
+        // Same-epoch forks in fork order, then those this build does not know (stable).
+        forks.sort_by_key(|f| (f.epoch, f.fork().is_none(), f.fork()));
+        let find = |fork: Fork| forks.iter().find(|f| f.fork() == Some(fork));
+        let genesis_fork_version = find(Fork::Phase0).map_or([0; 4], |f| f.version);
         // Without a Capella entry EIP-7044 cannot apply: Deneb is then treated as unscheduled.
-        let (capella_fork_version, deneb_fork_epoch) = match (find("CAPELLA"), find("DENEB")) {
-            (Some(c), Some(d)) => (c.version, d.epoch),
-            _ => (genesis_fork_version, u64::MAX),
-        };
+        let (capella_fork_version, deneb_fork_epoch) =
+            match (find(Fork::Capella), find(Fork::Deneb)) {
+                (Some(c), Some(d)) => (c.version, d.epoch),
+                _ => (genesis_fork_version, u64::MAX),
+            };
         Self {
             name,
             genesis_fork_version,
@@ -331,24 +379,25 @@ impl Network {
             .to_owned();
         let mut forks = Vec::new();
         for (k, v) in &map {
-            let Some(fork) = k.strip_suffix("_FORK_VERSION") else {
+            let Some(name) = k.strip_suffix("_FORK_VERSION") else {
                 continue;
             };
             let version = yaml_version(v).ok_or_else(|| format!("{k} is not a 4-byte version"))?;
-            let epoch = if fork == "GENESIS" {
-                0
-            } else {
-                int(&format!("{fork}_FORK_EPOCH"))?
-                    .ok_or_else(|| format!("{fork}_FORK_EPOCH missing"))?
+            let (id, epoch_key) = match Fork::from_config_name(name) {
+                Some(fork) => (ForkId::Known(fork), fork.epoch_key().map(str::to_owned)),
+                None => (
+                    ForkId::Other(name.to_owned()),
+                    Some(format!("{name}_FORK_EPOCH")),
+                ),
             };
-            forks.push(ScheduledFork {
-                name: fork.to_owned(),
-                version,
-                epoch,
-            });
+            let epoch = match epoch_key {
+                None => 0,
+                Some(key) => int(&key)?.ok_or_else(|| format!("{key} missing"))?,
+            };
+            forks.push(ScheduledFork { id, version, epoch });
         }
-        if !forks.iter().any(|f| f.name == "GENESIS") {
-            return Err("GENESIS_FORK_VERSION missing".into());
+        if !forks.iter().any(|f| f.fork() == Some(Fork::Phase0)) {
+            return Err(format!("{} missing", Fork::Phase0.version_key()));
         }
         let seconds_per_slot = match (int("SECONDS_PER_SLOT")?, int("SLOT_DURATION_MS")?) {
             (Some(s), _) => s,
@@ -385,7 +434,7 @@ impl Network {
         // A copy of a built-in network's config (same name and genesis fork version) is that
         // network: its genesis_validators_root is known.
         if let Some((_, table, _, gvr)) = built_in {
-            if table[0].1.to_be_bytes() == network.genesis_fork_version {
+            if table_version(table, Fork::Phase0) == Some(network.genesis_fork_version) {
                 network.genesis_validators_root = parse_root(gvr);
             }
         }
@@ -406,22 +455,6 @@ impl Network {
             .find(|f| f.epoch <= epoch)
             .map_or(self.genesis_fork_version, |f| f.version)
     }
-}
-
-/// Order of same-epoch forks: the known sequence, then any other name.
-fn fork_rank(name: &str) -> usize {
-    const ORDER: [&str; 9] = [
-        "GENESIS",
-        "ALTAIR",
-        "BELLATRIX",
-        "CAPELLA",
-        "DENEB",
-        "ELECTRA",
-        "FULU",
-        "GLOAS",
-        "HEZE",
-    ];
-    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
 }
 
 /// A YAML integer, or a decimal string.
@@ -484,7 +517,7 @@ mod tests {
         assert_eq!(n.genesis_fork_version, [0, 0, 0, 0x64]);
         assert_eq!(n.capella_fork_version, [3, 0, 0, 0x64]);
         assert_eq!(n.deneb_fork_epoch, u64::MAX);
-        assert_eq!(n.forks[0].name, "GENESIS");
+        assert_eq!(n.forks[0].name(), "GENESIS");
         assert_eq!(n.fork_version_at(0), [1, 0, 0, 0x64]);
         std::fs::write(&p, "PRESET_BASE: mainnet\nSECONDS_PER_SLOT: 12\n").unwrap();
         assert!(matches!(

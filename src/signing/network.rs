@@ -525,4 +525,43 @@ mod tests {
             Err(Error::Config { .. })
         ));
     }
+
+    #[test]
+    fn config_forks_this_build_does_not_know_are_kept_after_known_ones() {
+        // Epochs as numbers or decimal strings; versions as hex or decimal integers or strings.
+        let yaml = "SECONDS_PER_SLOT: '12'\nGENESIS_FORK_VERSION: 0x00000070\n\
+                    EIP9999_FORK_VERSION: '0x09000070'\nEIP9999_FORK_EPOCH: '10'\n\
+                    FULU_FORK_VERSION: 100663408\nFULU_FORK_EPOCH: 10\n\
+                    ALTAIR_FORK_VERSION: 0x01000070\nALTAIR_FORK_EPOCH: \"5\"\n";
+        let n = Network::from_config_yaml(yaml).unwrap();
+        let schedule: Vec<(&str, [u8; 4], u64)> = n
+            .forks
+            .iter()
+            .map(|f| (f.name(), f.version, f.epoch))
+            .collect();
+        assert_eq!(
+            schedule,
+            [
+                ("GENESIS", [0, 0, 0, 0x70], 0),
+                ("ALTAIR", [1, 0, 0, 0x70], 5),
+                ("FULU", [6, 0, 0, 0x70], 10),
+                ("EIP9999", [9, 0, 0, 0x70], 10),
+            ]
+        );
+        assert_eq!(n.forks[1].fork(), Some(Fork::Altair));
+        assert_eq!(n.forks[3].id, ForkId::Other("EIP9999".into()));
+        assert_eq!(n.fork_version_at(4), [0, 0, 0, 0x70]);
+        assert_eq!(n.fork_version_at(10), [9, 0, 0, 0x70]);
+        // Its epoch key is required like any other fork's.
+        let e = Network::from_config_yaml(
+            "SECONDS_PER_SLOT: 12\nGENESIS_FORK_VERSION: 0x00000070\nEIP9999_FORK_VERSION: 0x09000070\n",
+        )
+        .unwrap_err();
+        assert_eq!(e, "EIP9999_FORK_EPOCH missing");
+        let e = Network::from_config_yaml(
+            "SECONDS_PER_SLOT: 12\nALTAIR_FORK_VERSION: 0x01000070\nALTAIR_FORK_EPOCH: x\n",
+        )
+        .unwrap_err();
+        assert_eq!(e, "ALTAIR_FORK_EPOCH is not a uint64");
+    }
 }

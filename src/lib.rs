@@ -4,16 +4,20 @@
 //! # Layout
 //!
 //! ```text
-//! cli ──► api (signer node HTTP surface) ──► signing (wire types → signing root)
-//!     ├─► combiner (fan-out, Lagrange combine)     slashing (EIP-3076 DB: SQLite / PostgreSQL)
-//!     ├─► cluster (cluster.json, peer protocol)    keys (keystores, key configs, secret types)
-//!     └─► dev (local 3-of-4 cluster)               threshold (Shamir, Feldman, Lagrange)
-//!                                                  tls (rustls configs, mTLS, dev PKI)
-//!                                                  bls (public BLS types)
+//! cli ──► api (signer node: keys, slashing, Keymanager, /reload) ─┐
+//!     ├─► combiner (fan-out to nodes, Lagrange combine)            ├─► http (accept loop,
+//!     ├─► dkg (ceremony, reshare)                                   ┘   Web3Signer face over a
+//!     ├─► cluster (cluster.json, peer protocol)                         `Signer`, ApiError,
+//!     └─► dev (local 3-of-4 cluster)                                    blocking pool)
+//!
+//! below all of them: signing (wire types → signing root), slashing (EIP-3076 DB: SQLite /
+//! PostgreSQL), keys (keystores, key configs, secret types), threshold (Shamir, Feldman,
+//! Lagrange), tls (rustls configs, mTLS, dev PKI), bls (public BLS types)
 //! ```
 //!
-//! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`) → (`signing`,
-//! `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `alloc` is the binary's
+//! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`, `dkg`) → `http` →
+//! (`signing`, `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `http` knows
+//! nothing of the node or the combiner: both implement its `Signer` trait. `alloc` is the binary's
 //! global allocator (huge pages for scrypt's table) and depends on nothing. `progress` counts and
 //! reports long work (key loading, `split`, interchange import/export).
 
@@ -26,6 +30,7 @@ pub mod combiner;
 pub mod config;
 pub mod dev;
 pub mod dkg;
+pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod progress;

@@ -405,11 +405,11 @@ pub async fn spawn_server(
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "metrics listening");
     let handle = tokio::spawn(async move {
-        let res = crate::api::server::run(
+        let res = crate::http::server::run(
             listener,
             None,
             router(),
-            crate::api::server::ServerOptions::default(),
+            crate::http::server::ServerOptions::default(),
             std::future::pending(),
         )
         .await;

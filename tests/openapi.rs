@@ -1,12 +1,14 @@
-//! `openapi/dvsigner.yaml` documents every route the node, combiner, metrics and DKG ceremony
-//! routers register: the routes are read from the router source (`.route("PATH", get(..))`, or
-//! `.route(some::CONST, ..)` with the constant's `const CONST: &str = "PATH"` looked up under
-//! `src/`), so a route added without a spec entry fails here. Spec paths with no route fail too.
+//! `openapi/dvsigner.yaml` documents every route the Web3Signer face, node, combiner, metrics
+//! and DKG ceremony routers register: the routes are read from the router source
+//! (`.route("PATH", get(..))`, or `.route(some::CONST, ..)` with the constant's
+//! `const CONST: &str = "PATH"` looked up under `src/`), so a route added without a spec entry
+//! fails here. Spec paths with no route fail too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const ROUTER_SOURCES: [&str; 4] = [
+const ROUTER_SOURCES: [&str; 5] = [
+    "src/http/web3signer.rs",
     "src/api/mod.rs",
     "src/combiner/mod.rs",
     "src/metrics.rs",

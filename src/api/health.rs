@@ -1,28 +1,16 @@
-//! `GET /upcheck`, `GET /healthcheck` and `GET /api/v1/eth2/publicKeys`, in Web3Signer's shapes.
+//! `GET /healthcheck` and `GET /api/v1/eth2/highWatermark` of a node, in Web3Signer's shapes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::NodeState;
-
-pub(super) async fn upcheck() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response()
-}
-
-pub(super) async fn public_keys(State(state): State<Arc<NodeState>>) -> Response {
-    let keys: Vec<String> = state
-        .keys
-        .public_keys()
-        .iter()
-        .map(|k| k.to_hex())
-        .collect();
-    json_response(StatusCode::OK, &Value::from(keys))
-}
+use crate::http::request::{json_response, text_response};
+use crate::http::ApiError;
 
 /// Web3Signer's health document: `{"status","checks":[..],"outcome"}`; 503 when any check is
 /// DOWN (a key file that failed to load, an unreachable database, a node not yet synced).
@@ -103,24 +91,13 @@ fn status(up: bool) -> &'static str {
 /// off (Web3Signer registers the route only with it), 500 when the database fails.
 pub(super) async fn high_watermark(State(state): State<Arc<NodeState>>) -> Response {
     let Some(db) = &state.slashing else {
-        return (
+        return text_response(
             StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             "Not Found: slashing protection is disabled on this node",
-        )
-            .into_response();
+        );
     };
     match db.high_watermark().await {
         Ok(hw) => json_response(StatusCode::OK, &crate::slashing::high_watermark_json(hw)),
-        Err(e) => super::ApiError::Slashing(e).into_response(),
+        Err(e) => ApiError::Slashing(e).into_response(),
     }
-}
-
-pub(super) fn json_response(code: StatusCode, v: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        v.to_string(),
-    )
-        .into_response()
 }

@@ -1,9 +1,10 @@
 //! The signer node's HTTP surface: the Web3Signer eth2 API.
 //!
 //! Spec: Web3Signer eth2 OpenAPI (`openapi/` in this repository) and
-//! `docs/web3signer-compatibility.md`. Routes:
-//! `GET /upcheck`, `GET /healthcheck`, `GET /api/v1/eth2/publicKeys`,
-//! `POST /api/v1/eth2/sign/{identifier}`, `GET /api/v1/eth2/highWatermark`, `POST|GET /reload`,
+//! `docs/web3signer-compatibility.md`. The shared Web3Signer face ([`crate::http::web3signer`]:
+//! `GET /upcheck`, `GET /api/v1/eth2/publicKeys`, `POST /api/v1/eth2/sign/{identifier}`) serves
+//! [`NodeState`] as its [`Signer`] (`sign.rs`); the node adds
+//! `GET /healthcheck`, `GET /api/v1/eth2/highWatermark`, `POST|GET /reload`,
 //! `GET /api/v1/dvsigner/info` (`info.rs`: role, version, network), for cluster peers
 //! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`), and the
 //! Keymanager API `GET|POST|DELETE /eth/v1/keystores` (`keymanager.rs`, bearer token; 404 unless
@@ -16,31 +17,26 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::http::{web3signer, BlockingPool};
 use crate::keys::KeyStore;
 use crate::signing::Network;
 use crate::slashing::SlashingDb;
 
-pub mod error;
 mod health;
 pub mod info;
 pub mod keymanager;
 pub mod metrics;
 mod peer;
 mod reload;
-pub mod server;
 pub use reload::{load_key_sources, KeysLoad};
 mod sign;
-pub(crate) use sign::{prepare, request_id, signature_response};
 
-pub use error::ApiError;
-
-/// Largest accepted request body (Web3Signer enforces none; 1 MiB is far above any real block
-/// header or full phase0/altair block request).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The accept loop, shared with the combiner ([`crate::http::server`]), also reachable here
+/// for callers that serve a node router.
+pub use crate::http::server;
 
 /// Where the node's keys come from (re-read by `/reload`).
 #[derive(Debug, Clone, Default)]
@@ -97,7 +93,7 @@ pub struct NodeState {
     /// Serialises key-set changes: Keymanager import and delete, and `/reload`.
     pub(crate) key_ops: tokio::sync::Mutex<()>,
     reload: Mutex<reload::ReloadState>,
-    signer_pool: rayon::ThreadPool,
+    signer_pool: BlockingPool,
 }
 
 impl NodeState {
@@ -111,10 +107,7 @@ impl NodeState {
         network: Network,
         sources: KeySources,
     ) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let signer_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(num_cpus::get().max(1))
-            .thread_name(|i| format!("bls-sign-{i}"))
-            .build()?;
+        let signer_pool = BlockingPool::new("bls-sign", "signing")?;
         Ok(Self {
             keys,
             slashing,
@@ -131,29 +124,13 @@ impl NodeState {
             signer_pool,
         })
     }
-
-    /// Runs CPU-bound work on the signing pool and awaits its result.
-    pub(crate) async fn run_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.signer_pool.spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx.await
-            .map_err(|_| ApiError::Internal("signing task dropped".into()))
-    }
 }
 
 /// The Web3Signer-compatible router of a signer node.
 pub fn router(state: Arc<NodeState>) -> Router {
-    Router::new()
-        .route("/upcheck", get(health::upcheck))
+    let routes = Router::new()
         .route("/healthcheck", get(health::healthcheck))
-        .route("/api/v1/eth2/publicKeys", get(health::public_keys))
         .route(info::INFO_PATH, get(info::info))
-        .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
         .route("/api/v1/eth2/highWatermark", get(health::high_watermark))
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
@@ -163,7 +140,6 @@ pub fn router(state: Arc<NodeState>) -> Router {
             get(keymanager::list)
                 .post(keymanager::import)
                 .delete(keymanager::delete),
-        )
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        );
+    web3signer::router(state, routes)
 }

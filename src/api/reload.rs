@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::health::json_response;
 use super::{KeySources, LoadStatus, NodeState};
+use crate::http::request::json_response;
 use crate::keys::cache::{CacheSession, CacheStats, KeyCache};
 use crate::keys::hsm::{self, HsmConfig};
 use crate::keys::managed::ManagedKeys;

@@ -1,26 +1,16 @@
-//! Combiner health routes: `/upcheck`, `/healthcheck` (node reachability per validator),
-//! `/api/v1/eth2/publicKeys` (group keys).
+//! The combiner's `/healthcheck`: node reachability per validator.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
 use super::Combiner;
-
-pub(super) async fn upcheck() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response()
-}
-
-pub(super) async fn public_keys(State(c): State<Arc<Combiner>>) -> Response {
-    let mut keys: Vec<String> = c.validators.keys().map(|k| k.to_hex()).collect();
-    keys.sort();
-    json(StatusCode::OK, &Value::from(keys))
-}
+use crate::http::request::json_response;
 
 /// UP when, for every validator, at least `t` of its nodes answer `/upcheck`.
 pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
@@ -79,7 +69,7 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
         ],
         "outcome": status,
     });
-    json(
+    json_response(
         if up {
             StatusCode::OK
         } else {
@@ -87,13 +77,4 @@ pub(super) async fn healthcheck(State(c): State<Arc<Combiner>>) -> Response {
         },
         &doc,
     )
-}
-
-fn json(code: StatusCode, v: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        v.to_string(),
-    )
-        .into_response()
 }

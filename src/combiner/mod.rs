@@ -29,17 +29,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tracing::Instrument;
 
-use crate::api::{prepare, request_id, signature_response, ApiError, MAX_BODY_BYTES};
 use crate::bls::{PublicKey, PublicKeyBytes, Signature, SigningRoot};
-use crate::signing::{Network, SignKind};
+use crate::http::info::{Info, NetworkInfo, INFO_PATH};
+use crate::http::{web3signer, ApiError, BlockingPool, SignRequest, Signer};
+use crate::signing::Network;
 use crate::threshold::{self, ShareIndex};
 
 pub mod health;
@@ -140,7 +140,7 @@ pub struct Combiner {
     pub health_settings: HealthSettings,
     /// The client's connect timeout (TCP and TLS handshake), named in errors.
     pub connect_timeout: Duration,
-    pool: rayon::ThreadPool,
+    pool: BlockingPool,
 }
 
 impl Combiner {
@@ -155,10 +155,7 @@ impl Combiner {
         deadline: Duration,
         client: reqwest::Client,
     ) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(num_cpus::get().max(1))
-            .thread_name(|i| format!("bls-combine-{i}"))
-            .build()?;
+        let pool = BlockingPool::new("bls-combine", "combine")?;
         let counters = nodes.iter().map(|_| NodeCounters::default()).collect();
         let health = nodes.iter().map(|_| NodeHealth::default()).collect();
         let validators = validators
@@ -178,36 +175,44 @@ impl Combiner {
             pool,
         })
     }
-
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pool.spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx.await
-            .map_err(|_| ApiError::Internal("combine task dropped".into()))
-    }
 }
 
-/// The combiner's Web3Signer-compatible router.
+/// The combiner's Web3Signer-compatible router: the shared face plus `/healthcheck` (node
+/// reachability) and the info route.
 pub fn router(state: Arc<Combiner>) -> Router {
-    Router::new()
-        .route("/upcheck", get(health::upcheck))
+    let routes = Router::new()
         .route("/healthcheck", get(health::healthcheck))
-        .route("/api/v1/eth2/publicKeys", get(health::public_keys))
-        .route(crate::api::info::INFO_PATH, get(info))
-        .route("/api/v1/eth2/sign/{identifier}", axum::routing::post(sign))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .route(INFO_PATH, get(info));
+    web3signer::router(state, routes)
 }
 
 /// `GET /api/v1/dvsigner/info`: the combiner's role, version and network.
 async fn info(State(c): State<Arc<Combiner>>) -> Response {
-    use crate::api::info::{Info, NetworkInfo};
     Info::new("combiner", NetworkInfo::of(&c.network, None), None).response()
+}
+
+impl Signer for Combiner {
+    fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The group keys, sorted.
+    fn public_keys(&self) -> Vec<PublicKeyBytes> {
+        let mut keys: Vec<PublicKeyBytes> = self.validators.keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn span(&self, request_id: &str) -> tracing::Span {
+        tracing::info_span!("combine", request_id = %request_id)
+    }
+
+    fn sign(
+        self: &Arc<Self>,
+        request: SignRequest<'_>,
+    ) -> impl std::future::Future<Output = Result<Signature, ApiError>> + Send {
+        sign(self, request)
+    }
 }
 
 /// What one node answered.
@@ -217,43 +222,16 @@ enum NodeAnswer {
     Failed(String),
 }
 
-async fn sign(
-    State(c): State<Arc<Combiner>>,
-    Path(identifier): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let started = Instant::now();
-    let request_id = request_id(&headers);
-    let span = tracing::info_span!("combine", request_id = %request_id);
-    let (kind, response) = async {
-        let mut kind = None;
-        let response =
-            match sign_inner(&c, &identifier, &headers, &body, &request_id, &mut kind).await {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
-            };
-        (kind, response)
-    }
-    .instrument(span)
-    .await;
-    crate::metrics::global().record_sign(kind, response.status().as_u16(), started.elapsed());
-    response
-}
-
-async fn sign_inner(
-    c: &Arc<Combiner>,
-    identifier: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-    request_id: &str,
-    kind: &mut Option<SignKind>,
-) -> Result<Response, ApiError> {
-    // Another network's request is refused here, before any node is asked.
-    let prepared = prepare(body, &c.network)?;
-    *kind = Some(prepared.kind);
-    let pubkey = PublicKeyBytes::parse(identifier)
-        .map_err(|_| ApiError::UnknownKey(identifier.to_owned()))?;
+/// The combiner's side of a sign request: look up the group key (404), ask its nodes, combine.
+/// A request of another network never gets here: the shared steps refused it before any node
+/// is asked.
+async fn sign(c: &Arc<Combiner>, request: SignRequest<'_>) -> Result<Signature, ApiError> {
+    let SignRequest {
+        pubkey,
+        prepared,
+        body,
+        request_id,
+    } = request;
     let v = c
         .validators
         .get(&pubkey)
@@ -265,7 +243,7 @@ async fn sign_inner(
         %pubkey, kind = prepared.kind.as_str(),
         ms = started.elapsed().as_secs_f64() * 1e3, "threshold signature"
     );
-    Ok(signature_response(headers, &signature))
+    Ok(signature)
 }
 
 /// The body sent to the nodes: the client's request with `signingRoot` set to `root` (the root
@@ -608,7 +586,7 @@ async fn combine_from_nodes(
                 .iter()
                 .map(|&nd| c.nodes[nd].name.as_str())
                 .collect();
-            return Err(ApiError::RefusedByNodes(format!(
+            return Err(ApiError::PreconditionFailed(format!(
                 "{} of {n} nodes refused ({}); threshold {t} cannot be reached",
                 refused.len(),
                 names.join(", ")
@@ -690,7 +668,8 @@ async fn try_combine(
         .collect();
     let group = v.group_pubkey.clone();
     let combined = c
-        .run_blocking(move || {
+        .pool
+        .run(move || {
             threshold::combine(&chosen, t)
                 .ok()
                 .filter(|sig| sig.verify(&group, &root.0))
@@ -713,7 +692,8 @@ async fn try_combine(
         })
         .collect();
     let results = c
-        .run_blocking(move || {
+        .pool
+        .run(move || {
             to_check
                 .into_iter()
                 .map(|(pos, sig, pk)| (pos, sig.verify(&pk, &root.0)))
@@ -746,12 +726,13 @@ async fn try_combine(
         .map(|(_, i, s)| (*i, s.clone()))
         .collect();
     let group = v.group_pubkey.clone();
-    c.run_blocking(move || {
-        threshold::combine(&chosen, t)
-            .ok()
-            .filter(|sig| sig.verify(&group, &root.0))
-    })
-    .await
+    c.pool
+        .run(move || {
+            threshold::combine(&chosen, t)
+                .ok()
+                .filter(|sig| sig.verify(&group, &root.0))
+        })
+        .await
 }
 
 #[cfg(test)]

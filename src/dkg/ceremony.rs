@@ -393,20 +393,20 @@ pub(super) fn open(
     let router = Router::new()
         .route("/dkg/v1/round/{round}", get(serve_round))
         .with_state(board.clone());
-    let options = crate::api::server::ServerOptions {
+    let options = crate::http::server::ServerOptions {
         handshake_timeout: Duration::from_secs(5),
         header_read_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(1),
         // The ceremony listener is its own mutual-TLS endpoint, reached at the operators'
         // URLs of the definition; `--http-host-allowlist` guards the signer and combiner only.
-        host_allowlist: crate::api::server::HostAllowlist::Off,
+        host_allowlist: crate::http::server::HostAllowlist::Off,
     };
     let server = tokio::spawn(async move {
         let shutdown = async {
             let _ = stop_rx.await;
         };
         if let Err(e) =
-            crate::api::server::run(listener, Some(server_tls), router, options, shutdown).await
+            crate::http::server::run(listener, Some(server_tls), router, options, shutdown).await
         {
             tracing::error!(error = %e, "ceremony server failed");
         }

@@ -1,6 +1,7 @@
-//! The one error type that becomes an HTTP response. Status codes follow Web3Signer
-//! (400 bad request, 404 unknown key, 412 refused, 500 root or internal failure; order in
-//! `docs/web3signer-compatibility.md`); internal details are logged, never sent.
+//! The one error type of the Web3Signer face that becomes an HTTP response, for node and
+//! combiner alike. Status codes follow Web3Signer (400 bad request, 404 unknown key, 412
+//! refused, 500 root or internal failure; order in `docs/web3signer-compatibility.md`);
+//! internal details are logged, never sent.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,9 +29,10 @@ pub enum ApiError {
         /// Why.
         refusal: slashing::Refusal,
     },
-    /// A combiner could no longer reach the threshold because nodes refused (412).
-    #[error("refused by signer nodes: {0}")]
-    RefusedByNodes(String),
+    /// Refused for a reason decided elsewhere, given as text (412): e.g. a combiner whose signer
+    /// nodes refused so that the threshold can no longer be reached.
+    #[error("refused: {0}")]
+    PreconditionFailed(String),
     /// The slashing-protection database failed (500; details logged).
     #[error("slashing protection database: {0}")]
     Slashing(#[from] slashing::Error),
@@ -59,7 +61,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UnknownKey(_) => StatusCode::NOT_FOUND,
-            Self::Refused { .. } | Self::RefusedByNodes(_) => StatusCode::PRECONDITION_FAILED,
+            Self::Refused { .. } | Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Slashing(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -77,7 +79,7 @@ impl IntoResponse for ApiError {
             Self::Signing(e) => format!("{reason}: {e}"),
             Self::UnknownKey(pk) => format!("{reason}: no key for public key {pk}"),
             Self::Refused { refusal, .. } => format!("{reason}: {refusal}"),
-            Self::RefusedByNodes(m) => format!("{reason}: {m}"),
+            Self::PreconditionFailed(m) => format!("{reason}: {m}"),
             Self::Unavailable(m) => format!("{reason}: {m}"),
             Self::Slashing(e) => {
                 tracing::error!(error = %e, "slashing protection database error");
@@ -116,5 +118,74 @@ mod tests {
             500
         );
         assert_eq!(ApiError::Unavailable("syncing".into()).status(), 503);
+    }
+
+    async fn answer(e: ApiError) -> (u16, String, String) {
+        let r = e.into_response();
+        let status = r.status().as_u16();
+        let ct = r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, ct, String::from_utf8(body.to_vec()).expect("utf-8"))
+    }
+
+    #[tokio::test]
+    async fn responses_carry_reason_and_safe_detail_only() {
+        let text = "text/plain; charset=utf-8".to_owned();
+        assert_eq!(
+            answer(ApiError::BadRequest("missing field `type`".into())).await,
+            (
+                400,
+                text.clone(),
+                "Bad Request: missing field `type`".into()
+            )
+        );
+        assert_eq!(
+            answer(ApiError::UnknownKey("0xab".into())).await,
+            (
+                404,
+                text.clone(),
+                "Not Found: no key for public key 0xab".into()
+            )
+        );
+        let pubkey = PublicKeyBytes([1; 48]);
+        let refusal = slashing::Refusal::ValidatorDisabled { pubkey };
+        let want = format!("Precondition Failed: {refusal}");
+        assert_eq!(
+            answer(ApiError::Refused { pubkey, refusal }).await,
+            (412, text.clone(), want)
+        );
+        assert_eq!(
+            answer(ApiError::PreconditionFailed("3 of 4 nodes refused".into())).await,
+            (
+                412,
+                text.clone(),
+                "Precondition Failed: 3 of 4 nodes refused".into()
+            )
+        );
+        assert_eq!(
+            answer(ApiError::Unavailable("peer sync pending".into())).await,
+            (
+                503,
+                text.clone(),
+                "Service Unavailable: peer sync pending".into()
+            )
+        );
+        // Internal details are logged, never sent.
+        assert_eq!(
+            answer(ApiError::Internal("/var/lib/secret path".into())).await,
+            (500, text.clone(), "Internal Server Error".into())
+        );
+        assert_eq!(
+            answer(ApiError::Slashing(slashing::Error::PostgresSettings(
+                "disk full at /data".into()
+            )))
+            .await,
+            (500, text, "Internal Server Error".into())
+        );
     }
 }

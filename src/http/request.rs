@@ -81,12 +81,12 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
-/// A text/plain answer with status `code`.
-pub fn text_response(code: StatusCode, text: impl Into<String>) -> Response {
+/// A fixed text/plain answer with status `code`.
+pub fn text_response(code: StatusCode, text: &'static str) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text.into(),
+        text,
     )
         .into_response()
 }

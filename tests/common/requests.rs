@@ -46,22 +46,3 @@ pub fn https_client(
     b.build().expect("client")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::attestation_body;
-
-    /// The body is valid JSON with the fields its documentation names.
-    #[test]
-    fn attestation_body_is_the_documented_request() {
-        let v: serde_json::Value = serde_json::from_str(&attestation_body(5)).expect("JSON");
-        assert_eq!(v["type"], "ATTESTATION");
-        assert_eq!(v["attestation"]["slot"], "160");
-        assert_eq!(v["attestation"]["source"]["epoch"], "0");
-        assert_eq!(v["attestation"]["target"]["epoch"], "5");
-        assert_eq!(
-            v["attestation"]["beacon_block_root"],
-            format!("0x{}", "ab".repeat(32))
-        );
-        assert_eq!(v["fork_info"]["fork"]["current_version"], "0x05000000");
-    }
-}

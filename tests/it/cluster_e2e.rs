@@ -17,7 +17,7 @@ use common::cluster::{
 };
 use common::process::{free_port, run_ok, Proc};
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
+use dvsigner::keys::{Keystore, Password};
 use dvsigner::signing::Network;
 use dvsigner::tls::DevPki;
 use serde_json::Value;

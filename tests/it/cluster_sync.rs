@@ -22,7 +22,6 @@ use common::process::{free_port, run_ok, Proc};
 use common::requests::{attestation_body, https_client};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
 use dvsigner::tls::DevPki;
 use serde_json::{json, Value};
 

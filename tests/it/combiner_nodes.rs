@@ -27,11 +27,11 @@ use std::time::Duration;
 use common::cluster::{
     cluster_pki, combiner_args, https_operators, split_interop, tls_client, tls_signer_args, NODES,
 };
-use common::process::{free_port, run_ok, wait_ready, Proc};
+use common::process::{free_port, wait_ready, Proc};
 use common::requests::{attestation_body, https_client};
 use dvsigner::bls::{Signature, SigningRoot};
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
+use dvsigner::keys::{Keystore, Password, SecretKey};
 use dvsigner::signing::Network;
 use dvsigner::tls::{DevIdentity, DevPki};
 use serde_json::Value;

@@ -21,9 +21,7 @@ use common::cluster::{
     att, cluster_pki, combiner_args, group_pk, https_operators, split_interop, tls_client,
     tls_signer_args, write_peer_allowlist, NODES,
 };
-use common::process::{free_port, run_ok, Proc};
-use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
+use common::process::{free_port, Proc};
 use dvsigner::tls::DevPki;
 use serde_json::Value;
 

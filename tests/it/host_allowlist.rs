@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::cluster::split_interop;
 use common::process::{free_port, run_ok, signer_args, Proc};
-use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REFUSED_BODY: &str = r#"{"message":"Host not authorized."}"#;

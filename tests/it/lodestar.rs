@@ -26,11 +26,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{cluster_pki, https_operators, split_interop, tls_signer_args, NODES};
-use common::process::{free_port, run_ok, Proc};
+use common::process::{free_port, Proc};
 use common::requests::https_client;
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
-use dvsigner::tls::DevPki;
 use serde_json::Value;
 
 /// Writes a line to stderr past the test harness's output capture, so CI logs show the progress
@@ -357,7 +355,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
     let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let out = path("cluster");
     split_interop(
-        base,
+        &base,
         0..VALIDATORS,
         3,
         &https_operators(&NODES, &node_ports),

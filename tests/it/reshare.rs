@@ -15,9 +15,9 @@ use std::time::Duration;
 use dvsigner::bls::{PublicKeyBytes, SigningRoot};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
+use dvsigner::keys::SecretKey;
 use dvsigner::threshold::{combine, ShareIndex};
-use process::{free_port, run_ok, wait_all, Proc};
+use process::{free_port, wait_all, Proc};
 
 const OLD: [&str; 4] = ["a", "b", "c", "d"];
 const ALL: [&str; 6] = ["a", "b", "c", "d", "e", "f"];

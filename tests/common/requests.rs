@@ -45,4 +45,3 @@ pub fn https_client(
     }
     b.build().expect("client")
 }
-

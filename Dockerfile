@@ -9,7 +9,7 @@
 # manager; it runs with a read-only root filesystem (only the data volume is written).
 # tests/container/rootfs.sh lays out those files, here and in tests/container/build-image.sh,
 # which builds the same image from an existing binary with buildah, without Docker (that path
-# is the one CI runs, in tests/container.rs; it also checks this file's runtime settings
+# is the one CI runs, in tests/it/container.rs; it also checks this file's runtime settings
 # against the image it built).
 
 # Cargo.lock's dependencies need a recent toolchain; this is the one CI builds with.

@@ -11,7 +11,7 @@ use super::process::http_client;
 /// the answer: 200, a signature that verifies under `sk`'s public key over the root computed
 /// here, and equal to signing that root locally (BLS is deterministic).
 pub async fn assert_signs(base: &str, sk: &SecretKey, target: u64) {
-    let body = dvsigner::cli::bench::attestation_body(target);
+    let body = super::requests::attestation_body(target);
     let pk = sk.public_key().bytes().to_hex();
     let res = http_client()
         .post(format!("{base}/api/v1/eth2/sign/{pk}"))

@@ -11,7 +11,7 @@
 #
 # Usage: tests/container/build-image.sh BINARY IMAGE:TAG [ARCHIVE]
 #   release image: cargo build --release && tests/container/build-image.sh target/release/dvsigner dvsigner/dvsigner:0.1.0
-#   CI (tests/container.rs) passes the dev-profile binary `cargo test` built, target/debug/dvsigner.
+#   CI (tests/it/container.rs) passes the dev-profile binary `cargo test` built, target/debug/dvsigner.
 # Environment: DVSIGNER_IMAGE_SOURCE (label org.opencontainers.image.source; default: the git
 # remote `origin` without credentials, else "unknown"), SOURCE_DATE_EPOCH (image creation time,
 # for reproducible builds; default: now).

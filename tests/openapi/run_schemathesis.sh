@@ -26,7 +26,7 @@ done
 # `dvsigner dkg` during a ceremony, not by this node. Security parameters (the Keymanager API's
 # bearer token) are not generated: random Authorization values with control bytes are refused by
 # the HTTP parser itself (a bare 400 before any handler runs), and this node runs without the
-# Keymanager API, so those routes must answer the documented 404; tests/keymanager.rs covers
+# Keymanager API, so those routes must answer the documented 404; tests/it/keymanager.rs covers
 # the token checks (401/403) against a node that has it enabled.
 "$st" run openapi/dvsigner.yaml \
   --base-url "http://127.0.0.1:$port" \

@@ -5,13 +5,14 @@
 //! node B (PostgreSQL), B signs from E on, A refuses everything at or after E, and no slot or
 //! target epoch is signed by both.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use common::process::{free_port, run_ok, signer_args, wait_ready, Proc};
+use common::requests::attestation_body;
 use dvsigner::keys::interop::interop_secret_key;
 use serde_json::Value;
 
@@ -21,7 +22,7 @@ fn pk(i: u64) -> String {
 
 /// An ATTESTATION request `source → target` whose roots are `root_byte` repeated.
 fn attestation(source: u64, target: u64, root_byte: &str) -> String {
-    dvsigner::cli::bench::attestation_body(target)
+    attestation_body(target)
         .replace(
             "\"source\":{\"epoch\":\"0\"",
             &format!("\"source\":{{\"epoch\":\"{source}\""),

@@ -6,13 +6,14 @@
 //! before any node is asked. Each refusal moves `dvsigner_wrong_network_requests_total`; the
 //! log names a fork version once, however many requests carry it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::combiner_args;
 use common::process::{free_port, signer_args, wait_ready, Proc};
+use common::requests::attestation_body;
 use dvsigner::cluster::{split_keys, Operator};
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::tls::DevPki;
@@ -37,8 +38,7 @@ fn fork_info(previous: &str, current: &str, epoch: u64, gvr: &str) -> Value {
 
 /// A mainnet attestation (bench body, Electra fork info) with target `target` and `fork_info`.
 fn attestation(target: u64, fi: Value) -> String {
-    let mut v: Value =
-        serde_json::from_str(&dvsigner::cli::bench::attestation_body(target)).expect("json");
+    let mut v: Value = serde_json::from_str(&attestation_body(target)).expect("json");
     v["fork_info"] = fi;
     v.to_string()
 }

@@ -4,20 +4,18 @@
 //! fails); a node missing a share is reported; two nodes killed puts every validator below
 //! threshold (exit 3) naming why.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::cluster::{combiner_args, tls_signer_args};
-use common::process::{command, free_port, run_ok, Proc};
-use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
+use common::cluster::{
+    cluster_pki, combiner_args, group_pk, https_operators, split_interop, tls_signer_args, NODES,
+};
+use common::process::{command, free_port, Proc};
 use dvsigner::tls::DevPki;
 use serde_json::Value;
-
-const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -139,59 +137,20 @@ fn node<'a>(v: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no node {name} in {v:#}"))
 }
 
-fn group_pk(i: u64) -> String {
-    interop_secret_key(i).public_key().bytes().to_hex()
-}
-
 #[test]
 fn cluster_status_reports_readiness_keys_networks_and_threshold() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = DevPki::generate(
-        &dir.path().join("tls"),
-        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
-        &["combiner-client"],
-    )
-    .expect("pki");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, false);
     // Two whole validator keys (interop 0 and 1), split 3-of-4.
-    let whole = dir.path().join("whole");
-    std::fs::create_dir_all(&whole).expect("mkdir");
-    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
-    for i in 0..2 {
-        let ks = Keystore::encrypt(
-            &interop_secret_key(i),
-            &Password::new("whole-key-password".into()),
-            KdfParams::insecure_fast(),
-            "",
-            "",
-        )
-        .expect("encrypt");
-        std::fs::write(whole.join(format!("v{i}.json")), ks.to_json()).expect("write");
-    }
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let operators = NODES
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let split = dir.path().join("split");
-    run_ok(&[
-        "split".into(),
-        "--keystore".into(),
-        whole.display().to_string(),
-        "--password-file".into(),
-        whole.join("pw.txt").display().to_string(),
-        "--threshold".into(),
-        "3".into(),
-        "--shares".into(),
-        "4".into(),
-        "--operators".into(),
-        operators,
-        "--out".into(),
-        split.display().to_string(),
-        "--kdf".into(),
-        "insecure-fast".into(),
-    ]);
+    split_interop(
+        dir.path(),
+        0..2,
+        3,
+        &https_operators(&NODES, &ports),
+        &split,
+    );
     let mut c = Cluster {
         dir,
         pki,

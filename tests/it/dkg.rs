@@ -4,9 +4,7 @@
 //! dealer sending a wrong share is named; an operator vanishing mid-ceremony makes everyone
 //! fail with nothing written.
 
-#[allow(dead_code, unreachable_pub, missing_docs)]
-#[path = "common/process.rs"]
-mod process;
+use crate::common::process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,12 +2,13 @@
 //! signature depended on; concurrent conflicting requests yield exactly one signature, in one
 //! process (SQLite) and across two processes sharing one PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{free_port, signer_args, wait_ready, Proc};
+use common::requests::attestation_body;
 use dvsigner::keys::interop::interop_secret_key;
 
 fn pk(i: u64) -> String {
@@ -15,7 +16,7 @@ fn pk(i: u64) -> String {
 }
 
 fn attestation(source: u64, target: u64, root_byte: &str) -> String {
-    dvsigner::cli::bench::attestation_body(target)
+    attestation_body(target)
         .replace(
             "\"source\":{\"epoch\":\"0\"",
             &format!("\"source\":{{\"epoch\":\"{source}\""),

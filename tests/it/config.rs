@@ -4,10 +4,8 @@
 //! file and the key; `--check-config` accepts the README's full examples (without binding their
 //! ports or reading keys), rejects broken ones and never prints a URL's password.
 
-// Only the process harness: the rest of `tests/common` is not needed here.
-#[allow(dead_code, unreachable_pub, missing_docs)]
-#[path = "common/process.rs"]
-mod process;
+use crate::common::process;
+use crate::common::requests::attestation_body;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -107,7 +105,7 @@ async fn node_started_from_a_config_file_alone_serves_and_signs() {
     .await;
     assert!(public_keys(&client, port).await.contains(&pk(0)));
 
-    let body = dvsigner::cli::bench::attestation_body(7);
+    let body = attestation_body(7);
     let r = client
         .post(format!("{base}/api/v1/eth2/sign/{}", pk(0)))
         .header("content-type", "application/json")

@@ -12,7 +12,7 @@
 //! (403 `{"errors":["permission denied"]}` otherwise, also for a Kubernetes-issued token past its
 //! lease or revoked), 404 `{"errors":[]}` for unknown paths.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::http::{assert_signs, health, key_check, public_keys};
 use common::process::{free_port, http_client as client, wait_ready, Proc};
+use common::requests::attestation_body;
 use dvsigner::keys::SecretKey;
 use dvsigner::tls::{DevPki, ServerTlsFiles};
 use serde_json::{json, Value};
@@ -469,7 +470,7 @@ async fn key_config_files_read_vault_over_tls_and_sign() {
             b.public_key().bytes().to_hex()
         ))
         .header("content-type", "application/json")
-        .body(dvsigner::cli::bench::attestation_body(11))
+        .body(attestation_body(11))
         .send()
         .await
         .expect("sign");

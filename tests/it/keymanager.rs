@@ -4,13 +4,14 @@
 //! sign type even while its keystore is still on disk, across `/reload` and restarts), and
 //! re-import.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::http::key_check;
 use common::process::{dev_keystores, free_port, signer_args, wait_ready, Proc};
+use common::requests::attestation_body;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
 use serde_json::{json, Value};
@@ -47,7 +48,7 @@ fn randao(epoch: u64) -> String {
 }
 
 fn attestation(target: u64) -> String {
-    dvsigner::cli::bench::attestation_body(target)
+    attestation_body(target)
 }
 
 /// A signer process with the Keymanager API on, and its data directory.

@@ -5,21 +5,23 @@
 //! killed is 503 naming them; a stalled node does not slow signing; a node returning wrong
 //! partials is left out and reported.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{combiner_args, tls_signer_args};
+use common::cluster::{
+    att, cluster_pki, combiner_args, group_pk, https_operators, split_interop, tls_client,
+    tls_signer_args, NODES,
+};
 use common::process::{free_port, run_ok, Proc};
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
+use dvsigner::keys::{Keystore, Password};
 use dvsigner::signing::Network;
 use dvsigner::tls::DevPki;
 use serde_json::Value;
 
-const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const DEADLINE_MS: u64 = 1500;
 
 struct Cluster {
@@ -114,18 +116,6 @@ impl Cluster {
     }
 }
 
-/// An attestation above every epoch the oracle fixtures use (they set the low watermark).
-fn att(target: u64) -> String {
-    dvsigner::cli::bench::attestation_body(target).replace(
-        "\"source\":{\"epoch\":\"0\"",
-        "\"source\":{\"epoch\":\"400000\"",
-    )
-}
-
-fn group_pk(i: u64) -> String {
-    interop_secret_key(i).public_key().bytes().to_hex()
-}
-
 fn local_signature(body: &str, i: u64) -> String {
     let network = Network::from_name_or_path("mainnet").expect("mainnet");
     let prepared = dvsigner::signing::prepare(body.as_bytes(), &network).expect("prepare");
@@ -214,61 +204,19 @@ async fn start_stalled_node() -> (u16, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_of_four_cluster_end_to_end() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = DevPki::generate(
-        &dir.path().join("tls"),
-        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
-        &["combiner-client"],
-    )
-    .expect("pki");
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
-        )
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, false);
+    let client = tls_client(&pki);
 
-    // Two whole validator keys (interop 0 and 1) as keystores.
-    let whole = dir.path().join("whole");
-    std::fs::create_dir_all(&whole).expect("mkdir");
-    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
-    for i in 0..2 {
-        let ks = Keystore::encrypt(
-            &interop_secret_key(i),
-            &Password::new("whole-key-password".into()),
-            KdfParams::insecure_fast(),
-            "",
-            "",
-        )
-        .expect("encrypt");
-        std::fs::write(whole.join(format!("v{i}.json")), ks.to_json()).expect("write");
-    }
+    // Two whole validator keys (interop 0 and 1) as keystores, split 3-of-4.
     let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let operators = NODES
-        .iter()
-        .zip(&node_ports)
-        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let out = dir.path().join("cluster");
-    let split_text = run_ok(&[
-        "split".into(),
-        "--keystore".into(),
-        whole.display().to_string(),
-        "--password-file".into(),
-        whole.join("pw.txt").display().to_string(),
-        "--threshold".into(),
-        "3".into(),
-        "--shares".into(),
-        "4".into(),
-        "--operators".into(),
-        operators,
-        "--out".into(),
-        out.display().to_string(),
-        "--kdf".into(),
-        "insecure-fast".into(),
-    ]);
+    let split_text = split_interop(
+        dir.path(),
+        0..2,
+        3,
+        &https_operators(&NODES, &node_ports),
+        &out,
+    );
     assert!(split_text.contains("3-of-4"), "{split_text}");
     // `cluster verify` accepts the definition and a share keystore of node-b.
     let share = std::fs::read_dir(out.join("node-b/keystores"))

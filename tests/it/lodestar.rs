@@ -18,18 +18,17 @@
 //! Lodestar comes from `tests/lodestar/` (`npm ci` there, as `.ci/run` does; the lock file pins
 //! the 2023 dependency tree Lodestar 1.5.1 needs). Without it the test fails, naming the command.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::tls_signer_args;
-use common::process::{free_port, run_ok, Proc};
+use common::cluster::{cluster_pki, https_operators, split_interop, tls_signer_args, NODES};
+use common::process::{free_port, Proc};
+use common::requests::https_client;
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
-use dvsigner::tls::DevPki;
 use serde_json::Value;
 
 /// Writes a line to stderr past the test harness's output capture, so CI logs show the progress
@@ -41,7 +40,6 @@ macro_rules! say {
     }};
 }
 
-const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 /// Interop genesis validators, all signed by the cluster.
 const VALIDATORS: u64 = 8;
 const SECONDS_PER_SLOT: u64 = 3;
@@ -353,51 +351,16 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
     );
 
     // 2. Whole interop keys split 3-of-4; TLS for nodes, combiner and the combiner's client cert.
-    let pki = DevPki::generate(
-        &path("tls"),
-        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
-        &["combiner-client"],
-    )
-    .expect("pki");
-    let whole = path("whole");
-    std::fs::create_dir_all(&whole).expect("mkdir");
-    std::fs::write(whole.join("pw.txt"), "interop-password").expect("pw");
-    for i in 0..VALIDATORS {
-        let ks = Keystore::encrypt(
-            &interop_secret_key(i),
-            &Password::new("interop-password".into()),
-            KdfParams::insecure_fast(),
-            "",
-            "",
-        )
-        .expect("encrypt");
-        std::fs::write(whole.join(format!("v{i}.json")), ks.to_json()).expect("write");
-    }
+    let pki = cluster_pki(&path("tls"), &NODES, false);
     let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let operators = NODES
-        .iter()
-        .zip(&node_ports)
-        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let out = path("cluster");
-    run_ok(&[
-        "split".into(),
-        "--keystore".into(),
-        whole.display().to_string(),
-        "--password-file".into(),
-        whole.join("pw.txt").display().to_string(),
-        "--threshold".into(),
-        "3".into(),
-        "--shares".into(),
-        "4".into(),
-        "--operators".into(),
-        operators,
-        "--out".into(),
-        out.display().to_string(),
-        "--kdf".into(),
-        "insecure-fast".into(),
-    ]);
+    split_interop(
+        &base,
+        0..VALIDATORS,
+        3,
+        &https_operators(&NODES, &node_ports),
+        &out,
+    );
 
     // 3. The chain config as the beacon node serves it (JSON is YAML) for nodes and combiner.
     let mut spec = None;
@@ -451,14 +414,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
     ));
     combiner_args.extend(["--network".into(), config_arg.clone()]);
     let mut combiner = Proc::start("combiner", &combiner_args, &path("combiner.log"));
-    let tls_client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
-        )
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let tls_client = https_client(&pki.ca_cert, None, Duration::from_secs(5));
     // Ready when the combiner sees all four nodes up.
     let wait_up = Instant::now();
     loop {

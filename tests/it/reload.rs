@@ -3,7 +3,7 @@
 //! except requests for a removed key that started after the removal began (and requests for an
 //! added key that started before the reload finished, which get 404 until it lands).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 //! terminal, import and export counting validators (done/total) and records while their one
 //! transaction runs, on SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

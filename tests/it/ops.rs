@@ -2,10 +2,8 @@
 //! requests that cause them, logs carry the request id from combiner to nodes and never a
 //! secret, and SIGTERM under load loses neither an answered request nor its slashing record.
 
-// Only the process harness: the rest of `tests/common` is not needed here.
-#[allow(dead_code, unreachable_pub, missing_docs)]
-#[path = "common/process.rs"]
-mod process;
+use crate::common::process;
+use crate::common::requests::{attestation_body, https_client};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,7 +18,7 @@ fn pk(i: u64) -> String {
 
 /// An attestation with target `target` whose beacon block root starts with `byte`.
 fn attestation(target: u64, byte: &str) -> String {
-    dvsigner::cli::bench::attestation_body(target).replacen(
+    attestation_body(target).replacen(
         &format!("\"beacon_block_root\":\"0x{}", "ab".repeat(32)),
         &format!("\"beacon_block_root\":\"0x{}", byte.repeat(32)),
         1,
@@ -245,8 +243,7 @@ async fn json_logs_carry_request_id_to_nodes_without_secrets() {
         assert!(start_t.elapsed() < Duration::from_secs(120), "no URL");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let client =
-        dvsigner::cli::bench::http_client(Some(&work.join("tls/ca.pem")), None, 4).expect("client");
+    let client = https_client(&work.join("tls/ca.pem"), None, Duration::from_secs(30));
     let (s, body) = post(
         &client,
         &format!("{url}/api/v1/eth2/sign/{}", pk(0)),

@@ -5,9 +5,8 @@
 //! ways; a dealer sending a wrong value or re-sharing something other than its old share is
 //! named; a participant vanishing mid-ceremony makes everyone fail with nothing written.
 
-#[allow(dead_code, unreachable_pub, missing_docs)]
-#[path = "common/process.rs"]
-mod process;
+use crate::common::cluster::{https_operators, split_interop};
+use crate::common::process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,9 +15,9 @@ use std::time::Duration;
 use dvsigner::bls::{PublicKeyBytes, SigningRoot};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
+use dvsigner::keys::SecretKey;
 use dvsigner::threshold::{combine, ShareIndex};
-use process::{free_port, run_ok, wait_all, Proc};
+use process::{free_port, wait_all, Proc};
 
 const OLD: [&str; 4] = ["a", "b", "c", "d"];
 const ALL: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
@@ -50,43 +49,9 @@ impl Setup {
     /// ports for a..f.
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let whole = dir.path().join("whole");
-        std::fs::create_dir_all(&whole).expect("mkdir");
-        std::fs::write(dir.path().join("whole-pw.txt"), "whole-key-password").expect("pw");
-        for v in 0..2 {
-            let ks = Keystore::encrypt(
-                &interop_secret_key(v),
-                &Password::new("whole-key-password".into()),
-                KdfParams::insecure_fast(),
-                "",
-                "",
-            )
-            .expect("encrypt");
-            std::fs::write(whole.join(format!("v{v}.json")), ks.to_json()).expect("write");
-        }
-        let operators = OLD
-            .iter()
-            .map(|n| format!("{n}=https://127.0.0.1:{}", free_port()))
-            .collect::<Vec<_>>()
-            .join(",");
+        let ports: Vec<u16> = OLD.iter().map(|_| free_port()).collect();
         let out = dir.path().join("old");
-        run_ok(&[
-            "split".into(),
-            "--keystore".into(),
-            whole.display().to_string(),
-            "--password-file".into(),
-            dir.path().join("whole-pw.txt").display().to_string(),
-            "--threshold".into(),
-            "3".into(),
-            "--shares".into(),
-            "4".into(),
-            "--operators".into(),
-            operators,
-            "--out".into(),
-            out.display().to_string(),
-            "--kdf".into(),
-            "insecure-fast".into(),
-        ]);
+        split_interop(dir.path(), 0..2, 3, &https_operators(&OLD, &ports), &out);
         let old_cluster = out.join("cluster.json");
         let old = ClusterDefinition::load(&old_cluster).expect("old cluster.json");
         std::fs::write(dir.path().join("new-pw.txt"), format!("{NEW_PASSWORD}\n")).expect("pw");

@@ -11,20 +11,19 @@
 //!
 //! `promtool check rules` / `promtool test rules` run on the same files in tests/helm/check.sh.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cluster::{combiner_args, tls_signer_args};
-use common::process::{free_port, run_ok, Proc};
-use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
+use common::cluster::{
+    att, cluster_pki, combiner_args, group_pk, https_operators, split_interop, tls_client,
+    tls_signer_args, write_peer_allowlist, NODES,
+};
+use common::process::{free_port, Proc};
 use dvsigner::tls::DevPki;
 use serde_json::Value;
-
-const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 
 /// Series Prometheus writes itself for every scrape target (not in any `/metrics`).
 const SYNTHETIC: [&str; 1] = ["up"];
@@ -428,18 +427,6 @@ fn dashboards_are_grafana_json_with_unique_panel_ids() {
     }
 }
 
-/// Client trusting the dev PKI's CA (the combiner's server certificate).
-fn tls_client(pki: &DevPki) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
-        )
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
-
 struct Cluster {
     dir: tempfile::TempDir,
     pki: DevPki,
@@ -453,63 +440,12 @@ impl Cluster {
     /// PKI, two validators (interop keys 0 and 1) split 3-of-4, the peer allow-list.
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let clients: Vec<String> = NODES
-            .iter()
-            .map(|n| format!("{n}-client"))
-            .chain(["combiner-client".to_owned()])
-            .collect();
-        let client_refs: Vec<&str> = clients.iter().map(String::as_str).collect();
-        let mut servers = NODES.to_vec();
-        servers.push("combiner");
-        let pki = DevPki::generate(&dir.path().join("tls"), &servers, &client_refs).expect("pki");
-        let allowed: String = NODES
-            .iter()
-            .map(|n| {
-                let id = pki.identity(&format!("{n}-client")).expect("identity");
-                format!("{n} {}\n", id.fingerprint)
-            })
-            .collect();
-        std::fs::write(dir.path().join("peers.txt"), allowed).expect("write");
-        let whole = dir.path().join("whole");
-        std::fs::create_dir_all(&whole).expect("mkdir");
-        std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
-        for i in 0..2 {
-            let ks = Keystore::encrypt(
-                &interop_secret_key(i),
-                &Password::new("whole-key-password".into()),
-                KdfParams::insecure_fast(),
-                "",
-                "",
-            )
-            .expect("encrypt");
-            std::fs::write(whole.join(format!("v{i}.json")), ks.to_json()).expect("write");
-        }
+        let pki = cluster_pki(&dir.path().join("tls"), &NODES, true);
+        write_peer_allowlist(&pki, &NODES, &dir.path().join("peers.txt"));
         let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-        let operators = NODES
-            .iter()
-            .zip(&ports)
-            .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
         let out = dir.path().join("cluster");
-        run_ok(&[
-            "split".into(),
-            "--keystore".into(),
-            whole.display().to_string(),
-            "--password-file".into(),
-            whole.join("pw.txt").display().to_string(),
-            "--threshold".into(),
-            "3".into(),
-            "--shares".into(),
-            "4".into(),
-            "--operators".into(),
-            operators,
-            "--out".into(),
-            out.display().to_string(),
-            "--kdf".into(),
-            "insecure-fast".into(),
-        ]);
+        split_interop(dir.path(), 0..2, 3, &https_operators(&NODES, &ports), &out);
         let client = tls_client(&pki);
         Self {
             dir,
@@ -661,18 +597,6 @@ impl Cluster {
         let status = r.status().as_u16();
         (status, r.text().await.expect("body"))
     }
-}
-
-fn group_pk(i: u64) -> String {
-    interop_secret_key(i).public_key().bytes().to_hex()
-}
-
-/// An attestation above every epoch the oracle fixtures use.
-fn att(target: u64) -> String {
-    dvsigner::cli::bench::attestation_body(target).replace(
-        "\"source\":{\"epoch\":\"0\"",
-        "\"source\":{\"epoch\":\"400000\"",
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,14 @@
 //! Signer-node HTTP API tests: Web3Signer status codes, content negotiation, signatures equal to
 //! an independent implementation's (the py_ecc oracle fixtures), limits and timeouts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::node::TestNode;
+use common::requests::attestation_body;
 use dvsigner::api::server::ServerOptions;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::signing::Network;
@@ -48,7 +49,7 @@ fn sign_req(pubkey: &str, body: impl Into<Body>, accept: Option<&str>) -> Reques
 }
 
 fn attestation(target: u64) -> String {
-    dvsigner::cli::bench::attestation_body(target)
+    attestation_body(target)
 }
 
 #[tokio::test]

@@ -17,71 +17,24 @@
 //! Every server here is a real process (`dvsigner signer`, `dvsigner combiner`) or an
 //! in-test server on 127.0.0.1 with the cluster's mutual TLS.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{combiner_args, tls_signer_args};
-use common::process::{free_port, run_ok, wait_ready, Proc};
+use common::cluster::{
+    cluster_pki, combiner_args, https_operators, split_interop, tls_client, tls_signer_args, NODES,
+};
+use common::process::{free_port, wait_ready, Proc};
+use common::requests::{attestation_body, https_client};
 use dvsigner::bls::{Signature, SigningRoot};
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
+use dvsigner::keys::{Keystore, Password, SecretKey};
 use dvsigner::signing::Network;
 use dvsigner::tls::{DevIdentity, DevPki};
 use serde_json::Value;
-
-/// A client trusting the PKI's CA (for the combiner's own TLS).
-fn tls_client(pki: &DevPki) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
-        )
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
-
-/// `dvsigner split` of interop key 0 into `t`-of-`operators.len()` shares under `out`.
-fn split_interop0(dir: &Path, t: usize, operators: &[(&str, String)], out: &Path) {
-    let whole = dir.join("whole");
-    std::fs::create_dir_all(&whole).expect("mkdir");
-    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
-    let ks = Keystore::encrypt(
-        &interop_secret_key(0),
-        &Password::new("whole-key-password".into()),
-        KdfParams::insecure_fast(),
-        "",
-        "",
-    )
-    .expect("encrypt");
-    std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
-    let list = operators
-        .iter()
-        .map(|(n, url)| format!("{n}={url}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    run_ok(&[
-        "split".into(),
-        "--keystore".into(),
-        whole.display().to_string(),
-        "--password-file".into(),
-        whole.join("pw.txt").display().to_string(),
-        "--threshold".into(),
-        t.to_string(),
-        "--shares".into(),
-        operators.len().to_string(),
-        "--operators".into(),
-        list,
-        "--out".into(),
-        out.display().to_string(),
-        "--kdf".into(),
-        "insecure-fast".into(),
-    ]);
-}
 
 /// The share secrets `dvsigner split` wrote for one operator, by share public key (hex).
 fn operator_shares(share_dir: &Path) -> HashMap<String, SecretKey> {
@@ -232,24 +185,14 @@ fn without_root(mut v: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_node_that_signs_only_supplied_roots_completes_the_threshold() {
-    const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = DevPki::generate(
-        &dir.path().join("tls"),
-        &[NODES[0], NODES[1], NODES[2], NODES[3], "combiner"],
-        &["combiner-client"],
-    )
-    .expect("pki");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, false);
     let client = tls_client(&pki);
     let ports = [free_port(), free_port(), free_port()];
     let (d_listener, d_port) = bind().await;
-    let urls: Vec<(&str, String)> = NODES
-        .iter()
-        .zip(ports.iter().chain([&d_port]))
-        .map(|(n, p)| (*n, format!("https://127.0.0.1:{p}")))
-        .collect();
+    let urls = https_operators(&NODES, &[ports[0], ports[1], ports[2], d_port]);
     let out = dir.path().join("cluster");
-    split_interop0(dir.path(), 3, &urls, &out);
+    split_interop(dir.path(), 0..1, 3, &urls, &out);
 
     // node-a and node-b are dvsigner nodes; node-c is down (never started); node-d is foreign.
     let mut nodes: Vec<Proc> = (0..2)
@@ -318,7 +261,7 @@ async fn a_foreign_node_that_signs_only_supplied_roots_completes_the_threshold()
         .post(format!(
             "https://127.0.0.1:{d_port}/api/v1/eth2/sign/{share_d}"
         ))
-        .body(dvsigner::cli::bench::attestation_body(1))
+        .body(attestation_body(1))
         .send()
         .await
         .expect("foreign node reachable");
@@ -386,7 +329,7 @@ async fn a_foreign_node_that_signs_only_supplied_roots_completes_the_threshold()
     // A client that sends the root under Web3Signer's snake-case name: the nodes get it once,
     // as signingRoot, and signing works.
     // (Source above every epoch of the fixtures, which set the nodes' low watermark.)
-    let att = dvsigner::cli::bench::attestation_body(900_000).replace(
+    let att = attestation_body(900_000).replace(
         "\"source\":{\"epoch\":\"0\"",
         "\"source\":{\"epoch\":\"400000\"",
     );
@@ -416,9 +359,7 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
     ];
     const DEADLINE_MS: u64 = 1000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut names: Vec<&str> = NODES.to_vec();
-    names.push("combiner");
-    let pki = DevPki::generate(&dir.path().join("tls"), &names, &["combiner-client"]).expect("pki");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, false);
     let other_pki =
         DevPki::generate(&dir.path().join("other-tls"), &["node-b"], &[]).expect("other pki");
     let client = tls_client(&pki);
@@ -438,13 +379,9 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         .into_iter()
         .chain(healthy.iter().map(|(_, p)| *p))
         .collect();
-    let urls: Vec<(&str, String)> = NODES
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| (*n, format!("https://127.0.0.1:{p}")))
-        .collect();
+    let urls = https_operators(&NODES, &ports);
     let out = dir.path().join("cluster");
-    split_interop0(dir.path(), 4, &urls, &out);
+    split_interop(dir.path(), 0..1, 4, &urls, &out);
 
     let _b = serve_tls(
         b_listener,
@@ -512,13 +449,7 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
     .await;
 
     let group_hex = interop_secret_key(0).public_key().bytes().to_hex();
-    let (status, text) = sign(
-        &client,
-        cport,
-        &group_hex,
-        &dvsigner::cli::bench::attestation_body(5),
-    )
-    .await;
+    let (status, text) = sign(&client, cport, &group_hex, &attestation_body(5)).await;
     assert_eq!(status, 503, "{text}\n{}", combiner.log_text());
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
@@ -606,7 +537,7 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
     // The same four nodes as a 3-of-4 cluster: two fast failures already put t out of reach,
     // so the combiner answers without waiting for node-c, and says that it did not wait.
     let out2 = dir.path().join("cluster-3of4");
-    split_interop0(dir.path(), 3, &urls[..4], &out2);
+    split_interop(dir.path(), 0..1, 3, &urls[..4], &out2);
     let (mut combiner2, cport2) =
         start_combiner(dir.path(), &pki, &out2.join("cluster.json"), 60_000);
     wait_ready(
@@ -616,13 +547,7 @@ async fn unavailable_names_each_failing_node_and_its_cause() {
         Duration::from_secs(60),
     )
     .await;
-    let (status, text) = sign(
-        &client,
-        cport2,
-        &group_hex,
-        &dvsigner::cli::bench::attestation_body(6),
-    )
-    .await;
+    let (status, text) = sign(&client, cport2, &group_hex, &attestation_body(6)).await;
     assert_eq!(status, 503, "{text}\n{}", combiner2.log_text());
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5, "{text}");
@@ -710,37 +635,20 @@ async fn wait_log(combiner: &Proc, what: &str, pred: impl Fn(&str) -> bool) -> S
 /// node-c.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_is_backed_off_logged_once_probed_and_let_back_in() {
-    const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
     const REQUESTS: u64 = 200;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut names: Vec<&str> = NODES.to_vec();
-    names.push("combiner");
-    let pki = DevPki::generate(&dir.path().join("tls"), &names, &["combiner-client"]).expect("pki");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, false);
     let client = tls_client(&pki);
     // The nodes require client certificates: check their readiness as the combiner would.
-    let node_client = {
-        let id = pki.identity("combiner-client").expect("identity");
-        let mut pem = std::fs::read(&id.cert).expect("cert");
-        pem.extend(std::fs::read(&id.key).expect("key"));
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca"))
-                    .expect("pem"),
-            )
-            .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client")
-    };
+    let node_client = https_client(
+        &pki.ca_cert,
+        Some(pki.identity("combiner-client").expect("identity")),
+        Duration::from_secs(10),
+    );
     let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
-    let urls: Vec<(&str, String)> = NODES
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| (*n, format!("https://127.0.0.1:{p}")))
-        .collect();
+    let urls = https_operators(&NODES, &ports);
     let out = dir.path().join("cluster");
-    split_interop0(dir.path(), 3, &urls, &out);
+    split_interop(dir.path(), 0..1, 3, &urls, &out);
     let start_node = |i: usize, tag: &str| {
         let args = tls_signer_args(
             &pki,
@@ -798,7 +706,7 @@ async fn a_dead_node_is_backed_off_logged_once_probed_and_let_back_in() {
     let mut epoch = 1000;
     let mut sign_next = || {
         epoch += 1;
-        dvsigner::cli::bench::attestation_body(epoch)
+        attestation_body(epoch)
     };
     // All four nodes answer (each signs this one).
     let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;

@@ -9,20 +9,22 @@
 //!   the periodic pull); notices from non-peers or naming another operator are refused;
 //! - `set_initial_watermarks` refuses the past only for validators without history.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cluster::{combiner_args, tls_signer_args};
+use common::cluster::{
+    cluster_pki, combiner_args, https_operators, split_interop, tls_signer_args,
+    write_peer_allowlist, NODES,
+};
 use common::process::{free_port, run_ok, Proc};
+use common::requests::{attestation_body, https_client};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
 use dvsigner::tls::DevPki;
 use serde_json::{json, Value};
 
-const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
 
 struct Setup {
@@ -37,80 +39,17 @@ struct Setup {
 
 fn client_with(pki: &DevPki, identity: &str) -> reqwest::Client {
     let id = pki.identity(identity).expect("identity");
-    let mut pem = std::fs::read(&id.cert).expect("cert");
-    pem.extend(std::fs::read(&id.key).expect("key"));
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).expect("ca")).expect("pem"),
-        )
-        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    https_client(&pki.ca_cert, Some(id), Duration::from_secs(10))
 }
 
 /// PKI, one validator (interop key 0) split 3-of-4, the peer allow-list.
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let clients: Vec<String> = NODES
-        .iter()
-        .map(|n| format!("{n}-client"))
-        .chain(["combiner-client".to_owned()])
-        .collect();
-    let client_refs: Vec<&str> = clients.iter().map(String::as_str).collect();
-    let mut servers = NODES.to_vec();
-    servers.push("combiner");
-    let pki = DevPki::generate(&dir.path().join("tls"), &servers, &client_refs).expect("pki");
-    let allowed: String = NODES
-        .iter()
-        .map(|n| {
-            let fp = pki
-                .identity(&format!("{n}-client"))
-                .expect("id")
-                .fingerprint;
-            format!("{n} {fp}\n")
-        })
-        .collect();
-    std::fs::write(dir.path().join("peers.txt"), allowed).expect("write");
-
-    let whole = dir.path().join("whole");
-    std::fs::create_dir_all(&whole).expect("mkdir");
-    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
-    let ks = Keystore::encrypt(
-        &interop_secret_key(0),
-        &Password::new("whole-key-password".into()),
-        KdfParams::insecure_fast(),
-        "",
-        "",
-    )
-    .expect("encrypt");
-    std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, true);
+    write_peer_allowlist(&pki, &NODES, &dir.path().join("peers.txt"));
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let operators = NODES
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| format!("{n}=https://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let out = dir.path().join("cluster");
-    run_ok(&[
-        "split".into(),
-        "--keystore".into(),
-        whole.display().to_string(),
-        "--password-file".into(),
-        whole.join("pw.txt").display().to_string(),
-        "--threshold".into(),
-        "3".into(),
-        "--shares".into(),
-        "4".into(),
-        "--operators".into(),
-        operators,
-        "--out".into(),
-        out.display().to_string(),
-        "--kdf".into(),
-        "insecure-fast".into(),
-    ]);
+    split_interop(dir.path(), 0..1, 3, &https_operators(&NODES, &ports), &out);
     let cluster_json = out.join("cluster.json");
     let definition = ClusterDefinition::load(&cluster_json).expect("cluster.json");
     let client = client_with(&pki, "combiner-client");
@@ -264,10 +203,6 @@ impl Setup {
     }
 }
 
-fn att(target: u64) -> String {
-    dvsigner::cli::bench::attestation_body(target)
-}
-
 fn conflicting(body: &str) -> String {
     body.replace(&"ab".repeat(32), &"cd".repeat(32))
 }
@@ -298,14 +233,14 @@ async fn wiped_node_waits_for_history_and_refuses_what_the_cluster_signed() {
         Duration::from_secs(20),
     )
     .await;
-    let (st, text) = s.post(&curl, &group, &att(100)).await;
+    let (st, text) = s.post(&curl, &group, &attestation_body(100)).await;
     assert_eq!(st, 200, "{text}\n{}", combiner.log_text());
 
     // node-d loses its disk; the cluster goes on signing without it.
     nodes[3].as_mut().expect("d").kill9();
     std::fs::remove_dir_all(s.data_dir(3)).expect("wipe");
     for t in [101, 102] {
-        let (st, text) = s.post(&curl, &group, &att(t)).await;
+        let (st, text) = s.post(&curl, &group, &attestation_body(t)).await;
         assert_eq!(st, 200, "{text}");
     }
 
@@ -339,11 +274,17 @@ async fn wiped_node_waits_for_history_and_refuses_what_the_cluster_signed() {
         .expect("upcheck");
     assert_eq!(up.status().as_u16(), 200);
     let (st, text) = s
-        .post(&s.url(3), &s.share_pk(3), &conflicting(&att(102)))
+        .post(
+            &s.url(3),
+            &s.share_pk(3),
+            &conflicting(&attestation_body(102)),
+        )
         .await;
     assert_eq!(st, 503, "{text}");
     // Through the combiner: node-a refuses, node-d is not ready: no signature.
-    let (st, text) = s.post(&curl, &group, &conflicting(&att(101))).await;
+    let (st, text) = s
+        .post(&curl, &group, &conflicting(&attestation_body(101)))
+        .await;
     assert!(st == 412 || st == 503, "{st} {text}");
 
     // node-b back: node-d merges from a and b, becomes ready, and refuses every conflict.
@@ -358,18 +299,26 @@ async fn wiped_node_waits_for_history_and_refuses_what_the_cluster_signed() {
     );
     for t in [100, 101, 102] {
         let (st, text) = s
-            .post(&s.url(3), &s.share_pk(3), &conflicting(&att(t)))
+            .post(
+                &s.url(3),
+                &s.share_pk(3),
+                &conflicting(&attestation_body(t)),
+            )
             .await;
         assert_eq!(st, 412, "target {t}: {text}\n{}", d.log_text());
     }
     // A repeat of what the cluster signed is still signable (same root), new duties too.
-    let (st, text) = s.post(&s.url(3), &s.share_pk(3), &att(102)).await;
+    let (st, text) = s
+        .post(&s.url(3), &s.share_pk(3), &attestation_body(102))
+        .await;
     assert_eq!(st, 200, "{text}");
 
     // (b) node-c down, the conflicting request reaches node-d and two honest nodes: never 200.
-    let (st, text) = s.post(&curl, &group, &conflicting(&att(101))).await;
+    let (st, text) = s
+        .post(&curl, &group, &conflicting(&attestation_body(101)))
+        .await;
     assert!(st == 412 || st == 503, "{st} {text}");
-    let (st, text) = s.post(&curl, &group, &att(103)).await;
+    let (st, text) = s.post(&curl, &group, &attestation_body(103)).await;
     assert_eq!(st, 200, "{text}\n{}", combiner.log_text());
 }
 
@@ -469,7 +418,9 @@ async fn bad_peers_are_reported_and_nothing_is_merged_from_them() {
     let mut a = s.start_node(0, 3);
     let mut b = s.start_node(1, 1);
     s.wait_synced(1, &mut b).await;
-    let (st, text) = s.post(&s.url(1), &s.share_pk(1), &att(7)).await;
+    let (st, text) = s
+        .post(&s.url(1), &s.share_pk(1), &attestation_body(7))
+        .await;
     assert_eq!(st, 200, "{text}");
 
     // node-a merges node-b's record (target 7) but nothing from node-c or node-d.
@@ -558,7 +509,7 @@ async fn two_nodes_pulling_from_each_other_converge() {
     let s = setup();
     let root_of = |t: u64| {
         let network = dvsigner::signing::Network::from_name_or_path("mainnet").expect("net");
-        dvsigner::signing::prepare(att(t).as_bytes(), &network)
+        dvsigner::signing::prepare(attestation_body(t).as_bytes(), &network)
             .expect("prepare")
             .root
             .to_hex()
@@ -586,14 +537,24 @@ async fn two_nodes_pulling_from_each_other_converge() {
     }
     // Each refuses a conflict with the other's record, and may repeat it.
     let (st, text) = s
-        .post(&s.url(0), &s.share_pk(0), &conflicting(&att(20)))
+        .post(
+            &s.url(0),
+            &s.share_pk(0),
+            &conflicting(&attestation_body(20)),
+        )
         .await;
     assert_eq!(st, 412, "{text}");
     let (st, text) = s
-        .post(&s.url(1), &s.share_pk(1), &conflicting(&att(10)))
+        .post(
+            &s.url(1),
+            &s.share_pk(1),
+            &conflicting(&attestation_body(10)),
+        )
         .await;
     assert_eq!(st, 412, "{text}");
-    let (st, text) = s.post(&s.url(1), &s.share_pk(1), &att(10)).await;
+    let (st, text) = s
+        .post(&s.url(1), &s.share_pk(1), &attestation_body(10))
+        .await;
     assert_eq!(st, 200, "{text}");
 }
 
@@ -667,7 +628,9 @@ async fn a_notice_makes_peers_pull_new_history_at_once() {
     let before = s.health(3).await.expect("health").1;
     assert_eq!(merged_from_a(&before), 0, "{before}");
 
-    let (st, text) = s.post(&s.url(0), &s.share_pk(0), &att(200)).await;
+    let (st, text) = s
+        .post(&s.url(0), &s.share_pk(0), &attestation_body(200))
+        .await;
     assert_eq!(st, 200, "{text}");
     let v = s
         .wait_health(3, &mut nodes[3], "pulled node-a's new record", |_, v| {
@@ -716,11 +679,17 @@ async fn a_notice_makes_peers_pull_new_history_at_once() {
         "{scrape}"
     );
     let (st, text) = s
-        .post(&s.url(3), &s.share_pk(3), &conflicting(&att(200)))
+        .post(
+            &s.url(3),
+            &s.share_pk(3),
+            &conflicting(&attestation_body(200)),
+        )
         .await;
     assert_eq!(st, 412, "{text}\n{}", nodes[3].log_text());
     // The same message is still signable on node-d (a repeat of what the cluster signed).
-    let (st, text) = s.post(&s.url(3), &s.share_pk(3), &att(200)).await;
+    let (st, text) = s
+        .post(&s.url(3), &s.share_pk(3), &attestation_body(200))
+        .await;
     assert_eq!(st, 200, "{text}");
 
     // Notices are authenticated like history requests and must name the sender.

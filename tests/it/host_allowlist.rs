@@ -4,14 +4,13 @@
 //! included), `*` serves any host, a request without a Host header gets 400. Requests are
 //! written by hand over TCP so the Host header is exactly what the test says.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::cluster::split_interop;
 use common::process::{free_port, run_ok, signer_args, Proc};
-use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::keys::{KdfParams, Keystore, Password};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REFUSED_BODY: &str = r#"{"message":"Host not authorized."}"#;
@@ -101,46 +100,22 @@ fn start_signer(dir: &Path, name: &str, allowlist: Option<&str>) -> (Proc, u16) 
 /// A cluster definition (2-of-3, nodes that are never started) for a combiner, its nodes at
 /// 127.0.0.1.
 fn cluster_json(dir: &Path) -> std::path::PathBuf {
-    let operators = (0..3)
-        .map(|i| format!("n{i}=https://127.0.0.1:{}", free_port()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let operators: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                format!("n{i}"),
+                format!("https://127.0.0.1:{}", free_port()),
+            )
+        })
+        .collect();
     split_cluster(dir, &operators)
 }
 
-/// `dvsigner split` of interop key 0 into 2-of-3 for `operators`; returns cluster.json (the
-/// operators' share folders are next to it).
-fn split_cluster(dir: &Path, operators: &str) -> std::path::PathBuf {
-    let whole = dir.join("whole");
-    std::fs::create_dir_all(&whole).expect("mkdir");
-    std::fs::write(whole.join("pw.txt"), "pw").expect("pw");
-    let ks = Keystore::encrypt(
-        &interop_secret_key(0),
-        &Password::new("pw".into()),
-        KdfParams::insecure_fast(),
-        "",
-        "",
-    )
-    .expect("encrypt");
-    std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
+/// `dvsigner split` of interop key 0 into 2-of-3 for `operators` (name, URL); returns
+/// cluster.json (the operators' share folders are next to it).
+fn split_cluster<N: AsRef<str>>(dir: &Path, operators: &[(N, String)]) -> std::path::PathBuf {
     let out = dir.join("split");
-    run_ok(&[
-        "split".into(),
-        "--keystore".into(),
-        whole.join("v0.json").display().to_string(),
-        "--password-file".into(),
-        whole.join("pw.txt").display().to_string(),
-        "--threshold".into(),
-        "2".into(),
-        "--shares".into(),
-        "3".into(),
-        "--operators".into(),
-        operators.into(),
-        "--out".into(),
-        out.display().to_string(),
-        "--kdf".into(),
-        "insecure-fast".into(),
-    ]);
+    split_interop(dir, 0..1, 2, operators, &out);
     out.join("cluster.json")
 }
 
@@ -276,7 +251,11 @@ async fn cluster_node_answers_for_its_own_url_host() {
     let port = free_port();
     let cluster = split_cluster(
         dir.path(),
-        &format!("n0=https://Node-0.example:{port},n1=https://node-1.example:9000,n2=https://node-2.example:9000"),
+        &[
+            ("n0", format!("https://Node-0.example:{port}")),
+            ("n1", "https://node-1.example:9000".into()),
+            ("n2", "https://node-2.example:9000".into()),
+        ],
     );
     let share = cluster.parent().expect("split dir").join("n0");
     let pki =

@@ -13,7 +13,7 @@
 //! after building and inspecting the images, unless `DVSIGNER_REQUIRE_CONTAINER_RUN` is set
 //! (CI sets it), in which case it fails.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -1,12 +1,13 @@
 //! `dvsigner dev` as an operator runs it: it prints the combiner URL and CA, serves the
 //! interop keys through a 3-of-4 cluster over TLS, and stops cleanly on Ctrl-C (SIGINT).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::Proc;
+use common::requests::{attestation_body, https_client};
 use dvsigner::keys::interop::interop_secret_key;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,13 +57,7 @@ async fn dev_cluster_signs_and_stops_on_ctrl_c() {
     let ca = work.join("tls/ca.pem");
     assert!(log.contains(&ca.display().to_string()), "{log}");
 
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("ca")).expect("pem"),
-        )
-        .build()
-        .expect("client");
+    let client = https_client(&ca, None, Duration::from_secs(30));
     let mut keys: Vec<String> = client
         .get(format!("{url}/api/v1/eth2/publicKeys"))
         .send()
@@ -77,7 +72,7 @@ async fn dev_cluster_signs_and_stops_on_ctrl_c() {
         .collect();
     want.sort();
     assert_eq!(keys, want);
-    let body = dvsigner::cli::bench::attestation_body(1_000);
+    let body = attestation_body(1_000);
     let r = client
         .post(format!("{url}/api/v1/eth2/sign/{}", want[0]))
         .header("content-type", "application/json")

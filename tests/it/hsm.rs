@@ -6,7 +6,7 @@
 //! the module at [`MODULE`] (`apt-get install softhsm2`; `.ci/run` installs it): without them
 //! the tests fail with that message.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

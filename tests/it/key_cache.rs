@@ -3,12 +3,13 @@
 //! cache; a changed keystore is decrypted again while the others still hit; a wrong cache
 //! password rebuilds the cache instead of failing. Signatures equal local ones throughout.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::process::{free_port, wait_ready, Proc};
+use common::requests::attestation_body;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
 
@@ -107,7 +108,7 @@ impl Setup {
             Duration::from_secs(60),
         )
         .await;
-        let body = dvsigner::cli::bench::attestation_body(3);
+        let body = attestation_body(3);
         let prepared = dvsigner::signing::prepare(
             body.as_bytes(),
             &dvsigner::signing::Network::from_name_or_path("mainnet").expect("mainnet"),

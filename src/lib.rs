@@ -23,7 +23,6 @@ pub mod bls;
 pub mod cli;
 pub mod cluster;
 pub mod combiner;
-pub mod config;
 pub mod dev;
 pub mod dkg;
 pub mod keys;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod backends;
 pub mod bench;
+pub mod config;
 pub mod dkg;
 pub mod hsm;
 pub mod reshare;
@@ -41,7 +42,7 @@ pub struct Cli {
     pub check_config: bool,
     /// The effective settings, filled by [`parse_from`] for `--check-config`.
     #[arg(skip)]
-    pub effective: Option<crate::config::Settings>,
+    pub effective: Option<crate::cli::config::Settings>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -311,7 +312,7 @@ pub struct DevArgs {
 pub enum ParseError {
     /// The config file or one of its keys.
     #[error(transparent)]
-    Config(#[from] crate::config::Error),
+    Config(#[from] crate::cli::config::Error),
     /// clap's own usage error (or `--help` / `--version` output).
     #[error("{error}")]
     Usage {
@@ -323,7 +324,7 @@ pub enum ParseError {
 }
 
 /// Parses the process's command line with its `--config` file merged in (see
-/// [`crate::config`]); prints usage errors and exits like `Cli::parse` does (status 2).
+/// [`crate::cli::config`]); prints usage errors and exits like `Cli::parse` does (status 2).
 pub fn parse() -> Cli {
     match parse_from(std::env::args_os().collect(), |name| {
         std::env::var_os(name).is_some()
@@ -358,8 +359,8 @@ pub fn parse_from(
 ) -> Result<Cli, ParseError> {
     use clap::{CommandFactory, FromArgMatches};
     let mut cmd = Cli::command();
-    let expanded = crate::config::expand(&cmd, argv, env_is_set)?;
-    let usage = |error: clap::Error| match crate::config::file_error(&expanded, &error) {
+    let expanded = crate::cli::config::expand(&cmd, argv, env_is_set)?;
+    let usage = |error: clap::Error| match crate::cli::config::file_error(&expanded, &error) {
         Some(e) => ParseError::Config(e),
         None => ParseError::Usage {
             error,
@@ -376,7 +377,7 @@ pub fn parse_from(
         built.build();
         if let Some((name, sub_matches)) = matches.subcommand() {
             if let Some(sub) = built.find_subcommand(name) {
-                cli.effective = Some(crate::config::settings(sub, sub_matches, &expanded));
+                cli.effective = Some(crate::cli::config::settings(sub, sub_matches, &expanded));
             }
         }
     }
@@ -386,7 +387,7 @@ pub fn parse_from(
 /// `--check-config`: validates what parsing cannot (network, slashing-DB URL form) and prints
 /// the effective settings; binds nothing and reads no key.
 fn check_config(cli: &Cli) -> anyhow::Result<()> {
-    use crate::config::{check_network, check_slashing_db, Error};
+    use crate::cli::config::{check_network, check_slashing_db, Error};
     let mut notes = String::new();
     match &cli.command {
         Command::Signer(args) => {
@@ -581,7 +582,7 @@ mod tests {
         .map(std::ffi::OsString::from)
         .to_vec();
         let err = parse_from(argv.clone(), |_| false).expect_err("bad listen");
-        let ParseError::Config(crate::config::Error::InvalidValue { key, value, .. }) = err else {
+        let ParseError::Config(crate::cli::config::Error::InvalidValue { key, value, .. }) = err else {
             panic!("not a config error: {err}")
         };
         assert_eq!((key.as_str(), value.as_str()), ("listen", "nope"));
@@ -599,7 +600,7 @@ mod tests {
             .expect("effective settings for --check-config");
         assert!(settings.set.iter().any(|s| s.key == "data-dir"
             && s.values == ["/d"]
-            && s.source == crate::config::Source::File));
+            && s.source == crate::cli::config::Source::File));
     }
 
     #[test]

@@ -404,7 +404,7 @@ fn parse_url(url: &str) -> Result<Location, Error> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     if path.is_empty() || path.contains("://") {
-        return Err(Error::InvalidUrl(crate::config::redact(url)));
+        return Err(Error::InvalidUrl(crate::cli::config::redact(url)));
     }
     Ok(Location::Sqlite(PathBuf::from(path)))
 }

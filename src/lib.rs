@@ -4,26 +4,28 @@
 //! # Layout
 //!
 //! ```text
-//! cli ──► api (signer node HTTP surface) ──► signing (wire types → signing root)
-//!     ├─► combiner (fan-out, Lagrange combine)     slashing (EIP-3076 DB: SQLite / PostgreSQL)
-//!     ├─► cluster (cluster.json, peer protocol)    keys (keystores, key configs, secret types)
-//!     └─► dev (local 3-of-4 cluster)               threshold (Shamir, Feldman, Lagrange)
-//!                                                  tls (rustls configs, mTLS, dev PKI)
-//!                                                  bls (public BLS types)
+//! cli ──► app (NodeConfig / CombinerConfig + start, dev cluster)
+//!          ├─► api (signer node HTTP surface) ──► signing (wire types → signing root)
+//!          ├─► combiner (fan-out, Lagrange combine)  slashing (EIP-3076 DB: SQLite / PostgreSQL)
+//!          └─► cluster (cluster.json, peer protocol)  keys (keystores, key sources, secret types)
+//!                                                     threshold (Shamir, Feldman, Lagrange)
+//!                                                     tls (rustls configs, mTLS, dev PKI)
+//!                                                     bls (public BLS types)
 //! ```
 //!
-//! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`) → (`signing`,
-//! `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `alloc` is the binary's
-//! global allocator (huge pages for scrypt's table) and depends on nothing. `progress` counts and
-//! reports long work (key loading, `split`, interchange import/export).
+//! Dependencies point one way: `cli` (parsing, `--config` file, dispatch) → `app` (typed
+//! configurations, start-up) → (`api`, `combiner`, `cluster`) → (`signing`, `slashing`, `keys`,
+//! `threshold`, `tls`) → `bls` / `keys::secret`; `app` never imports `cli`. `alloc` is the
+//! binary's global allocator (huge pages for scrypt's table) and depends on nothing. `progress`
+//! counts and reports long work (key loading, `split`, interchange import/export).
 
 pub mod alloc;
 pub mod api;
+pub mod app;
 pub mod bls;
 pub mod cli;
 pub mod cluster;
 pub mod combiner;
-pub mod dev;
 pub mod dkg;
 pub mod keys;
 pub mod metrics;

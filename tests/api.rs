@@ -288,10 +288,10 @@ async fn reload_applies_added_and_removed_keystores() {
         Arc::new(KeyStore::default()),
         Some(db),
         Network::from_name_or_path("mainnet").expect("mainnet"),
-        KeySources {
-            keystores: Some((ks.clone(), pw.clone())),
-            ..Default::default()
-        },
+        KeySources::new().with(dvsigner::keys::sources::KeystoresDir {
+            keystores: ks.clone(),
+            passwords: pw.clone(),
+        }),
     )
     .expect("state");
     let app = dvsigner::api::router(Arc::new(state));

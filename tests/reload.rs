@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use dvsigner::api::{self, KeySources, NodeState};
 use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::sources::{KeyConfigDir, KeystoresDir};
 use dvsigner::keys::{KdfParams, KeyStore, Keystore, Password};
 use dvsigner::signing::Network;
 use dvsigner::slashing::SlashingDb;
@@ -98,14 +99,15 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
     for i in SLOW {
         write_keystore(&ks, &pw, i, KdfParams::pbkdf2_default());
     }
-    let sources = KeySources {
-        keystores: Some((ks.clone(), pw.clone())),
-        key_config: Some(cfg.clone()),
-        ..Default::default()
-    };
+    let sources = KeySources::new()
+        .with(KeystoresDir {
+            keystores: ks.clone(),
+            passwords: pw.clone(),
+        })
+        .with(KeyConfigDir { dir: cfg.clone() });
     let keys = KeyStore::default();
     keys.insert_all(
-        api::load_key_sources(&sources, None, None)
+        api::load_key_sources(&sources, None)
             .expect("load")
             .into_keys(),
     );

@@ -13,7 +13,6 @@
 //! typed payload and, for blocks and attestations, after the slashing-protection record is
 //! durable. BLS work never runs on the async reactor.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::DefaultBodyLimit;
@@ -32,44 +31,15 @@ pub mod metrics;
 mod peer;
 mod reload;
 pub mod server;
-pub use reload::{load_key_sources, KeysLoad};
 mod sign;
 pub(crate) use sign::{prepare, request_id, signature_response};
 
+pub use crate::keys::sources::{load_key_sources, KeySources, KeysLoad, LoadStatus};
 pub use error::ApiError;
 
 /// Largest accepted request body (Web3Signer enforces none; 1 MiB is far above any real block
 /// header or full phase0/altair block request).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Where the node's keys come from (re-read by `/reload`).
-#[derive(Debug, Clone, Default)]
-pub struct KeySources {
-    /// EIP-2335 keystores directory and its passwords directory.
-    pub keystores: Option<(PathBuf, PathBuf)>,
-    /// Web3Signer key-config directory.
-    pub key_config: Option<PathBuf>,
-    /// HashiCorp Vault bulk mode (`--vault-*`): every secret under a KV v2 folder.
-    pub vault_bulk: Option<Arc<crate::keys::vault::VaultBulkSource>>,
-    /// Shares wrapped in a PKCS#11 token (`--hsm-*`).
-    pub hsm: Option<Arc<crate::keys::hsm::HsmConfig>>,
-}
-
-/// Outcome of the last key load, for `/healthcheck`.
-#[derive(Debug, Clone, Default)]
-pub struct LoadStatus {
-    /// Keys loaded from the keystores directory, and files that failed.
-    pub keystores: Option<(usize, usize)>,
-    /// Keys loaded from key-config files, and files that failed.
-    pub key_config: Option<(usize, usize)>,
-    /// Keystores imported through the Keymanager API loaded from the data directory, and files
-    /// that failed (a persisted keystore or password damaged on disk).
-    pub imported: Option<(usize, usize)>,
-    /// Keys read from the Vault bulk folder, and 1 when the last read failed.
-    pub vault_bulk: Option<(usize, usize)>,
-    /// Shares unwrapped from the PKCS#11 token, and 1 when the last read failed.
-    pub hsm: Option<(usize, usize)>,
-}
 
 /// Shared state of a signer node.
 pub struct NodeState {

@@ -10,7 +10,7 @@
 //! each one. The set is kept in `target/tmp/key-cache-bench-N/` between runs.
 //!
 //! What is timed is the signer's own start-up path: `KeyCache::open` (one KDF) plus
-//! `api::load_key_sources` (directory scan, decryption on all cores through rayon, cache
+//! `keys::sources::load_key_sources` (directory scan, decryption on all cores through rayon, cache
 //! lookups, cache file rewrite).
 //!
 //! The benchmark uses the binary's allocator ([`dvsigner::alloc::Allocator`]), which gives
@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aes::cipher::{KeyIvInit, StreamCipher};
-use dvsigner::api::{self, KeySources};
 use dvsigner::keys::cache::{KeyCache, FILE_NAME};
 use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::sources::KeystoresDir;
+use dvsigner::keys::sources::{self, KeySources};
 use dvsigner::keys::{KdfParams, Keystore, Password};
 use rand::RngCore;
 use rayon::prelude::*;
@@ -79,10 +80,10 @@ fn main() {
     std::fs::create_dir_all(&data).expect("mkdir");
     let cache_file = data.join(FILE_NAME);
     let _ = std::fs::remove_file(&cache_file);
-    let sources = KeySources {
-        keystores: Some((ks.clone(), pw.clone())),
-        ..Default::default()
-    };
+    let sources = KeySources::new().with(KeystoresDir {
+        keystores: ks.clone(),
+        passwords: pw.clone(),
+    });
     let first = start(&sources, &cache_file, n, (0, n));
     let cached = start(&sources, &cache_file, n, (n, 0));
 
@@ -120,7 +121,7 @@ fn start(sources: &KeySources, cache_file: &Path, n: usize, expect: (usize, usiz
         KdfParams::scrypt_default(),
     )
     .expect("open cache");
-    let load = api::load_key_sources(sources, None, Some(&cache)).expect("load");
+    let load = sources::load_key_sources(sources, Some(&cache)).expect("load");
     let elapsed = t.elapsed();
     let stats = load.cache.expect("cache on").expect("cache written");
     let loaded: usize = load.reports.iter().map(|(_, r)| r.keys.len()).sum();

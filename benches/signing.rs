@@ -16,13 +16,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dvsigner::app::dev::{LocalCluster, LocalClusterOptions};
+use dvsigner::app::node::{NodeConfig, SlashingConfig};
+use dvsigner::app::{bind, KdfChoice, ListenerConfig};
 use dvsigner::bls::SigningRoot;
 use dvsigner::cli::bench::{http_client, raw_blst_rate, timed_level, LevelResult};
-use dvsigner::cli::serve::{bind, serve_signer};
-use dvsigner::cli::threshold::KdfChoice;
-use dvsigner::cli::{ServeArgs, SignerArgs};
-use dvsigner::dev::{LocalCluster, LocalClusterOptions};
 use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::sources::KeystoresDir;
 use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
 use dvsigner::threshold::{combine, split, ShareIndex};
 
@@ -188,30 +188,24 @@ async fn main() -> anyhow::Result<()> {
         let listener = bind("127.0.0.1:0".parse()?).await?;
         let node_url = format!("https://{}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let args = SignerArgs {
-            serve: ServeArgs {
-                listen: listener.local_addr()?,
-                tls_cert: Some(node_id.cert.clone()),
-                tls_key: Some(node_id.key.clone()),
-                tls_client_ca: None,
-                tls_allowed_clients: None,
-                insecure_http: false,
-                header_read_timeout_secs: 30,
-                http_host_allowlist: dvsigner::api::server::default_host_allowlist(),
-            },
-            data_dir: dir.path().join(format!("data-{protected}")),
-            keystores: Some(ks_dir.clone()),
-            keystores_passwords: Some(ks_dir.join("pw")),
-            key_config: None,
-            slashing_db: None,
-            no_slashing_protection: !protected,
-            network: "mainnet".into(),
-            pruning: Default::default(),
-            sync: Default::default(),
-            backends: Default::default(),
-            key_management: Default::default(),
+        let tls = dvsigner::tls::ServerTlsFiles {
+            cert: node_id.cert.clone(),
+            key: node_id.key.clone(),
+            client_ca: None,
+            allowed_clients: None,
         };
-        let node = tokio::spawn(serve_signer(args, listener, async {
+        let mut config = NodeConfig::new(
+            ListenerConfig::new(listener.local_addr()?, Some(tls)),
+            dir.path().join(format!("data-{protected}")),
+        )?;
+        config.key_sources = config.key_sources.with(KeystoresDir {
+            keystores: ks_dir.clone(),
+            passwords: ks_dir.join("pw"),
+        });
+        if !protected {
+            config.slashing = SlashingConfig::Off;
+        }
+        let node = tokio::spawn(dvsigner::app::node::run(config, listener, async {
             let _ = stop_rx.await;
         }));
         tokio::time::sleep(Duration::from_millis(500)).await;

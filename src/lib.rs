@@ -4,31 +4,32 @@
 //! # Layout
 //!
 //! ```text
-//! cli ──► api (signer node: keys, slashing, Keymanager, /reload) ─┐
-//!     ├─► combiner (fan-out to nodes, Lagrange combine)            ├─► http (accept loop,
-//!     ├─► dkg (ceremony, reshare)                                   ┘   Web3Signer face over a
-//!     ├─► cluster (cluster.json, peer protocol)                         `Signer`, ApiError,
-//!     └─► dev (local 3-of-4 cluster)                                    blocking pool)
+//! cli ──► app (NodeConfig / CombinerConfig + start, dev cluster)
+//!          ├─► api (signer node: keys, slashing, Keymanager, /reload) ─┐
+//!          ├─► combiner (fan-out to nodes, Lagrange combine)           ├─► http (accept loop,
+//!          ├─► dkg (ceremony, reshare)                                  ┘   Web3Signer face over
+//!          └─► cluster (cluster.json, peer protocol)                        a `Signer`, ApiError,
+//!                                                                           blocking pool)
 //!
 //! below all of them: signing (wire types → signing root), slashing (EIP-3076 DB: SQLite /
-//! PostgreSQL), keys (keystores, key configs, secret types), threshold (Shamir, Feldman,
+//! PostgreSQL), keys (keystores, key sources, secret types), threshold (Shamir, Feldman,
 //! Lagrange), tls (rustls configs, mTLS, dev PKI), bls (public BLS types)
 //! ```
 //!
-//! Dependencies point one way: `cli` → (`api`, `combiner`, `cluster`, `dev`, `dkg`) → `http` →
-//! (`signing`, `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `http` knows
-//! nothing of the node or the combiner: both implement its `Signer` trait. `alloc` is the binary's
-//! global allocator (huge pages for scrypt's table) and depends on nothing. `progress` counts and
-//! reports long work (key loading, `split`, interchange import/export).
+//! Dependencies point one way: `cli` (parsing, `--config` file, dispatch) → `app` (typed
+//! configurations, start-up; never imports `cli`) → (`api`, `combiner`, `cluster`, `dkg`) →
+//! `http` → (`signing`, `slashing`, `keys`, `threshold`, `tls`) → `bls` / `keys::secret`. `http`
+//! knows nothing of the node or the combiner: both implement its `Signer` trait. `alloc` is the
+//! binary's global allocator (huge pages for scrypt's table) and depends on nothing. `progress`
+//! counts and reports long work (key loading, `split`, interchange import/export).
 
 pub mod alloc;
 pub mod api;
+pub mod app;
 pub mod bls;
 pub mod cli;
 pub mod cluster;
 pub mod combiner;
-pub mod config;
-pub mod dev;
 pub mod dkg;
 pub mod http;
 pub mod keys;

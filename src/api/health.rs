@@ -24,23 +24,14 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
         .map(|s| s.clone())
         .unwrap_or_default();
     let mut key_checks = Vec::new();
-    for (id, counts) in [
-        ("keystores-bulk-loading", load.keystores),
-        ("config-files-loading", load.key_config),
-        // Ours: keystores imported through the Keymanager API, reloaded from the data directory.
-        ("keymanager-imported-loading", load.imported),
-        ("hashicorp-bulk-loading", load.vault_bulk),
-        ("pkcs11-loading", load.hsm),
-    ] {
-        if let Some((loaded, errors)) = counts {
-            let up = errors == 0;
-            all_up &= up;
-            key_checks.push(json!({
-                "id": id,
-                "status": status(up),
-                "data": {"keys-loaded": loaded, "error-count": errors},
-            }));
-        }
+    for check in load.checks() {
+        let up = check.errors == 0;
+        all_up &= up;
+        key_checks.push(json!({
+            "id": check.health_id,
+            "status": status(up),
+            "data": {"keys-loaded": check.loaded, "error-count": check.errors},
+        }));
     }
     let keys_up = key_checks.iter().all(|c| c["status"] == "UP");
     checks.push(json!({"id": "keys-check", "status": status(keys_up), "checks": key_checks}));

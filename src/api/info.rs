@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::NodeState;
-pub use crate::http::info::{Info, NetworkInfo, INFO_PATH};
+use crate::http::info::{Info, NetworkInfo};
 
 /// The handler.
 pub(super) async fn info(State(state): State<Arc<NodeState>>) -> Response {

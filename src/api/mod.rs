@@ -14,13 +14,13 @@
 //! typed payload and, for blocks and attestations, after the slashing-protection record is
 //! durable. BLS work never runs on the async reactor.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::http::{web3signer, BlockingPool};
+use crate::keys::sources::{KeySources, LoadStatus};
 use crate::keys::KeyStore;
 use crate::signing::Network;
 use crate::slashing::SlashingDb;
@@ -31,41 +31,7 @@ pub mod keymanager;
 pub mod metrics;
 mod peer;
 mod reload;
-pub use reload::{load_key_sources, KeysLoad};
 mod sign;
-
-/// The accept loop, shared with the combiner ([`crate::http::server`]), also reachable here
-/// for callers that serve a node router.
-pub use crate::http::server;
-
-/// Where the node's keys come from (re-read by `/reload`).
-#[derive(Debug, Clone, Default)]
-pub struct KeySources {
-    /// EIP-2335 keystores directory and its passwords directory.
-    pub keystores: Option<(PathBuf, PathBuf)>,
-    /// Web3Signer key-config directory.
-    pub key_config: Option<PathBuf>,
-    /// HashiCorp Vault bulk mode (`--vault-*`): every secret under a KV v2 folder.
-    pub vault_bulk: Option<Arc<crate::keys::vault::VaultBulkSource>>,
-    /// Shares wrapped in a PKCS#11 token (`--hsm-*`).
-    pub hsm: Option<Arc<crate::keys::hsm::HsmConfig>>,
-}
-
-/// Outcome of the last key load, for `/healthcheck`.
-#[derive(Debug, Clone, Default)]
-pub struct LoadStatus {
-    /// Keys loaded from the keystores directory, and files that failed.
-    pub keystores: Option<(usize, usize)>,
-    /// Keys loaded from key-config files, and files that failed.
-    pub key_config: Option<(usize, usize)>,
-    /// Keystores imported through the Keymanager API loaded from the data directory, and files
-    /// that failed (a persisted keystore or password damaged on disk).
-    pub imported: Option<(usize, usize)>,
-    /// Keys read from the Vault bulk folder, and 1 when the last read failed.
-    pub vault_bulk: Option<(usize, usize)>,
-    /// Shares unwrapped from the PKCS#11 token, and 1 when the last read failed.
-    pub hsm: Option<(usize, usize)>,
-}
 
 /// Shared state of a signer node.
 pub struct NodeState {
@@ -130,7 +96,7 @@ impl NodeState {
 pub fn router(state: Arc<NodeState>) -> Router {
     let routes = Router::new()
         .route("/healthcheck", get(health::healthcheck))
-        .route(info::INFO_PATH, get(info::info))
+        .route(crate::http::info::INFO_PATH, get(info::info))
         .route("/api/v1/eth2/highWatermark", get(health::high_watermark))
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))

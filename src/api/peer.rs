@@ -13,9 +13,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-use super::server::ClientCertificate;
 use super::NodeState;
 use crate::cluster::protocol::{HistoryQuery, Notice};
+use crate::http::server::ClientCertificate;
 
 pub(super) async fn history(
     State(state): State<Arc<NodeState>>,

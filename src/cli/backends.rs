@@ -1,7 +1,7 @@
 //! `dvsigner signer` key backends beyond files: HashiCorp Vault bulk mode (`--vault-*`) and
 //! PKCS#11 tokens (`--hsm-*`). Credentials are always files or environment variables.
 //!
-//! These flags only describe the sources; `api::load_key_sources` reads them, at start and on
+//! These flags only describe the sources; `keys::sources` reads them, at start and on
 //! every `/reload`. Both are all-or-nothing: at start a node told to take keys from Vault or a
 //! token refuses to start when it cannot read every one of them, with an error naming the path
 //! or token label; a reload that cannot read them keeps the keys they gave before.

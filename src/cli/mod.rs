@@ -1,5 +1,7 @@
 //! Command line: the contract operators script against (README "Command line"; option names
-//! stay stable). `main.rs` parses [`Cli`] and calls [`run`].
+//! stay stable). `main.rs` parses [`Cli`] and calls [`run`]. This module only parses (clap
+//! definitions, the `--config` file in [`config`]), converts the options of the long-running
+//! commands into `app` configurations, and dispatches; `app` never imports `cli`.
 //! Every option that names a secret takes a path (or an environment variable), never a value.
 
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod backends;
 pub mod bench;
+pub mod config;
 pub mod dkg;
 pub mod hsm;
 pub mod reshare;
@@ -41,7 +44,7 @@ pub struct Cli {
     pub check_config: bool,
     /// The effective settings, filled by [`parse_from`] for `--check-config`.
     #[arg(skip)]
-    pub effective: Option<crate::config::Settings>,
+    pub effective: Option<crate::cli::config::Settings>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -91,7 +94,7 @@ pub enum Command {
 #[command(next_help_heading = "Listener and TLS")]
 pub struct ServeArgs {
     /// Address to listen on (loopback by default).
-    #[arg(long, default_value = "127.0.0.1:9000")]
+    #[arg(long, default_value = crate::app::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Server certificate chain (PEM).
     #[arg(
@@ -117,7 +120,7 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca", "tls_allowed_clients"])]
     pub insecure_http: bool,
     /// Seconds a client may take to send a request head before the connection is closed.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = crate::app::DEFAULT_HEADER_READ_TIMEOUT_SECS)]
     pub header_read_timeout_secs: u64,
     /// Hosts (names or IP addresses, without port) that requests may address in their Host
     /// header, comma-separated; `*` allows any. Other hosts get 403 on every route, a request
@@ -125,16 +128,16 @@ pub struct ServeArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = crate::api::server::DEFAULT_HOST_ALLOWLIST,
-        value_parser = crate::api::server::parse_host_entry
+        default_value = crate::http::server::DEFAULT_HOST_ALLOWLIST,
+        value_parser = crate::http::server::parse_host_entry
     )]
     pub http_host_allowlist: Vec<String>,
 }
 
 impl ServeArgs {
     /// The `--http-host-allowlist` as the server applies it.
-    pub fn host_allowlist(&self) -> crate::api::server::HostAllowlist {
-        crate::api::server::HostAllowlist::new(&self.http_host_allowlist)
+    pub fn host_allowlist(&self) -> crate::http::server::HostAllowlist {
+        crate::http::server::HostAllowlist::new(&self.http_host_allowlist)
     }
 }
 
@@ -164,7 +167,7 @@ pub struct SignerArgs {
     #[arg(long)]
     pub no_slashing_protection: bool,
     /// Network: mainnet, holesky, hoodi, sepolia, or a path to a consensus config YAML.
-    #[arg(long, default_value = "mainnet")]
+    #[arg(long, default_value = crate::app::DEFAULT_NETWORK)]
     pub network: String,
     /// Slashing-protection history pruning.
     #[command(flatten)]
@@ -240,7 +243,7 @@ pub struct SyncArgs {
     #[arg(long)]
     pub sync_min_peers: Option<usize>,
     /// Seconds between background pulls once synced.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = crate::app::node::DEFAULT_SYNC_INTERVAL_SECS)]
     pub sync_interval_secs: u64,
     /// Do not raise the low watermarks of validators without history to the current slot and
     /// epoch (for devnets and tests whose epochs are not wall-clock time).
@@ -256,40 +259,15 @@ pub struct PruningArgs {
     /// watermarks are raised above them, so the rules still hold.
     #[arg(
         long = "slashing-protection-pruning-epochs-to-keep",
-        default_value_t = 250
+        default_value_t = crate::app::node::DEFAULT_PRUNING_EPOCHS_TO_KEEP
     )]
     pub epochs_to_keep: u64,
     /// Hours between prunes (0 turns pruning off).
     #[arg(
         long = "slashing-protection-pruning-interval-hours",
-        default_value_t = 12
+        default_value_t = crate::app::node::DEFAULT_PRUNING_INTERVAL_HOURS
     )]
     pub interval_hours: u64,
-}
-
-impl Default for PruningArgs {
-    fn default() -> Self {
-        Self {
-            epochs_to_keep: 250,
-            interval_hours: 12,
-        }
-    }
-}
-
-impl Default for SyncArgs {
-    fn default() -> Self {
-        Self {
-            cluster: None,
-            operator: None,
-            peer_ca: None,
-            peer_client_cert: None,
-            peer_client_key: None,
-            peer_allowed_clients: None,
-            sync_min_peers: None,
-            sync_interval_secs: 60,
-            no_sync_watermark_from_genesis: false,
-        }
-    }
 }
 
 /// `dvsigner dev` options.
@@ -311,7 +289,7 @@ pub struct DevArgs {
 pub enum ParseError {
     /// The config file or one of its keys.
     #[error(transparent)]
-    Config(#[from] crate::config::Error),
+    Config(#[from] crate::cli::config::Error),
     /// clap's own usage error (or `--help` / `--version` output).
     #[error("{error}")]
     Usage {
@@ -323,7 +301,7 @@ pub enum ParseError {
 }
 
 /// Parses the process's command line with its `--config` file merged in (see
-/// [`crate::config`]); prints usage errors and exits like `Cli::parse` does (status 2).
+/// [`crate::cli::config`]); prints usage errors and exits like `Cli::parse` does (status 2).
 pub fn parse() -> Cli {
     match parse_from(std::env::args_os().collect(), |name| {
         std::env::var_os(name).is_some()
@@ -358,8 +336,8 @@ pub fn parse_from(
 ) -> Result<Cli, ParseError> {
     use clap::{CommandFactory, FromArgMatches};
     let mut cmd = Cli::command();
-    let expanded = crate::config::expand(&cmd, argv, env_is_set)?;
-    let usage = |error: clap::Error| match crate::config::file_error(&expanded, &error) {
+    let expanded = crate::cli::config::expand(&cmd, argv, env_is_set)?;
+    let usage = |error: clap::Error| match crate::cli::config::file_error(&expanded, &error) {
         Some(e) => ParseError::Config(e),
         None => ParseError::Usage {
             error,
@@ -376,7 +354,7 @@ pub fn parse_from(
         built.build();
         if let Some((name, sub_matches)) = matches.subcommand() {
             if let Some(sub) = built.find_subcommand(name) {
-                cli.effective = Some(crate::config::settings(sub, sub_matches, &expanded));
+                cli.effective = Some(crate::cli::config::settings(sub, sub_matches, &expanded));
             }
         }
     }
@@ -386,7 +364,7 @@ pub fn parse_from(
 /// `--check-config`: validates what parsing cannot (network, slashing-DB URL form) and prints
 /// the effective settings; binds nothing and reads no key.
 fn check_config(cli: &Cli) -> anyhow::Result<()> {
-    use crate::config::{check_network, check_slashing_db, Error};
+    use crate::cli::config::{check_network, check_slashing_db, Error};
     let mut notes = String::new();
     match &cli.command {
         Command::Signer(args) => {
@@ -443,14 +421,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     match cli.command {
-        Command::Signer(args) => serve::run_signer(args, crate::dev::shutdown_signal()).await,
+        Command::Signer(args) => serve::run_signer(args, crate::app::shutdown_signal()).await,
         Command::SlashingProtection(cmd) => slashing::run(cmd).await,
         Command::Combiner(args) => {
-            threshold::run_combiner(args, crate::dev::shutdown_signal()).await
+            threshold::run_combiner(args, crate::app::shutdown_signal()).await
         }
         Command::Split(args) => threshold::run_split(args),
         Command::Cluster(cmd) => threshold::run_cluster(cmd).await,
-        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Dev(args) => crate::app::dev::run(args.dir, args.validators, args.base_port).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Dkg(args) => dkg::run(args).await,
         Command::Reshare(args) => reshare::run(args).await,
@@ -581,7 +559,8 @@ mod tests {
         .map(std::ffi::OsString::from)
         .to_vec();
         let err = parse_from(argv.clone(), |_| false).expect_err("bad listen");
-        let ParseError::Config(crate::config::Error::InvalidValue { key, value, .. }) = err else {
+        let ParseError::Config(crate::cli::config::Error::InvalidValue { key, value, .. }) = err
+        else {
             panic!("not a config error: {err}")
         };
         assert_eq!((key.as_str(), value.as_str()), ("listen", "nope"));
@@ -599,7 +578,7 @@ mod tests {
             .expect("effective settings for --check-config");
         assert!(settings.set.iter().any(|s| s.key == "data-dir"
             && s.values == ["/d"]
-            && s.source == crate::config::Source::File));
+            && s.source == crate::cli::config::Source::File));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ExitStatus;
-use crate::api::info::{Info, NetworkInfo, INFO_PATH};
 use crate::cluster::ClusterDefinition;
+use crate::http::info::{Info, NetworkInfo, INFO_PATH};
 use crate::tls;
 
 /// Exit code of `cluster status` when some validator has fewer than t nodes that can sign.
@@ -189,7 +189,7 @@ pub async fn probe(cluster: &Path, access: &NodeAccessArgs) -> anyhow::Result<Cl
     let timeout = Duration::from_millis(access.timeout_ms.max(1));
     let identity = access.client_cert.clone().zip(access.client_key.clone());
     let node_tls =
-        super::threshold::node_client_tls(&def, access.node_ca.as_deref(), identity.clone())
+        crate::app::combiner::node_client_tls(&def, access.node_ca.as_deref(), identity.clone())
             .context("node TLS settings")?;
     let node_client = http_client(node_tls, timeout)?;
     let combiner_client = match &access.combiner {

@@ -1,44 +1,24 @@
 //! Threshold commands: `dvsigner split`, `dvsigner cluster verify`, `dvsigner combiner`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::serve::{bind, server_tls};
 use super::ServeArgs;
-use crate::api;
-use crate::cluster::{split_keys, ClusterDefinition, Operator};
-use crate::combiner::{self, Combiner, NodeTarget, ShareTarget, ValidatorTarget};
-use crate::keys::keystore::write_keystore_dir_with;
-use crate::keys::{KdfParams, Keystore, Password, SecretKey};
+use crate::app::combiner::{self, CombinerConfig};
+use crate::app::combiner::{
+    DEFAULT_DEADLINE_MS, DEFAULT_NODE_BACKOFF_FAILURES, DEFAULT_NODE_DOWN_SUMMARY_SECS,
+    DEFAULT_NODE_PROBE_INITIAL_MS, DEFAULT_NODE_PROBE_MAX_MS,
+};
+use crate::app::split::{random_password, split_to_dir};
+use crate::app::{bind, DEFAULT_NETWORK};
+use crate::cluster::{ClusterDefinition, Operator};
+use crate::keys::{Keystore, Password, SecretKey};
 use crate::progress::TermProgress;
-use crate::signing::Network;
-use crate::tls;
 
-/// Keystore encryption cost for written share keystores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KdfChoice {
-    /// scrypt n=2^18, r=8, p=1 (EIP-2335 default).
-    Scrypt,
-    /// PBKDF2-HMAC-SHA256 c=2^18.
-    Pbkdf2,
-    /// Very cheap PBKDF2: for throwaway test and dev clusters only.
-    InsecureFast,
-}
-
-impl KdfChoice {
-    fn params(self) -> KdfParams {
-        match self {
-            Self::Scrypt => KdfParams::scrypt_default(),
-            Self::Pbkdf2 => KdfParams::pbkdf2_default(),
-            Self::InsecureFast => KdfParams::insecure_fast(),
-        }
-    }
-}
+pub use crate::app::KdfChoice;
 
 /// `dvsigner split` options.
 #[derive(Debug, Clone, Args)]
@@ -125,10 +105,10 @@ pub struct CombinerArgs {
     #[arg(long, env = "DVSIGNER_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
     /// How long to wait for partial signatures, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = DEFAULT_DEADLINE_MS)]
     pub deadline_ms: u64,
     /// Network: mainnet, holesky, hoodi, sepolia, or a consensus config YAML.
-    #[arg(long, default_value = "mainnet")]
+    #[arg(long, default_value = DEFAULT_NETWORK)]
     pub network: String,
     /// Timeout for a new connection to a node (TCP connect and TLS
     /// handshake), in milliseconds. Default: the deadline (--deadline-ms). A shorter value
@@ -140,47 +120,30 @@ pub struct CombinerArgs {
     /// Consecutive transport failures (refused, reset, TLS failure, timeout) after which a
     /// node is backed off: not sent sign requests while at least the threshold of other nodes
     /// is healthy, and probed with GET /upcheck until it answers.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Node health (advanced)")]
+    #[arg(long, default_value_t = DEFAULT_NODE_BACKOFF_FAILURES, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Node health (advanced)")]
     pub node_backoff_failures: u32,
     /// Wait before the first probe of a backed-off node, in milliseconds; it doubles after
     /// each failed probe up to --node-probe-max-ms.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
+    #[arg(long, default_value_t = DEFAULT_NODE_PROBE_INITIAL_MS, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
     pub node_probe_initial_ms: u64,
     /// Longest wait between probes of a backed-off node, in milliseconds.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
+    #[arg(long, default_value_t = DEFAULT_NODE_PROBE_MAX_MS, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
     pub node_probe_max_ms: u64,
     /// How often a summary line is logged per backed-off node while it is down, in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
+    #[arg(long, default_value_t = DEFAULT_NODE_DOWN_SUMMARY_SECS, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
     pub node_down_summary_secs: u64,
 }
 
 impl CombinerArgs {
-    /// The connect timeout towards nodes: `--node-connect-timeout-ms`, else the deadline.
-    pub fn node_connect_timeout(&self) -> Duration {
-        match self.node_connect_timeout_ms {
-            Some(ms) => Duration::from_millis(ms.max(1)),
-            None => default_connect_timeout(Duration::from_millis(self.deadline_ms)),
-        }
-    }
-
     /// Back-off and probe settings from the advanced flags.
-    pub fn health_settings(&self) -> combiner::node_health::HealthSettings {
-        combiner::node_health::HealthSettings {
+    pub fn health_settings(&self) -> crate::combiner::node_health::HealthSettings {
+        crate::combiner::node_health::HealthSettings {
             failures_to_back_off: self.node_backoff_failures.max(1),
             probe_initial: Duration::from_millis(self.node_probe_initial_ms),
             probe_max: Duration::from_millis(self.node_probe_max_ms),
             summary_every: Duration::from_secs(self.node_down_summary_secs),
         }
     }
-}
-
-/// The deadline itself. A shorter default (half the deadline, at most 1 s) was measured with
-/// `cargo bench --bench signing`: with 4 nodes and the combiner on 2 cores, handshakes of new
-/// connections under load then timed out and threshold throughput fell from 0.52-0.57 to 0.49
-/// of the CPU bound; over long links it would also fail connections that need about 3 round
-/// trips of more than 300 ms. The connection is kept alive and reused once made.
-pub fn default_connect_timeout(deadline: Duration) -> Duration {
-    deadline
 }
 
 /// `dvsigner split`.
@@ -202,48 +165,21 @@ pub fn run_split(args: SplitArgs) -> anyhow::Result<()> {
         args.passwords.as_deref(),
     )?;
     let keys: Vec<SecretKey> = inputs.into_iter().map(|(_, k)| k).collect();
-    let (definition, per_operator) = split_keys(&keys, args.threshold, &operators)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let writing = TermProgress::start(
-        "split: writing share keystores",
-        "keystores",
-        per_operator.iter().map(|(_, s)| s.len() as u64).sum(),
-    );
-    for (operator, shares) in &per_operator {
-        let password = operator_password(&args, operator)?;
-        let described: Vec<(&SecretKey, String)> = shares
-            .iter()
-            .map(|share| {
-                let what = format!(
-                    "dvsigner threshold share {} of operator {operator}",
-                    share.index.get()
-                );
-                (&share.secret, what)
-            })
-            .collect();
-        write_keystore_dir_with(
-            &args.out.join(operator).join("keystores"),
-            &args.out.join(operator).join("passwords"),
-            &described,
-            &password,
-            args.kdf.params(),
-            &|| writing.inc(1),
-        )?;
-    }
-    writing.finish();
+    let (definition, names) = split_to_dir(
+        &keys,
+        args.threshold,
+        &operators,
+        &args.out,
+        |operator| operator_password(&args, operator),
+        args.kdf.params(),
+    )?;
     let cluster_path = args.out.join("cluster.json");
-    definition.save(&cluster_path)?;
     println!(
         "split {} validator(s) {}-of-{} across {}; cluster {} written to {}",
         keys.len(),
         args.threshold,
         args.shares,
-        per_operator
-            .iter()
-            .map(|(o, _)| o.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        names.join(", "),
         definition.hash(),
         cluster_path.display()
     );
@@ -257,10 +193,7 @@ fn operator_password(args: &SplitArgs, operator: &str) -> anyhow::Result<Passwor
             return Ok(Password::from_file(&p)?);
         }
     }
-    use rand::RngCore;
-    let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-    Ok(Password::new(hex::encode(bytes.as_ref())))
+    Ok(random_password())
 }
 
 fn parse_operators(list: &[String]) -> anyhow::Result<Vec<Operator>> {
@@ -374,132 +307,21 @@ pub async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the combiner state from a cluster definition and TLS options.
-///
-/// # Errors
-/// TLS configuration errors.
-pub fn build_combiner(
-    def: &ClusterDefinition,
-    network: Network,
-    deadline: Duration,
-    connect_timeout: Duration,
-    client_tls: rustls::ClientConfig,
-) -> anyhow::Result<Combiner> {
-    let nodes: Vec<NodeTarget> = def
-        .operators()
-        .iter()
-        .map(|o| NodeTarget {
-            name: o.name.clone(),
-            url: o.url.clone(),
-        })
-        .collect();
-    let validators = def
-        .validators()
-        .iter()
-        .map(|v| ValidatorTarget {
-            group_pubkey: v.group_pubkey.clone(),
-            threshold: v.threshold as usize,
-            shares: v
-                .shares
-                .iter()
-                .filter_map(|s| {
-                    def.operators()
-                        .iter()
-                        .position(|o| o.name == s.operator)
-                        .map(|node| ShareTarget {
-                            index: s.index,
-                            pubkey: s.pubkey.clone(),
-                            node,
-                        })
-                })
-                .collect(),
-        })
-        .collect();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(client_tls)
-        .http1_only()
-        .pool_max_idle_per_host(512)
-        .pool_idle_timeout(Duration::from_secs(20))
-        .connect_timeout(connect_timeout)
-        .timeout(deadline)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(15))
-        .build()?;
-    let mut combiner = Combiner::new(nodes, validators, network, deadline, client)?;
-    combiner.connect_timeout = connect_timeout;
-    Ok(combiner)
-}
-
-/// The client TLS settings a combiner uses towards the nodes of `def`.
-///
-/// # Errors
-/// Unreadable certificate files.
-pub fn node_client_tls(
-    def: &ClusterDefinition,
-    node_ca: Option<&Path>,
-    identity: Option<(PathBuf, PathBuf)>,
-) -> anyhow::Result<rustls::ClientConfig> {
-    let pinned = def
-        .operators()
-        .iter()
-        .filter_map(|o| o.tls_fingerprint)
-        .collect();
-    Ok(tls::client_config(tls::ClientTlsOptions {
-        ca: node_ca.map(Path::to_owned),
-        pinned,
-        identity,
-    })?)
-}
-
-/// Starts a combiner on `listener` until `shutdown`.
-///
-/// # Errors
-/// Start-up failures.
-pub async fn serve_combiner(
-    args: CombinerArgs,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.cluster)
-        .with_context(|| format!("reading {}", args.cluster.display()))?;
-    let def = ClusterDefinition::from_json(&text).context("cluster definition is invalid")?;
-    let network = Network::from_name_or_path(&args.network).context("--network")?;
-    network.log_startup("combiner");
-    let identity = args.client_cert.clone().zip(args.client_key.clone());
-    if identity.is_none() {
-        tracing::warn!("no --client-cert/--client-key: nodes that require client certificates will refuse the combiner");
+impl CombinerArgs {
+    /// The combiner configuration these options describe.
+    ///
+    /// # Errors
+    /// An unknown network, or TLS options clap could not check.
+    pub fn to_config(&self) -> anyhow::Result<CombinerConfig> {
+        let mut config = CombinerConfig::new(self.serve.to_config()?, self.cluster.clone())?;
+        config.node_ca = self.node_ca.clone();
+        config.client_identity = self.client_cert.clone().zip(self.client_key.clone());
+        config.deadline = Duration::from_millis(self.deadline_ms);
+        config.network = crate::app::node::network(&self.network)?;
+        config.node_connect_timeout = self.node_connect_timeout_ms.map(Duration::from_millis);
+        config.health = self.health_settings();
+        Ok(config)
     }
-    let client_tls = node_client_tls(&def, args.node_ca.as_deref(), identity)?;
-    let mut combiner = build_combiner(
-        &def,
-        network,
-        Duration::from_millis(args.deadline_ms),
-        args.node_connect_timeout(),
-        client_tls,
-    )?;
-    combiner.health_settings = args.health_settings();
-    let tls = server_tls(&args.serve)?;
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, cluster = %def.hash(), validators = def.validators().len(), nodes = def.operators().len(), "combiner listening");
-    let options = api::server::ServerOptions {
-        header_read_timeout: Duration::from_secs(args.serve.header_read_timeout_secs.max(1)),
-        host_allowlist: args.serve.host_allowlist(),
-        ..Default::default()
-    };
-    let combiner = Arc::new(combiner);
-    combiner.spawn_down_summary();
-    crate::metrics::global()
-        .set_server_collector(combiner::metrics::combiner_collector(combiner.clone()));
-    let watch = crate::signing::fork_check::spawn_schedule_watch(
-        combiner.network.clone(),
-        super::serve::SCHEDULE_WATCH_INTERVAL,
-    );
-    let served =
-        api::server::run(listener, tls, combiner::router(combiner), options, shutdown).await;
-    watch.abort();
-    served?;
-    tracing::info!("combiner stopped");
-    Ok(())
 }
 
 /// `dvsigner combiner`.
@@ -510,6 +332,7 @@ pub async fn run_combiner(
     args: CombinerArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let listener = bind(args.serve.listen).await?;
-    serve_combiner(args, listener, shutdown).await
+    let config = args.to_config()?;
+    let listener = bind(config.listener.listen).await?;
+    combiner::run(config, listener, shutdown).await
 }

@@ -2,7 +2,8 @@
 //! key-config files ([`key_config`]), the in-memory key store and directory loaders ([`store`]),
 //! the public interop test keys ([`interop`]), the Keymanager API's storage ([`managed`]), the
 //! opt-in encrypted key cache ([`cache`]), and the external key backends: HashiCorp Vault
-//! ([`vault`]) and PKCS#11 tokens ([`hsm`]).
+//! ([`vault`]) and PKCS#11 tokens ([`hsm`]); [`sources`] puts every source of a signer node's
+//! keys behind one interface, read at start-up and by `/reload`.
 
 pub mod cache;
 pub mod hsm;
@@ -11,6 +12,7 @@ pub mod key_config;
 pub mod keystore;
 pub mod managed;
 pub mod secret;
+pub mod sources;
 pub mod store;
 pub mod vault;
 

@@ -404,7 +404,7 @@ fn parse_url(url: &str) -> Result<Location, Error> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     if path.is_empty() || path.contains("://") {
-        return Err(Error::InvalidUrl(crate::config::redact(url)));
+        return Err(Error::InvalidUrl(redact(url)));
     }
     Ok(Location::Sqlite(PathBuf::from(path)))
 }
@@ -1143,6 +1143,37 @@ async fn in_txn<S: Store, T>(
         Err(e) => {
             let _ = store.rollback().await;
             Err(e)
+        }
+    }
+}
+
+/// Hides the user-info part of a URL (`postgres://user:password@host/db` →
+/// `postgres://…@host/db`) and the value of a `password` query parameter
+/// (`?password=x` → `?password=…`); other values are returned as they are. The other query
+/// parameters (`sslmode`, certificate and key file paths) stay visible.
+pub fn redact(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let (base, query) = match value.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (value, None),
+    };
+    let base = match base.rfind('@') {
+        Some(a) if a > scheme_end => format!("{}://…@{}", &value[..scheme_end], &base[a + 1..]),
+        _ => base.to_owned(),
+    };
+    match query {
+        None => base,
+        Some(q) => {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=…"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dvsigner::api::{self, KeySources, NodeState};
+use dvsigner::api::{self, NodeState};
+use dvsigner::keys::sources::KeySources;
 use dvsigner::keys::{KeyOrigin, KeyStore, LoadedKey, SecretKey};
 use dvsigner::signing::Network;
 use dvsigner::slashing::SlashingDb;
@@ -51,7 +52,7 @@ impl TestNode {
     pub async fn serve(
         &self,
         tls: Option<Arc<rustls::ServerConfig>>,
-        options: api::server::ServerOptions,
+        options: dvsigner::http::server::ServerOptions,
     ) -> (
         SocketAddr,
         tokio::sync::oneshot::Sender<()>,
@@ -64,7 +65,7 @@ impl TestNode {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = self.router();
         let handle = tokio::spawn(async move {
-            api::server::run(listener, tls, app, options, async {
+            dvsigner::http::server::run(listener, tls, app, options, async {
                 let _ = rx.await;
             })
             .await

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::node::TestNode;
 use common::requests::attestation_body;
-use dvsigner::api::server::ServerOptions;
+use dvsigner::http::server::ServerOptions;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::signing::Network;
 use http_body_util::BodyExt;
@@ -271,7 +271,8 @@ async fn upcheck_answers_during_a_signing_burst() {
 /// `/reload` picks up an added keystore and drops a removed one (202, then status `completed`).
 #[tokio::test]
 async fn reload_applies_added_and_removed_keystores() {
-    use dvsigner::api::{KeySources, NodeState};
+    use dvsigner::api::NodeState;
+    use dvsigner::keys::sources::KeySources;
     use dvsigner::keys::{KdfParams, KeyStore, Keystore, Password};
     use std::sync::Arc;
 
@@ -289,10 +290,10 @@ async fn reload_applies_added_and_removed_keystores() {
         Arc::new(KeyStore::default()),
         Some(db),
         Network::from_name_or_path("mainnet").expect("mainnet"),
-        KeySources {
-            keystores: Some((ks.clone(), pw.clone())),
-            ..Default::default()
-        },
+        KeySources::new().with(dvsigner::keys::sources::KeystoresDir {
+            keystores: ks.clone(),
+            passwords: pw.clone(),
+        }),
     )
     .expect("state");
     let app = dvsigner::api::router(Arc::new(state));

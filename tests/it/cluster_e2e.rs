@@ -171,7 +171,7 @@ async fn start_lying_node(pki: &DevPki) -> (u16, tokio::sync::oneshot::Sender<()
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dvsigner::api::server::run(
+    tokio::spawn(dvsigner::http::server::run(
         listener,
         Some(tls),
         app,

@@ -344,7 +344,7 @@ async fn start_fake_peer(s: &Setup, i: usize, body: String) -> tokio::sync::ones
         .await
         .expect("bind");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dvsigner::api::server::run(
+    tokio::spawn(dvsigner::http::server::run(
         listener,
         Some(tls),
         app,

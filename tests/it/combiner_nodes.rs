@@ -70,7 +70,7 @@ fn serve_tls(
     })
     .expect("tls");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dvsigner::api::server::run(
+    tokio::spawn(dvsigner::http::server::run(
         listener,
         Some(tls),
         app,

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dvsigner::api::{self, KeySources, NodeState};
+use dvsigner::api::{self, NodeState};
 use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::keys::sources::KeySources;
+use dvsigner::keys::sources::{KeyConfigDir, KeystoresDir};
 use dvsigner::keys::{KdfParams, KeyStore, Keystore, Password};
 use dvsigner::signing::Network;
 use dvsigner::slashing::SlashingDb;
@@ -98,14 +100,15 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
     for i in SLOW {
         write_keystore(&ks, &pw, i, KdfParams::pbkdf2_default());
     }
-    let sources = KeySources {
-        keystores: Some((ks.clone(), pw.clone())),
-        key_config: Some(cfg.clone()),
-        ..Default::default()
-    };
+    let sources = KeySources::new()
+        .with(KeystoresDir {
+            keystores: ks.clone(),
+            passwords: pw.clone(),
+        })
+        .with(KeyConfigDir { dir: cfg.clone() });
     let keys = KeyStore::default();
     keys.insert_all(
-        api::load_key_sources(&sources, None, None)
+        dvsigner::keys::sources::load_key_sources(&sources, None)
             .expect("load")
             .into_keys(),
     );
@@ -128,7 +131,7 @@ async fn reload_adds_and_removes_keys_without_failing_in_flight_requests() {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::server::run(
+    let server = tokio::spawn(dvsigner::http::server::run(
         listener,
         None,
         api::router(Arc::new(state)),

@@ -122,11 +122,11 @@ impl MockVault {
         let port = listener.local_addr().expect("addr").port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = dvsigner::api::server::run(
+            let _ = dvsigner::http::server::run(
                 listener,
                 Some(tls),
                 app,
-                dvsigner::api::server::ServerOptions::default(),
+                dvsigner::http::server::ServerOptions::default(),
                 async {
                     let _ = rx.await;
                 },

@@ -6,43 +6,23 @@
 //! combiner URL, the CA path and ready-to-paste validator-client settings. Ctrl-C stops
 //! everything cleanly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::cli::serve::{bind, serve_signer};
-use crate::cli::threshold::{serve_combiner, CombinerArgs, KdfChoice, SplitArgs};
-use crate::cli::{DevArgs, ServeArgs, SignerArgs};
+use super::combiner::CombinerConfig;
+use super::node::NodeConfig;
+use super::split::{random_password, split_to_dir};
+use super::{bind, shutdown_signal, KdfChoice, ListenerConfig};
+use crate::cluster::Operator;
 use crate::keys::interop::interop_secret_key;
-use crate::keys::{KdfParams, Keystore, Password};
-use crate::tls::DevPki;
+use crate::keys::sources::KeystoresDir;
+use crate::keys::{KdfParams, Keystore, Password, SecretKey};
+use crate::tls::{DevPki, ServerTlsFiles};
 
 const OPERATORS: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const DEV_PASSWORD: &str = "dvsigner-dev-password";
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested");
-}
 
 /// Options of a [`LocalCluster`].
 #[derive(Debug, Clone)]
@@ -100,26 +80,27 @@ impl LocalCluster {
             .map(|l| l.local_addr().map(|a| format!("https://{a}")))
             .collect::<Result<_, _>>()?;
 
-        // Whole keys: interop keys (public!) written as keystores, then split 3-of-4.
+        // Whole keys: interop keys (public!), also written as keystores, split 3-of-4.
         let whole = dir.join("validator-keys");
-        write_interop_keystores(&whole, opts.validators)?;
+        let secrets = write_interop_keystores(&whole, opts.validators)?;
         let split_out = dir.join("cluster");
-        let split = SplitArgs {
-            keystore: whole.clone(),
-            password_file: Some(whole.join("password.txt")),
-            passwords: None,
-            threshold: 3,
-            shares: 4,
-            operators: OPERATORS
-                .iter()
-                .zip(&node_urls)
-                .map(|(n, u)| format!("{n}={u}"))
-                .collect(),
-            operator_passwords: None,
-            out: split_out.clone(),
-            kdf: opts.kdf,
-        };
-        tokio::task::spawn_blocking(move || crate::cli::threshold::run_split(split)).await??;
+        let operators: Vec<Operator> = OPERATORS
+            .iter()
+            .zip(&node_urls)
+            .map(|(n, u)| Operator::new(*n, u.as_str()))
+            .collect();
+        let (out, kdf) = (split_out.clone(), opts.kdf.params());
+        tokio::task::spawn_blocking(move || {
+            split_to_dir(
+                &secrets,
+                3,
+                &operators,
+                &out,
+                |_| Ok(random_password()),
+                kdf,
+            )
+        })
+        .await??;
 
         let (stop, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -128,63 +109,42 @@ impl LocalCluster {
         let mut tasks = tokio::task::JoinSet::new();
         for ((name, listener), url) in OPERATORS.iter().zip(node_listeners).zip(&node_urls) {
             let id = pki.identity(name).context("node certificate")?;
-            let signer = SignerArgs {
-                serve: ServeArgs {
-                    listen: url.trim_start_matches("https://").parse()?,
-                    tls_cert: Some(id.cert.clone()),
-                    tls_key: Some(id.key.clone()),
-                    tls_client_ca: Some(pki.ca_cert.clone()),
-                    tls_allowed_clients: None,
-                    insecure_http: false,
-                    header_read_timeout_secs: 30,
-                    // Everything here is reached at 127.0.0.1: Web3Signer's default list.
-                    http_host_allowlist: crate::api::server::default_host_allowlist(),
-                },
-                data_dir: dir.join("data").join(name),
-                keystores: Some(split_out.join(name).join("keystores")),
-                keystores_passwords: Some(split_out.join(name).join("passwords")),
-                key_config: None,
-                slashing_db: None,
-                no_slashing_protection: false,
-                network: "mainnet".into(),
-                pruning: Default::default(),
-                sync: Default::default(),
-                backends: Default::default(),
-                key_management: Default::default(),
+            let tls = ServerTlsFiles {
+                cert: id.cert.clone(),
+                key: id.key.clone(),
+                client_ca: Some(pki.ca_cert.clone()),
+                allowed_clients: None,
             };
+            // Everything here is reached at 127.0.0.1: the default Host allow-list.
+            let listener_config =
+                ListenerConfig::new(url.trim_start_matches("https://").parse()?, Some(tls));
+            let mut node = NodeConfig::new(listener_config, dir.join("data").join(name))?;
+            node.key_sources = node.key_sources.with(KeystoresDir {
+                keystores: split_out.join(name).join("keystores"),
+                passwords: split_out.join(name).join("passwords"),
+            });
             let stop = stopped(stop_rx.clone());
-            tasks.spawn(async move { serve_signer(signer, listener, stop).await });
+            tasks.spawn(async move { super::node::run(node, listener, stop).await });
         }
         let combiner_id = pki.identity("combiner").context("combiner certificate")?;
         let client_id = pki
             .identity("combiner-client")
             .context("combiner client certificate")?;
         let combiner_addr = combiner_listener.local_addr()?;
-        let combiner = CombinerArgs {
-            serve: ServeArgs {
-                listen: combiner_addr,
-                tls_cert: Some(combiner_id.cert.clone()),
-                tls_key: Some(combiner_id.key.clone()),
-                tls_client_ca: None,
-                tls_allowed_clients: None,
-                insecure_http: false,
-                header_read_timeout_secs: 30,
-                http_host_allowlist: crate::api::server::default_host_allowlist(),
-            },
-            cluster: split_out.join("cluster.json"),
-            node_ca: Some(pki.ca_cert.clone()),
-            client_cert: Some(client_id.cert.clone()),
-            client_key: Some(client_id.key.clone()),
-            deadline_ms: 2000,
-            network: "mainnet".into(),
-            node_connect_timeout_ms: None,
-            node_backoff_failures: 3,
-            node_probe_initial_ms: 500,
-            node_probe_max_ms: 10_000,
-            node_down_summary_secs: 60,
+        let tls = ServerTlsFiles {
+            cert: combiner_id.cert.clone(),
+            key: combiner_id.key.clone(),
+            client_ca: None,
+            allowed_clients: None,
         };
+        let mut combiner = CombinerConfig::new(
+            ListenerConfig::new(combiner_addr, Some(tls)),
+            split_out.join("cluster.json"),
+        )?;
+        combiner.node_ca = Some(pki.ca_cert.clone());
+        combiner.client_identity = Some((client_id.cert.clone(), client_id.key.clone()));
         let stop_c = stopped(stop_rx.clone());
-        tasks.spawn(async move { serve_combiner(combiner, combiner_listener, stop_c).await });
+        tasks.spawn(async move { super::combiner::run(combiner, combiner_listener, stop_c).await });
         let pubkeys = (0..opts.validators)
             .map(|i| interop_secret_key(i).public_key().bytes().to_hex())
             .collect();
@@ -226,9 +186,9 @@ impl LocalCluster {
 ///
 /// # Errors
 /// Start-up failures (ports in use, unwritable directory).
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let (dir, _keep) = match &args.dir {
-        Some(d) => (d.clone(), None),
+pub async fn run(dir: Option<PathBuf>, validators: u64, base_port: u16) -> anyhow::Result<()> {
+    let (dir, _keep) = match dir {
+        Some(d) => (d, None),
         None => {
             let t = tempfile::Builder::new().prefix("dvsigner-dev-").tempdir()?;
             (t.path().to_owned(), Some(t))
@@ -236,8 +196,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let mut cluster = LocalCluster::start(LocalClusterOptions {
         dir: dir.clone(),
-        validators: args.validators,
-        combiner_port: args.base_port,
+        validators,
+        combiner_port: base_port,
         kdf: KdfChoice::Pbkdf2,
     })
     .await?;
@@ -260,10 +220,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_interop_keystores(dir: &Path, count: u64) -> anyhow::Result<()> {
+/// Writes the interop keys `0..count` as keystores (with `password.txt`) and returns them.
+fn write_interop_keystores(dir: &Path, count: u64) -> anyhow::Result<Vec<SecretKey>> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("password.txt"), DEV_PASSWORD)?;
     let password = Password::new(DEV_PASSWORD.into());
+    let mut keys = Vec::new();
     for i in 0..count {
         let sk = interop_secret_key(i);
         let ks = Keystore::encrypt(
@@ -274,8 +236,9 @@ fn write_interop_keystores(dir: &Path, count: u64) -> anyhow::Result<()> {
             "dvsigner dev interop key (PUBLIC)",
         )?;
         std::fs::write(dir.join(format!("interop-{i}.json")), ks.to_json())?;
+        keys.push(sk);
     }
-    Ok(())
+    Ok(keys)
 }
 
 fn print_instructions(dir: &Path, ca: &Path, url: &str, nodes: &[String], pubkeys: &[String]) {

@@ -646,36 +646,7 @@ fn yaml_scalar(s: &str) -> String {
     }
 }
 
-/// Hides the user-info part of a URL (`postgres://user:password@host/db` →
-/// `postgres://…@host/db`) and the value of a `password` query parameter
-/// (`?password=x` → `?password=…`); other values are returned as they are. The other query
-/// parameters (`sslmode`, certificate and key file paths) stay visible.
-pub fn redact(value: &str) -> String {
-    let Some(scheme_end) = value.find("://") else {
-        return value.to_owned();
-    };
-    let (base, query) = match value.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (value, None),
-    };
-    let base = match base.rfind('@') {
-        Some(a) if a > scheme_end => format!("{}://…@{}", &value[..scheme_end], &base[a + 1..]),
-        _ => base.to_owned(),
-    };
-    match query {
-        None => base,
-        Some(q) => {
-            let params: Vec<String> = q
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=…"),
-                    _ => p.to_owned(),
-                })
-                .collect();
-            format!("{base}?{}", params.join("&"))
-        }
-    }
-}
+pub use crate::slashing::redact;
 
 /// Checks a `--network` value: a built-in name or a readable consensus config YAML.
 ///

@@ -366,6 +366,9 @@ async fn wiped_node_waits_for_history_and_refuses_what_the_cluster_signed() {
     let (st, text) = s.post(&s.url(3), &s.share_pk(3), &att(102)).await;
     assert_eq!(st, 200, "{text}");
 
+    // node-a reached no peer while the others were down, so it refused blocks and attestations;
+    // it signs them again once it pulled from node-b and node-d.
+    s.wait_synced(0, nodes[0].as_mut().expect("a")).await;
     // (b) node-c down, the conflicting request reaches node-d and two honest nodes: never 200.
     let (st, text) = s.post(&curl, &group, &conflicting(&att(101))).await;
     assert!(st == 412 || st == 503, "{st} {text}");

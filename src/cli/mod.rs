@@ -242,6 +242,11 @@ pub struct SyncArgs {
     /// Seconds between background pulls once synced.
     #[arg(long, default_value_t = 60)]
     pub sync_interval_secs: u64,
+    /// A synced node that gets no answer from t-1 of its peers (capped at --sync-min-peers) for
+    /// longer than this refuses blocks and attestations (503) until contact returns and it
+    /// pulled again from --sync-min-peers peers; 0 turns this off.
+    #[arg(long, default_value_t = 3000)]
+    pub sync_contact_grace_ms: u64,
     /// Do not raise the low watermarks of validators without history to the current slot and
     /// epoch (for devnets and tests whose epochs are not wall-clock time).
     #[arg(long)]
@@ -287,6 +292,7 @@ impl Default for SyncArgs {
             peer_allowed_clients: None,
             sync_min_peers: None,
             sync_interval_secs: 60,
+            sync_contact_grace_ms: 3000,
             no_sync_watermark_from_genesis: false,
         }
     }

@@ -370,6 +370,7 @@ fn start_cluster_sync(
     let options = SyncOptions {
         min_peers: sync_args.sync_min_peers,
         interval: Duration::from_secs(sync_args.sync_interval_secs.max(1)),
+        contact_grace: Duration::from_millis(sync_args.sync_contact_grace_ms),
         watermark_from_genesis: !sync_args.no_sync_watermark_from_genesis,
         ..SyncOptions::default()
     };

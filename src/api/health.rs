@@ -13,7 +13,8 @@ use crate::http::request::{json_response, text_response};
 use crate::http::ApiError;
 
 /// Web3Signer's health document: `{"status","checks":[..],"outcome"}`; 503 when any check is
-/// DOWN (a key file that failed to load, an unreachable database, a node not yet synced).
+/// DOWN (a key file that failed to load, an unreachable database, a node not yet synced or
+/// that lost contact with its cluster peers).
 pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response {
     let mut checks = vec![json!({"id": "default-check", "status": "UP"})];
     let mut all_up = true;
@@ -46,6 +47,9 @@ pub(super) async fn healthcheck(State(state): State<Arc<NodeState>>) -> Response
     }
 
     let not_ready = state.not_ready.read().map(|r| r.clone()).unwrap_or(None);
+    // Lost contact with the peers (or catching up after it returned) is DOWN too: slashable
+    // duties are refused meanwhile.
+    let not_ready = not_ready.or_else(|| state.cluster_sync.get().and_then(|s| s.slashable_gate()));
     let sync = state
         .cluster_sync
         .get()

@@ -1,5 +1,6 @@
 //! Scrape-time metrics of a signer node: loaded key count and readiness (the readiness gauge is
-//! 0 while [`NodeState::not_ready`] holds a reason, e.g. peer sync pending), and with cluster
+//! 0 while [`NodeState::not_ready`] holds a reason, e.g. peer sync pending, or while cluster sync
+//! refuses slashable duties after losing contact with its peers), and with cluster
 //! sync on, per peer: last successful merge time and lag (gauges), records merged, failures and
 //! notices received since start (counters, exported with the `_total` suffix).
 
@@ -29,11 +30,16 @@ impl std::fmt::Debug for NodeCollector {
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let keys = i64::try_from(self.0.keys.public_keys().len()).unwrap_or(i64::MAX);
+        let gate_open = self
+            .0
+            .cluster_sync
+            .get()
+            .is_none_or(|s| s.slashable_gate().is_none());
         let ready = self
             .0
             .not_ready
             .read()
-            .map(|r| i64::from(r.is_none()))
+            .map(|r| i64::from(r.is_none() && gate_open))
             .unwrap_or(0);
         let slashing = i64::from(self.0.slashing.is_some());
         for (name, help, value) in [
@@ -60,7 +66,7 @@ impl Collector for NodeCollector {
         type Field = fn(&crate::cluster::sync::PeerSyncStatus) -> Option<u64>;
         // Gauges: values that go up and down. Counters (exported with the `_total` suffix):
         // totals since the node started, which only go up.
-        let per_peer: [(&str, &str, MetricType, Field); 5] = [
+        let per_peer: [(&str, &str, MetricType, Field); 6] = [
             (
                 "dvsigner_sync_peer_last_success_timestamp_seconds",
                 "Unix time of the last successful history merge from the peer",
@@ -90,6 +96,12 @@ impl Collector for NodeCollector {
                 "Notices of new history received from the peer since start",
                 MetricType::Counter,
                 |p| Some(p.notices_received),
+            ),
+            (
+                "dvsigner_sync_peer_notices_resent",
+                "Notices to the peer delivered only after earlier attempts failed, since start",
+                MetricType::Counter,
+                |p| Some(p.notices_resent),
             ),
         ];
         for (name, help, metric_type, field) in per_peer {

@@ -53,6 +53,13 @@ async fn sign(state: &NodeState, request: SignRequest<'_>) -> Result<Signature, 
     if let Some(reason) = state.not_ready.read().map_err(poisoned)?.clone() {
         return Err(ApiError::Unavailable(reason));
     }
+    // A node that lost contact with its peers may have missed what they signed meanwhile: no
+    // slashable duty until it caught up (other duties cannot be slashed).
+    if prepared.slashable.is_some() {
+        if let Some(reason) = state.cluster_sync.get().and_then(|s| s.slashable_gate()) {
+            return Err(ApiError::Unavailable(reason));
+        }
+    }
     if let (Some(db), Some((msg, gvr))) = (&state.slashing, prepared.slashable) {
         let check_started = Instant::now();
         let verdict = db.check_and_record(pubkey, gvr, msg, prepared.root).await;

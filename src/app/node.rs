@@ -29,6 +29,10 @@ pub const DEFAULT_PRUNING_EPOCHS_TO_KEEP: u64 = 250;
 pub const DEFAULT_PRUNING_INTERVAL_HOURS: u64 = 12;
 /// Default seconds between background history pulls once synced.
 pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 60;
+/// Default milliseconds without contact to t-1 peers before a synced node stops signing blocks and
+/// attestations (0 turns the contact gate off).
+pub const DEFAULT_SYNC_CONTACT_GRACE_MS: u64 =
+    crate::cluster::sync::DEFAULT_CONTACT_GRACE.as_millis() as u64;
 
 /// Where slashing protection is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +80,9 @@ pub struct ClusterSyncConfig {
     pub min_peers: Option<usize>,
     /// Time between background pulls once synced (at least 1 s).
     pub interval: Duration,
+    /// Time without contact to t-1 peers before the node refuses blocks and attestations
+    /// (zero: never).
+    pub contact_grace: Duration,
     /// Raise the low watermarks of validators without history to the current slot and epoch.
     pub watermark_from_genesis: bool,
 }
@@ -91,6 +98,7 @@ impl ClusterSyncConfig {
             peer_allowed_clients: None,
             min_peers: None,
             interval: Duration::from_secs(DEFAULT_SYNC_INTERVAL_SECS),
+            contact_grace: Duration::from_millis(DEFAULT_SYNC_CONTACT_GRACE_MS),
             watermark_from_genesis: true,
         }
     }
@@ -413,6 +421,7 @@ fn start_cluster_sync(
     let options = SyncOptions {
         min_peers: cluster.min_peers,
         interval: cluster.interval.max(Duration::from_secs(1)),
+        contact_grace: cluster.contact_grace,
         watermark_from_genesis: cluster.watermark_from_genesis,
         ..SyncOptions::default()
     };

@@ -245,6 +245,11 @@ pub struct SyncArgs {
     /// Seconds between background pulls once synced.
     #[arg(long, default_value_t = crate::app::node::DEFAULT_SYNC_INTERVAL_SECS)]
     pub sync_interval_secs: u64,
+    /// A synced node that gets no answer from t-1 of its peers (capped at --sync-min-peers) for
+    /// longer than this refuses blocks and attestations (503) until contact returns and it
+    /// pulled again from --sync-min-peers peers; 0 turns this off.
+    #[arg(long, default_value_t = crate::app::node::DEFAULT_SYNC_CONTACT_GRACE_MS)]
+    pub sync_contact_grace_ms: u64,
     /// Do not raise the low watermarks of validators without history to the current slot and
     /// epoch (for devnets and tests whose epochs are not wall-clock time).
     #[arg(long)]

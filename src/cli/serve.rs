@@ -72,6 +72,7 @@ impl SignerArgs {
                     peer_allowed_clients: sync.peer_allowed_clients.clone(),
                     min_peers: sync.sync_min_peers,
                     interval: Duration::from_secs(sync.sync_interval_secs.max(1)),
+                    contact_grace: Duration::from_millis(sync.sync_contact_grace_ms),
                     watermark_from_genesis: !sync.no_sync_watermark_from_genesis,
                     ..ClusterSyncConfig::new(definition, operator)
                 });

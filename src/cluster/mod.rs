@@ -11,6 +11,7 @@
 
 pub mod definition;
 mod error;
+pub mod link;
 pub mod protocol;
 pub mod split;
 pub mod sync;

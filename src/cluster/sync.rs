@@ -38,10 +38,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::link::{Action, ContactGate, Delivery, PeerLink, Transition, Window};
 use super::protocol::{HistoryPage, HistoryQuery, Notice, HISTORY_PATH, MAX_PAGE, NOTIFY_PATH};
 use super::{ClusterDefinition, Operator};
 use crate::bls::PublicKeyBytes;
@@ -54,12 +55,19 @@ use crate::tls::Fingerprint;
 /// hundred records each stays far below this).
 const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// How long a node gathers newly stored records before it notifies its peers (one notice per
-/// peer per window, however many requests it signed).
-pub const NOTICE_DEBOUNCE: Duration = Duration::from_millis(250);
+pub use super::link::NOTICE_DEBOUNCE;
 
-/// Timeout of one notice delivery (best effort).
+/// Timeout of one notice or heartbeat delivery.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the contact gate is re-evaluated.
+const CONTACT_CHECK: Duration = Duration::from_millis(250);
+
+/// While catching up after contact returned, failed full pulls are retried this often.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+
+/// Default of [`SyncOptions::contact_grace`].
+pub const DEFAULT_CONTACT_GRACE: Duration = Duration::from_secs(3);
 
 /// Sync settings (see the `--sync-*` flags).
 #[derive(Debug, Clone)]
@@ -76,6 +84,9 @@ pub struct SyncOptions {
     pub page_size: usize,
     /// Timeout of one page request.
     pub request_timeout: Duration,
+    /// A ready node that got no answer from enough peers (t-1, at most `min_peers`) for longer
+    /// than this refuses slashable duties until it caught up again; zero turns that off.
+    pub contact_grace: Duration,
 }
 
 impl Default for SyncOptions {
@@ -86,6 +97,7 @@ impl Default for SyncOptions {
             watermark_from_genesis: true,
             page_size: MAX_PAGE,
             request_timeout: Duration::from_secs(30),
+            contact_grace: DEFAULT_CONTACT_GRACE,
         }
     }
 }
@@ -167,6 +179,18 @@ pub fn default_min_peers(definition: &ClusterDefinition) -> usize {
         .unwrap_or(0)
 }
 
+/// Peers a node must reach to count as in contact: the largest t-1 over the cluster's validators
+/// (what signing needs anyway; a node that reaches fewer cannot be part of a threshold with
+/// them).
+pub fn contact_required(definition: &ClusterDefinition) -> usize {
+    definition
+        .validators()
+        .iter()
+        .map(|v| (v.threshold as usize).saturating_sub(1))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Sync state of one peer (for `/healthcheck` and metrics).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PeerSyncStatus {
@@ -188,40 +212,16 @@ pub struct PeerSyncStatus {
     pub notices_received: u64,
     /// Pulls made because of a notice (a subset of the attempts).
     pub notified_pulls: u64,
-}
-
-/// The records a pull must cover: blocks at or above `min_slot`, attestations with target at
-/// or above `min_target_epoch` (`None`: none of that kind).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Window {
-    min_slot: Option<u64>,
-    min_target_epoch: Option<u64>,
-}
-
-impl Window {
-    fn widen(&mut self, other: Window) {
-        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        }
-        self.min_slot = min(self.min_slot, other.min_slot);
-        self.min_target_epoch = min(self.min_target_epoch, other.min_target_epoch);
-    }
-
-    fn of(msg: SlashableMessage) -> Self {
-        match msg {
-            SlashableMessage::Block { slot } => Self {
-                min_slot: Some(slot),
-                min_target_epoch: None,
-            },
-            SlashableMessage::Attestation { target_epoch, .. } => Self {
-                min_slot: None,
-                min_target_epoch: Some(target_epoch),
-            },
-        }
-    }
+    /// Whether the peer answered (a pull, notice or heartbeat) within the contact grace.
+    pub reachable: bool,
+    /// Notices of this node's new history delivered to the peer.
+    pub notices_sent: u64,
+    /// Of those, notices delivered only after earlier attempts failed (re-sent from the outbox).
+    pub notices_resent: u64,
+    /// Notice or heartbeat attempts the peer did not answer.
+    pub send_failures: u64,
+    /// Whether records stored here still wait to be announced to the peer.
+    pub notice_pending: bool,
 }
 
 /// A snapshot of the sync state (for `/healthcheck` and metrics).
@@ -237,11 +237,32 @@ pub struct SyncSnapshot {
     pub peers_merged: usize,
     /// Unix time of the end of the last round.
     pub last_round_unix: Option<u64>,
+    /// Contact with the peers (the gate for slashable duties).
+    pub contact: ContactSnapshot,
     /// Per peer, by operator name.
     pub peers: BTreeMap<String, PeerSyncStatus>,
 }
 
-#[derive(Debug, Default)]
+/// The contact gate's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactSnapshot {
+    /// Whether slashable duties are refused because contact was lost (or is being recovered).
+    pub lost: bool,
+    /// Whether contact returned and the node is catching up (pulling) before it reopens.
+    pub catching_up: bool,
+    /// Peers that must answer within the grace.
+    pub required_peers: usize,
+    /// Peers that answered within the grace at the last check.
+    pub reachable_peers: usize,
+    /// The grace, in milliseconds (0: the gate is off).
+    pub grace_ms: u64,
+    /// Times contact was lost since start.
+    pub losses: u64,
+    /// Milliseconds from contact return to reopening, of the last recovery.
+    pub last_recovery_ms: Option<u64>,
+}
+
+#[derive(Debug)]
 struct State {
     ready: bool,
     merged: BTreeSet<String>,
@@ -249,8 +270,10 @@ struct State {
     peers: BTreeMap<String, PeerSyncStatus>,
     /// Peers that announced new history, with the records to pull from each.
     pending: BTreeMap<String, Window>,
-    /// Records stored here since the last notice sent (`None`: nothing new).
-    outbox: Option<Window>,
+    /// Per peer: outbox of notices and contact.
+    links: BTreeMap<String, PeerLink>,
+    /// Contact gate for slashable duties (closes only once `ready`).
+    gate: ContactGate,
 }
 
 /// Genesis timing for the watermark of validators without history.
@@ -287,8 +310,10 @@ pub struct ClusterSync {
     state: Mutex<State>,
     /// Wakes the pull loop when a peer's notice arrived.
     notice_arrived: tokio::sync::Notify,
-    /// Wakes the notice sender when records were stored here.
-    recorded: tokio::sync::Notify,
+    /// Wakes the pull loop when contact with enough peers returned.
+    contact_returned: tokio::sync::Notify,
+    /// Per peer (same order as `peers`): wakes its link loop when records were stored here.
+    link_wake: Vec<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ClusterSync {
@@ -355,6 +380,11 @@ impl ClusterSync {
             .enumerate()
             .map(|(i, v)| (v.group_pubkey.bytes(), i))
             .collect();
+        let peer_count = peers.len();
+        let gate = ContactGate::new(
+            contact_required(&definition).min(min_peers),
+            options.contact_grace,
+        );
         Ok(Self {
             hash: definition.hash().to_string(),
             operator: operator.to_owned(),
@@ -370,9 +400,20 @@ impl ClusterSync {
                 seconds_per_slot: network.seconds_per_slot,
                 slots_per_epoch: network.slots_per_epoch,
             },
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                ready: false,
+                merged: BTreeSet::new(),
+                last_round: None,
+                peers: BTreeMap::new(),
+                pending: BTreeMap::new(),
+                links: BTreeMap::new(),
+                gate,
+            }),
             notice_arrived: tokio::sync::Notify::new(),
-            recorded: tokio::sync::Notify::new(),
+            contact_returned: tokio::sync::Notify::new(),
+            link_wake: (0..peer_count)
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
             definition,
         })
     }
@@ -584,6 +625,7 @@ impl ClusterSync {
             .send()
             .await
             .map_err(|e| Error::Transport(error_chain(&e)))?;
+        self.note_contact(&peer.name);
         if !resp.status().is_success() {
             return Err(Error::Status(resp.status().as_u16()));
         }
@@ -626,16 +668,22 @@ impl ClusterSync {
     /// Pulls (each limited to its window) from the given peers concurrently and merges what
     /// passed the checks; returns the number of peers merged.
     async fn sync_peers(&self, peers: Vec<(&Operator, Option<Window>)>) -> usize {
+        let started = Instant::now();
         let pulls = peers
             .into_iter()
-            .map(|(p, w)| async move { (p, w.is_some(), self.pull_window(p, w).await) });
-        let results = futures::future::join_all(pulls).await;
+            .map(|(p, w)| async move {
+                let outcome = match self.pull_window(p, w).await {
+                    Ok(doc) => self.merge(doc).await,
+                    Err(e) => Err(e),
+                };
+                (p, w.is_some(), outcome)
+            })
+            .collect::<futures::stream::FuturesUnordered<_>>();
+        // Each peer's outcome is recorded as soon as it is known: a peer that does not answer
+        // (timeouts) does not delay what the others' merges mean for readiness.
+        let mut pulls = std::pin::pin!(pulls);
         let mut merged = 0;
-        for (peer, notified, pulled) in results {
-            let outcome = match pulled {
-                Ok(doc) => self.merge(doc).await,
-                Err(e) => Err(e),
-            };
+        while let Some((peer, notified, outcome)) = futures::StreamExt::next(&mut pulls).await {
             let now = unix_now();
             let Ok(mut state) = self.state.lock() else {
                 return merged;
@@ -656,6 +704,19 @@ impl ClusterSync {
                         tracing::info!(peer = %peer.name, records, notified, "merged peer history");
                     }
                     state.merged.insert(peer.name.clone());
+                    if !notified {
+                        let min_peers = self.min_peers;
+                        if let Some(took) =
+                            state
+                                .gate
+                                .merged(&peer.name, started, min_peers, Instant::now())
+                        {
+                            tracing::info!(
+                                recovery_ms = took.as_millis() as u64,
+                                "contact with peers restored and history caught up; slashable duties signed again"
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     status.failures += 1;
@@ -670,13 +731,38 @@ impl ClusterSync {
     /// Notes that this node stored a new record for `msg` (called by the sign path after the
     /// slashing database committed it): the peers get a notice within [`NOTICE_DEBOUNCE`].
     pub fn recorded(&self, msg: SlashableMessage) {
+        let now = Instant::now();
+        if let Ok(mut state) = self.state.lock() {
+            for peer in &self.peers {
+                state
+                    .links
+                    .entry(peer.name.clone())
+                    .or_default()
+                    .record(now, Window::of(msg));
+            }
+        }
+        for wake in &self.link_wake {
+            wake.notify_one();
+        }
+    }
+
+    /// Notes that `peer` answered a request of this node.
+    fn note_contact(&self, peer: &str) {
         if let Ok(mut state) = self.state.lock() {
             state
-                .outbox
-                .get_or_insert_with(Window::default)
-                .widen(Window::of(msg));
+                .links
+                .entry(peer.to_owned())
+                .or_default()
+                .contact(Instant::now());
         }
-        self.recorded.notify_one();
+    }
+
+    /// Why slashable duties (blocks, attestations) are refused while the node lost contact with
+    /// its peers or is catching up after contact returned; `None` when they may be signed (the
+    /// initial readiness gate is separate: `NodeState::not_ready`).
+    pub fn slashable_gate(&self) -> Option<String> {
+        let state = self.state.lock().ok()?;
+        state.gate.reason(Instant::now(), self.min_peers)
     }
 
     /// Accepts a notice from `peer` (already authorised by its client certificate): the pull
@@ -698,19 +784,21 @@ impl ClusterSync {
             min_slot: notice.min_slot,
             min_target_epoch: notice.min_target_epoch,
         };
+        // An empty notice is a heartbeat: answering it is all the sender needs.
+        if window == Window::default() {
+            return Ok(());
+        }
         if let Ok(mut state) = self.state.lock() {
             state
                 .peers
                 .entry(peer.to_owned())
                 .or_default()
                 .notices_received += 1;
-            if window != Window::default() {
-                state
-                    .pending
-                    .entry(peer.to_owned())
-                    .or_default()
-                    .widen(window);
-            }
+            state
+                .pending
+                .entry(peer.to_owned())
+                .or_default()
+                .widen(window);
         }
         self.notice_arrived.notify_one();
         Ok(())
@@ -732,36 +820,117 @@ impl ClusterSync {
         }
     }
 
-    /// Sends the pending notice (if any) to every peer, best effort.
-    async fn send_notices(&self) {
-        let window = match self.state.lock() {
-            Ok(mut s) => s.outbox.take(),
-            Err(_) => return,
-        };
-        let Some(window) = window else { return };
-        let notice = Notice {
-            cluster_hash: self.hash.clone(),
-            operator: self.operator.clone(),
-            min_slot: window.min_slot,
-            min_target_epoch: window.min_target_epoch,
-        };
-        let sends = self.peers.iter().map(|peer| {
-            let url = format!("{}{NOTIFY_PATH}", peer.url.trim_end_matches('/'));
-            let request = self
+    /// One peer's link: delivers this node's notices (re-sending undelivered ones with back-off
+    /// and jitter until the peer answers) and sends heartbeats when the peer has been quiet; one
+    /// request in flight at a time. Runs until dropped.
+    async fn link_loop(&self, index: usize) {
+        let peer = &self.peers[index];
+        let url = format!("{}{NOTIFY_PATH}", peer.url.trim_end_matches('/'));
+        loop {
+            let now = Instant::now();
+            let (action, wake_at) = match self.state.lock() {
+                Ok(mut s) => {
+                    let link = s.links.entry(peer.name.clone()).or_default();
+                    (link.due(now), link.next_wake(now))
+                }
+                Err(_) => return,
+            };
+            let Some(action) = action else {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake_at.into()) => {}
+                    () = self.link_wake[index].notified() => {}
+                }
+                continue;
+            };
+            let window = match action {
+                Action::Notice(w) => Some(w),
+                Action::Probe => None,
+            };
+            let notice = Notice {
+                cluster_hash: self.hash.clone(),
+                operator: self.operator.clone(),
+                min_slot: window.and_then(|w| w.min_slot),
+                min_target_epoch: window.and_then(|w| w.min_target_epoch),
+            };
+            let answer = self
                 .client
-                .post(url)
+                .post(&url)
                 .timeout(NOTICE_TIMEOUT)
                 .json(&notice)
-                .send();
-            async move {
-                match request.await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => tracing::debug!(peer = %peer.name, status = r.status().as_u16(), "notice refused"),
-                    Err(e) => tracing::debug!(peer = %peer.name, error = %error_chain(&e), "notice not delivered"),
+                .send()
+                .await;
+            let now = Instant::now();
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let link = state.links.entry(peer.name.clone()).or_default();
+            match answer {
+                Ok(r) => {
+                    let delivery = link.answered(now, window.is_some());
+                    let status = state.peers.entry(peer.name.clone()).or_default();
+                    if !r.status().is_success() {
+                        tracing::debug!(peer = %peer.name, status = r.status().as_u16(), "notice refused");
+                        continue;
+                    }
+                    match delivery {
+                        Delivery::Probe => {}
+                        Delivery::First => status.notices_sent += 1,
+                        Delivery::Resent => {
+                            status.notices_sent += 1;
+                            status.notices_resent += 1;
+                            tracing::info!(peer = %peer.name, "undelivered notices re-sent to the peer");
+                        }
+                    }
+                }
+                Err(e) => {
+                    link.failed(now, window, rand::random::<f64>() * 0.5 + 0.5);
+                    state
+                        .peers
+                        .entry(peer.name.clone())
+                        .or_default()
+                        .send_failures += 1;
+                    tracing::debug!(peer = %peer.name, error = %error_chain(&e), notice = window.is_some(), "peer did not answer; retrying with back-off");
                 }
             }
-        });
-        futures::future::join_all(sends).await;
+        }
+    }
+
+    /// Re-evaluates the contact gate every [`CONTACT_CHECK`] once the node is ready.
+    async fn contact_loop(&self) {
+        loop {
+            tokio::time::sleep(CONTACT_CHECK).await;
+            let now = Instant::now();
+            let transition = match self.state.lock() {
+                Ok(mut s) if s.ready => {
+                    let grace = s.gate.grace();
+                    let reachable = self
+                        .peers
+                        .iter()
+                        .filter(|p| {
+                            s.links
+                                .get(&p.name)
+                                .is_some_and(|l| l.reachable(now, grace))
+                        })
+                        .count();
+                    let t = s.gate.evaluate(now, reachable);
+                    (t, reachable, s.gate.required())
+                }
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            match transition {
+                (Transition::Lost, reachable, required) => tracing::warn!(
+                    reachable,
+                    required,
+                    "lost contact with cluster peers: refusing slashable duties until history is caught up"
+                ),
+                (Transition::Returned, reachable, _) => {
+                    tracing::info!(reachable, "contact with cluster peers returned: pulling now");
+                    self.contact_returned.notify_one();
+                }
+                (Transition::None, _, _) => {}
+            }
+        }
     }
 
     /// Why the node may not sign yet (`None` once the initial sync completed).
@@ -836,40 +1005,70 @@ impl ClusterSync {
     /// A snapshot of the sync state, with lags computed now.
     pub fn snapshot(&self) -> SyncSnapshot {
         let now = unix_now();
+        let instant = Instant::now();
         let state = self.state.lock().map(|s| {
             let mut peers = s.peers.clone();
+            let grace = s.gate.grace();
+            for p in &self.peers {
+                let status = peers.entry(p.name.clone()).or_default();
+                let link = s.links.get(&p.name);
+                status.reachable =
+                    link.is_some_and(|l| l.reachable(instant, grace.max(NOTICE_TIMEOUT)));
+                status.notice_pending = link.is_some_and(PeerLink::has_pending);
+            }
             for p in peers.values_mut() {
                 p.lag_secs = p.last_success_unix.map(|t| now.saturating_sub(t));
             }
-            (s.ready, s.merged.len(), s.last_round, peers)
+            let contact = ContactSnapshot {
+                lost: s.gate.closed(),
+                catching_up: s.gate.catching_up(),
+                required_peers: s.gate.required(),
+                reachable_peers: s.gate.reachable(),
+                grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                losses: s.gate.losses(),
+                last_recovery_ms: s
+                    .gate
+                    .last_recovery()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            };
+            (s.ready, s.merged.len(), s.last_round, peers, contact)
         });
-        let (ready, peers_merged, last_round_unix, peers) =
-            state.unwrap_or((false, 0, None, BTreeMap::new()));
+        let (ready, peers_merged, last_round_unix, peers, contact) = match state {
+            Ok(v) => v,
+            Err(_) => (
+                false,
+                0,
+                None,
+                BTreeMap::new(),
+                ContactSnapshot {
+                    lost: true,
+                    catching_up: false,
+                    required_peers: 0,
+                    reachable_peers: 0,
+                    grace_ms: 0,
+                    losses: 0,
+                    last_recovery_ms: None,
+                },
+            ),
+        };
         SyncSnapshot {
             ready,
             operator: self.operator.clone(),
             min_peers: self.min_peers,
             peers_merged,
             last_round_unix,
+            contact,
             peers,
         }
     }
 
     /// The sync loop: pulls until the node is ready (calling `gate(None)` once it is, and
-    /// `gate(Some(reason))` before), then every [`SyncOptions::interval`] and whenever a peer's
-    /// notice arrives; beside it, sends this node's notices. Runs until dropped.
+    /// `gate(Some(reason))` before), then every [`SyncOptions::interval`], whenever a peer's
+    /// notice arrived and at once when contact with the peers returned; beside it, one link
+    /// per peer (notices and heartbeats) and the contact gate. Runs until dropped.
     pub async fn run(self: Arc<Self>, gate: impl Fn(Option<String>) + Send + 'static) {
-        let notices = {
-            let me = Arc::clone(&self);
-            async move {
-                loop {
-                    me.recorded.notified().await;
-                    tokio::time::sleep(NOTICE_DEBOUNCE).await;
-                    me.send_notices().await;
-                }
-            }
-        };
-        futures::future::join(self.pull_loop(gate), notices).await;
+        let links = futures::future::join_all((0..self.peers.len()).map(|i| self.link_loop(i)));
+        futures::future::join3(self.pull_loop(gate), links, self.contact_loop()).await;
     }
 
     async fn pull_loop(&self, gate: impl Fn(Option<String>)) {
@@ -889,8 +1088,22 @@ impl ClusterSync {
         gate(None);
         let mut next_full = tokio::time::Instant::now() + self.options.interval;
         loop {
+            let catching_up = self
+                .state
+                .lock()
+                .map(|s| s.gate.catching_up())
+                .unwrap_or(false);
+            let wake = if catching_up {
+                next_full.min(tokio::time::Instant::now() + CATCH_UP_RETRY)
+            } else {
+                next_full
+            };
             tokio::select! {
-                () = tokio::time::sleep_until(next_full) => {
+                () = tokio::time::sleep_until(wake) => {
+                    self.sync_once().await;
+                    next_full = tokio::time::Instant::now() + self.options.interval;
+                }
+                () = self.contact_returned.notified() => {
                     self.sync_once().await;
                     next_full = tokio::time::Instant::now() + self.options.interval;
                 }

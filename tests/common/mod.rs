@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod netns;
 pub mod node;
 pub mod oracle;
 pub mod pg;

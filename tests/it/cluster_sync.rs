@@ -313,6 +313,9 @@ async fn wiped_node_waits_for_history_and_refuses_what_the_cluster_signed() {
         .await;
     assert_eq!(st, 200, "{text}");
 
+    // node-a reached no peer while the others were down, so it refused blocks and attestations;
+    // it signs them again once it pulled from node-b and node-d.
+    s.wait_synced(0, nodes[0].as_mut().expect("a")).await;
     // (b) node-c down, the conflicting request reaches node-d and two honest nodes: never 200.
     let (st, text) = s
         .post(&curl, &group, &conflicting(&attestation_body(101)))

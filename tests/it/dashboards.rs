@@ -795,6 +795,11 @@ async fn dashboards_and_alerts_use_only_metrics_a_live_cluster_exports() {
     // node-c back: its next answer clears it, and the validators are above threshold again.
     nodes[2] = c.start_node(2, "2");
     c.wait_ready(2, &mut nodes[2]).await;
+    // node-a and node-b reached one peer only while node-c and node-d were down, so they
+    // refused blocks and attestations until they pulled again (dvsigner_ready 0 meanwhile).
+    for i in [0, 1] {
+        c.wait_ready(i, &mut nodes[i]).await;
+    }
     c.wait_combiner_sees(cport, 3, &mut combiner).await;
     let (s, text) = c.sign(cport, &group_pk(0), &att(408_003)).await;
     assert_eq!(s, 200, "{text}\n{}", combiner.log_text());

@@ -31,6 +31,7 @@ mod keymanager;
 mod lodestar;
 mod openapi;
 mod ops;
+mod partition_heal;
 mod postgres_tls;
 mod progress;
 mod reload;

@@ -7,3 +7,4 @@ pub mod node;
 pub mod oracle;
 pub mod pg;
 pub mod process;
+pub mod wan;

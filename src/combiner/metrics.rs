@@ -43,6 +43,7 @@ impl Collector for CombinerCollector {
                 for (result, counter) in [
                     ("ok", &counters.partials_ok),
                     ("wrong", &counters.partials_wrong),
+                    ("late", &counters.partials_late),
                     ("refused", &counters.refusals),
                     ("failed", &counters.failures),
                 ] {

@@ -46,6 +46,7 @@ pub mod health;
 pub mod metrics;
 pub mod node_error;
 pub mod node_health;
+pub mod pool;
 
 use node_health::{HealthSettings, NodeHealth, Transition};
 
@@ -87,6 +88,8 @@ pub struct NodeCounters {
     pub partials_ok: AtomicU64,
     /// Partials that failed verification.
     pub partials_wrong: AtomicU64,
+    /// Partials that arrived after the combiner had answered the request (not verified).
+    pub partials_late: AtomicU64,
     /// 412 answers.
     pub refusals: AtomicU64,
     /// Transport errors, timeouts and other statuses: one per failed attempt, also when it
@@ -112,6 +115,7 @@ impl Default for NodeCounters {
         Self {
             partials_ok: AtomicU64::new(0),
             partials_wrong: AtomicU64::new(0),
+            partials_late: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: crate::metrics::latency_histogram(),
@@ -271,12 +275,14 @@ pub fn with_signing_root(body: &[u8], root: SigningRoot) -> Result<Bytes, ApiErr
 /// Asks one node for its partial on a task of its own, so that a straggler's request runs to
 /// completion after the combiner has answered: its keep-alive connection goes back to the pool
 /// (dropping an in-flight request would close it and cost a new TLS handshake on the next
-/// request), and the node's answer is still counted. Bounded by the client's timeout.
+/// request), and the node's answer is still counted (a partial as late). Bounded by
+/// [`pool::node_request_timeout`].
 fn spawn_ask(
     c: &Arc<Combiner>,
     share: &ShareTarget,
     body: Bytes,
     request_id: &Arc<str>,
+    answered: &pool::Answered,
 ) -> impl std::future::Future<Output = (usize, ShareIndex, NodeAnswer)> {
     let (node, index) = (share.node, share.index);
     let task = tokio::spawn(ask_node(
@@ -286,6 +292,7 @@ fn spawn_ask(
         share.pubkey.bytes(),
         body,
         Arc::clone(request_id),
+        answered.clone(),
     ));
     async move {
         task.await.unwrap_or_else(|e| {
@@ -305,6 +312,7 @@ async fn ask_node(
     share_pk: PublicKeyBytes,
     body: Bytes,
     request_id: Arc<str>,
+    answered: pool::Answered,
 ) -> (usize, ShareIndex, NodeAnswer) {
     let node = &c.nodes[node_pos];
     let url = format!(
@@ -312,16 +320,17 @@ async fn ask_node(
         node.url.trim_end_matches('/')
     );
     let started = Instant::now();
+    let timeout = pool::node_request_timeout(c.deadline, c.connect_timeout);
     let res = c
         .client
         .post(url)
+        .timeout(timeout)
         .header("content-type", "application/json")
         .header("accept", "application/json")
         .header("x-request-id", &*request_id)
         .body(body)
         .send()
         .await;
-    let timeout = c.deadline;
     let describe = |e: &reqwest::Error| {
         node_error::describe_request_error_with(e, timeout, Some(c.connect_timeout))
     };
@@ -358,6 +367,9 @@ async fn ask_node(
     };
     let counters = &c.counters[node_pos];
     counters.latency.observe(started.elapsed().as_secs_f64());
+    if matches!(answer, NodeAnswer::Partial(_)) && answered.is_set() {
+        counters.partials_late.fetch_add(1, Ordering::Relaxed);
+    }
     // Every answer, also one arriving after the combiner answered: a partial (until its
     // verification fails) or a refusal means the node works, anything else that it does not.
     if matches!(answer, NodeAnswer::Failed(_)) {
@@ -526,6 +538,8 @@ async fn combine_from_nodes(
     let mut causes: Vec<(usize, String)> = Vec::new();
     let now = Instant::now();
     let mut pending: FuturesUnordered<_> = FuturesUnordered::new();
+    let answered_flag = pool::Answered::default();
+    let _answered_on_return = answered_flag.guard();
     for s in &v.shares {
         let health = &c.health[s.node];
         if !ask_backed_off && health.is_backed_off() {
@@ -537,7 +551,13 @@ async fn combine_from_nodes(
                 continue;
             }
         }
-        pending.push(spawn_ask(c, s, body.clone(), &request_id_shared));
+        pending.push(spawn_ask(
+            c,
+            s,
+            body.clone(),
+            &request_id_shared,
+            &answered_flag,
+        ));
     }
     let deadline = tokio::time::sleep(c.deadline);
     tokio::pin!(deadline);
@@ -616,8 +636,8 @@ async fn combine_from_nodes(
         }
         if !answered.contains(&s.node) {
             let cause = if deadline_passed {
-                // Counted as a failure by its request task when the client's timeout (the
-                // deadline) ends it; failing from now on.
+                // Counted as a failure by its request task if its timeout
+                // ([`pool::node_request_timeout`]) ends it; failing until it answers.
                 c.counters[s.node].failing.store(true, Ordering::Relaxed);
                 node_error::timed_out(c.deadline)
             } else {

@@ -9,3 +9,4 @@ pub mod oracle;
 pub mod pg;
 pub mod process;
 pub mod requests;
+pub mod wan;

@@ -43,4 +43,5 @@ mod slashing_process;
 mod threshold;
 mod tls;
 mod vault;
+mod wan;
 mod wrong_network;

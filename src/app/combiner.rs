@@ -18,14 +18,10 @@ use crate::tls;
 
 /// Default wait for partial signatures, in milliseconds.
 pub const DEFAULT_DEADLINE_MS: u64 = 2000;
-/// Default consecutive transport failures after which a node is backed off.
-pub const DEFAULT_NODE_BACKOFF_FAILURES: u32 = 3;
-/// Default wait before the first probe of a backed-off node, in milliseconds.
-pub const DEFAULT_NODE_PROBE_INITIAL_MS: u64 = 500;
-/// Default longest wait between probes of a backed-off node, in milliseconds.
-pub const DEFAULT_NODE_PROBE_MAX_MS: u64 = 10_000;
-/// Default seconds between summary lines per backed-off node.
-pub const DEFAULT_NODE_DOWN_SUMMARY_SECS: u64 = 60;
+pub use crate::combiner::node_health::{
+    DEFAULT_NODE_BACKOFF_FAILURES, DEFAULT_NODE_DOWN_SUMMARY_SECS, DEFAULT_NODE_PROBE_INITIAL_MS,
+    DEFAULT_NODE_PROBE_MAX_MS,
+};
 
 /// Everything a combiner needs to start.
 #[derive(Debug, Clone)]
@@ -63,12 +59,7 @@ impl CombinerConfig {
             deadline: Duration::from_millis(DEFAULT_DEADLINE_MS),
             network: super::node::network(super::DEFAULT_NETWORK)?,
             node_connect_timeout: None,
-            health: HealthSettings {
-                failures_to_back_off: DEFAULT_NODE_BACKOFF_FAILURES,
-                probe_initial: Duration::from_millis(DEFAULT_NODE_PROBE_INITIAL_MS),
-                probe_max: Duration::from_millis(DEFAULT_NODE_PROBE_MAX_MS),
-                summary_every: Duration::from_secs(DEFAULT_NODE_DOWN_SUMMARY_SECS),
-            },
+            health: HealthSettings::default(),
         })
     }
 

@@ -35,13 +35,22 @@ pub struct HealthSettings {
     pub summary_every: Duration,
 }
 
+/// Default consecutive transport failures after which a node is backed off.
+pub const DEFAULT_NODE_BACKOFF_FAILURES: u32 = 3;
+/// Default wait before the first probe of a backed-off node, in milliseconds.
+pub const DEFAULT_NODE_PROBE_INITIAL_MS: u64 = 500;
+/// Default longest wait between probes of a backed-off node, in milliseconds.
+pub const DEFAULT_NODE_PROBE_MAX_MS: u64 = 10_000;
+/// Default seconds between summary lines per backed-off node.
+pub const DEFAULT_NODE_DOWN_SUMMARY_SECS: u64 = 60;
+
 impl Default for HealthSettings {
     fn default() -> Self {
         Self {
-            failures_to_back_off: 3,
-            probe_initial: Duration::from_millis(500),
-            probe_max: Duration::from_secs(10),
-            summary_every: Duration::from_secs(60),
+            failures_to_back_off: DEFAULT_NODE_BACKOFF_FAILURES,
+            probe_initial: Duration::from_millis(DEFAULT_NODE_PROBE_INITIAL_MS),
+            probe_max: Duration::from_millis(DEFAULT_NODE_PROBE_MAX_MS),
+            summary_every: Duration::from_secs(DEFAULT_NODE_DOWN_SUMMARY_SECS),
         }
     }
 }

@@ -113,7 +113,12 @@ struct Wan {
 impl Wan {
     /// Bed with client, combiner and four nodes; `validators` interop keys split 3-of-4; the
     /// combiner with `deadline` and `combiner_extra` options; waits until it sees every node.
-    fn start(validators: u64, deadline: Duration, combiner_extra: &[&str]) -> Self {
+    fn start(
+        validators: u64,
+        deadline: Duration,
+        node_extra: &[&str],
+        combiner_extra: &[&str],
+    ) -> Self {
         let mut names = vec!["client", "combiner"];
         names.extend(NODES);
         let bed = WanBed::new(&names);
@@ -235,6 +240,10 @@ impl Wan {
                 "5".into(),
                 "--no-sync-watermark-from-genesis".into(),
             ];
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(node_extra.iter().map(|a| (*a).to_owned()))
+                .collect();
             nodes.push(bed.spawn(n, n, &args, &path(&format!("{n}.log"))));
         }
         let id = pki.identity(&combiner_ip).expect("combiner identity");
@@ -449,7 +458,7 @@ fn assert_all_signed(answers: &[Answer], bodies: &[(u64, String)], what: &str) -
 #[test]
 fn continents_latency_follows_the_threshold_fastest_node() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut w = Wan::start(2, Duration::from_millis(2000), &[]);
+    let mut w = Wan::start(2, Duration::from_millis(2000), &[], &[]);
     let one_way = [10u64, 40, 80, 150];
     for (n, d) in NODES.iter().zip(one_way) {
         w.bed.set_link(n, Link::delay_ms(d, 10));
@@ -522,7 +531,7 @@ fn continents_latency_follows_the_threshold_fastest_node() {
 fn loss_never_yields_a_wrong_signature() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let deadline = Duration::from_millis(2000);
-    let mut w = Wan::start(1, deadline, &[]);
+    let mut w = Wan::start(1, deadline, &[], &[]);
     let mut names = vec!["client", "combiner"];
     names.extend(NODES);
     println!("loss (deadline {} ms):", deadline.as_millis());
@@ -595,7 +604,7 @@ fn loss_never_yields_a_wrong_signature() {
 fn split_partition_answers_503_and_signs_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let deadline = Duration::from_millis(2000);
-    let mut w = Wan::start(1, deadline, &[]);
+    let mut w = Wan::start(1, deadline, &[], &[]);
     // Before: the cluster signs.
     let before = vec![(0, attestation(5000))];
     assert_all_signed(
@@ -701,7 +710,7 @@ fn split_partition_answers_503_and_signs_nothing() {
 fn burst_over_wan_answers_every_attestation_correctly_or_503() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let validators = 1000u64;
-    let mut w = Wan::start(validators, Duration::from_millis(5000), &[]);
+    let mut w = Wan::start(validators, Duration::from_millis(5000), &[], &[]);
     for n in NODES {
         w.bed.set_link(n, Link::delay_ms(80, 0));
     }
@@ -768,7 +777,15 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
 fn slow_node_never_delays_and_its_late_partials_are_counted() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let deadline = Duration::from_millis(2000);
-    let mut w = Wan::start(1, deadline, &["--node-connect-timeout-ms", "10000"]);
+    // A 3 s round trip to every peer is longer than the default 3 s contact grace of cluster
+    // sync: node-d would close its gate for blocks and attestations (503) as a partitioned node
+    // does. Operators with such links raise `--sync-contact-grace-ms` the same way.
+    let mut w = Wan::start(
+        1,
+        deadline,
+        &["--sync-contact-grace-ms", "20000"],
+        &["--node-connect-timeout-ms", "10000"],
+    );
     w.bed.set_link("node-d", Link::delay_ms(1500, 0));
     w.bed.watch_tcp_port("node-d", PORT);
     let requests = 120u64;

@@ -761,7 +761,11 @@ impl ClusterSync {
     /// its peers or is catching up after contact returned; `None` when they may be signed (the
     /// initial readiness gate is separate: `NodeState::not_ready`).
     pub fn slashable_gate(&self) -> Option<String> {
-        let state = self.state.lock().ok()?;
+        // A poisoned lock (a panic inside sync) closes the gate: no slashable duty is signed on
+        // contact state that cannot be read.
+        let Ok(state) = self.state.lock() else {
+            return Some("cluster sync state unavailable".to_owned());
+        };
         state.gate.reason(Instant::now(), self.min_peers)
     }
 

@@ -488,6 +488,23 @@ fn continents_latency_follows_the_threshold_fastest_node() {
         ms(rtt_t),
         ms(rtt_slowest)
     );
+    for n in NODES {
+        let (released, late) = w.bed.delayer_stats(n);
+        if released > 0 {
+            println!(
+                "  {n}: delayer released {released} packets, at most {:.2} ms late",
+                ms(late)
+            );
+        }
+    }
+    // The user-space delay (NFQUEUE) releases packets up to `late` after their due time: an
+    // error of the emulator, not of the signer, on each direction of the t-th node's link. It
+    // is measured (0 with netem) and allowed for once per direction.
+    let emulator = 2 * w.bed.delayer_stats(NODES[THRESHOLD - 1]).1;
+    println!(
+        "  allowance for the delay emulator on the t-th node's round trip: {:.1} ms",
+        ms(emulator)
+    );
     for (kind, lat) in [("attestation", &att_lat), ("block", &block_lat)] {
         let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
         println!(
@@ -505,22 +522,13 @@ fn continents_latency_follows_the_threshold_fastest_node() {
         );
         // ...but not longer: within 10 ms of its round trip, never the slowest node's.
         assert!(
-            p50 <= rtt_t + Duration::from_millis(10),
-            "{kind}: p50 {p50:?} more than 10 ms above the RTT to the t-th node {rtt_t:?}"
+            p50 <= rtt_t + emulator + Duration::from_millis(10),
+            "{kind}: p50 {p50:?} more than 10 ms above the RTT to the t-th node {rtt_t:?} (+ {emulator:?} emulator allowance)"
         );
         assert!(
             p99 < rtt_slowest,
             "{kind}: p99 {p99:?} reaches the slowest node's RTT {rtt_slowest:?}"
         );
-    }
-    for n in NODES {
-        let (released, late) = w.bed.delayer_stats(n);
-        if released > 0 {
-            println!(
-                "  {n}: delayer released {released} packets, at most {:.2} ms late",
-                ms(late)
-            );
-        }
     }
 }
 

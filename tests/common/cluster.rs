@@ -160,6 +160,34 @@ pub fn tls_signer_args(
     ]
 }
 
+/// The cluster history sync options of node `name`: its `cluster_json` membership, the PKI's CA
+/// for peers, its `<name>-client` identity towards them, and `allowlist` (as written by
+/// [`write_peer_allowlist`]) for the peers allowed to pull from it.
+pub fn peer_sync_args(
+    pki: &DevPki,
+    name: &str,
+    cluster_json: &Path,
+    allowlist: &Path,
+) -> Vec<String> {
+    let client = pki
+        .identity(&format!("{name}-client"))
+        .expect("client identity");
+    vec![
+        "--cluster".into(),
+        s(cluster_json),
+        "--operator".into(),
+        name.into(),
+        "--peer-ca".into(),
+        s(&pki.ca_cert),
+        "--peer-client-cert".into(),
+        s(&client.cert),
+        "--peer-client-key".into(),
+        s(&client.key),
+        "--peer-allowed-clients".into(),
+        s(allowlist),
+    ]
+}
+
 /// `dvsigner combiner` on 127.0.0.1:`port` over TLS for `cluster_json`, trusting nodes that
 /// chain to the PKI's CA and presenting `combiner-client` to them.
 pub fn combiner_args(pki: &DevPki, port: u16, cluster_json: &Path) -> Vec<String> {

@@ -11,11 +11,11 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    cluster_pki, combiner_args, https_operators, split_interop, tls_signer_args,
+    cluster_pki, combiner_args, https_operators, peer_sync_args, split_interop, tls_signer_args,
     write_peer_allowlist, NODES,
 };
 use common::process::{free_port, run_ok, Proc};
@@ -96,11 +96,6 @@ impl Setup {
         interval_secs: u64,
         extra: &[String],
     ) -> Proc {
-        let client = self
-            .pki
-            .identity(&format!("{}-client", NODES[i]))
-            .expect("client identity");
-        let p = |p: &Path| p.display().to_string();
         let mut args = tls_signer_args(
             &self.pki,
             NODES[i],
@@ -108,19 +103,13 @@ impl Setup {
             &self.data_dir(i),
             &self.path("cluster").join(NODES[i]),
         );
+        args.extend(peer_sync_args(
+            &self.pki,
+            NODES[i],
+            &self.cluster_json,
+            &self.path("peers.txt"),
+        ));
         args.extend([
-            "--cluster".into(),
-            p(&self.cluster_json),
-            "--operator".into(),
-            NODES[i].into(),
-            "--peer-ca".into(),
-            p(&self.pki.ca_cert),
-            "--peer-client-cert".into(),
-            p(&client.cert),
-            "--peer-client-key".into(),
-            p(&client.key),
-            "--peer-allowed-clients".into(),
-            p(&self.path("peers.txt")),
             "--sync-min-peers".into(),
             min_peers.to_string(),
             "--sync-interval-secs".into(),

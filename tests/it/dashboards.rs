@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    att, cluster_pki, combiner_args, group_pk, https_operators, split_interop, tls_client,
-    tls_signer_args, write_peer_allowlist, NODES,
+    att, cluster_pki, combiner_args, group_pk, https_operators, peer_sync_args, split_interop,
+    tls_client, tls_signer_args, write_peer_allowlist, NODES,
 };
 use common::process::{free_port, Proc};
 use dvsigner::tls::DevPki;
@@ -463,11 +463,6 @@ impl Cluster {
 
     /// Node `i` with cluster history sync (2 peers, every 2 s) and `--metrics-listen`.
     fn start_node(&self, i: usize, tag: &str) -> Proc {
-        let client = self
-            .pki
-            .identity(&format!("{}-client", NODES[i]))
-            .expect("client identity");
-        let p = |p: &Path| p.display().to_string();
         let mut args = tls_signer_args(
             &self.pki,
             NODES[i],
@@ -475,19 +470,13 @@ impl Cluster {
             &self.path(&format!("data/{}", NODES[i])),
             &self.path("cluster").join(NODES[i]),
         );
+        args.extend(peer_sync_args(
+            &self.pki,
+            NODES[i],
+            &self.cluster_json,
+            &self.path("peers.txt"),
+        ));
         args.extend([
-            "--cluster".into(),
-            p(&self.cluster_json),
-            "--operator".into(),
-            NODES[i].into(),
-            "--peer-ca".into(),
-            p(&self.pki.ca_cert),
-            "--peer-client-cert".into(),
-            p(&client.cert),
-            "--peer-client-key".into(),
-            p(&client.key),
-            "--peer-allowed-clients".into(),
-            p(&self.path("peers.txt")),
             "--sync-min-peers".into(),
             "2".into(),
             "--sync-interval-secs".into(),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::cluster::{combiner_args, tls_signer_args};
+use crate::common::cluster::{combiner_args, peer_sync_args, tls_signer_args};
 use crate::common::netns::Netns;
 use crate::common::process::{bin, free_port, run_ok, Proc};
 use dvsigner::cluster::ClusterDefinition;
@@ -188,11 +188,6 @@ impl Setup {
     }
 
     fn start_node(&self, i: usize) -> Proc {
-        let client = self
-            .pki
-            .identity(&format!("{}-client", NODES[i]))
-            .expect("client identity");
-        let p = |p: &Path| p.display().to_string();
         let mut args = tls_signer_args(
             &self.pki,
             NODES[i],
@@ -200,19 +195,13 @@ impl Setup {
             &self.path(&format!("data/{}", NODES[i])),
             &self.path("cluster").join(NODES[i]),
         );
+        args.extend(peer_sync_args(
+            &self.pki,
+            NODES[i],
+            &self.cluster_json,
+            &self.path("peers.txt"),
+        ));
         args.extend([
-            "--cluster".into(),
-            p(&self.cluster_json),
-            "--operator".into(),
-            NODES[i].into(),
-            "--peer-ca".into(),
-            p(&self.pki.ca_cert),
-            "--peer-client-cert".into(),
-            p(&client.cert),
-            "--peer-client-key".into(),
-            p(&client.key),
-            "--peer-allowed-clients".into(),
-            p(&self.path("peers.txt")),
             "--sync-min-peers".into(),
             "2".into(),
             "--sync-interval-secs".into(),

@@ -100,3 +100,23 @@ pub fn key_check(health: &Value, id: &str) -> Value {
         .find(|c| c["id"] == id)
         .unwrap_or(Value::Null)
 }
+
+/// `POST {base}/api/v1/eth2/sign/{pubkey}` with a JSON `body`, asking for JSON: the status and
+/// the body text (panics only when `base` cannot be reached).
+pub async fn sign_json(
+    client: &reqwest::Client,
+    base: &str,
+    pubkey: &str,
+    body: &str,
+) -> (u16, String) {
+    let r = client
+        .post(format!("{base}/api/v1/eth2/sign/{pubkey}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("reachable");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}

@@ -135,17 +135,7 @@ impl Setup {
     }
 
     async fn post(&self, base: &str, pubkey: &str, body: &str) -> (u16, String) {
-        let r = self
-            .client
-            .post(format!("{base}/api/v1/eth2/sign/{pubkey}"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("reachable");
-        let status = r.status().as_u16();
-        (status, r.text().await.expect("body"))
+        crate::common::http::sign_json(&self.client, base, pubkey, body).await
     }
 
     async fn health(&self, i: usize) -> Option<(u16, Value)> {

@@ -23,6 +23,7 @@
 //! binary's global allocator (huge pages for scrypt's table) and depends on nothing. `progress`
 //! counts and reports long work (key loading, `split`, interchange import/export).
 
+pub mod agreement;
 pub mod alloc;
 pub mod api;
 pub mod app;

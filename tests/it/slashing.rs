@@ -129,6 +129,11 @@ both_backends!(
     high_watermark_refuses_every_validator_at_and_above_it,
     high_watermark_changed_through_another_handle_applies_to_the_next_check,
     database_of_schema_1_is_migrated_to_the_high_watermark_table,
+    own_signature_repeats_over_a_merged_conflicting_attestation,
+    own_signature_repeats_over_a_merged_conflicting_block,
+    records_only_merged_keep_the_all_records_repeat_rule,
+    batched_repeats_follow_the_own_record_rule,
+    records_of_schema_2_migrate_as_own,
 );
 
 /// Web3Signer's high watermark: blocks at or above its slot, attestations whose source or
@@ -334,9 +339,10 @@ async fn database_of_schema_1_is_migrated_to_the_high_watermark_table(backend: B
     assert_eq!(sign(&t.db, pk, block(10), root(1)).await, Verdict::Allowed);
     assert_eq!(
         sql(&t, "SELECT max(version) FROM schema_version").await,
-        Some(2)
+        Some(3)
     );
-    // Back to what schema version 1 looked like.
+    // Back to what schema version 1 looked like (undoing versions 3 and 2).
+    downgrade_schema_3(&t).await;
     sql(&t, "DROP TABLE high_watermark").await;
     sql(&t, "DELETE FROM schema_version WHERE version = 2").await;
     assert_eq!(
@@ -347,7 +353,7 @@ async fn database_of_schema_1_is_migrated_to_the_high_watermark_table(backend: B
     let reopened = SlashingDb::open(&t.url).await.unwrap();
     assert_eq!(
         sql(&t, "SELECT max(version) FROM schema_version").await,
-        Some(2)
+        Some(3)
     );
     assert_eq!(reopened.high_watermark().await.unwrap(), None);
     assert_eq!(
@@ -360,6 +366,19 @@ async fn database_of_schema_1_is_migrated_to_the_high_watermark_table(backend: B
         refused(sign(&reopened, pk, block(40), root(2)).await),
         Refusal::BlockAtHighWatermark { .. }
     ));
+}
+
+/// Turns a database of schema version 3 back into version 2: no record origins, no agreement
+/// state.
+async fn downgrade_schema_3(t: &TestDb) {
+    sql(t, "ALTER TABLE signed_blocks DROP COLUMN merged").await;
+    sql(t, "ALTER TABLE signed_attestations DROP COLUMN merged").await;
+    sql(t, "DROP TABLE agreement_state").await;
+    sql(t, "DELETE FROM schema_version WHERE version = 3").await;
+    assert_eq!(
+        sql(t, "SELECT max(version) FROM schema_version").await,
+        Some(2)
+    );
 }
 
 async fn block_rules(backend: Backend) {
@@ -1261,5 +1280,505 @@ async fn unknown_url_scheme_is_refused() {
     assert!(matches!(
         SlashingDb::open("mysql://localhost/db").await,
         Err(Error::InvalidUrl(_))
+    ));
+}
+
+mod agreement_state {
+    //! The agreement state table (schema version 3): round trip, immutable decisions,
+    //! durability across handles, pruning with the history.
+
+    use super::*;
+    use dvsigner::agreement::{
+        Body, Decision, Duty, InstanceId, Message, Persisted, Root, SignedMessage,
+    };
+
+    both_backends!(
+        agreement_state_round_trips_per_instance,
+        agreement_decision_never_changes,
+        agreement_state_is_committed_and_survives_reopen,
+        agreement_state_is_pruned_with_the_history,
+    );
+
+    fn instance(validator: PublicKeyBytes, duty: Duty) -> InstanceId {
+        InstanceId { validator, duty }
+    }
+
+    fn signed(id: InstanceId, round: u32, body: Body) -> SignedMessage {
+        SignedMessage {
+            message: Message {
+                instance: id,
+                round,
+                from: 1,
+                body,
+            },
+            signature: vec![0xab; 64],
+        }
+    }
+
+    /// A state that has sent a prepare (and, with `decided`, a commit and a decision) for `r`.
+    fn state(id: InstanceId, round: u32, r: Root, decided: bool) -> Persisted {
+        let prepare = signed(id, round, Body::Prepare { root: r });
+        let commit = signed(id, round, Body::Commit { root: r });
+        Persisted {
+            round,
+            sent: if decided {
+                vec![prepare, commit.clone()]
+            } else {
+                vec![prepare]
+            },
+            decision: decided.then(|| Decision {
+                root: r,
+                round,
+                commits: vec![commit],
+            }),
+        }
+    }
+
+    async fn agreement_state_round_trips_per_instance(backend: Backend) {
+        let t = TestDb::open(backend).await;
+        let (pk, other) = (pubkey(), pubkey());
+        let block_10 = instance(pk, Duty::Block { slot: 10 });
+        let att_10 = instance(pk, Duty::Attestation { target_epoch: 10 });
+        let other_block_10 = instance(other, Duty::Block { slot: 10 });
+        assert_eq!(t.db.agreement_state(&block_10).await.unwrap(), None);
+        assert_eq!(t.db.agreement_decision(&block_10).await.unwrap(), None);
+
+        let s1 = state(block_10, 1, [1; 32], false);
+        t.db.store_agreement_state(&block_10, &s1).await.unwrap();
+        assert_eq!(t.db.agreement_state(&block_10).await.unwrap(), Some(s1));
+        assert_eq!(t.db.agreement_decision(&block_10).await.unwrap(), None);
+        // Same slot number, other duty kind or other validator: other instances.
+        assert_eq!(t.db.agreement_state(&att_10).await.unwrap(), None);
+        assert_eq!(t.db.agreement_state(&other_block_10).await.unwrap(), None);
+
+        // Replaced by a later state; the decision becomes readable on its own.
+        let s2 = state(block_10, 2, [2; 32], true);
+        t.db.store_agreement_state(&block_10, &s2).await.unwrap();
+        assert_eq!(
+            t.db.agreement_state(&block_10).await.unwrap(),
+            Some(s2.clone())
+        );
+        assert_eq!(
+            t.db.agreement_decision(&block_10).await.unwrap(),
+            Some([2; 32])
+        );
+
+        let a = state(att_10, 3, [3; 32], true);
+        t.db.store_agreement_state(&att_10, &a).await.unwrap();
+        assert_eq!(t.db.agreement_state(&att_10).await.unwrap(), Some(a));
+        assert_eq!(
+            t.db.agreement_decision(&att_10).await.unwrap(),
+            Some([3; 32])
+        );
+        assert_eq!(
+            t.db.agreement_state(&block_10).await.unwrap(),
+            Some(s2),
+            "another instance's write left this one alone"
+        );
+
+        // Slots beyond the database's integers are refused, not truncated.
+        let huge = instance(pk, Duty::Block { slot: u64::MAX });
+        assert!(matches!(
+            t.db.store_agreement_state(&huge, &state(huge, 1, [1; 32], false))
+                .await,
+            Err(Error::OutOfRange { .. })
+        ));
+    }
+
+    async fn agreement_decision_never_changes(backend: Backend) {
+        let t = TestDb::open(backend).await;
+        let id = instance(pubkey(), Duty::Attestation { target_epoch: 7 });
+        let decided = state(id, 2, [5; 32], true);
+        t.db.store_agreement_state(&id, &decided).await.unwrap();
+
+        // Another root: refused, nothing stored.
+        let conflicting = state(id, 3, [6; 32], true);
+        let err = t
+            .db
+            .store_agreement_state(&id, &conflicting)
+            .await
+            .unwrap_err();
+        match &err {
+            Error::DecisionConflict {
+                stored, requested, ..
+            } => {
+                assert_eq!((*stored, *requested), ([5; 32], [6; 32]));
+            }
+            other => panic!("expected DecisionConflict, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&hex::encode([5u8; 32])), "{err}");
+        assert_eq!(
+            t.db.agreement_state(&id).await.unwrap(),
+            Some(decided.clone())
+        );
+
+        // A state without a decision (a later round's messages) is stored, but the decision
+        // stays.
+        let mut undecided = state(id, 4, [9; 32], false);
+        t.db.store_agreement_state(&id, &undecided).await.unwrap();
+        let stored = t.db.agreement_state(&id).await.unwrap().unwrap();
+        assert_eq!(stored.round, 4);
+        assert_eq!(stored.sent, undecided.sent);
+        assert_eq!(stored.decision, decided.decision);
+        assert_eq!(t.db.agreement_decision(&id).await.unwrap(), Some([5; 32]));
+
+        // The same root decided again (say in a later round) keeps the first decision.
+        undecided.decision = Some(Decision {
+            root: [5; 32],
+            round: 9,
+            commits: Vec::new(),
+        });
+        t.db.store_agreement_state(&id, &undecided).await.unwrap();
+        let stored = t.db.agreement_state(&id).await.unwrap().unwrap();
+        assert_eq!(stored.decision, decided.decision);
+    }
+
+    async fn agreement_state_is_committed_and_survives_reopen(backend: Backend) {
+        let t = TestDb::open(backend).await;
+        let pk = pubkey();
+        let id = instance(pk, Duty::Block { slot: 99 });
+        let s = state(id, 1, [4; 32], true);
+        t.db.store_agreement_state(&id, &s).await.unwrap();
+        // Visible to an independent connection as soon as the call returned (committed).
+        assert_eq!(
+            sql(
+                &t,
+                "SELECT CAST(count(*) AS INTEGER) FROM agreement_state WHERE decided_root IS NOT NULL"
+            )
+            .await,
+            Some(1)
+        );
+        assert_eq!(
+            sql(&t, "SELECT max(version) FROM schema_version").await,
+            Some(3)
+        );
+        drop(t.db);
+        let reopened = SlashingDb::open(&t.url).await.unwrap();
+        assert_eq!(reopened.agreement_state(&id).await.unwrap(), Some(s));
+        assert_eq!(
+            reopened.agreement_decision(&id).await.unwrap(),
+            Some([4; 32])
+        );
+        assert!(matches!(
+            reopened
+                .store_agreement_state(&id, &state(id, 2, [8; 32], true))
+                .await,
+            Err(Error::DecisionConflict { .. })
+        ));
+    }
+
+    async fn agreement_state_is_pruned_with_the_history(backend: Backend) {
+        let t = TestDb::open(backend).await;
+        let pk = pubkey();
+        // 20 epochs of 4 slots: a block every epoch, an attestation (e, e+1) every epoch, and
+        // an agreement instance for each.
+        for e in 0..20u64 {
+            assert_eq!(
+                sign(&t.db, pk, block(4 * e), root(e as u8)).await,
+                Verdict::Allowed
+            );
+            assert_eq!(
+                sign(&t.db, pk, att(e, e + 1), root(100 + e as u8)).await,
+                Verdict::Allowed
+            );
+            let b = instance(pk, Duty::Block { slot: 4 * e });
+            let a = instance(pk, Duty::Attestation { target_epoch: e + 1 });
+            t.db.store_agreement_state(&b, &state(b, 1, [e as u8; 32], true))
+                .await
+                .unwrap();
+            t.db.store_agreement_state(&a, &state(a, 1, [100 + e as u8; 32], true))
+                .await
+                .unwrap();
+        }
+        // A group key without history here (a threshold node keeps its history under its
+        // share key): its instances are kept for the same window, counted from its newest.
+        let group = pubkey();
+        for e in 0..20u64 {
+            let b = instance(group, Duty::Block { slot: 4 * e });
+            let a = instance(group, Duty::Attestation { target_epoch: e + 1 });
+            t.db.store_agreement_state(&b, &state(b, 1, [1; 32], false))
+                .await
+                .unwrap();
+            t.db.store_agreement_state(&a, &state(a, 1, [1; 32], false))
+                .await
+                .unwrap();
+        }
+        // A key whose history's watermark is above the window: instances below the
+        // watermark (duties it can no longer sign) go too.
+        let q = pubkey();
+        assert_eq!(sign(&t.db, q, block(100), root(1)).await, Verdict::Allowed);
+        let (q90, q100) = (
+            instance(q, Duty::Block { slot: 90 }),
+            instance(q, Duty::Block { slot: 100 }),
+        );
+        for id in [q90, q100] {
+            t.db.store_agreement_state(&id, &state(id, 1, [1; 32], false))
+                .await
+                .unwrap();
+        }
+
+        t.db.prune(5, 4).await.unwrap();
+        // Kept history: blocks at slots 60..=76, attestations with targets 16..=20; the
+        // instances likewise, for both keys.
+        for key in [pk, group] {
+            for e in 0..20u64 {
+                let slot = 4 * e;
+                let b = instance(key, Duty::Block { slot });
+                assert_eq!(
+                    t.db.agreement_state(&b).await.unwrap().is_some(),
+                    slot >= 60,
+                    "block instance at slot {slot}"
+                );
+                let target = e + 1;
+                let a = instance(key, Duty::Attestation { target_epoch: target });
+                assert_eq!(
+                    t.db.agreement_state(&a).await.unwrap().is_some(),
+                    target >= 16,
+                    "attestation instance at target {target}"
+                );
+            }
+        }
+        assert_eq!(t.db.agreement_state(&q90).await.unwrap(), None);
+        assert!(t.db.agreement_state(&q100).await.unwrap().is_some());
+    }
+}
+
+/// An interchange document with one validator's entries, as cluster history sync imports a
+/// peer's page (`blocks`: `(slot, root)`; `atts`: `(source, target, root)`).
+fn peer_history(pk: PublicKeyBytes, blocks: &[(u64, u8)], atts: &[(u64, u64, u8)]) -> String {
+    interchange(
+        GVR,
+        "5",
+        serde_json::json!([{
+            "pubkey": pk.to_hex(),
+            "signed_blocks": blocks.iter().map(|(s, r)| serde_json::json!({
+                "slot": s.to_string(),
+                "signing_root": root(*r).to_hex(),
+            })).collect::<Vec<_>>(),
+            "signed_attestations": atts.iter().map(|(s, t, r)| serde_json::json!({
+                "source_epoch": s.to_string(),
+                "target_epoch": t.to_string(),
+                "signing_root": root(*r).to_hex(),
+            })).collect::<Vec<_>>(),
+        }]),
+    )
+}
+
+/// The node signs root A at target T; sync merges a peer's record with root B at T; the node
+/// is asked for A again → Repeat (it signed A itself); asked for B → refused (412), naming A.
+async fn own_signature_repeats_over_a_merged_conflicting_attestation(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    let (a, b) = (1u8, 2u8);
+    assert_eq!(sign(&t.db, pk, att(4, 5), root(a)).await, Verdict::Allowed);
+    let report = t
+        .db
+        .import_interchange(&peer_history(pk, &[], &[(4, 5, b)]))
+        .await
+        .unwrap();
+    assert_eq!(report.attestations, 1, "the peer's conflicting record is stored");
+
+    assert_eq!(sign(&t.db, pk, att(4, 5), root(a)).await, Verdict::Repeat);
+    assert_eq!(
+        refused(sign(&t.db, pk, att(4, 5), root(b)).await),
+        Refusal::DoubleVote {
+            target_epoch: 5,
+            existing_source: 4,
+            existing_root: root(a),
+        }
+    );
+    // Same root, other source: not this node's vote, refused as before.
+    assert!(matches!(
+        refused(sign(&t.db, pk, att(3, 5), root(a)).await),
+        Refusal::DoubleVote { .. }
+    ));
+    // A merged record with another source at T does not stop the repeat either.
+    t.db.import_interchange(&peer_history(pk, &[], &[(3, 5, a)]))
+        .await
+        .unwrap();
+    assert_eq!(sign(&t.db, pk, att(4, 5), root(a)).await, Verdict::Repeat);
+    // Nothing else changed: the history still holds the three votes at T.
+    let exported: serde_json::Value =
+        serde_json::from_str(&t.db.export_interchange(Some(&[pk])).await.unwrap()).unwrap();
+    assert_eq!(
+        exported["data"][0]["signed_attestations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// The same for blocks: own A at slot S, merged B at S → A repeats, B is refused.
+async fn own_signature_repeats_over_a_merged_conflicting_block(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, block(64), root(1)).await, Verdict::Allowed);
+    t.db.import_interchange(&peer_history(pk, &[(64, 2)], &[]))
+        .await
+        .unwrap();
+    assert_eq!(sign(&t.db, pk, block(64), root(1)).await, Verdict::Repeat);
+    assert_eq!(
+        refused(sign(&t.db, pk, block(64), root(2)).await),
+        Refusal::DoubleBlockProposal {
+            slot: 64,
+            existing_root: root(1),
+        }
+    );
+    // A merged record without a root at S does not stop the own repeat.
+    let null_root = interchange(
+        GVR,
+        "5",
+        serde_json::json!([{
+            "pubkey": pk.to_hex(),
+            "signed_blocks": [{"slot": "64"}],
+            "signed_attestations": [],
+        }]),
+    );
+    t.db.import_interchange(&null_root).await.unwrap();
+    assert_eq!(sign(&t.db, pk, block(64), root(1)).await, Verdict::Repeat);
+}
+
+/// Records this node never signed keep the rule as it was: a repeat only when every record at
+/// the slot / target carries the root; once this node signs such a root (a repeat), the record
+/// is its own, so a later merged conflict does not stop it repeating.
+async fn records_only_merged_keep_the_all_records_repeat_rule(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    // Merged A and B at one target and one slot: neither is a repeat.
+    t.db.import_interchange(&peer_history(pk, &[(10, 1), (10, 2)], &[(4, 5, 1), (4, 5, 2)]))
+        .await
+        .unwrap();
+    for r in [1, 2] {
+        assert!(matches!(
+            refused(sign(&t.db, pk, att(4, 5), root(r)).await),
+            Refusal::DoubleVote { .. }
+        ));
+        assert!(matches!(
+            refused(sign(&t.db, pk, block(10), root(r)).await),
+            Refusal::DoubleBlockProposal { .. }
+        ));
+    }
+
+    // Merged A alone: a repeat (every record carries it), which this node then signed...
+    t.db.import_interchange(&peer_history(pk, &[(20, 1)], &[(6, 7, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(sign(&t.db, pk, att(6, 7), root(1)).await, Verdict::Repeat);
+    assert_eq!(sign(&t.db, pk, block(20), root(1)).await, Verdict::Repeat);
+    // ...so a conflicting B merged afterwards does not stop A; B stays refused.
+    t.db.import_interchange(&peer_history(pk, &[(20, 2)], &[(6, 7, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(sign(&t.db, pk, att(6, 7), root(1)).await, Verdict::Repeat);
+    assert_eq!(sign(&t.db, pk, block(20), root(1)).await, Verdict::Repeat);
+    assert!(matches!(
+        refused(sign(&t.db, pk, att(6, 7), root(2)).await),
+        Refusal::DoubleVote { .. }
+    ));
+    assert!(matches!(
+        refused(sign(&t.db, pk, block(20), root(2)).await),
+        Refusal::DoubleBlockProposal { .. }
+    ));
+
+    // Merged A never signed here, then merged B: A is refused (this node never signed it).
+    t.db.import_interchange(&peer_history(pk, &[(30, 1)], &[(8, 9, 1)]))
+        .await
+        .unwrap();
+    t.db.import_interchange(&peer_history(pk, &[(30, 2)], &[(8, 9, 2)]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused(sign(&t.db, pk, att(8, 9), root(1)).await),
+        Refusal::DoubleVote { .. }
+    ));
+    assert!(matches!(
+        refused(sign(&t.db, pk, block(30), root(1)).await),
+        Refusal::DoubleBlockProposal { .. }
+    ));
+}
+
+/// The batch path (`check_and_record_many`, and PostgreSQL's in-memory batch rules) applies
+/// the same own-record rule and marks merged repeats own.
+async fn batched_repeats_follow_the_own_record_rule(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, att(1, 2), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, block(8), root(1)).await, Verdict::Allowed);
+    t.db.import_interchange(&peer_history(
+        pk,
+        &[(8, 2), (16, 3)],
+        &[(1, 2, 2), (2, 3, 3)],
+    ))
+    .await
+    .unwrap();
+    let verdicts: Vec<Verdict> = t
+        .db
+        .check_and_record_many(&[
+            (pk, GVR, att(1, 2), root(1)),
+            (pk, GVR, att(1, 2), root(2)),
+            (pk, GVR, block(8), root(1)),
+            (pk, GVR, block(8), root(2)),
+            // Merged-only matches: repeats, twice in one batch (marked own once).
+            (pk, GVR, att(2, 3), root(3)),
+            (pk, GVR, att(2, 3), root(3)),
+            (pk, GVR, block(16), root(3)),
+            (pk, GVR, block(16), root(3)),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(verdicts[0], Verdict::Repeat);
+    assert!(matches!(verdicts[1], Verdict::Refused(Refusal::DoubleVote { .. })));
+    assert_eq!(verdicts[2], Verdict::Repeat);
+    assert!(matches!(
+        verdicts[3],
+        Verdict::Refused(Refusal::DoubleBlockProposal { .. })
+    ));
+    assert_eq!(verdicts[4..], vec![Verdict::Repeat; 4]);
+    // Those repeats made the records own: a conflicting merge does not stop them.
+    t.db.import_interchange(&peer_history(pk, &[(16, 4)], &[(2, 3, 4)]))
+        .await
+        .unwrap();
+    assert_eq!(sign(&t.db, pk, att(2, 3), root(3)).await, Verdict::Repeat);
+    assert_eq!(sign(&t.db, pk, block(16), root(3)).await, Verdict::Repeat);
+}
+
+/// Rows written before schema version 3 could not tell own from merged; they migrate as own.
+async fn records_of_schema_2_migrate_as_own(backend: Backend) {
+    let t = TestDb::open(backend).await;
+    let pk = pubkey();
+    assert_eq!(sign(&t.db, pk, att(4, 5), root(1)).await, Verdict::Allowed);
+    assert_eq!(sign(&t.db, pk, block(40), root(1)).await, Verdict::Allowed);
+    // A record imported before the upgrade (stored as merged now, as own once migrated).
+    t.db.import_interchange(&peer_history(pk, &[(48, 7)], &[]))
+        .await
+        .unwrap();
+    downgrade_schema_3(&t).await;
+
+    let db = SlashingDb::open(&t.url).await.unwrap();
+    assert_eq!(
+        sql(&t, "SELECT max(version) FROM schema_version").await,
+        Some(3)
+    );
+    assert_eq!(
+        sql(
+            &t,
+            "SELECT CAST(count(*) AS INTEGER) FROM signed_blocks WHERE merged = (1 = 1)"
+        )
+        .await,
+        Some(0)
+    );
+    db.import_interchange(&peer_history(pk, &[(40, 2), (48, 8)], &[(4, 5, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(sign(&db, pk, att(4, 5), root(1)).await, Verdict::Repeat);
+    assert_eq!(sign(&db, pk, block(40), root(1)).await, Verdict::Repeat);
+    assert_eq!(sign(&db, pk, block(48), root(7)).await, Verdict::Repeat);
+    assert!(matches!(
+        refused(sign(&db, pk, att(4, 5), root(2)).await),
+        Refusal::DoubleVote { .. }
     ));
 }

@@ -14,6 +14,11 @@
 //!   tries it again only when fewer than t nodes are healthy, and lets it back in (one INFO)
 //!   once it is restarted.
 //!
+//! - A 3-of-4 cluster whose node-a is stopped, node-b refuses at once (412), node-c refuses
+//!   slowly and node-d signs: the combiner answers 412 as soon as the duty cannot be won (one
+//!   refusal, fewer than t nodes left that could give a partial), passing on node-b's text;
+//!   the same nodes answering 500 instead of refusing give a 503.
+//!
 //! Every server here is a real process (`dvsigner signer`, `dvsigner combiner`) or an
 //! in-test server on 127.0.0.1 with the cluster's mutual TLS.
 
@@ -875,5 +880,114 @@ async fn a_dead_node_is_backed_off_logged_once_probed_and_let_back_in() {
     assert_eq!(
         log_lines(&combiner.log_text(), &["signer node down", "node-d"]).len(),
         1
+    );
+}
+
+/// One node's answer to every sign request: a refusal (412 with `text`) after `delay_ms`, or,
+/// once `failing` is set, a 500.
+fn refusing_node(
+    text: &'static str,
+    delay_ms: u64,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/upcheck", get(|| async { "OK" }))
+        .route(
+            "/api/v1/eth2/sign/{pubkey}",
+            post(move || {
+                let failing = failing.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                    } else {
+                        (StatusCode::PRECONDITION_FAILED, text)
+                    }
+                }
+            }),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_too_few_nodes_left_is_412_with_the_nodes_reason() {
+    const B_REFUSAL: &str = "Precondition Failed: double vote at target epoch 5: already \
+        signed source 4 with root 0xabababababababababababababababababababababababababababababababab";
+    const C_REFUSAL: &str = "Precondition Failed: node-c refused too";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = cluster_pki(&dir.path().join("tls"), &NODES, false);
+    let client = tls_client(&pki);
+
+    // node-a: stopped (nothing listening). node-b: refuses at once. node-c: refuses after
+    // 5 s (so that its refusal is certainly not among the first answers). node-d: signs.
+    let a_port = free_port();
+    let (b_listener, b_port) = bind().await;
+    let (c_listener, c_port) = bind().await;
+    let (d_listener, d_port) = bind().await;
+    let urls = https_operators(&NODES, &[a_port, b_port, c_port, d_port]);
+    let out = dir.path().join("cluster");
+    split_interop(dir.path(), 0..1, 3, &urls, &out);
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _b = serve_tls(
+        b_listener,
+        pki.identity("node-b").expect("identity"),
+        &pki.ca_cert,
+        refusing_node(B_REFUSAL, 0, failing.clone()),
+    );
+    let _c = serve_tls(
+        c_listener,
+        pki.identity("node-c").expect("identity"),
+        &pki.ca_cert,
+        refusing_node(C_REFUSAL, 5000, failing.clone()),
+    );
+    let _d = serve_tls(
+        d_listener,
+        pki.identity("node-d").expect("identity"),
+        &pki.ca_cert,
+        foreign_signer(operator_shares(&out.join("node-d")), Seen::default()),
+    );
+
+    let (mut combiner, cport) = start_combiner(dir.path(), &pki, &out.join("cluster.json"), 30_000);
+    wait_ready(
+        &client,
+        &format!("https://127.0.0.1:{cport}/upcheck"),
+        &mut combiner,
+        Duration::from_secs(60),
+    )
+    .await;
+    let group_hex = interop_secret_key(0).public_key().bytes().to_hex();
+
+    // node-a's failure and node-b's refusal leave node-c and node-d: fewer than t = 3, so the
+    // duty cannot be won. The combiner answers 412 then, without waiting for node-c (counted
+    // as not awaited; a 503 before this rule: only one node had refused).
+    let (status, text) = sign(&client, cport, &group_hex, &attestation_body(5)).await;
+    assert_eq!(status, 412, "{text}\n{}", combiner.log_text());
+    let (seen_part, reason) = text
+        .strip_prefix("Precondition Failed: ")
+        .and_then(|t| t.split_once(": "))
+        .unwrap_or_else(|| panic!("412 text: {text}"));
+    assert!(
+        seen_part.starts_with("1 of 4 nodes refused, 1 unreachable, ")
+            && seen_part.ends_with(" not awaited"),
+        "{text}"
+    );
+    assert_eq!(
+        format!("Precondition Failed: {reason}"),
+        B_REFUSAL,
+        "node-b's own text is passed on: {text}"
+    );
+
+    // The same nodes answering 500 instead of refusing: nobody refused, so 503 as before.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, text) = sign(&client, cport, &group_hex, &attestation_body(6)).await;
+    assert_eq!(status, 503, "{text}\n{}", combiner.log_text());
+    assert!(
+        text.starts_with("Service Unavailable: only ")
+            && text.contains("of 3 required partial signatures")
+            && text.contains("HTTP 500 Internal Server Error")
+            && !text.contains("412")
+            && !text.contains("nodes refused"),
+        "{text}"
     );
 }

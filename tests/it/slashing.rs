@@ -1393,11 +1393,10 @@ mod agreement_state {
 
         // Another root: refused, nothing stored.
         let conflicting = state(id, 3, [6; 32], true);
-        let err = t
-            .db
-            .store_agreement_state(&id, &conflicting)
-            .await
-            .unwrap_err();
+        let err =
+            t.db.store_agreement_state(&id, &conflicting)
+                .await
+                .unwrap_err();
         match &err {
             Error::DecisionConflict {
                 stored, requested, ..
@@ -1482,7 +1481,12 @@ mod agreement_state {
                 Verdict::Allowed
             );
             let b = instance(pk, Duty::Block { slot: 4 * e });
-            let a = instance(pk, Duty::Attestation { target_epoch: e + 1 });
+            let a = instance(
+                pk,
+                Duty::Attestation {
+                    target_epoch: e + 1,
+                },
+            );
             t.db.store_agreement_state(&b, &state(b, 1, [e as u8; 32], true))
                 .await
                 .unwrap();
@@ -1495,7 +1499,12 @@ mod agreement_state {
         let group = pubkey();
         for e in 0..20u64 {
             let b = instance(group, Duty::Block { slot: 4 * e });
-            let a = instance(group, Duty::Attestation { target_epoch: e + 1 });
+            let a = instance(
+                group,
+                Duty::Attestation {
+                    target_epoch: e + 1,
+                },
+            );
             t.db.store_agreement_state(&b, &state(b, 1, [1; 32], false))
                 .await
                 .unwrap();
@@ -1530,7 +1539,12 @@ mod agreement_state {
                     "block instance at slot {slot}"
                 );
                 let target = e + 1;
-                let a = instance(key, Duty::Attestation { target_epoch: target });
+                let a = instance(
+                    key,
+                    Duty::Attestation {
+                        target_epoch: target,
+                    },
+                );
                 assert_eq!(
                     t.db.agreement_state(&a).await.unwrap().is_some(),
                     target >= 16,
@@ -1571,12 +1585,14 @@ async fn own_signature_repeats_over_a_merged_conflicting_attestation(backend: Ba
     let pk = pubkey();
     let (a, b) = (1u8, 2u8);
     assert_eq!(sign(&t.db, pk, att(4, 5), root(a)).await, Verdict::Allowed);
-    let report = t
-        .db
-        .import_interchange(&peer_history(pk, &[], &[(4, 5, b)]))
-        .await
-        .unwrap();
-    assert_eq!(report.attestations, 1, "the peer's conflicting record is stored");
+    let report =
+        t.db.import_interchange(&peer_history(pk, &[], &[(4, 5, b)]))
+            .await
+            .unwrap();
+    assert_eq!(
+        report.attestations, 1,
+        "the peer's conflicting record is stored"
+    );
 
     assert_eq!(sign(&t.db, pk, att(4, 5), root(a)).await, Verdict::Repeat);
     assert_eq!(
@@ -1646,9 +1662,13 @@ async fn records_only_merged_keep_the_all_records_repeat_rule(backend: Backend) 
     let t = TestDb::open(backend).await;
     let pk = pubkey();
     // Merged A and B at one target and one slot: neither is a repeat.
-    t.db.import_interchange(&peer_history(pk, &[(10, 1), (10, 2)], &[(4, 5, 1), (4, 5, 2)]))
-        .await
-        .unwrap();
+    t.db.import_interchange(&peer_history(
+        pk,
+        &[(10, 1), (10, 2)],
+        &[(4, 5, 1), (4, 5, 2)],
+    ))
+    .await
+    .unwrap();
     for r in [1, 2] {
         assert!(matches!(
             refused(sign(&t.db, pk, att(4, 5), root(r)).await),
@@ -1712,9 +1732,8 @@ async fn batched_repeats_follow_the_own_record_rule(backend: Backend) {
     ))
     .await
     .unwrap();
-    let verdicts: Vec<Verdict> = t
-        .db
-        .check_and_record_many(&[
+    let verdicts: Vec<Verdict> =
+        t.db.check_and_record_many(&[
             (pk, GVR, att(1, 2), root(1)),
             (pk, GVR, att(1, 2), root(2)),
             (pk, GVR, block(8), root(1)),
@@ -1731,7 +1750,10 @@ async fn batched_repeats_follow_the_own_record_rule(backend: Backend) {
         .map(Result::unwrap)
         .collect();
     assert_eq!(verdicts[0], Verdict::Repeat);
-    assert!(matches!(verdicts[1], Verdict::Refused(Refusal::DoubleVote { .. })));
+    assert!(matches!(
+        verdicts[1],
+        Verdict::Refused(Refusal::DoubleVote { .. })
+    ));
     assert_eq!(verdicts[2], Verdict::Repeat);
     assert!(matches!(
         verdicts[3],

@@ -242,18 +242,31 @@ async fn a_slow_node_keeps_a_handful_of_connections_and_its_partials_are_counted
         assert_verifies(&body, target);
     }
     let connections = accepted.load(Ordering::SeqCst);
-    // Wait (bounded) until every request sent to node-d has been answered or dropped.
-    let d = "{node=\"node-d\",result=\"late\"}";
-    let nd = "{node=\"node-d\",reason=\"answered\"}";
-    let mut late = 0.0;
-    let mut not_sent = 0.0;
+    // Wait (bounded) until every request to node-d has been answered or dropped: dropped
+    // because the other nodes answered first, or because node-d (3 s per answer) could not
+    // make the 2 s deadline.
+    let series = |what: &str| format!("{{node=\"node-d\",{what}}}");
+    let (mut late, mut not_sent) = (0.0, 0.0);
     for _ in 0..100 {
-        late = metric(c.metrics, &format!("dvsigner_combiner_partials_total{d}")).await;
-        not_sent = metric(
+        late = metric(
             c.metrics,
-            &format!("dvsigner_combiner_node_not_sent_total{nd}"),
+            &format!(
+                "dvsigner_combiner_partials_total{}",
+                series("result=\"late\"")
+            ),
         )
         .await;
+        not_sent = 0.0;
+        for reason in ["answered", "overloaded"] {
+            not_sent += metric(
+                c.metrics,
+                &format!(
+                    "dvsigner_combiner_node_not_sent_total{}",
+                    series(&format!("reason=\"{reason}\""))
+                ),
+            )
+            .await;
+        }
         if late + not_sent >= REQUESTS as f64 {
             break;
         }

@@ -16,7 +16,7 @@
 //! default 10; `DVSIGNER_BENCH_BURSTS`: bursts per size, default 5).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

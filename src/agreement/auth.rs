@@ -248,7 +248,11 @@ impl KeyRing {
         let mut refused = 0;
         for der in certificates {
             let fp = Fingerprint::of_der(der);
-            let Some(&op) = self.allowed.get(&fp).filter(|_| der.len() <= MAX_CERT_BYTES) else {
+            let Some(&op) = self
+                .allowed
+                .get(&fp)
+                .filter(|_| der.len() <= MAX_CERT_BYTES)
+            else {
                 refused += 1;
                 continue;
             };
@@ -440,8 +444,7 @@ mod tests {
     use super::*;
 
     fn pki(dir: &Path) -> crate::tls::DevPki {
-        crate::tls::DevPki::generate(dir, &[], &["a-client", "b-client", "x-client"])
-            .expect("pki")
+        crate::tls::DevPki::generate(dir, &[], &["a-client", "b-client", "x-client"]).expect("pki")
     }
 
     fn identity(pki: &crate::tls::DevPki, name: &str) -> NodeIdentity {
@@ -462,21 +465,49 @@ mod tests {
         let pki = pki(dir.path());
         let a = identity(&pki, "a-client");
         let sig = a.sign(b"prepare round 1");
-        assert!(verify_with_cert(&der(&pki, "a-client"), b"prepare round 1", &sig));
+        assert!(verify_with_cert(
+            &der(&pki, "a-client"),
+            b"prepare round 1",
+            &sig
+        ));
         // Another member's certificate: refused.
-        assert!(!verify_with_cert(&der(&pki, "b-client"), b"prepare round 1", &sig));
+        assert!(!verify_with_cert(
+            &der(&pki, "b-client"),
+            b"prepare round 1",
+            &sig
+        ));
         // Tampered bytes or signature: refused.
-        assert!(!verify_with_cert(&der(&pki, "a-client"), b"prepare round 2", &sig));
+        assert!(!verify_with_cert(
+            &der(&pki, "a-client"),
+            b"prepare round 2",
+            &sig
+        ));
         let mut bad = sig.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(!verify_with_cert(&der(&pki, "a-client"), b"prepare round 1", &bad));
+        assert!(!verify_with_cert(
+            &der(&pki, "a-client"),
+            b"prepare round 1",
+            &bad
+        ));
         // An unknown scheme code or a truncated signature: refused, no panic.
         let mut scheme = sig.clone();
         scheme[0] = 0xff;
-        assert!(!verify_with_cert(&der(&pki, "a-client"), b"prepare round 1", &scheme));
-        assert!(!verify_with_cert(&der(&pki, "a-client"), b"prepare round 1", &sig[..1]));
-        assert!(!verify_with_cert(b"not a certificate", b"prepare round 1", &sig));
+        assert!(!verify_with_cert(
+            &der(&pki, "a-client"),
+            b"prepare round 1",
+            &scheme
+        ));
+        assert!(!verify_with_cert(
+            &der(&pki, "a-client"),
+            b"prepare round 1",
+            &sig[..1]
+        ));
+        assert!(!verify_with_cert(
+            b"not a certificate",
+            b"prepare round 1",
+            &sig
+        ));
     }
 
     #[test]
@@ -495,9 +526,7 @@ mod tests {
             .map(|n| crate::cluster::Operator::new(*n, format!("https://{n}:9000")))
             .collect();
         let keys = vec![crate::keys::interop::interop_secret_key(0)];
-        crate::cluster::split_keys(&keys, 2, &ops)
-            .expect("split")
-            .0
+        crate::cluster::split_keys(&keys, 2, &ops).expect("split").0
     }
 
     #[test]

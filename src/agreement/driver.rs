@@ -58,7 +58,6 @@ pub trait Store: Send + Sync + 'static {
     fn save(&self, id: InstanceId, state: Persisted) -> BoxFuture<'static, Result<(), String>>;
 }
 
-#[cfg(any())] // TEMP until the storage API is merged
 impl Store for crate::slashing::SlashingDb {
     fn load(&self, id: InstanceId) -> BoxFuture<'static, Result<Option<Persisted>, String>> {
         let db = self.clone();
@@ -274,7 +273,11 @@ impl Driver {
         if let Some(r) = *decided.borrow_and_update() {
             return Ok(r);
         }
-        let step = tokio::spawn(self.shared.clone().step(id, slot.clone(), Step::Propose(root)));
+        let step = tokio::spawn(
+            self.shared
+                .clone()
+                .step(id, slot.clone(), Step::Propose(root)),
+        );
         let wait = async {
             match step.await {
                 Ok(Err(StepError::Agreement(e))) => return Err(e),
@@ -367,7 +370,12 @@ impl Shared {
 
     /// One engine call on one instance: load or create it, call the engine, store its state,
     /// hand its messages to the transport, publish its decision, reschedule its timer.
-    async fn step(self: Arc<Self>, id: InstanceId, slot: Arc<Slot>, step: Step) -> Result<(), StepError> {
+    async fn step(
+        self: Arc<Self>,
+        id: InstanceId,
+        slot: Arc<Slot>,
+        step: Step,
+    ) -> Result<(), StepError> {
         self.pending_steps.fetch_add(1, Ordering::Relaxed);
         let result = self.step_inner(id, &slot, step).await;
         self.pending_steps.fetch_sub(1, Ordering::Relaxed);
@@ -385,11 +393,7 @@ impl Shared {
                 .roster
                 .authenticator(&id.validator)
                 .ok_or(AgreementError::NotAMember(id.validator))?;
-            let stored = self
-                .store
-                .load(id)
-                .await
-                .map_err(AgreementError::Storage)?;
+            let stored = self.store.load(id).await.map_err(AgreementError::Storage)?;
             let now = self.now_ms();
             let timing = self.config.timing;
             let instance = match stored {
@@ -700,7 +704,10 @@ mod tests {
     impl World {
         /// Driver of operator `i` (all peers' certificates known), joined to the network.
         fn driver(&self, i: usize, config: DriverConfig) -> Driver {
-            let id = self.pki.identity(&format!("{}-client", OPS[i])).expect("id");
+            let id = self
+                .pki
+                .identity(&format!("{}-client", OPS[i]))
+                .expect("id");
             let identity = NodeIdentity::load(&id.cert, &id.key).expect("identity");
             let ring = Arc::new(
                 KeyRing::new(&self.definition, OPS[i], &self.allowed, identity).expect("ring"),
@@ -751,12 +758,16 @@ mod tests {
             for (i, d) in decided.iter().enumerate() {
                 assert_eq!(d.as_ref().ok(), Some(&first), "node {i}, target {target}");
                 // Durable before the request learnt it.
-                let stored = w.stores[i].states.lock().expect("lock").get(&InstanceId {
-                    validator: group,
-                    duty,
-                })
-                .and_then(|p| p.decision.clone())
-                .map(|d| d.root);
+                let stored = w.stores[i]
+                    .states
+                    .lock()
+                    .expect("lock")
+                    .get(&InstanceId {
+                        validator: group,
+                        duty,
+                    })
+                    .and_then(|p| p.decision.clone())
+                    .map(|d| d.root);
                 assert_eq!(stored, Some(first), "node {i} stored the decision");
             }
         }
@@ -768,8 +779,8 @@ mod tests {
         let drivers: Vec<Driver> = (0..4).map(|i| w.driver(i, patient())).collect();
         let group = w.group();
         let duty = Duty::Block { slot: 9 };
-        let decided = futures::future::join_all(drivers.iter().map(|d| d.agree(group, duty, [5; 32])))
-            .await;
+        let decided =
+            futures::future::join_all(drivers.iter().map(|d| d.agree(group, duty, [5; 32]))).await;
         assert!(decided.iter().all(|d| d == &Ok([5; 32])));
         // Node a "restarts" with its storage, cut off from the others: it keeps the decision.
         w.net.drivers.lock().expect("lock").clear();

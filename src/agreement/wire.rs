@@ -115,7 +115,9 @@ impl Inbound {
         }
         let roster = self.driver.roster();
         let ring = roster.ring();
-        if batch.messages.len() > MAX_BATCH_IN || batch.certificates.len() > 4 * ring.operators().len() {
+        if batch.messages.len() > MAX_BATCH_IN
+            || batch.certificates.len() > 4 * ring.operators().len()
+        {
             return Err(BatchError::Malformed("too many messages or certificates"));
         }
         let Some(sender) = ring.operator_index(peer) else {

@@ -532,7 +532,11 @@ fn start_agreement(
     );
     let roster = Arc::new(auth::Roster::new(definition, ring));
     let hash = definition.hash().to_string();
-    let urls: Vec<String> = definition.operators().iter().map(|o| o.url.clone()).collect();
+    let urls: Vec<String> = definition
+        .operators()
+        .iter()
+        .map(|o| o.url.clone())
+        .collect();
     let settings = driver::DriverConfig::new(agreement.round_ms, agreement.timeout_ms);
     let outbound = Arc::new(wire::Outbound::new(
         &roster,
@@ -541,7 +545,7 @@ fn start_agreement(
         settings.timeout,
     ));
     let mut tasks = outbound.spawn(client.clone());
-    let driver = driver::Driver::new(roster, temp_store(db), outbound, settings);
+    let driver = driver::Driver::new(roster, Arc::new(db.clone()), outbound, settings);
     tasks.push(driver.spawn_timers());
     let _ = state.agreement.set(wire::Inbound::new(driver, hash));
     tracing::info!(
@@ -573,9 +577,4 @@ fn spawn_pruning(db: SlashingDb, pruning: PruningConfig, slots_per_epoch: u64) {
             }
         }
     });
-}
-
-// TEMP until the storage API is merged.
-fn temp_store(_db: &SlashingDb) -> Arc<dyn crate::agreement::driver::Store> {
-    unimplemented!()
 }

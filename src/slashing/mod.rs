@@ -467,7 +467,10 @@ enum Op {
         Box<Persisted>,
         oneshot::Sender<Result<(), Error>>,
     ),
-    AgreementDecision(InstanceId, oneshot::Sender<Result<Option<AgreementRoot>, Error>>),
+    AgreementDecision(
+        InstanceId,
+        oneshot::Sender<Result<Option<AgreementRoot>, Error>>,
+    ),
     SetHighWatermark(
         Option<HighWatermark>,
         oneshot::Sender<Result<Option<HighWatermark>, Error>>,
@@ -848,7 +851,10 @@ impl SlashingDb {
     ///
     /// # Errors
     /// [`Error::OutOfRange`] for a slot or epoch above 2^63-1; database errors.
-    pub async fn agreement_decision(&self, id: &InstanceId) -> Result<Option<AgreementRoot>, Error> {
+    pub async fn agreement_decision(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<AgreementRoot>, Error> {
         let id = *id;
         self.op(|reply| Op::AgreementDecision(id, reply)).await
     }

@@ -803,10 +803,12 @@ impl Store for PgStore {
         state: &str,
     ) -> Result<(), Error> {
         let st = self
-            .st("INSERT INTO agreement_state (public_key, duty, position, decided_root, state) \
+            .st(
+                "INSERT INTO agreement_state (public_key, duty, position, decided_root, state) \
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (public_key, duty, position) \
-                 DO UPDATE SET decided_root = EXCLUDED.decided_root, state = EXCLUDED.state")
+                 DO UPDATE SET decided_root = EXCLUDED.decided_root, state = EXCLUDED.state",
+            )
             .await?;
         let duty = duty_to_db(key.duty)?;
         self.client

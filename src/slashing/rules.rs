@@ -362,7 +362,10 @@ fn signed_here<R>(records: &[(R, bool)], matches: impl Fn(&R) -> bool) -> bool {
 /// every record, own or merged, matches.
 fn is_repeat<R>(records: &[(R, bool)], matches: impl Fn(&R) -> bool) -> bool {
     let own_repeat = signed_here(records, &matches)
-        && records.iter().filter(|(_, own)| *own).all(|(r, _)| matches(r));
+        && records
+            .iter()
+            .filter(|(_, own)| *own)
+            .all(|(r, _)| matches(r));
     own_repeat || records.iter().all(|(r, _)| matches(r))
 }
 
@@ -373,7 +376,11 @@ fn block_verdict(slot: u64, root: SigningRoot, existing: &[Record], wm: &Waterma
         if is_repeat(existing, |r| *r == Some(root.0)) {
             return Verdict::Repeat;
         }
-        let refusal = match existing.iter().map(|(r, _)| r).find(|r| **r != Some(root.0)) {
+        let refusal = match existing
+            .iter()
+            .map(|(r, _)| r)
+            .find(|r| **r != Some(root.0))
+        {
             Some(Some(other)) => Refusal::DoubleBlockProposal {
                 slot,
                 existing_root: SigningRoot(*other),
@@ -425,7 +432,9 @@ async fn check_attestation<S: Store>(
             store.set_watermark(id, wm).await?;
         }
     } else if verdict == Verdict::Repeat
-        && !signed_here(&vote_records(&ctx.at_target), |v| *v == (source, Some(root.0)))
+        && !signed_here(&vote_records(&ctx.at_target), |v| {
+            *v == (source, Some(root.0))
+        })
     {
         store
             .mark_own_attestation(id, source, target, root.0)
@@ -436,10 +445,7 @@ async fn check_attestation<S: Store>(
 
 /// The votes at a target as `((source, root), own)` records.
 fn vote_records(at_target: &[(u64, Root, bool)]) -> Vec<((u64, Root), bool)> {
-    at_target
-        .iter()
-        .map(|&(s, r, own)| ((s, r), own))
-        .collect()
+    at_target.iter().map(|&(s, r, own)| ((s, r), own)).collect()
 }
 
 /// The verdict on an attestation `source → target` (with `source <= target`) given the stored
@@ -665,9 +671,7 @@ pub(crate) fn decide_batch(
                     })
                     && marked_atts.insert((c.id, source, target, c.root.0))
                 {
-                    writes
-                        .own_attestations
-                        .push((c.id, source, target, c.root));
+                    writes.own_attestations.push((c.id, source, target, c.root));
                 }
                 if v == Verdict::Allowed {
                     writes.attestations.push((c.id, source, target, c.root));

@@ -207,7 +207,10 @@ fn verified_signature(answer: &str, body: &str) -> String {
         .expect("prepare")
         .root;
     let pk = PublicKey::from_bytes(&interop_secret_key(0).public_key().bytes().0).expect("pk");
-    assert!(sig.verify(&pk, &root.0), "combined signature does not verify");
+    assert!(
+        sig.verify(&pk, &root.0),
+        "combined signature does not verify"
+    );
     sig.to_hex()
 }
 
@@ -277,7 +280,12 @@ async fn racing_combiners_get_one_root_per_duty_and_nodes_keep_it() {
     let winners = run_races(&s, &a, &b, &all).await;
 
     // Asked directly for the other root, a node names the duty and the decided root.
-    for (r, w) in all.iter().zip(&winners).take(3).chain(all.iter().zip(&winners).skip(50)) {
+    for (r, w) in all
+        .iter()
+        .zip(&winners)
+        .take(3)
+        .chain(all.iter().zip(&winners).skip(50))
+    {
         let loser = if w == &r.x { &r.y } else { &r.x };
         let (status, text) = sign_json(&s.client, &s.url(1), &share_pk(&s, 1), loser).await;
         assert_eq!(status, 412, "{}: {text}", r.duty);
@@ -307,7 +315,10 @@ async fn racing_combiners_get_one_root_per_duty_and_nodes_keep_it() {
             sign_json(&s.client, &b, &pk, &body)
         );
         assert_eq!((sa, sb), (200, 200), "target {t}: {ta} / {tb}");
-        assert_eq!(verified_signature(&ta, &body), verified_signature(&tb, &body));
+        assert_eq!(
+            verified_signature(&ta, &body),
+            verified_signature(&tb, &body)
+        );
     }
 
     // (d) Node a restarted after deciding keeps the decisions: the other root is refused by it

@@ -169,6 +169,8 @@ struct Report {
     rejected: usize,
     /// Highest round any honest member reached.
     max_round: u32,
+    /// Per member: whether it ever had an instance (a request or a message reached it).
+    involved: Vec<bool>,
 }
 
 impl Report {
@@ -210,6 +212,7 @@ struct Node {
     proposed: bool,
     /// Messages received (byzantine replay and forgery material).
     seen: Vec<SignedMessage>,
+    involved: bool,
 }
 
 struct Sim<'a> {
@@ -226,6 +229,8 @@ struct Sim<'a> {
     ledger: BTreeMap<(u16, u32, u8), Vec<u8>>,
     report: Report,
     pending_restarts: usize,
+    /// `SIM_TRACE=1`: print every send, rejection and decision (debugging a failing seed).
+    trace: bool,
 }
 
 fn step(body: &Body) -> u8 {
@@ -235,6 +240,25 @@ fn step(body: &Body) -> u8 {
         Body::RoundChange { .. } => 3,
         Body::Proposal { .. } => 4,
         Body::Decided { .. } => 5,
+    }
+}
+
+fn brief(body: &Body) -> String {
+    match body {
+        Body::Prepare { root } => format!("prepare {}", root[0]),
+        Body::Commit { root } => format!("commit {}", root[0]),
+        Body::RoundChange {
+            prepared, input, ..
+        } => format!(
+            "round change prepared {:?} input {:?}",
+            prepared.map(|(r, v)| (r, v.0[0])),
+            input.map(|v| v.0[0])
+        ),
+        Body::Proposal {
+            root,
+            justification,
+        } => format!("proposal {} ({} justifying)", root[0], justification.len()),
+        Body::Decided { root, .. } => format!("decided {}", root[0]),
     }
 }
 
@@ -253,6 +277,7 @@ impl<'a> Sim<'a> {
                 persisted: None,
                 proposed: false,
                 seen: Vec::new(),
+                involved: false,
             })
             .collect();
         let mut sim = Sim {
@@ -271,6 +296,7 @@ impl<'a> Sim<'a> {
                 ..Report::default()
             },
             pending_restarts: s.restarts.len(),
+            trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (i, input) in s.inputs.iter().enumerate() {
             if let Some((_, at)) = input {
@@ -300,6 +326,7 @@ impl<'a> Sim<'a> {
     }
 
     fn ensure_instance(&mut self, i: usize) {
+        self.nodes[i].involved = true;
         if self.nodes[i].inst.is_none() {
             let inst = Instance::new(
                 self.id,
@@ -312,10 +339,21 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Every honest member that has an instance (or a request to come) decided, and no
+    /// restart is pending. A member that never hears of the instance has nothing to sign.
     fn done(&self) -> bool {
         self.pending_restarts == 0
-            && (0..self.s.n)
-                .all(|i| self.s.roles[i] != Role::Honest || self.report.decisions[i].is_some())
+            && (0..self.s.n).all(|i| {
+                self.s.roles[i] != Role::Honest
+                    || self.report.decisions[i].is_some()
+                    || (!self.nodes[i].involved && !self.queue_has_propose(i))
+            })
+    }
+
+    fn queue_has_propose(&self, i: usize) -> bool {
+        self.events
+            .values()
+            .any(|e| matches!(e, Event::Propose { node } if *node == i))
     }
 
     fn run(mut self) -> Report {
@@ -355,6 +393,7 @@ impl<'a> Sim<'a> {
                 self.event(ev);
             }
         }
+        self.report.involved = self.nodes.iter().map(|n| n.involved).collect();
         for node in &self.nodes {
             if node.role == Role::Honest {
                 if let Some(inst) = &node.inst {
@@ -403,7 +442,12 @@ impl<'a> Sim<'a> {
                     .receive(msg, now)
                 {
                     Ok(out) => self.handle(to, out),
-                    Err(_) => self.report.rejected += 1,
+                    Err(e) => {
+                        if self.trace {
+                            println!("{} {to} rejected: {e}", self.now);
+                        }
+                        self.report.rejected += 1;
+                    }
                 }
             }
             Event::Crash { node } => {
@@ -465,7 +509,15 @@ impl<'a> Sim<'a> {
         );
         match &self.report.decisions[node] {
             Some((first, _)) => assert_eq!(first.root, d.root, "member {node} decided twice"),
-            None => self.report.decisions[node] = Some((d, self.now)),
+            None => {
+                if self.trace {
+                    println!(
+                        "{} {node} decided {} in round {}",
+                        self.now, d.root[0], d.round
+                    );
+                }
+                self.report.decisions[node] = Some((d, self.now));
+            }
         }
     }
 
@@ -498,6 +550,9 @@ impl<'a> Sim<'a> {
                             self.ledger.insert(key, bytes);
                         }
                         self.report.honest_sends += 1;
+                        if self.trace {
+                            println!("{} {node} r{} sends {}", self.now, m.round, brief(&m.body));
+                        }
                         self.broadcast(node, sm);
                     }
                     Role::Byzantine(b) => self.byzantine_send(node, b, sm),
@@ -971,7 +1026,7 @@ fn termination_with_crashes_and_healing_partitions() {
             .max()
             .unwrap_or(0);
         for i in 0..n {
-            if s.roles[i] != Role::Honest {
+            if s.roles[i] != Role::Honest || (!r.involved[i] && s.inputs[i].is_none()) {
                 continue;
             }
             let (dec, at) = r.decisions[i]
@@ -1696,23 +1751,44 @@ fn decided_member_answers_laggards() {
     let answer = sends(&insts[0].receive(rc[0].clone(), deadline).expect("ok"));
     assert_eq!(answer.len(), 1);
     assert!(matches!(answer[0].message.body, Body::Decided { .. }));
-    assert_eq!(
-        insts[0].receive(rc[0].clone(), deadline),
-        Ok(Vec::new()),
-        "answered once per round"
-    );
+    // A re-sent round change (the answer may have been lost) is answered again.
+    let again = sends(&insts[0].receive(rc[0].clone(), deadline).expect("ok"));
+    assert_eq!(again, answer);
+    // A late commit of the decision round crossed the broadcast decision: no answer.
+    let late = sign_as(&keys, id_for(1), 3, 1, Body::Commit { root: root(1) });
+    assert_eq!(insts[0].receive(late, deadline), Ok(Vec::new()));
+    // Another message of a round above the decision's: answered once per round.
+    let above = sign_as(&keys, id_for(1), 3, 3, Body::Prepare { root: root(1) });
+    let answered = sends(&insts[0].receive(above.clone(), deadline).expect("ok"));
+    assert_eq!(answered, answer);
+    assert_eq!(insts[0].receive(above, deadline), Ok(Vec::new()));
     let out = insts[3].receive(answer[0].clone(), deadline).expect("ok");
     assert_eq!(decided(&out).map(|d| d.root), Some(root(1)));
 }
 
 /// The timer: round 1 lasts round_ms from creation, round r lasts round_ms * 2^(r-1) capped,
-/// and every expiry sends one round change for the next round.
+/// and every expiry sends one round change for the next round; a round that fewer than Q
+/// members are known to be in is not left on expiry (the member re-sends its round change and
+/// waits), and its timer restarts when the Q-th member shows up.
 #[test]
 fn round_timers_double_up_to_the_cap() {
     let keys = keys(4, 4);
     let mut inst = fixture_for(1, &keys);
     assert_eq!(inst.next_deadline(), Some(200));
     assert!(inst.tick(199).is_empty());
+    let rc = |from: usize, round: u32| {
+        sign_as(
+            &keys,
+            id_for(1),
+            from,
+            round,
+            Body::RoundChange {
+                prepared: None,
+                proof: Vec::new(),
+                input: None,
+            },
+        )
+    };
     let mut now = 200;
     for (round, len) in [(2, 400), (3, 800), (4, 1600), (5, 1600), (6, 1600)] {
         let out = sends(&inst.tick(now));
@@ -1720,6 +1796,21 @@ fn round_timers_double_up_to_the_cap() {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].message.round, round);
         assert!(matches!(out[0].message.body, Body::RoundChange { .. }));
+        assert_eq!(inst.next_deadline(), Some(now + len));
+        // Only member 2 there: on expiry member 1 stays and re-sends its round change.
+        inst.receive(rc(2, round), now).expect("round change");
+        now += len;
+        let again = sends(&inst.tick(now));
+        assert_eq!(
+            inst.round(),
+            round,
+            "stays while fewer than Q are in the round"
+        );
+        assert_eq!(again, out);
+        assert_eq!(inst.next_deadline(), Some(now + len));
+        // Member 3 arrives later: the round's timer restarts from then.
+        now += 10;
+        inst.receive(rc(3, round), now).expect("round change");
         assert_eq!(inst.next_deadline(), Some(now + len));
         now += len;
     }
@@ -1755,10 +1846,24 @@ fn restore_rebuilds_own_state() {
     assert_eq!(b.next_deadline(), Some(10));
     let resent = sends(&b.tick(12));
     assert_eq!(resent, p.sent);
-    // Timer expiry: locked on (1, root(2)) without the proof, it sends no round change.
-    let out = b.tick(10 + 200);
+    // Timer expiry: locked on (1, root(2)) without the proof, its round change claims the lock
+    // without a proof; an undecided peer rejects it (it counts for nothing).
+    let out = sends(&b.tick(10 + 200));
     assert_eq!(b.round(), 2);
-    assert!(sends(&out).is_empty());
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].message.body,
+        Body::RoundChange {
+            prepared: Some((1, RootHex(root(2)))),
+            proof: Vec::new(),
+            input: Some(RootHex(root(1))),
+        }
+    );
+    let mut peer = fixture_for(1, &keys);
+    assert_eq!(
+        peer.receive(out[0].clone(), 210),
+        Err(Rejected::Invalid("prepared value without a valid proof"))
+    );
     // A round change carrying a valid proof for round 1 gives it the proof back: its next round
     // change claims (1, root(2)).
     let proof: Vec<_> = (1..4)
@@ -1776,7 +1881,21 @@ fn restore_rebuilds_own_state() {
         },
     );
     b.receive(rc, 300).expect("valid round change");
-    let out = sends(&b.tick(10 + 200 + 400));
+    // Member 2 is in round 2 too: three members known in round 2, its timer runs from now.
+    let rc2 = sign_as(
+        &keys,
+        id_for(1),
+        2,
+        2,
+        Body::RoundChange {
+            prepared: None,
+            proof: Vec::new(),
+            input: None,
+        },
+    );
+    b.receive(rc2, 300).expect("valid round change");
+    assert_eq!(b.next_deadline(), Some(300 + 400));
+    let out = sends(&b.tick(300 + 400));
     assert_eq!(out.len(), 1);
     match &out[0].message.body {
         Body::RoundChange {
@@ -1787,6 +1906,9 @@ fn restore_rebuilds_own_state() {
         }
         other => panic!("{other:?}"),
     }
+    // With the proof, a peer accepts it.
+    let mut peer = fixture_for(2, &keys);
+    assert_eq!(peer.receive(out[0].clone(), 700), Ok(Vec::new()));
 }
 
 /// Random garbage (random fields, nested messages, signatures, huge rounds) never panics, and

@@ -15,6 +15,13 @@
 //! then one signer node is killed and the chain finalizes two more epochs with no failed sign
 //! request. The last line printed holds the figures.
 //!
+//! The second test runs the same devnet with TWO unmodified Lodestar validator clients, each with
+//! its own `--graffiti` and its own combiner, both signing for all validators through the same
+//! four nodes (cluster history sync and agreement on): the chain finalizes, every slot after the
+//! first epoch has a block, no block carries a slashing, and each client's only errors are the
+//! 412s of the races it lost (as many as its combiner answered); then one node is killed and the
+//! chain finalizes two more epochs the same way.
+//!
 //! Lodestar comes from `tests/lodestar/` (`npm ci` there, as `.ci/run` does; the lock file pins
 //! the 2023 dependency tree Lodestar 1.5.1 needs). Without it the test fails, naming the command.
 

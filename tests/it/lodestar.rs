@@ -753,7 +753,11 @@ async fn chain_contents(http: &reqwest::Client, rest: u16, from: u64, to: u64) -
         let graffiti = body["graffiti"]
             .as_str()
             .and_then(|h| hex::decode(h.trim_start_matches("0x")).ok())
-            .map(|b| String::from_utf8_lossy(&b).trim_end_matches('\0').to_owned())
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches('\0')
+                    .to_owned()
+            })
             .unwrap_or_default();
         *c.by_graffiti.entry(graffiti).or_default() += 1;
         let count = |k: &str| body[k].as_array().map_or(0, Vec::len);
@@ -847,29 +851,52 @@ async fn two_lodestar_clients_race_through_their_own_combiners() {
                 rest,
                 *port,
                 &pki.ca_cert,
-                &["--graffiti", graffiti, "--doppelgangerProtectionEnabled", "false"],
+                &[
+                    "--graffiti",
+                    graffiti,
+                    "--doppelgangerProtectionEnabled",
+                    "false",
+                ],
             )
         })
         .collect();
 
     let deadline = started + TEST_BOUND;
-    let all_logs = |beacon: &Proc, validators: &[Proc], combiners: &[(Proc, u16, u16)], nodes: &[Proc]| {
-        let all: Vec<&Proc> = [beacon]
-            .into_iter()
-            .chain(validators)
-            .chain(combiners.iter().map(|(p, _, _)| p))
-            .chain(nodes)
-            .collect();
-        dump(&all)
-    };
+    let all_logs =
+        |beacon: &Proc, validators: &[Proc], combiners: &[(Proc, u16, u16)], nodes: &[Proc]| {
+            let all: Vec<&Proc> = [beacon]
+                .into_iter()
+                .chain(validators)
+                .chain(combiners.iter().map(|(p, _, _)| p))
+                .chain(nodes)
+                .collect();
+            dump(&all)
+        };
     let finalized = {
         let (va, vb) = validators.split_at_mut(1);
         let (ca, cb) = combiners.split_at_mut(1);
-        let mut watched = [&mut beacon, &mut va[0], &mut vb[0], &mut ca[0].0, &mut cb[0].0];
-        wait_finalized(&http, rest, FINALIZED_TARGET, started, deadline, &mut watched).await
+        let mut watched = [
+            &mut beacon,
+            &mut va[0],
+            &mut vb[0],
+            &mut ca[0].0,
+            &mut cb[0].0,
+        ];
+        wait_finalized(
+            &http,
+            rest,
+            FINALIZED_TARGET,
+            started,
+            deadline,
+            &mut watched,
+        )
+        .await
     };
     let finalized = finalized.unwrap_or_else(|e| {
-        panic!("{e}\n{}", all_logs(&beacon, &validators, &combiners, &nodes))
+        panic!(
+            "{e}\n{}",
+            all_logs(&beacon, &validators, &combiners, &nodes)
+        )
     });
 
     // Every slot after the first epoch up to the finalized checkpoint has a block, no block
@@ -883,9 +910,17 @@ async fn two_lodestar_clients_race_through_their_own_combiners() {
         chain.by_graffiti,
         all_logs(&beacon, &validators, &combiners, &nodes)
     );
-    assert!(chain.slashings.is_empty(), "blocks with slashings at slots {:?}", chain.slashings);
+    assert!(
+        chain.slashings.is_empty(),
+        "blocks with slashings at slots {:?}",
+        chain.slashings
+    );
     for g in chain.by_graffiti.keys() {
-        assert!(GRAFFITI.contains(&g.as_str()), "a block with graffiti {g:?}: {:?}", chain.by_graffiti);
+        assert!(
+            GRAFFITI.contains(&g.as_str()),
+            "a block with graffiti {g:?}: {:?}",
+            chain.by_graffiti
+        );
     }
 
     // Each client logged errors only for the races it lost (the combiner's 412), as many as
@@ -906,7 +941,11 @@ async fn two_lodestar_clients_race_through_their_own_combiners() {
                 .iter()
                 .filter(|((_, st), n)| st != "200" && st != "412" && **n > 0)
                 .collect();
-            assert!(not_ok.is_empty(), "{}'s combiner failed requests: {counts:?}", v.name);
+            assert!(
+                not_ok.is_empty(),
+                "{}'s combiner failed requests: {counts:?}",
+                v.name
+            );
             lost.push((refusals.len(), answered_with(s, "412")));
         }
         lost
@@ -930,7 +969,13 @@ async fn two_lodestar_clients_race_through_their_own_combiners() {
     let finalized_after = {
         let (va, vb) = validators.split_at_mut(1);
         let (ca, cb) = combiners.split_at_mut(1);
-        let mut watched = [&mut beacon, &mut va[0], &mut vb[0], &mut ca[0].0, &mut cb[0].0];
+        let mut watched = [
+            &mut beacon,
+            &mut va[0],
+            &mut vb[0],
+            &mut ca[0].0,
+            &mut cb[0].0,
+        ];
         wait_finalized(
             &http,
             rest,

@@ -420,7 +420,9 @@ struct Answer {
 async fn send(client: &reqwest::Client, port: u16, pubkey: &str, body: &str) -> Answer {
     let start = Instant::now();
     let r = client
-        .post(format!("https://127.0.0.1:{port}/api/v1/eth2/sign/{pubkey}"))
+        .post(format!(
+            "https://127.0.0.1:{port}/api/v1/eth2/sign/{pubkey}"
+        ))
         .header("content-type", "application/json")
         .header("accept", "application/json")
         .body(body.to_owned())
@@ -513,8 +515,9 @@ async fn race(cluster: &Cluster, duties: usize) -> Figures {
     while let Some(done) = tasks.join_next().await {
         for (d, answers) in done.expect("validator task") {
             f.duties += 1;
-            let group = PublicKey::from_bytes(&interop_secret_key(d.validator).public_key().bytes().0)
-                .expect("group key");
+            let group =
+                PublicKey::from_bytes(&interop_secret_key(d.validator).public_key().bytes().0)
+                    .expect("group key");
             let mut signatures = BTreeSet::new();
             let mut winners = Vec::new();
             for (c, a) in answers.iter().enumerate() {
@@ -623,7 +626,11 @@ async fn run(condition: Condition, combiners: usize, agreement: bool) -> Figures
             0,
             "{} duties got no signature with {} nodes up: {}",
             f.unsigned,
-            if condition == Condition::OneDown { 3 } else { 4 },
+            if condition == Condition::OneDown {
+                3
+            } else {
+                4
+            },
             context()
         );
         let not_412: usize = f

@@ -26,6 +26,26 @@ pub fn attestation_body(target: u64) -> String {
     )
 }
 
+/// A mainnet-shaped BLOCK_V2 sign request (Electra block header, fork info as
+/// [`attestation_body`]) at `slot` for proposer `proposer`, parent and state roots zero and the
+/// body root `body_byte` (two hex digits) repeated 32 times.
+pub fn block_v2_body(slot: u64, proposer: u64, body_byte: &str) -> String {
+    format!(
+        concat!(
+            r#"{{"type":"BLOCK_V2","fork_info":{{"fork":{{"previous_version":"0x04000000","#,
+            r#""current_version":"0x05000000","epoch":"364032"}},"genesis_validators_root":"#,
+            r#""0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}},"#,
+            r#""beacon_block":{{"version":"ELECTRA","block_header":{{"slot":"{slot}","#,
+            r#""proposer_index":"{proposer}","parent_root":"0x{z}","state_root":"0x{z}","#,
+            r#""body_root":"0x{b}"}}}}}}"#
+        ),
+        slot = slot,
+        proposer = proposer,
+        z = "00".repeat(32),
+        b = body_byte.repeat(32)
+    )
+}
+
 /// An HTTPS client (rustls) trusting only the CA certificate `ca` (PEM), presenting `identity`
 /// as its client certificate when given, with a `timeout` per request.
 pub fn https_client(

@@ -15,6 +15,13 @@
 //! then one signer node is killed and the chain finalizes two more epochs with no failed sign
 //! request. The last line printed holds the figures.
 //!
+//! The second test runs the same devnet with TWO unmodified Lodestar validator clients, each with
+//! its own `--graffiti` and its own combiner, both signing for all validators through the same
+//! four nodes (cluster history sync and agreement on): the chain finalizes, every slot after the
+//! first epoch has a block, no block carries a slashing, and each client's only errors are the
+//! 412s of the races it lost (as many as its combiner answered); then one node is killed and the
+//! chain finalizes two more epochs the same way.
+//!
 //! Lodestar comes from `tests/lodestar/` (`npm ci` there, as `.ci/run` does; the lock file pins
 //! the 2023 dependency tree Lodestar 1.5.1 needs). Without it the test fails, naming the command.
 
@@ -25,10 +32,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_pki, https_operators, split_interop, tls_signer_args, NODES};
+use common::cluster::{
+    cluster_pki, https_operators, peer_sync_args, split_interop, tls_signer_args,
+    write_peer_allowlist, NODES,
+};
 use common::process::{free_port, Proc};
 use common::requests::https_client;
 use dvsigner::keys::interop::interop_secret_key;
+use dvsigner::tls::DevPki;
 use serde_json::Value;
 
 /// Writes a line to stderr past the test harness's output capture, so CI logs show the progress
@@ -285,9 +296,8 @@ fn error_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
-    let started = Instant::now();
+/// The installed Lodestar, or a failure naming the install command.
+fn lodestar_installed() -> PathBuf {
     let lodestar = lodestar_bin();
     assert!(
         lodestar.exists(),
@@ -295,24 +305,30 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
          it needs node and npm",
         lodestar.display()
     );
-    let dir = KeepOnFailure(Some(
+    lodestar
+}
+
+/// A new working directory named `dvsigner-lodestar-…`, kept on failure.
+fn work_dir() -> KeepOnFailure {
+    KeepOnFailure(Some(
         tempfile::Builder::new()
             .prefix("dvsigner-lodestar-")
             .tempdir()
             .expect("tempdir"),
-    ));
-    let base = dir.path();
-    let path = |rel: &str| base.join(rel);
-    let http = reqwest::Client::new();
+    ))
+}
 
-    // 1. Beacon node: interop genesis, no validator keys.
+/// `lodestar dev` in `base/beacon` (log `base/beacon.log`): interop genesis of [`VALIDATORS`]
+/// validators [`GENESIS_DELAY_SECS`] from now, no keys, REST API on 127.0.0.1. Returns the
+/// process and the REST port.
+fn start_beacon(lodestar: &Path, base: &Path) -> (Proc, u16) {
     let rest = free_port();
     let genesis_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
         + GENESIS_DELAY_SECS;
-    let bn_dir = path("beacon");
+    let bn_dir = base.join("beacon");
     std::fs::create_dir_all(&bn_dir).expect("mkdir");
     let mut bn_args = strings(&[
         "dev",
@@ -341,39 +357,27 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         "info",
     ]);
     bn_args.extend(chain_params());
-    let mut beacon = spawn(
+    let beacon = spawn(
         "lodestar beacon",
-        &lodestar,
+        lodestar,
         &bn_args,
         &[],
         &bn_dir,
-        &path("beacon.log"),
+        &base.join("beacon.log"),
     );
+    (beacon, rest)
+}
 
-    // 2. Whole interop keys split 3-of-4; TLS for nodes, combiner and the combiner's client cert.
-    let pki = cluster_pki(&path("tls"), &NODES, false);
-    let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let out = path("cluster");
-    split_interop(
-        &base,
-        0..VALIDATORS,
-        3,
-        &https_operators(&NODES, &node_ports),
-        &out,
-    );
-
-    // 3. The chain config as the beacon node serves it (JSON is YAML) for nodes and combiner.
+/// The chain config as the beacon node serves it (`/eth/v1/config/spec`; JSON is YAML) written
+/// to `base/config.yaml`, for nodes and combiners: its path. Waits up to 60 s for the REST API.
+async fn chain_config(http: &reqwest::Client, rest: u16, beacon: &mut Proc, base: &Path) -> String {
     let mut spec = None;
     let wait_spec = Instant::now();
     while spec.is_none() && wait_spec.elapsed() < Duration::from_secs(60) {
         if let Ok(Some(s)) = beacon.child.try_wait() {
             panic!("beacon node exited ({s}):\n{}", beacon.log_text());
         }
-        spec = get_json(
-            &http,
-            &format!("http://127.0.0.1:{rest}/eth/v1/config/spec"),
-        )
-        .await;
+        spec = get_json(http, &format!("http://127.0.0.1:{rest}/eth/v1/config/spec")).await;
         if spec.is_none() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -385,56 +389,83 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         )
     });
     assert_eq!(spec["data"]["PRESET_BASE"], "minimal", "{spec}");
-    let config = path("config.yaml");
+    let config = base.join("config.yaml");
     std::fs::write(&config, spec["data"].to_string()).expect("config");
-    let config_arg = config.display().to_string();
+    config.display().to_string()
+}
 
-    let mut nodes: Vec<Proc> = Vec::new();
-    for (i, name) in NODES.iter().enumerate() {
-        let mut args = tls_signer_args(
-            &pki,
-            name,
-            node_ports[i],
-            &path(&format!("data/{name}")),
-            &out.join(name),
-        );
-        args.extend(["--network".into(), config_arg.clone()]);
-        nodes.push(Proc::start(name, &args, &path(&format!("{name}.log"))));
-    }
-    let combiner_port = free_port();
+/// The four signer nodes on `ports` with the shares under `shares` (as `dvsigner split` wrote
+/// them), the chain config `config`, data in `base/data/<node>`, logs `base/<node>.log`, and
+/// `extra(node)` appended to each one's arguments.
+fn start_nodes(
+    pki: &DevPki,
+    base: &Path,
+    ports: &[u16],
+    shares: &Path,
+    config: &str,
+    extra: impl Fn(&str) -> Vec<String>,
+) -> Vec<Proc> {
+    NODES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut args = tls_signer_args(
+                pki,
+                name,
+                ports[i],
+                &base.join(format!("data/{name}")),
+                &shares.join(name),
+            );
+            args.extend(["--network".into(), config.to_owned()]);
+            args.extend(extra(name));
+            Proc::start(name, &args, &base.join(format!("{name}.log")))
+        })
+        .collect()
+}
+
+/// A combiner called `name` (log `base/<name>.log`) for `cluster_json` and the chain config:
+/// the process, its port and its metrics port.
+fn start_combiner(
+    pki: &DevPki,
+    base: &Path,
+    name: &str,
+    cluster_json: &Path,
+    config: &str,
+) -> (Proc, u16, u16) {
+    let port = free_port();
     let metrics_port = free_port();
-    let mut combiner_args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--metrics-listen".into(),
         format!("127.0.0.1:{metrics_port}"),
     ];
-    combiner_args.extend(common::cluster::combiner_args(
-        &pki,
-        combiner_port,
-        &out.join("cluster.json"),
-    ));
-    combiner_args.extend(["--network".into(), config_arg.clone()]);
-    let mut combiner = Proc::start("combiner", &combiner_args, &path("combiner.log"));
-    let tls_client = https_client(&pki.ca_cert, None, Duration::from_secs(5));
-    // Ready when the combiner sees all four nodes up.
+    args.extend(common::cluster::combiner_args(pki, port, cluster_json));
+    args.extend(["--network".into(), config.to_owned()]);
+    let combiner = Proc::start(name, &args, &base.join(format!("{name}.log")));
+    (combiner, port, metrics_port)
+}
+
+/// Waits (60 s bound) until the combiner on `port` sees all four nodes UP.
+async fn wait_combiner_sees_all_nodes(
+    tls_client: &reqwest::Client,
+    combiner: &mut Proc,
+    port: u16,
+    nodes: &[Proc],
+) {
     let wait_up = Instant::now();
     loop {
         if let Ok(Some(s)) = combiner.child.try_wait() {
-            panic!("combiner exited ({s}):\n{}", combiner.log_text());
+            panic!("{} exited ({s}):\n{}", combiner.name, combiner.log_text());
         }
-        let health = get_json(
-            &tls_client,
-            &format!("https://127.0.0.1:{combiner_port}/healthcheck"),
-        )
-        .await;
+        let health = get_json(tls_client, &format!("https://127.0.0.1:{port}/healthcheck")).await;
         let up = health
             .as_ref()
             .and_then(|v| v["checks"][1]["checks"].as_array().cloned())
             .map(|a| a.iter().filter(|c| c["status"] == "UP").count())
             .unwrap_or(0);
-        if up == 4 {
-            break;
+        if up == NODES.len() {
+            return;
         }
-        let all: Vec<&Proc> = nodes.iter().chain([&combiner]).collect();
+        let all: Vec<&Proc> = nodes.iter().chain([&*combiner]).collect();
         assert!(
             wait_up.elapsed() < Duration::from_secs(60),
             "cluster not healthy after 60 s ({health:?}):\n{}",
@@ -442,13 +473,25 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
 
-    // 4. The validator client: the combiner is its only signer.
+/// An unmodified `lodestar validator` called `name` (files in `base/<name>`, log
+/// `base/<name>.log`) for all [`VALIDATORS`], whose only signer is the combiner on
+/// `combiner_port` (trusted through `NODE_EXTRA_CA_CERTS`), with `extra` arguments.
+fn start_validator(
+    lodestar: &Path,
+    base: &Path,
+    name: &str,
+    rest: u16,
+    combiner_port: u16,
+    ca: &Path,
+    extra: &[&str],
+) -> Proc {
     let pubkeys = (0..VALIDATORS)
         .map(|i| interop_secret_key(i).public_key().bytes().to_hex())
         .collect::<Vec<_>>()
         .join(",");
-    let vc_dir = path("validator");
+    let vc_dir = base.join(name);
     std::fs::create_dir_all(&vc_dir).expect("mkdir");
     let mut vc_args = strings(&[
         "validator",
@@ -467,14 +510,76 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         "--logLevel",
         "info",
     ]);
+    vc_args.extend(strings(extra));
     vc_args.extend(chain_params());
-    let mut validator = spawn(
-        "lodestar validator",
-        &lodestar,
+    spawn(
+        &format!("lodestar {name}"),
+        lodestar,
         &vc_args,
-        &[("NODE_EXTRA_CA_CERTS", pki.ca_cert.display().to_string())],
+        &[("NODE_EXTRA_CA_CERTS", ca.display().to_string())],
         &vc_dir,
-        &path("validator.log"),
+        &base.join(format!("{name}.log")),
+    )
+}
+
+/// Successful partial signatures the combiner got from `node`.
+fn partials_ok(s: &Scrape, node: &str) -> f64 {
+    s.iter()
+        .filter(|((name, l), _)| {
+            name == "dvsigner_combiner_partials_total"
+                && l.get("node").map(String::as_str) == Some(node)
+                && l.get("result").map(String::as_str) == Some("ok")
+        })
+        .map(|(_, v)| *v)
+        .sum::<f64>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
+    let started = Instant::now();
+    let lodestar = lodestar_installed();
+    let dir = work_dir();
+    let base = dir.path();
+    let path = |rel: &str| base.join(rel);
+    let http = reqwest::Client::new();
+
+    // 1. Beacon node: interop genesis, no validator keys.
+    let (mut beacon, rest) = start_beacon(&lodestar, &base);
+
+    // 2. Whole interop keys split 3-of-4; TLS for nodes, combiner and the combiner's client cert.
+    let pki = cluster_pki(&path("tls"), &NODES, false);
+    let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let out = path("cluster");
+    split_interop(
+        &base,
+        0..VALIDATORS,
+        3,
+        &https_operators(&NODES, &node_ports),
+        &out,
+    );
+
+    // 3. The chain config as the beacon node serves it for nodes and combiner.
+    let config_arg = chain_config(&http, rest, &mut beacon, &base).await;
+    let mut nodes = start_nodes(&pki, &base, &node_ports, &out, &config_arg, |_| Vec::new());
+    let (mut combiner, combiner_port, metrics_port) = start_combiner(
+        &pki,
+        &base,
+        "combiner",
+        &out.join("cluster.json"),
+        &config_arg,
+    );
+    let tls_client = https_client(&pki.ca_cert, None, Duration::from_secs(5));
+    wait_combiner_sees_all_nodes(&tls_client, &mut combiner, combiner_port, &nodes).await;
+
+    // 4. The validator client: the combiner is its only signer.
+    let mut validator = start_validator(
+        &lodestar,
+        &base,
+        "validator",
+        rest,
+        combiner_port,
+        &pki.ca_cert,
+        &[],
     );
 
     // 5. Finality past the last fork, with a block of every fork and every sign type.
@@ -578,16 +683,7 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         "the validator client logged errors after the kill:\n{}",
         vc_errors.join("\n")
     );
-    let ok = |s: &Scrape, node: &str| {
-        s.iter()
-            .filter(|((name, l), _)| {
-                name == "dvsigner_combiner_partials_total"
-                    && l.get("node").map(String::as_str) == Some(node)
-                    && l.get("result").map(String::as_str) == Some("ok")
-            })
-            .map(|(_, v)| *v)
-            .sum::<f64>()
-    };
+    let ok = partials_ok;
     let (d_at_kill, d_after) = (ok(&at_kill, NODES[3]), ok(&after, NODES[3]));
     assert!(d_at_kill > 0.0, "{} never signed before its kill", NODES[3]);
     assert_eq!(d_after, d_at_kill, "{} signed after its kill", NODES[3]);
@@ -621,6 +717,352 @@ async fn lodestar_devnet_finalizes_through_the_threshold_cluster() {
         NODES[3],
         latency_quantile(&after, 0.5) * 1e3,
         latency_quantile(&after, 0.99) * 1e3,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Graffiti of the two validator clients of the race test (so their blocks always differ).
+const GRAFFITI: [&str; 2] = ["dvsigner-race-vc-a", "dvsigner-race-vc-b"];
+
+/// What the canonical chain holds in `from..=to`: the slots without a block, the blocks per
+/// graffiti (decoded; empty when not one of [`GRAFFITI`]), and the slots whose block carries a
+/// proposer or attester slashing.
+struct ChainContents {
+    missed: Vec<u64>,
+    by_graffiti: BTreeMap<String, u64>,
+    slashings: Vec<u64>,
+}
+
+async fn chain_contents(http: &reqwest::Client, rest: u16, from: u64, to: u64) -> ChainContents {
+    let mut c = ChainContents {
+        missed: Vec::new(),
+        by_graffiti: BTreeMap::new(),
+        slashings: Vec::new(),
+    };
+    for slot in from..=to {
+        let Some(v) = get_json(
+            http,
+            &format!("http://127.0.0.1:{rest}/eth/v2/beacon/blocks/{slot}"),
+        )
+        .await
+        else {
+            c.missed.push(slot);
+            continue;
+        };
+        let body = &v["data"]["message"]["body"];
+        let graffiti = body["graffiti"]
+            .as_str()
+            .and_then(|h| hex::decode(h.trim_start_matches("0x")).ok())
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches('\0')
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        *c.by_graffiti.entry(graffiti).or_default() += 1;
+        let count = |k: &str| body[k].as_array().map_or(0, Vec::len);
+        if count("proposer_slashings") + count("attester_slashings") > 0 {
+            c.slashings.push(slot);
+        }
+    }
+    c
+}
+
+/// The error lines of a Lodestar validator log split into 412 answers of the signer (the
+/// combiner's "Precondition Failed" body, which Lodestar logs as the error's message) and all
+/// other errors.
+fn errors_412_and_others(log: &str) -> (Vec<String>, Vec<String>) {
+    error_lines(log)
+        .into_iter()
+        .partition(|l| l.contains("Precondition Failed"))
+}
+
+/// Sign requests the combiner answered with `status`, by type.
+fn answered_with(s: &Scrape, status: &str) -> BTreeMap<String, u64> {
+    sign_counts(s)
+        .into_iter()
+        .filter(|((_, st), n)| st == status && *n > 0)
+        .map(|((t, _), n)| (t, n))
+        .collect()
+}
+
+/// Two unmodified Lodestar validator clients with different graffiti, each with its own
+/// combiner, both running all validators against the same four nodes (cluster sync and
+/// agreement on): the chain finalizes with a block in every slot after the first epoch, no block
+/// carries a slashing, and each client's only errors are the 412s of the races it lost; then
+/// one node is killed and the chain finalizes two more epochs the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lodestar_clients_race_through_their_own_combiners() {
+    let started = Instant::now();
+    let lodestar = lodestar_installed();
+    let dir = work_dir();
+    let base = dir.path();
+    let path = |rel: &str| base.join(rel);
+    let http = reqwest::Client::new();
+
+    let (mut beacon, rest) = start_beacon(&lodestar, &base);
+
+    // The cluster as the previous test's, plus cluster sync (peer identities, allow-list) and
+    // agreement on one root per duty.
+    let pki = cluster_pki(&path("tls"), &NODES, true);
+    let allowlist = path("peers.txt");
+    write_peer_allowlist(&pki, &NODES, &allowlist);
+    let node_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let out = path("cluster");
+    split_interop(
+        &base,
+        0..VALIDATORS,
+        3,
+        &https_operators(&NODES, &node_ports),
+        &out,
+    );
+    let cluster_json = out.join("cluster.json");
+    let config_arg = chain_config(&http, rest, &mut beacon, &base).await;
+    let mut nodes = start_nodes(&pki, &base, &node_ports, &out, &config_arg, |name| {
+        let mut a = peer_sync_args(&pki, name, &cluster_json, &allowlist);
+        a.extend(strings(&[
+            // Devnet epochs are not mainnet's wall-clock epochs.
+            "--no-sync-watermark-from-genesis",
+            "--agreement",
+            "on",
+        ]));
+        a
+    });
+    let tls_client = https_client(&pki.ca_cert, None, Duration::from_secs(5));
+    let mut combiners = Vec::new();
+    for name in ["combiner-a", "combiner-b"] {
+        let (mut p, port, metrics) = start_combiner(&pki, &base, name, &cluster_json, &config_arg);
+        wait_combiner_sees_all_nodes(&tls_client, &mut p, port, &nodes).await;
+        combiners.push((p, port, metrics));
+    }
+
+    // Both validator clients sign for every validator, each through its own combiner. Their
+    // own slashing protection databases are separate; doppelganger protection (which would
+    // see the other client's attestations and stop) stays off.
+    let mut validators: Vec<Proc> = ["validator-a", "validator-b"]
+        .iter()
+        .zip(&combiners)
+        .zip(GRAFFITI)
+        .map(|((name, (_, port, _)), graffiti)| {
+            start_validator(
+                &lodestar,
+                &base,
+                name,
+                rest,
+                *port,
+                &pki.ca_cert,
+                &[
+                    "--graffiti",
+                    graffiti,
+                    "--doppelgangerProtectionEnabled",
+                    "false",
+                ],
+            )
+        })
+        .collect();
+
+    let deadline = started + TEST_BOUND;
+    let all_logs =
+        |beacon: &Proc, validators: &[Proc], combiners: &[(Proc, u16, u16)], nodes: &[Proc]| {
+            let all: Vec<&Proc> = [beacon]
+                .into_iter()
+                .chain(validators)
+                .chain(combiners.iter().map(|(p, _, _)| p))
+                .chain(nodes)
+                .collect();
+            dump(&all)
+        };
+    let finalized = {
+        let (va, vb) = validators.split_at_mut(1);
+        let (ca, cb) = combiners.split_at_mut(1);
+        let mut watched = [
+            &mut beacon,
+            &mut va[0],
+            &mut vb[0],
+            &mut ca[0].0,
+            &mut cb[0].0,
+        ];
+        wait_finalized(
+            &http,
+            rest,
+            FINALIZED_TARGET,
+            started,
+            deadline,
+            &mut watched,
+        )
+        .await
+    };
+    let finalized = finalized.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            all_logs(&beacon, &validators, &combiners, &nodes)
+        )
+    });
+
+    // Every slot after the first epoch up to the finalized checkpoint has a block, no block
+    // carries a slashing, and both clients' blocks made it in.
+    let last = finalized * SLOTS_PER_EPOCH;
+    let chain = chain_contents(&http, rest, SLOTS_PER_EPOCH, last).await;
+    assert!(
+        chain.missed.is_empty(),
+        "slots without a block: {:?} (blocks by graffiti {:?})\n{}",
+        chain.missed,
+        chain.by_graffiti,
+        all_logs(&beacon, &validators, &combiners, &nodes)
+    );
+    assert!(
+        chain.slashings.is_empty(),
+        "blocks with slashings at slots {:?}",
+        chain.slashings
+    );
+    for g in chain.by_graffiti.keys() {
+        assert!(
+            GRAFFITI.contains(&g.as_str()),
+            "a block with graffiti {g:?}: {:?}",
+            chain.by_graffiti
+        );
+    }
+
+    // Each client logged errors only for the races it lost (the combiner's 412), as many as
+    // its combiner answered 412, and the combiners answered nothing but 200 and 412.
+    let check_clients = |validators: &[Proc], combiner_scrapes: &[Scrape], from: &[usize]| {
+        let mut lost = Vec::new();
+        for (i, (v, s)) in validators.iter().zip(combiner_scrapes).enumerate() {
+            let log = v.log_text();
+            let (refusals, others) = errors_412_and_others(log.get(from[i]..).unwrap_or_default());
+            assert!(
+                others.is_empty(),
+                "{} logged errors other than lost races:\n{}",
+                v.name,
+                others.join("\n")
+            );
+            let counts = sign_counts(s);
+            let not_ok: Vec<_> = counts
+                .iter()
+                .filter(|((_, st), n)| st != "200" && st != "412" && **n > 0)
+                .collect();
+            assert!(
+                not_ok.is_empty(),
+                "{}'s combiner failed requests: {counts:?}",
+                v.name
+            );
+            lost.push((refusals.len(), answered_with(s, "412")));
+        }
+        lost
+    };
+    let mut scrapes = Vec::new();
+    for (_, _, metrics) in &combiners {
+        scrapes.push(scrape(&http, *metrics).await);
+    }
+    let lost_before = check_clients(&validators, &scrapes, &[0, 0]);
+
+    // One node killed (SIGKILL by PID): the chain goes on finalizing, still with a block in every
+    // slot and nothing but lost races in the clients' logs.
+    let killed_pid = nodes[3].pid();
+    nodes[3].kill9();
+    say!(
+        "[{:>3} s] killed {} (pid {killed_pid})",
+        started.elapsed().as_secs(),
+        NODES[3]
+    );
+    let log_len_at_kill: Vec<usize> = validators.iter().map(|v| v.log_text().len()).collect();
+    let finalized_after = {
+        let (va, vb) = validators.split_at_mut(1);
+        let (ca, cb) = combiners.split_at_mut(1);
+        let mut watched = [
+            &mut beacon,
+            &mut va[0],
+            &mut vb[0],
+            &mut ca[0].0,
+            &mut cb[0].0,
+        ];
+        wait_finalized(
+            &http,
+            rest,
+            finalized + FINALIZED_AFTER_KILL,
+            started,
+            deadline,
+            &mut watched,
+        )
+        .await
+    };
+    let finalized_after = finalized_after.unwrap_or_else(|e| {
+        panic!(
+            "after killing {} (pid {killed_pid}): {e}\n{}",
+            NODES[3],
+            all_logs(&beacon, &validators, &combiners, &nodes)
+        )
+    });
+    let last_after = finalized_after * SLOTS_PER_EPOCH;
+    let chain_after = chain_contents(&http, rest, last + 1, last_after).await;
+    assert!(
+        chain_after.missed.is_empty(),
+        "slots without a block after the kill: {:?}\n{}",
+        chain_after.missed,
+        all_logs(&beacon, &validators, &combiners, &nodes)
+    );
+    assert!(
+        chain_after.slashings.is_empty(),
+        "blocks with slashings at slots {:?}",
+        chain_after.slashings
+    );
+    let mut scrapes_after = Vec::new();
+    for (_, _, metrics) in &combiners {
+        scrapes_after.push(scrape(&http, *metrics).await);
+    }
+    check_clients(&validators, &scrapes_after, &log_len_at_kill);
+    for s in &scrapes_after {
+        assert!(
+            partials_ok(s, NODES[0]) + partials_ok(s, NODES[1]) + partials_ok(s, NODES[2]) > 0.0,
+            "a combiner got no partial signature"
+        );
+    }
+
+    // Stop everything (by PID), then compare each client's logged refusals with its combiner's
+    // 412 answers over the whole run (the logs are complete once the clients exited).
+    for v in &mut validators {
+        v.terminate(Duration::from_secs(10));
+    }
+    let lost_total = check_clients(&validators, &scrapes_after, &[0, 0]);
+    for ((v, (logged, by_type)), g) in validators.iter().zip(&lost_total).zip(GRAFFITI) {
+        let answered: u64 = by_type.values().sum();
+        assert_eq!(
+            *logged as u64, answered,
+            "{} ({g}) logged {logged} lost races, its combiner answered 412 {answered} times ({by_type:?})",
+            v.name
+        );
+        for t in by_type.keys() {
+            assert!(
+                t == "BLOCK_V2" || t == "ATTESTATION",
+                "{} got 412 for {t}, which no race can lose",
+                v.name
+            );
+        }
+    }
+    beacon.terminate(Duration::from_secs(10));
+    for (c, _, _) in &mut combiners {
+        c.terminate(Duration::from_secs(5));
+    }
+    for n in &mut nodes {
+        if matches!(n.child.try_wait(), Ok(None)) {
+            n.terminate(Duration::from_secs(5));
+        }
+    }
+    let mut blocks = chain.by_graffiti.clone();
+    for (g, n) in &chain_after.by_graffiti {
+        *blocks.entry(g.clone()).or_default() += n;
+    }
+    say!(
+        "two lodestar 1.5.1 clients: finalized epoch {finalized_after} ({finalized} when {} was killed), \
+         blocks by graffiti {blocks:?} (slots {SLOTS_PER_EPOCH}..={last_after}, none missed, no slashings), \
+         lost races (412) per client: {} before the kill {:?}, whole run {:?}; wall {:.0} s",
+        NODES[3],
+        GRAFFITI.join("/"),
+        lost_before.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        lost_total
+            .iter()
+            .map(|(n, t)| format!("{n} {t:?}"))
+            .collect::<Vec<_>>(),
         started.elapsed().as_secs_f64()
     );
 }

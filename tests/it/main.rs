@@ -36,6 +36,7 @@ mod ops;
 mod partition_heal;
 mod postgres_tls;
 mod progress;
+mod race;
 mod reload;
 mod request_fuzz;
 mod reshare;

@@ -880,8 +880,7 @@ impl Instance {
         let len = self
             .timing
             .round_ms
-            .checked_mul(1u64 << shift)
-            .unwrap_or(u64::MAX)
+            .saturating_mul(1u64 << shift)
             .min(self.timing.max_round_ms)
             .max(1);
         now_ms.saturating_add(len)

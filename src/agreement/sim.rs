@@ -1052,7 +1052,7 @@ fn agreement_under_byzantine_members() {
     let mut rejected = 0;
     let mut decided_garbage = 0;
     for seed in 0..seeds {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x6279_7a);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0062_797a);
         // Sizes with f >= 1: 4/3 (f = 1), 5/4 (f = 2), 7/5 (f = 2).
         let (n, q) = [(4, 3), (5, 4), (7, 5)][rng.gen_range(0..3)];
         let f = 2 * q - n - 1;
@@ -1108,7 +1108,7 @@ fn agreement_under_byzantine_members() {
 #[test]
 fn validity_same_input_decides_it() {
     for seed in 0..500u64 {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x7661_6c);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0076_616c);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(5));
         for input in s.inputs.iter_mut() {
@@ -1141,7 +1141,7 @@ fn restore_after_crash_never_equivocates_and_decides() {
     let mut worst_round = 0;
     let mut restored_mid = 0;
     for seed in 0..seeds {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x7265_73);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0072_6573);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(1));
         for input in s.inputs.iter_mut() {
@@ -1727,8 +1727,8 @@ fn decided_member_answers_laggards() {
     let keys = keys(4, 3);
     let mut insts: Vec<Instance> = (0..4).map(|i| fixture_for(i, &keys)).collect();
     let mut queue: Vec<(usize, SignedMessage)> = Vec::new();
-    for i in 0..3 {
-        for sm in sends(&insts[i].propose(root(1), 0)) {
+    for (i, inst) in insts.iter_mut().enumerate().take(3) {
+        for sm in sends(&inst.propose(root(1), 0)) {
             queue.extend((0..3).filter(|&to| to != i).map(|to| (to, sm.clone())));
         }
     }

@@ -905,7 +905,6 @@ fn refusal_text(body: &str) -> String {
     node_error::snippet(text, 600)
 }
 
-
 /// Admission control: `Some(retry after)` when fewer than `t` of the nodes this request
 /// would be sent to can be expected to answer within the deadline, judged by their queues
 /// and recent answer times ([`NodeGate::expected_answer`]); such a request could only end in

@@ -158,7 +158,7 @@ impl Combiner {
         network: Network,
         deadline: Duration,
         client: reqwest::Client,
-    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+    ) -> std::io::Result<Self> {
         let pool = BlockingPool::new("bls-combine", "combine")?;
         let counters = nodes.iter().map(|_| NodeCounters::default()).collect();
         let health = nodes.iter().map(|_| NodeHealth::default()).collect();

@@ -13,6 +13,7 @@
 mod common;
 
 mod api;
+mod bench;
 mod cluster;
 mod cluster_e2e;
 mod cluster_status;

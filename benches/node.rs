@@ -82,16 +82,16 @@ async fn main() {
     println!(
         "closed loop: {loop_validators} validators, 64 in flight, {rounds} rounds of {seconds} s (each: raw blst, then the node)"
     );
-    // Warm-up: connections, first-use registration of the validators in the database.
-    let _ = timed_level(
+    // Warm-up: one request per validator (its first attestation becomes its low watermark, so
+    // it must come before the concurrent ones), connections opened.
+    let warm = burst(
         &client,
         &node.url,
-        &keys[..loop_validators],
-        &target,
-        64,
-        Duration::from_secs(1),
+        &keys,
+        target.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     )
     .await;
+    assert_eq!(warm.ok, n, "warm-up failures: {}", warm.failures);
     let (mut cpu_ratios, mut rate_ratios, mut cpus, mut raws) = (vec![], vec![], vec![], vec![]);
     let mut failures = Failures::default();
     for round in 1..=rounds {

@@ -76,7 +76,7 @@ impl NodeState {
         slashing: Option<SlashingDb>,
         network: Network,
         sources: KeySources,
-    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+    ) -> std::io::Result<Self> {
         let signer_pool = BlockingPool::new("bls-sign", "signing")?;
         Ok(Self {
             keys,

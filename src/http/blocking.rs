@@ -1,12 +1,58 @@
-//! The bridge from async handlers to CPU-bound BLS work: a rayon pool with one thread per core,
-//! and a oneshot channel back to the awaiting task, so that signing, combining and verifying
-//! never run on the async reactor.
+//! The bridge from async handlers to CPU-bound BLS work: one thread per core taking jobs from a
+//! shared queue, and a oneshot channel back to the awaiting task, so that signing, combining and
+//! verifying never run on the async reactor.
+//!
+//! An idle thread sleeps on a condition variable and is woken only when a job arrives and no
+//! thread is awake to take it; a busy thread takes the next job without any system call. (A
+//! work-stealing pool such as rayon's spins with `sched_yield` before sleeping, which under a
+//! stream of short jobs burns CPU time the signatures need.)
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use super::ApiError;
 
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting on the condition variable.
+    sleeping: usize,
+    /// Of those, how many were notified and have not woken yet.
+    notified: usize,
+    /// Set when the pool is dropped: threads exit once the queue is empty.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn next(&self) -> Option<Job> {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q.sleeping += 1;
+            q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+            q.sleeping -= 1;
+            q.notified = q.notified.saturating_sub(1);
+        }
+    }
+}
+
 /// A pool for CPU-bound work awaited from handlers.
 pub struct BlockingPool {
-    pool: rayon::ThreadPool,
+    shared: Arc<Shared>,
+    threads: usize,
     /// What the pool runs, for the error when a task is lost (`signing`, `combine`).
     what: &'static str,
 }
@@ -15,7 +61,7 @@ impl std::fmt::Debug for BlockingPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockingPool")
             .field("what", &self.what)
-            .field("threads", &self.pool.current_num_threads())
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -25,15 +71,28 @@ impl BlockingPool {
     ///
     /// # Errors
     /// When the threads cannot be created.
-    pub fn new(
-        thread_prefix: &'static str,
-        what: &'static str,
-    ) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(num_cpus::get().max(1))
-            .thread_name(move |i| format!("{thread_prefix}-{i}"))
-            .build()?;
-        Ok(Self { pool, what })
+    pub fn new(thread_prefix: &'static str, what: &'static str) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let threads = num_cpus::get().max(1);
+        let pool = Self {
+            shared,
+            threads,
+            what,
+        };
+        for i in 0..threads {
+            let shared = pool.shared.clone();
+            // On failure `pool` drops here, which stops the threads already started.
+            std::thread::Builder::new()
+                .name(format!("{thread_prefix}-{i}"))
+                .spawn(move || {
+                    while let Some(job) = shared.next() {
+                        // A panicking job loses only its own result (the awaiting task gets
+                        // `ApiError::Internal`); the thread goes on.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })?;
+        }
+        Ok(pool)
     }
 
     /// Runs `f` on the pool and awaits its result.
@@ -45,11 +104,43 @@ impl BlockingPool {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pool.spawn(move || {
+        self.spawn(Box::new(move || {
             let _ = tx.send(f());
-        });
+        }));
         rx.await
             .map_err(|_| ApiError::Internal(format!("{} task dropped", self.what)))
+    }
+
+    fn spawn(&self, job: Job) {
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        q.jobs.push_back(job);
+        // Wake one sleeping thread unless one was woken for an earlier job and has not taken
+        // it yet; busy threads take the next job themselves, without a system call.
+        let wake = q.sleeping > q.notified;
+        if wake {
+            q.notified += 1;
+        }
+        drop(q);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for BlockingPool {
+    fn drop(&mut self) {
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        q.closed = true;
+        drop(q);
+        self.shared.wake.notify_all();
     }
 }
 
@@ -74,5 +165,71 @@ mod tests {
             "{name:?}"
         );
         assert_eq!(pool.run(|| 6 * 7).await.expect("result"), 42);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_job_fails_alone_and_the_pool_goes_on() {
+        let pool = BlockingPool::new("test-pool", "test").expect("pool");
+        let lost = pool.run(|| -> u8 { panic!("job panics") }).await;
+        assert!(
+            matches!(&lost, Err(ApiError::Internal(m)) if m == "test task dropped"),
+            "{lost:?}"
+        );
+        assert_eq!(pool.run(|| 1 + 1).await.expect("result"), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_job_runs_and_all_threads_work_at_once() {
+        let pool = std::sync::Arc::new(BlockingPool::new("test-pool", "test").expect("pool"));
+        let threads = num_cpus::get().max(1);
+        // Each job waits until `threads` jobs have started: this only finishes if one job runs
+        // on every thread at the same time (a sleeping thread that is never woken hangs it).
+        let started = std::sync::Arc::new(std::sync::Barrier::new(threads));
+        let mut waiting = Vec::new();
+        for _ in 0..threads {
+            let (pool, started) = (pool.clone(), started.clone());
+            waiting.push(tokio::spawn(async move {
+                pool.run(move || {
+                    started.wait();
+                    std::thread::current().id()
+                })
+                .await
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for w in waiting {
+            let id = tokio::time::timeout(std::time::Duration::from_secs(30), w)
+                .await
+                .expect("every thread took a job")
+                .expect("join")
+                .expect("result");
+            ids.insert(id);
+        }
+        assert_eq!(ids.len(), threads);
+        // Many more jobs than threads, from many tasks: every one answers.
+        let mut all = Vec::new();
+        for i in 0..2_000u64 {
+            let pool = pool.clone();
+            all.push(tokio::spawn(async move { pool.run(move || i * 2).await }));
+        }
+        for (i, h) in all.into_iter().enumerate() {
+            assert_eq!(h.await.expect("join").expect("result"), i as u64 * 2);
+        }
+    }
+
+    #[test]
+    fn dropping_the_pool_stops_its_threads() {
+        let pool = BlockingPool::new("test-pool-drop", "test").expect("pool");
+        let shared = std::sync::Arc::downgrade(&pool.shared);
+        drop(pool);
+        // Each thread holds the shared queue until it exits.
+        let start = std::time::Instant::now();
+        while shared.upgrade().is_some() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "threads did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -14,6 +14,7 @@ mod common;
 
 mod agreement;
 mod api;
+mod bench;
 mod cluster;
 mod cluster_e2e;
 mod cluster_status;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use super::{Identity, ListenerConfig, Running, SCHEDULE_WATCH_INTERVAL};
 use crate::cluster::ClusterDefinition;
+use crate::combiner::gate::GateLimits;
 use crate::combiner::node_health::HealthSettings;
 use crate::combiner::{self, Combiner, NodeTarget, ShareTarget, ValidatorTarget};
 use crate::signing::Network;
@@ -42,6 +43,10 @@ pub struct CombinerConfig {
     pub node_connect_timeout: Option<Duration>,
     /// Node back-off and probing.
     pub health: HealthSettings,
+    /// Per-node request limits.
+    pub gate: GateLimits,
+    /// Connections opened to each node at start (at most its in-flight limit).
+    pub warm_connections: usize,
 }
 
 impl CombinerConfig {
@@ -60,6 +65,8 @@ impl CombinerConfig {
             network: super::node::network(super::DEFAULT_NETWORK)?,
             node_connect_timeout: None,
             health: HealthSettings::default(),
+            gate: GateLimits::default(),
+            warm_connections: combiner::WARM_CONNECTIONS,
         })
     }
 
@@ -91,6 +98,28 @@ pub fn build_combiner(
     deadline: Duration,
     connect_timeout: Duration,
     client_tls: rustls::ClientConfig,
+) -> anyhow::Result<Combiner> {
+    build_combiner_with(
+        def,
+        network,
+        deadline,
+        connect_timeout,
+        client_tls,
+        GateLimits::default(),
+    )
+}
+
+/// [`build_combiner`] with per-node request limits.
+///
+/// # Errors
+/// TLS configuration errors, or the worker threads cannot be started.
+pub fn build_combiner_with(
+    def: &ClusterDefinition,
+    network: Network,
+    deadline: Duration,
+    connect_timeout: Duration,
+    client_tls: rustls::ClientConfig,
+    gate: GateLimits,
 ) -> anyhow::Result<Combiner> {
     let nodes: Vec<NodeTarget> = def
         .operators()
@@ -125,7 +154,8 @@ pub fn build_combiner(
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(client_tls)
         .http1_only()
-        .pool_max_idle_per_host(512)
+        // Every connection a node's in-flight limit allows stays pooled, plus the probes'.
+        .pool_max_idle_per_host(gate.max_in_flight.saturating_add(16))
         .pool_idle_timeout(Duration::from_secs(20))
         .connect_timeout(connect_timeout)
         .timeout(deadline)
@@ -134,6 +164,7 @@ pub fn build_combiner(
         .build()?;
     let mut combiner = Combiner::new(nodes, validators, network, deadline, client)?;
     combiner.connect_timeout = connect_timeout;
+    combiner.set_gate_limits(gate);
     Ok(combiner)
 }
 
@@ -172,13 +203,15 @@ pub async fn start(config: CombinerConfig, listener: TcpListener) -> anyhow::Res
         tracing::warn!("no --client-cert/--client-key: nodes that require client certificates will refuse the combiner");
     }
     let client_tls = node_client_tls(&def, config.node_ca.as_deref(), identity)?;
-    let mut combiner = build_combiner(
+    let mut combiner = build_combiner_with(
         &def,
         config.network.clone(),
         config.deadline,
         config.connect_timeout(),
         client_tls,
+        config.gate,
     )?;
+    combiner.warm_connections = config.warm_connections;
     combiner.health_settings = HealthSettings {
         failures_to_back_off: config.health.failures_to_back_off.max(1),
         ..config.health
@@ -191,6 +224,7 @@ pub async fn start(config: CombinerConfig, listener: TcpListener) -> anyhow::Res
         .server_options(config.listener.host_allowlist());
     let combiner = Arc::new(combiner);
     combiner.spawn_down_summary();
+    combiner.spawn_warmup();
     crate::metrics::global()
         .set_server_collector(combiner::metrics::combiner_collector(combiner.clone()));
     let watch = crate::signing::fork_check::spawn_schedule_watch(

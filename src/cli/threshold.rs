@@ -132,6 +132,20 @@ pub struct CombinerArgs {
     /// How often a summary line is logged per backed-off node while it is down, in seconds.
     #[arg(long, default_value_t = DEFAULT_NODE_DOWN_SUMMARY_SECS, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node health (advanced)")]
     pub node_down_summary_secs: u64,
+    /// Most partial-signature requests on the wire to one node at once (so at most that many
+    /// connections to it); further requests wait in arrival order. Connections up to this many
+    /// are opened to every node at start.
+    #[arg(long, default_value_t = crate::combiner::gate::DEFAULT_MAX_IN_FLIGHT as u64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node load (advanced)")]
+    pub node_max_in_flight: u64,
+    /// Most in-flight requests to one node whose sign request was already answered (a slow or
+    /// far node): beyond this, requests to that node wait, and are not sent once their sign
+    /// request is answered.
+    #[arg(long, default_value_t = crate::combiner::gate::DEFAULT_MAX_UNNEEDED as u64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Node load (advanced)")]
+    pub node_max_unneeded: u64,
+    /// Connections opened to every node at start, so that the first burst does not begin
+    /// with a TLS handshake per request (at most --node-max-in-flight; 0: none).
+    #[arg(long, default_value_t = crate::combiner::WARM_CONNECTIONS as u64, help_heading = "Node load (advanced)")]
+    pub node_warm_connections: u64,
 }
 
 impl CombinerArgs {
@@ -320,6 +334,11 @@ impl CombinerArgs {
         config.network = crate::app::node::network(&self.network)?;
         config.node_connect_timeout = self.node_connect_timeout_ms.map(Duration::from_millis);
         config.health = self.health_settings();
+        config.gate = crate::combiner::gate::GateLimits {
+            max_in_flight: usize::try_from(self.node_max_in_flight).unwrap_or(usize::MAX),
+            max_unneeded: usize::try_from(self.node_max_unneeded).unwrap_or(usize::MAX),
+        };
+        config.warm_connections = usize::try_from(self.node_warm_connections).unwrap_or(usize::MAX);
         Ok(config)
     }
 }

@@ -102,6 +102,76 @@ impl Collector for CombinerCollector {
                     .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_node_not_sent",
+                "Partial-signature requests that waited for the node (at its in-flight limit) and were not sent, by node and reason: answered (the sign request was answered meanwhile) or overloaded (it could no longer make the deadline)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (node, gate) in c.nodes.iter().zip(&c.gates) {
+                for (reason, counter) in [
+                    ("answered", &gate.dropped_answered),
+                    ("overloaded", &gate.dropped_overloaded),
+                ] {
+                    let labels = [("node", node.name.as_str()), ("reason", reason)];
+                    ConstCounter::new(counter.load(Ordering::Relaxed))
+                        .encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_node_in_flight",
+                "Partial-signature requests on the wire to the node now, by node",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, gate) in c.nodes.iter().zip(&c.gates) {
+                let (in_flight, _) = gate.load();
+                ConstGauge::new(i64::try_from(in_flight).unwrap_or(i64::MAX))
+                    .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dvsigner_combiner_node_queued",
+                "Partial-signature requests waiting for a place towards the node now, by node",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, gate) in c.nodes.iter().zip(&c.gates) {
+                let (_, queued) = gate.load();
+                ConstGauge::new(i64::try_from(queued).unwrap_or(i64::MAX))
+                    .encode(m.encode_family(&[("node", node.name.as_str())])?)?;
+            }
+        }
+        for (name, help, value) in [
+            (
+                "dvsigner_combiner_shed",
+                "Sign requests answered 503 with Retry-After because they could not be answered within the deadline (node queues too long)",
+                c.shed.load(Ordering::Relaxed),
+            ),
+            (
+                "dvsigner_combiner_verify_batches",
+                "Batches of combined signatures verified together (a batch of one included)",
+                c.verifier.stats.batches.load(Ordering::Relaxed),
+            ),
+            (
+                "dvsigner_combiner_verify_signatures",
+                "Combined signatures verified in those batches",
+                c.verifier.stats.signatures.load(Ordering::Relaxed),
+            ),
+            (
+                "dvsigner_combiner_verify_batch_failures",
+                "Batches whose joint check failed (each signature was then checked alone)",
+                c.verifier.stats.batch_failures.load(Ordering::Relaxed),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let m = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(m)?;
+        }
         let below = c
             .validators
             .values()

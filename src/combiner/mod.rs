@@ -9,10 +9,18 @@
 //! from the typed payload itself and refuses a supplied root that differs, and the combiner
 //! verifies every threshold signature against the root it computed.
 //!
-//! Verification strategy (`docs/design-decisions.md`, measured in `benches/`): combine the first
-//! `t` partials and verify the result once; only when that fails verify each partial, drop the
-//! liars (logged and counted) and wait for more. Honest clusters pay one verification per
-//! signature.
+//! Verification strategy (measured in `benches/`): combine the first `t` partials and verify
+//! the result once; only when that fails verify each partial, drop the liars (logged and
+//! counted) and wait for more. Honest clusters pay one verification per signature, and the
+//! combined signatures of concurrent requests are verified together in batches
+//! ([`verify`]: one final exponentiation per batch; a failed batch falls back to checking each
+//! signature, then that request's partials). Each signing root is hashed to G2 once per
+//! request. A signature is only ever returned after it verified.
+//!
+//! Load ([`gate`]): each node gets at most a bounded number of requests at once, in arrival
+//! order; a request that can no longer make its deadline is not sent, and a sign request that
+//! cannot be answered in time is refused at once with 503 and `Retry-After` (counted in
+//! `dvsigner_combiner_shed_total`). Pooled connections to every node are opened at start.
 //!
 //! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 when fewer
 //! than `t` valid partials arrived by the deadline (or failures made `t` unreachable), one line
@@ -42,11 +50,15 @@ use crate::http::{web3signer, ApiError, BlockingPool, SignRequest, Signer};
 use crate::signing::Network;
 use crate::threshold::{self, ShareIndex};
 
+pub mod gate;
 pub mod health;
 pub mod metrics;
 pub mod node_error;
 pub mod node_health;
 pub mod pool;
+pub mod verify;
+
+use gate::{GateLimits, NodeGate, NotSent};
 
 use node_health::{HealthSettings, NodeHealth, Transition};
 
@@ -144,6 +156,16 @@ pub struct Combiner {
     pub health_settings: HealthSettings,
     /// The client's connect timeout (TCP and TLS handshake), named in errors.
     pub connect_timeout: Duration,
+    /// Bounded, ordered dispatch per node (same order as `nodes`).
+    pub gates: Vec<Arc<NodeGate>>,
+    /// Combination and batch verification of concurrent requests.
+    pub verifier: verify::VerifyQueue,
+    /// Sign requests refused with 503 and `Retry-After` because they could not be answered
+    /// within the deadline.
+    pub shed: AtomicU64,
+    /// Connections opened to each node at start ([`Combiner::spawn_warmup`]), at most its
+    /// in-flight limit.
+    pub warm_connections: usize,
     pool: BlockingPool,
 }
 
@@ -151,15 +173,20 @@ impl Combiner {
     /// Builds a combiner.
     ///
     /// # Errors
-    /// When the verification thread pool cannot be created.
+    /// When the verification threads cannot be created.
     pub fn new(
         nodes: Vec<NodeTarget>,
         validators: Vec<ValidatorTarget>,
         network: Network,
         deadline: Duration,
         client: reqwest::Client,
-    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+    ) -> anyhow::Result<Self> {
         let pool = BlockingPool::new("bls-combine", "combine")?;
+        let verifier = verify::VerifyQueue::start(num_cpus::get())?;
+        let gates = nodes
+            .iter()
+            .map(|_| Arc::new(NodeGate::new(GateLimits::default())))
+            .collect();
         let counters = nodes.iter().map(|_| NodeCounters::default()).collect();
         let health = nodes.iter().map(|_| NodeHealth::default()).collect();
         let validators = validators
@@ -176,9 +203,98 @@ impl Combiner {
             health,
             health_settings: HealthSettings::default(),
             connect_timeout: deadline,
+            gates,
+            verifier,
+            shed: AtomicU64::new(0),
+            warm_connections: WARM_CONNECTIONS,
             pool,
         })
     }
+
+    /// Replaces the per-node request limits (before serving).
+    pub fn set_gate_limits(&mut self, limits: GateLimits) {
+        self.gates = self
+            .nodes
+            .iter()
+            .map(|_| Arc::new(NodeGate::new(limits)))
+            .collect();
+    }
+
+    /// Opens pooled connections to every node in the background, as many as a node's
+    /// in-flight limit (at most [`Combiner::warm_connections`]), with concurrent `GET /upcheck`
+    /// requests once the node answers one (tried every second for a minute), so that the
+    /// first burst does not start with a handshake per request.
+    pub fn spawn_warmup(self: &Arc<Self>) {
+        if self.warm_connections == 0 {
+            return;
+        }
+        for node in 0..self.nodes.len() {
+            let c = Arc::clone(self);
+            tokio::spawn(async move {
+                let url = format!("{}/upcheck", c.nodes[node].url.trim_end_matches('/'));
+                let upcheck = |c: &Arc<Combiner>| {
+                    c.client
+                        .get(&url)
+                        .timeout(c.deadline.saturating_add(c.connect_timeout))
+                        .send()
+                };
+                let mut up = false;
+                for _ in 0..60 {
+                    if matches!(upcheck(&c).await, Ok(r) if r.status().is_success()) {
+                        up = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                if !up {
+                    return;
+                }
+                let n = c.gates[node].limits().max_in_flight.min(c.warm_connections);
+                let opened = futures::future::join_all((0..n).map(|_| upcheck(&c)))
+                    .await
+                    .into_iter()
+                    .filter(|r| r.is_ok())
+                    .count();
+                tracing::debug!(node = %c.nodes[node].name, opened, "connections to node warmed");
+            });
+        }
+    }
+}
+
+/// Default connections per node opened at start ([`Combiner::spawn_warmup`]).
+pub const WARM_CONNECTIONS: usize = 128;
+
+tokio::task_local! {
+    /// Seconds for the `Retry-After` header of the current sign request's 503, when it was
+    /// refused for load.
+    static RETRY_AFTER: std::cell::Cell<Option<u64>>;
+}
+
+/// Marks the current sign request's answer as shed for load: its 503 gets `Retry-After`.
+fn set_retry_after(secs: u64) {
+    let _ = RETRY_AFTER.try_with(|c| c.set(Some(secs.clamp(1, 60))));
+}
+
+/// Adds `Retry-After` to a 503 of a sign request refused for load.
+async fn retry_after_layer(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut response, secs) = RETRY_AFTER
+        .scope(std::cell::Cell::new(None), async {
+            let r = next.run(request).await;
+            (r, RETRY_AFTER.with(std::cell::Cell::get))
+        })
+        .await;
+    if let Some(secs) = secs {
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+    }
+    response
 }
 
 /// The combiner's Web3Signer-compatible router: the shared face plus `/healthcheck` (node
@@ -187,7 +303,7 @@ pub fn router(state: Arc<Combiner>) -> Router {
     let routes = Router::new()
         .route("/healthcheck", get(health::healthcheck))
         .route(INFO_PATH, get(info));
-    web3signer::router(state, routes)
+    web3signer::router(state, routes).layer(axum::middleware::from_fn(retry_after_layer))
 }
 
 /// `GET /api/v1/dvsigner/info`: the combiner's role, version and network.
@@ -222,8 +338,14 @@ impl Signer for Combiner {
 /// What one node answered.
 enum NodeAnswer {
     Partial(Signature),
+    /// A partial that arrived after the combiner answered (counted, not decoded).
+    Late,
     Refused(String),
     Failed(String),
+    /// Not sent: it could no longer make the deadline.
+    Overloaded(String),
+    /// Not sent: the combiner had answered while it waited.
+    NotNeeded,
 }
 
 /// The combiner's side of a sign request: look up the group key (404), ask its nodes, combine.
@@ -315,6 +437,23 @@ async fn ask_node(
     answered: pool::Answered,
 ) -> (usize, ShareIndex, NodeAnswer) {
     let node = &c.nodes[node_pos];
+    let until = Instant::now() + c.deadline;
+    let _permit = match c.gates[node_pos].acquire(&answered, until).await {
+        Ok(p) => p,
+        Err(NotSent::Answered) => return (node_pos, index, NodeAnswer::NotNeeded),
+        Err(NotSent::Overloaded { waited, queued }) => {
+            let why = format!(
+                "not sent: overloaded ({queued} requests queued for it, waited {} ms; the \
+                 node's answers take {} ms, more than the time left)",
+                waited.as_millis(),
+                c.gates[node_pos]
+                    .service_time()
+                    .unwrap_or_default()
+                    .as_millis()
+            );
+            return (node_pos, index, NodeAnswer::Overloaded(why));
+        }
+    };
     let url = format!(
         "{}/api/v1/eth2/sign/{share_pk}",
         node.url.trim_end_matches('/')
@@ -353,6 +492,8 @@ async fn ask_node(
                         describe(&e)
                     ))
                 }
+                // After the combiner answered, a partial is only counted: not decoded.
+                Ok(_) if status == StatusCode::OK && answered.is_set() => NodeAnswer::Late,
                 Ok(text) if status == StatusCode::OK => match parse_signature(&text) {
                     Some(sig) => NodeAnswer::Partial(sig),
                     None => NodeAnswer::Failed(format!(
@@ -366,8 +507,14 @@ async fn ask_node(
         }
     };
     let counters = &c.counters[node_pos];
-    counters.latency.observe(started.elapsed().as_secs_f64());
-    if matches!(answer, NodeAnswer::Partial(_)) && answered.is_set() {
+    let took = started.elapsed();
+    counters.latency.observe(took.as_secs_f64());
+    if got_status {
+        c.gates[node_pos].record_service_time(took);
+    }
+    if matches!(answer, NodeAnswer::Late)
+        || (matches!(answer, NodeAnswer::Partial(_)) && answered.is_set())
+    {
         counters.partials_late.fetch_add(1, Ordering::Relaxed);
     }
     // Every answer, also one arriving after the combiner answered: a partial (until its
@@ -500,16 +647,20 @@ impl Combiner {
 }
 
 fn parse_signature(text: &str) -> Option<Signature> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        signature: std::borrow::Cow<'a, str>,
+    }
     let text = text.trim();
-    let hex = if text.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        v.get("signature")?.as_str()?.to_owned()
-    } else {
-        text.to_owned()
-    };
     // The subgroup check is left to the verification of the combined signature (and, when
     // that fails, of each partial): both check it, so a partial outside G2 is still caught.
-    Signature::from_hex_without_subgroup_check(&hex).ok()
+    if text.starts_with('{') {
+        let body: Body<'_> = serde_json::from_str(text).ok()?;
+        Signature::from_hex_without_subgroup_check(&body.signature).ok()
+    } else {
+        Signature::from_hex_without_subgroup_check(text).ok()
+    }
 }
 
 async fn combine_from_nodes(
@@ -534,6 +685,16 @@ async fn combine_from_nodes(
         .filter(|s| !c.health[s.node].is_backed_off())
         .count();
     let ask_backed_off = healthy < t;
+    if let Some(retry_after) = admission(c, v, ask_backed_off) {
+        c.shed.fetch_add(1, Ordering::Relaxed);
+        set_retry_after(retry_after.as_secs_f64().ceil() as u64);
+        return Err(ApiError::Unavailable(format!(
+            "overloaded: the signer nodes' queues cannot answer within the {} ms deadline; \
+             retry in {} s",
+            c.deadline.as_millis(),
+            retry_after.as_secs_f64().ceil()
+        )));
+    }
     let mut skipped: Vec<usize> = Vec::new();
     let mut causes: Vec<(usize, String)> = Vec::new();
     let now = Instant::now();
@@ -569,6 +730,9 @@ async fn combine_from_nodes(
     let mut answered: Vec<usize> = Vec::with_capacity(n);
     let mut refused: Vec<usize> = Vec::new();
     let mut deadline_passed = false;
+    let mut overloaded = false;
+    // The signing root hashed to G2, once known (from the first combination).
+    let mut hashed: Option<threshold::HashedMessage> = None;
 
     loop {
         let (node, index, answer) = tokio::select! {
@@ -600,6 +764,15 @@ async fn combine_from_nodes(
                 tracing::debug!(node = %name, request_id, error = %why, "node failed");
                 causes.push((node, why));
             }
+            NodeAnswer::Overloaded(why) => {
+                tracing::debug!(node = %name, request_id, reason = %why, "node request shed");
+                overloaded = true;
+                causes.push((node, why));
+            }
+            // Only once the request is answered, which ends this loop first.
+            NodeAnswer::Late | NodeAnswer::NotNeeded => {
+                causes.push((node, "no partial (request answered)".into()));
+            }
         }
         if refused.len() > n - t {
             let names: Vec<_> = refused
@@ -617,8 +790,16 @@ async fn combine_from_nodes(
             break;
         }
         if candidates.len() >= t {
-            if let Some(sig) =
-                try_combine(c, v, root, &mut candidates, &mut verified, request_id).await?
+            if let Some(sig) = try_combine(
+                c,
+                v,
+                root,
+                &mut hashed,
+                &mut candidates,
+                &mut verified,
+                request_id,
+            )
+            .await?
             {
                 for (node, _, _) in &candidates {
                     c.counters[*node]
@@ -656,6 +837,18 @@ async fn combine_from_nodes(
             ));
         }
     }
+    // Also shed for load: the deadline passed while a node's request still waited in its
+    // queue.
+    overloaded |= deadline_passed
+        && v.shares.iter().any(|s| {
+            !answered.contains(&s.node)
+                && !skipped.contains(&s.node)
+                && c.gates[s.node].load().1 > 0
+        });
+    if overloaded {
+        c.shed.fetch_add(1, Ordering::Relaxed);
+        set_retry_after(retry_after_estimate(c, v).as_secs_f64().ceil() as u64);
+    }
     causes.sort_by(|a, b| c.nodes[a.0].name.cmp(&c.nodes[b.0].name));
     let lines: String = causes
         .iter()
@@ -670,34 +863,69 @@ async fn combine_from_nodes(
     )))
 }
 
-/// Combines the first `t` candidates and verifies under the group key; on failure verifies each
-/// unverified candidate, drops the wrong ones and tries again if `t` remain.
+/// Admission control: `Some(retry after)` when fewer than `t` of the nodes this request
+/// would be sent to can be expected to answer within the deadline, judged by their queues
+/// and recent answer times ([`NodeGate::expected_answer`]); such a request could only end in
+/// a 503 at the deadline, after adding to the queues. Nodes without an answer time yet count
+/// as able.
+fn admission(c: &Combiner, v: &ValidatorTarget, ask_backed_off: bool) -> Option<Duration> {
+    let mut expected: Vec<Duration> = v
+        .shares
+        .iter()
+        .filter(|s| ask_backed_off || !c.health[s.node].is_backed_off())
+        .map(|s| c.gates[s.node].expected_answer().unwrap_or(Duration::ZERO))
+        .collect();
+    expected.sort_unstable();
+    let t_th = *expected.get(v.threshold.checked_sub(1)?)?;
+    (t_th > c.deadline).then(|| t_th.saturating_sub(c.deadline).max(Duration::from_secs(1)))
+}
+
+/// How long until the validator's `t`-th fastest node has worked through its queue, at least
+/// a second: the `Retry-After` of a request shed for load.
+fn retry_after_estimate(c: &Combiner, v: &ValidatorTarget) -> Duration {
+    let mut expected: Vec<Duration> = v
+        .shares
+        .iter()
+        .map(|s| c.gates[s.node].expected_answer().unwrap_or(Duration::ZERO))
+        .collect();
+    expected.sort_unstable();
+    v.threshold
+        .checked_sub(1)
+        .and_then(|i| expected.get(i).copied())
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+/// Combines the first `t` candidates and verifies under the group key (on the verification
+/// queue, batched with concurrent requests); on failure verifies each unverified candidate
+/// against the root hashed once (`hashed`), drops the wrong ones and tries again if `t` remain.
 async fn try_combine(
     c: &Arc<Combiner>,
     v: &ValidatorTarget,
     root: SigningRoot,
+    hashed: &mut Option<threshold::HashedMessage>,
     candidates: &mut Vec<(usize, ShareIndex, Signature)>,
     verified: &mut Vec<bool>,
     request_id: &str,
 ) -> Result<Option<Signature>, ApiError> {
     let t = v.threshold;
-    let chosen: Vec<(ShareIndex, Signature)> = candidates
-        .iter()
-        .take(t)
-        .map(|(_, i, s)| (*i, s.clone()))
-        .collect();
-    let group = v.group_pubkey.clone();
-    let combined = c
-        .pool
-        .run(move || {
-            threshold::combine(&chosen, t)
-                .ok()
-                .filter(|sig| sig.verify(&group, &root.0))
-        })
-        .await?;
-    if combined.is_some() {
-        return Ok(combined);
+    let job = |candidates: &[(usize, ShareIndex, Signature)], hashed| verify::CombineJob {
+        partials: candidates
+            .iter()
+            .take(t)
+            .map(|(_, i, s)| (*i, s.clone()))
+            .collect(),
+        threshold: t,
+        group: v.group_pubkey.clone(),
+        root,
+        hashed,
+    };
+    let outcome = c.verifier.submit(job(candidates, *hashed)).await?;
+    *hashed = Some(outcome.hashed);
+    if outcome.signature.is_some() {
+        return Ok(outcome.signature);
     }
+    let h = outcome.hashed;
     // Someone lied: check every partial we have not checked yet.
     let to_check: Vec<(usize, Signature, PublicKey)> = candidates
         .iter()
@@ -716,7 +944,7 @@ async fn try_combine(
         .run(move || {
             to_check
                 .into_iter()
-                .map(|(pos, sig, pk)| (pos, sig.verify(&pk, &root.0)))
+                .map(|(pos, sig, pk)| (pos, threshold::verify_hashed(&sig, &pk, &h)))
                 .collect::<Vec<_>>()
         })
         .await?;
@@ -728,6 +956,7 @@ async fn try_combine(
             bad.push(pos);
         }
     }
+    bad.sort_unstable();
     for pos in bad.into_iter().rev() {
         let (node, _, _) = candidates.remove(pos);
         verified.remove(pos);
@@ -740,19 +969,7 @@ async fn try_combine(
     if candidates.len() < t {
         return Ok(None);
     }
-    let chosen: Vec<(ShareIndex, Signature)> = candidates
-        .iter()
-        .take(t)
-        .map(|(_, i, s)| (*i, s.clone()))
-        .collect();
-    let group = v.group_pubkey.clone();
-    c.pool
-        .run(move || {
-            threshold::combine(&chosen, t)
-                .ok()
-                .filter(|sig| sig.verify(&group, &root.0))
-        })
-        .await
+    Ok(c.verifier.submit(job(candidates, Some(h))).await?.signature)
 }
 
 #[cfg(test)]

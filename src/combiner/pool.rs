@@ -22,14 +22,33 @@ pub fn node_request_timeout(deadline: Duration, connect_timeout: Duration) -> Du
 
 /// Whether the combiner has answered the sign request a node request belongs to; set when the
 /// [`AnsweredGuard`] of [`Answered::guard`] drops (the combining function returned, whatever
-/// it returned).
+/// it returned). Tasks can await it ([`Answered::wait`]).
 #[derive(Debug, Clone, Default)]
-pub struct Answered(Arc<AtomicBool>);
+pub struct Answered(Arc<AnsweredInner>);
+
+#[derive(Debug, Default)]
+struct AnsweredInner {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
 
 impl Answered {
     /// Whether the request has been answered.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.set.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the request has been answered.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// A guard that marks the request answered when dropped.
@@ -44,7 +63,8 @@ pub struct AnsweredGuard(Answered);
 
 impl Drop for AnsweredGuard {
     fn drop(&mut self) {
-        self.0 .0.store(true, Ordering::Release);
+        self.0 .0.set.store(true, Ordering::Release);
+        self.0 .0.notify.notify_waiters();
     }
 }
 

@@ -12,6 +12,10 @@
 //! - [`combine`] computes `sigma = sum_{i in S} lambda_i sigma_i`, with
 //!   `lambda_i = prod_{j in S, j != i} j / (j - i) mod r`, as one G2 multi-scalar multiplication.
 //!
+//! - [`verify_batch`] checks many signatures (of different keys and messages) with one final
+//!   exponentiation, [`verify_hashed`] one signature against a message hashed once with
+//!   [`hash_to_g2`]; both on the calling thread only (the combiner's verification).
+//!
 //! Invariants: share index 0 is unrepresentable ([`ShareIndex`] wraps `NonZeroU64`), so a share
 //! can never be the secret itself and the blsttc-style `x = i + 1` off-by-one cannot happen.
 //! Every secret scalar (coefficients, shares, Horner intermediates) lives in a zeroizing type.
@@ -29,6 +33,9 @@ mod poly;
 mod shamir;
 
 pub use combine::combine;
+pub use curve::{
+    hash_to_g2, signature_in_g2, verify_batch, verify_hashed, BatchEntry, HashedMessage,
+};
 pub use error::Error;
 pub use poly::{
     interpolate_commitments, interpolate_shares, sum_commitments, sum_shares, Polynomial,

@@ -17,6 +17,7 @@ mod cluster;
 mod cluster_e2e;
 mod cluster_status;
 mod cluster_sync;
+mod combiner_load;
 mod combiner_nodes;
 mod config;
 mod container;

@@ -1,0 +1,412 @@
+//! Bounded, ordered dispatch of partial-signature requests to one signer node.
+//!
+//! Each node has a gate: at most `max_in_flight` requests are on the wire to it at once (so at
+//! most that many keep-alive connections, all reused: HTTP/1.1 carries one request per
+//! connection at a time), and the rest wait in arrival order. A waiting request is never sent
+//! once it no longer matters:
+//! - its sign request was answered meanwhile (the other nodes gave `t` partials): it is dropped;
+//! - it could no longer make its deadline: the time left is below the node's recent answer
+//!   time ([`NodeGate::service_time`]); it is dropped and the sign request is told it was
+//!   shed (503 with `Retry-After`).
+//!
+//! And a node that answers after the combiner has answered (a slow or far node) gets at most
+//! `max_unneeded` such requests at once: while that many of its in-flight requests belong to
+//! sign requests already answered, new requests to it wait (and are dropped once their own
+//! sign request is answered). A node answering after 3 s therefore keeps a handful of
+//! connections busy instead of one new connection (TCP and TLS handshake) per request.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::pool::Answered;
+
+/// Default most requests in flight to one node.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+/// Default most in-flight requests to one node whose sign request was already answered.
+pub const DEFAULT_MAX_UNNEEDED: usize = 4;
+
+/// Limits of a [`NodeGate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Most requests on the wire to the node at once.
+    pub max_in_flight: usize,
+    /// Most of those whose sign request was already answered.
+    pub max_unneeded: usize,
+}
+
+impl Default for GateLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_unneeded: DEFAULT_MAX_UNNEEDED,
+        }
+    }
+}
+
+/// Why a request was not sent to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// Its sign request was answered while it waited.
+    Answered,
+    /// It could no longer make its deadline (the node's queue is too long).
+    Overloaded {
+        /// How long it waited.
+        waited: Duration,
+        /// Requests still waiting for the node.
+        queued: usize,
+    },
+}
+
+struct Waiter {
+    id: u64,
+    answered: Answered,
+    until: Instant,
+    tx: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    in_flight: Vec<(u64, Answered)>,
+    waiters: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+/// The gate of one node (see the module documentation).
+pub struct NodeGate {
+    limits: GateLimits,
+    state: Mutex<State>,
+    /// Exponential moving average of the node's answer time, in microseconds (0: none yet).
+    service_us: AtomicU64,
+    /// Requests dropped because their sign request was answered while they waited.
+    pub dropped_answered: AtomicU64,
+    /// Requests dropped because they could no longer make their deadline.
+    pub dropped_overloaded: AtomicU64,
+}
+
+impl std::fmt::Debug for NodeGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeGate")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request's right to be on the wire; gives its place back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    gate: Arc<NodeGate>,
+    id: u64,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.release(self.id);
+    }
+}
+
+impl NodeGate {
+    /// A gate with these limits (each at least 1).
+    pub fn new(limits: GateLimits) -> Self {
+        Self {
+            limits: GateLimits {
+                max_in_flight: limits.max_in_flight.max(1),
+                max_unneeded: limits.max_unneeded.max(1),
+            },
+            state: Mutex::new(State::default()),
+            service_us: AtomicU64::new(0),
+            dropped_answered: AtomicU64::new(0),
+            dropped_overloaded: AtomicU64::new(0),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> GateLimits {
+        self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent across a panic (every change is a single push or
+        // remove), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The node's recent answer time (moving average), if it answered yet.
+    pub fn service_time(&self) -> Option<Duration> {
+        match self.service_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Records how long one answer took (moving average over about the last 8).
+    pub fn record_service_time(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.service_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            us
+        } else {
+            (old.saturating_mul(7).saturating_add(us)) / 8
+        };
+        self.service_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Requests on the wire and requests waiting.
+    pub fn load(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.in_flight.len(), s.waiters.len())
+    }
+
+    /// Time until a request queued now would be answered, from the queue and the node's
+    /// recent answer time: one answer time when it can be sent at once, else
+    /// `((waiting + 1) / max_in_flight + 1) x answer time`. `None` before the node's first
+    /// answer.
+    pub fn expected_answer(&self) -> Option<Duration> {
+        let service = self.service_time()?;
+        let (free, waiting) = {
+            let s = self.lock();
+            (
+                s.waiters.is_empty() && s.in_flight.len() < self.limits.max_in_flight,
+                s.waiters.len(),
+            )
+        };
+        let rounds = if free {
+            1.0
+        } else {
+            (waiting + 1) as f64 / self.limits.max_in_flight as f64 + 1.0
+        };
+        Some(service.mul_f64(rounds))
+    }
+
+    fn can_send(&self, s: &State) -> bool {
+        s.in_flight.len() < self.limits.max_in_flight
+            && s.in_flight.iter().filter(|(_, a)| a.is_set()).count() < self.limits.max_unneeded
+    }
+
+    /// Waits (in arrival order) until the request may be sent, or says why it is not sent.
+    /// `until` is the sign request's deadline.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        answered: &Answered,
+        until: Instant,
+    ) -> Result<Permit, NotSent> {
+        let started = Instant::now();
+        let (id, rx) = {
+            let mut s = self.lock();
+            let id = s.next_id;
+            s.next_id += 1;
+            if s.waiters.is_empty() && self.can_send(&s) {
+                s.in_flight.push((id, answered.clone()));
+                return Ok(Permit {
+                    gate: Arc::clone(self),
+                    id,
+                });
+            }
+            if answered.is_set() {
+                drop(s);
+                self.dropped_answered.fetch_add(1, Ordering::Relaxed);
+                return Err(NotSent::Answered);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            s.waiters.push_back(Waiter {
+                id,
+                answered: answered.clone(),
+                until,
+                tx,
+            });
+            (id, rx)
+        };
+        let granted = tokio::select! {
+            r = rx => r.is_ok(),
+            () = answered.wait() => false,
+            () = tokio::time::sleep_until(until.into()) => false,
+        };
+        if granted {
+            return Ok(Permit {
+                gate: Arc::clone(self),
+                id,
+            });
+        }
+        // Not granted (yet): leave the queue. A permit granted at the same moment is given back.
+        let queued = {
+            let mut s = self.lock();
+            let pos = s.waiters.iter().position(|w| w.id == id);
+            if let Some(pos) = pos {
+                s.waiters.remove(pos);
+            } else if s.in_flight.iter().any(|(i, _)| *i == id) {
+                drop(s);
+                drop(Permit {
+                    gate: Arc::clone(self),
+                    id,
+                });
+                s = self.lock();
+            }
+            s.waiters.len()
+        };
+        if answered.is_set() {
+            self.dropped_answered.fetch_add(1, Ordering::Relaxed);
+            Err(NotSent::Answered)
+        } else {
+            self.dropped_overloaded.fetch_add(1, Ordering::Relaxed);
+            Err(NotSent::Overloaded {
+                waited: started.elapsed(),
+                queued,
+            })
+        }
+    }
+
+    fn release(&self, id: u64) {
+        let mut s = self.lock();
+        if let Some(pos) = s.in_flight.iter().position(|(i, _)| *i == id) {
+            s.in_flight.swap_remove(pos);
+        }
+        self.dispatch(&mut s);
+    }
+
+    /// Hands places to waiters in order; drops those no longer worth sending (their task
+    /// sees its channel closed and reports why).
+    fn dispatch(&self, s: &mut State) {
+        let now = Instant::now();
+        let service = self.service_time().unwrap_or(Duration::ZERO);
+        while let Some(front) = s.waiters.front() {
+            let hopeless = front.until.saturating_duration_since(now) < service;
+            if front.answered.is_set() || front.tx.is_closed() || hopeless {
+                if let Some(w) = s.waiters.pop_front() {
+                    // Its task wakes on the closed channel and counts the drop itself.
+                    drop(w.tx);
+                }
+                continue;
+            }
+            if !self.can_send(s) {
+                break;
+            }
+            let Some(w) = s.waiters.pop_front() else {
+                break;
+            };
+            s.in_flight.push((w.id, w.answered.clone()));
+            if w.tx.send(()).is_err() {
+                s.in_flight.pop();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(max_in_flight: usize, max_unneeded: usize) -> Arc<NodeGate> {
+        Arc::new(NodeGate::new(GateLimits {
+            max_in_flight,
+            max_unneeded,
+        }))
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_order_within_the_limit() {
+        let g = gate(2, 2);
+        let a = Answered::default();
+        let p1 = g.acquire(&a, far()).await.expect("first");
+        let p2 = g.acquire(&a, far()).await.expect("second");
+        assert_eq!(g.load(), (2, 0));
+        let (g3, a3) = (g.clone(), a.clone());
+        let third = tokio::spawn(async move { g3.acquire(&a3, far()).await.map(|p| (3, p)) });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        let (g4, a4) = (g.clone(), a.clone());
+        let fourth = tokio::spawn(async move { g4.acquire(&a4, far()).await.map(|p| (4, p)) });
+        while g.load().1 < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(p1);
+        let (n, p3) = third.await.expect("task").expect("granted");
+        assert_eq!(n, 3);
+        assert_eq!(g.load(), (2, 1), "the fourth still waits");
+        drop(p2);
+        let (n, _p4) = fourth.await.expect("task").expect("granted");
+        assert_eq!(n, 4);
+        drop(p3);
+        assert_eq!(g.load(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_whose_request_was_answered_is_not_sent() {
+        let g = gate(1, 1);
+        let busy = Answered::default();
+        let _p = g.acquire(&busy, far()).await.expect("first");
+        let other = Answered::default();
+        let guard = other.guard();
+        let (g2, o2) = (g.clone(), other.clone());
+        let waiting = tokio::spawn(async move { g2.acquire(&o2, far()).await.map(|_| ()) });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(guard); // the other nodes answered
+        assert_eq!(waiting.await.expect("task"), Err(NotSent::Answered));
+        assert_eq!(g.load(), (1, 0));
+        assert_eq!(g.dropped_answered.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_node_busy_with_answered_requests_gets_no_more_until_one_ends() {
+        // Two requests in flight whose sign requests were answered (a slow node): a third is
+        // held back although the in-flight limit allows it, and dropped once its own sign
+        // request is answered.
+        let g = gate(100, 2);
+        let mut permits = Vec::new();
+        for _ in 0..2 {
+            let a = Answered::default();
+            permits.push(g.acquire(&a, far()).await.expect("sent"));
+            drop(a.guard());
+        }
+        let third = Answered::default();
+        let guard = third.guard();
+        let (g2, t2) = (g.clone(), third.clone());
+        let waiting = tokio::spawn(async move { g2.acquire(&t2, far()).await.map(|_| ()) });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(g.load(), (2, 1));
+        drop(guard);
+        assert_eq!(waiting.await.expect("task"), Err(NotSent::Answered));
+        // Once one of the slow requests ends, a new request goes out at once.
+        drop(permits.pop());
+        let fresh = Answered::default();
+        let _p = g.acquire(&fresh, far()).await.expect("sent");
+        assert_eq!(g.load(), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_cannot_make_its_deadline_is_dropped_as_overloaded() {
+        let g = gate(1, 1);
+        g.record_service_time(Duration::from_secs(10));
+        let a = Answered::default();
+        let p = g.acquire(&a, far()).await.expect("first");
+        let (g2, a2) = (g.clone(), a.clone());
+        // Its deadline is 60 s away but the node needs 10 s per answer: fine, it waits...
+        let ok = tokio::spawn(async move { g2.acquire(&a2, far()).await.map(|_| ()) });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        // ...while one whose deadline is 1 s away can no longer make it once a place frees.
+        let (g3, a3) = (g.clone(), a.clone());
+        let soon = Instant::now() + Duration::from_secs(1);
+        let late = tokio::spawn(async move { g3.acquire(&a3, soon).await.map(|_| ()) });
+        while g.load().1 < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(p);
+        assert_eq!(ok.await.expect("task"), Ok(()));
+        let r = late.await.expect("task");
+        assert!(matches!(r, Err(NotSent::Overloaded { .. })), "{r:?}");
+        assert_eq!(g.dropped_overloaded.load(Ordering::Relaxed), 1);
+    }
+}

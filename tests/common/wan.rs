@@ -320,6 +320,29 @@ impl WanBed {
         stats
     }
 
+    /// TCP connections established to local `port` of member `name` now (`ss` in its
+    /// namespace).
+    pub fn established_to(&self, name: &str, port: u16) -> usize {
+        let ns = &self.member(name).ns;
+        let filter = format!("( sport = :{port} )");
+        run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+                &filter,
+            ],
+        )
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+    }
+
     /// Packets the NFQUEUE delayer of `name` released, and the largest lateness of a release
     /// behind its due time (zero under netem or without delay).
     pub fn delayer_stats(&self, name: &str) -> (u64, Duration) {

@@ -847,7 +847,13 @@ fn burst_figures(answers: &[Answer], bodies: &[(u64, String)]) -> BurstFigures {
                 "burst: wrong signature"
             );
         } else {
+            // The combiner sheds what it cannot answer in time: 503 with Retry-After.
             assert_eq!(a.status, 503, "burst: {}", a.text);
+            assert!(
+                a.retry_after.is_some(),
+                "burst: 503 without Retry-After: {}",
+                a.text
+            );
             *errors.entry(a.status).or_default() += 1;
         }
     }
@@ -874,8 +880,8 @@ fn burst_figures(answers: &[Answer], bodies: &[(u64, String)]) -> BurstFigures {
 /// Burst over WAN: 1,000 validators' attestations at once over 80 ms links (one way, between
 /// the combiner and each node), first with no connection to the nodes open (cold), then again
 /// with the connections of the first burst (warm). Every answer is the whole key's signature or
-/// a 503 within the deadline plus the time the answers take to reach the client; the time to
-/// the last signature and the errors by status are printed.
+/// a 503 with Retry-After, within twice the deadline; the time to the last signature and the
+/// errors by status are printed.
 #[test]
 fn burst_over_wan_answers_every_attestation_correctly_or_503() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -885,7 +891,6 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
     for n in NODES {
         w.bed.set_link(n, Link::delay_ms(80, 0));
     }
-    let mut figures = Vec::new();
     for (round, target) in [("cold", 6000u64), ("warm", 6001)] {
         let bodies: Vec<(u64, String)> =
             (0..validators).map(|v| (v, attestation(target))).collect();
@@ -912,7 +917,16 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
             println!("  first error: {}", a.text);
         }
         assert!(signed > 0, "{round} burst: nothing signed:\n{}", w.logs());
-        figures.push(f);
+        // The combiner answers every request by its deadline (signed, or shed at once when its
+        // node queues cannot make it); what comes on top is the client's own 1,000 requests on
+        // the shared cores (the cold burst also opens 1,000 TLS connections to the combiner).
+        // Measured under load: last answer 5.7 s cold, 5.0 s warm with a 5 s deadline; without
+        // admission control 13.5 s.
+        assert!(
+            f.last_answer < 2 * deadline,
+            "{round} burst: last answer after {:?}, more than twice the deadline",
+            f.last_answer
+        );
     }
     for n in NODES {
         let (released, late) = w.bed.delayer_stats(n);
@@ -924,10 +938,11 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
 }
 
 /// Slow node: node-d's link delays 1.5 s each way (it answers after 3 s). It never delays an
-/// answer, and its late partials arrive and are counted. The connection attempts, SYNs and
-/// completed handshakes towards node-d are printed (not asserted: see below). The connect timeout
-/// is raised above the handshake time (about two round trips, 6 s) as README advises for far
-/// nodes; the request to a node then runs past the deadline (connect timeout + deadline).
+/// answer; every request meant for it is accounted for exactly once: answered late (counted),
+/// not sent because its sign request was answered while it waited for node-d's in-flight limit
+/// (counted), or failed; and its connections are reused: at most one connection attempt towards
+/// node-d for every two requests (see the figures in README, "WAN test bed"). The connect timeout is raised above the handshake time
+/// (about two round trips, 6 s) as README advises for far nodes.
 #[test]
 fn slow_node_never_delays_and_its_late_partials_are_counted() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -941,6 +956,20 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         &["--sync-contact-grace-ms", "20000"],
         &["--node-connect-timeout-ms", "10000"],
     );
+    // The combiner opens connections to every node at start (as many as its in-flight limit
+    // per node); wait (bounded) until the number established to node-d stops growing, so that
+    // the count below is of what the requests cause, not of that start-up.
+    let mut warm = w.bed.established_to("node-d", PORT);
+    let since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = w.bed.established_to("node-d", PORT);
+        if now == warm || since.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        warm = now;
+    }
+    println!("  connections to node-d open before the requests: {warm}");
     w.bed.set_link("node-d", Link::delay_ms(1500, 0));
     w.bed.watch_tcp_port("node-d", PORT);
     let requests = 120u64;
@@ -953,30 +982,38 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         .collect();
     let answers = w.send_all(timed);
     let lat = assert_all_signed(&answers, &bodies, "with a slow node");
-    // Let the last requests' late partials arrive (3 s round trip, bounded wait).
+    // node-d's counters, summed over the label value `label` (metric names with or without
+    // the `_total` suffix).
     let node_d = r#"node="node-d""#;
-    let late_of = |m: &str| {
+    let count = |m: &str, metric: &str, label: &str| {
         m.lines()
             .filter(|l| {
-                l.starts_with("dvsigner_combiner_partials_total{")
-                    || l.starts_with("dvsigner_combiner_partials{")
+                l.starts_with(&format!("{metric}_total{{")) || l.starts_with(&format!("{metric}{{"))
             })
-            .filter(|l| l.contains(node_d) && l.contains(r#"result="late""#))
+            .filter(|l| l.contains(node_d) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
+    let figures = |m: &str| {
+        (
+            count(m, "dvsigner_combiner_partials", r#"result="late""#),
+            count(m, "dvsigner_combiner_node_not_sent", r#"reason=""#),
+            count(m, "dvsigner_combiner_partials", r#"result="failed""#),
+        )
+    };
+    // Let the last requests' late partials arrive (3 s round trip, bounded wait).
     let start = Instant::now();
     let mut metrics = w.metrics();
-    while late_of(&metrics) < requests as f64 && start.elapsed() < Duration::from_secs(15) {
+    loop {
+        let (late, not_sent, failed) = figures(&metrics);
+        if late + not_sent + failed >= requests as f64 || start.elapsed() > Duration::from_secs(20)
+        {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(500));
         metrics = w.metrics();
     }
-    let late = late_of(&metrics);
-    let failed: f64 = metrics
-        .lines()
-        .filter(|l| l.contains(node_d) && l.contains(r#"result="failed""#))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let (late, not_sent, failed) = figures(&metrics);
     let tcp = w.bed.tcp_stats("node-d");
     let (p50, max) = (percentile(&lat, 0.5), lat[lat.len() - 1]);
     println!(
@@ -986,7 +1023,7 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         deadline.as_millis()
     );
     println!(
-        "  answers: all 200, p50 {:.1} ms, max {:.1} ms; node-d partials late {late}, failed {failed}",
+        "  answers: all 200, p50 {:.1} ms, max {:.1} ms; requests for node-d: late partials {late}, not sent (answered or hopeless while waiting) {not_sent}, failed {failed}",
         ms(p50),
         ms(max)
     );
@@ -994,23 +1031,40 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         "  towards node-d: {} connection attempts, {} SYNs, {} completed TCP handshakes",
         tcp.attempts, tcp.syns, tcp.established
     );
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("dvsigner_combiner") && l.contains(node_d))
+    {
+        println!("    {l}");
+    }
     // Never delayed by d: far below its 3 s round trip.
     assert!(
         max < Duration::from_millis(1500),
         "an answer waited {max:?}"
     );
-    // Its late partials arrive and are counted (the last ones may still be under way).
-    assert!(
-        late >= (requests / 2) as f64,
-        "only {late} late partials of node-d counted (failed {failed}):\n{}",
+    // Every request meant for node-d is counted once, and its late partials arrive.
+    assert_eq!(
+        late + not_sent + failed,
+        requests as f64,
+        "node-d's requests not accounted for exactly:\n{}",
         w.logs()
     );
-    // Connection reuse is reported, not asserted: the nodes speak HTTP/1.1 only, so every
-    // request in flight to node-d needs a connection of its own, and while the first
-    // handshakes (two round trips, 6 s) are under way each new request starts another.
     assert!(
-        tcp.attempts > 0,
-        "no connection attempt towards node-d was seen"
+        late >= 1.0,
+        "no late partial of node-d counted:\n{}",
+        w.logs()
+    );
+    // Connections are reused: the combiner keeps at most `--node-max-unneeded` (4) requests on
+    // the wire to a node for sign requests already answered, on pooled connections (warmed at
+    // start). Measured: 53 connection attempts for 120 requests (108 before that limit). Not a
+    // handful yet: node-d's transport failures back it off, and each probe of a backed-off node
+    // (`GET /upcheck` under the 2 s deadline, shorter than node-d's 3 s round trip and 6 s
+    // handshake) abandons its connection, so every probe starts a new one. The bound is half
+    // the requests: it fails with one connection per request in flight.
+    assert!(
+        tcp.attempts <= requests / 2,
+        "{} connection attempts towards node-d for {requests} requests: connections not reused",
+        tcp.attempts
     );
 }
 

@@ -53,7 +53,7 @@ pub fn list_names(listing: &str) -> Vec<&str> {
 
 /// The namespaces of `listing` that the sweep deletes: ours (our prefix and format) whose owner
 /// is not alive, with that owner's PID.
-pub fn stale<'a>(listing: &'a str, alive: impl Fn(u32) -> bool) -> Vec<(&'a str, u32)> {
+pub fn stale(listing: &str, alive: impl Fn(u32) -> bool) -> Vec<(&str, u32)> {
     list_names(listing)
         .into_iter()
         .filter_map(|name| Some((name, owner_pid(name)?)))

@@ -27,6 +27,13 @@ pub fn dev_keystores() -> (PathBuf, PathBuf) {
 /// log level `info`, no stdin.
 pub fn command() -> Command {
     let mut cmd = Command::new(bin());
+    hermetic(&mut cmd);
+    cmd
+}
+
+/// The environment of [`command`] on any command that runs `dvsigner` (directly or through a
+/// wrapper such as `ip netns exec`).
+pub fn hermetic(cmd: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name_text = name.to_string_lossy();
         if name_text.starts_with("DVSIGNER_") || name_text.starts_with("VAULT_") {
@@ -34,7 +41,6 @@ pub fn command() -> Command {
         }
     }
     cmd.env("DVSIGNER_LOG", "info").stdin(Stdio::null());
-    cmd
 }
 
 /// Runs `dvsigner ARGS` to completion, asserts it succeeded, returns stdout then stderr.

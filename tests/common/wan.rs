@@ -9,24 +9,23 @@
 //! entering the member, so one-way delay between two members is the sum of their link delays
 //! and the round trip between a member with delay `d` and one without is `2 d`.
 //!
-//! Everything is created under unique names (`dvw<pid>-<seq>-...`), in addresses of
-//! `10.<x>.0.0/16` that exist only inside these namespaces; nothing is configured in the root
-//! namespace. Dropping the bed kills the processes in its namespaces (by PID) and deletes the
-//! namespaces; a new bed first deletes the leftovers of earlier runs whose owner PID is dead.
-//! Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), `ip` and `tc` (iproute2), `nft` (nftables) and,
-//! without netem, `iptables` with its NFQUEUE target; without
-//! them [`WanBed::new`] panics naming what is missing.
+//! The namespaces are [`Netns`] of `netns.rs`, named `dvt<pid>-<seq>-<member>` (the bridge's
+//! `...-br`), in addresses of `10.<x>.0.0/16` that exist only inside them; nothing is
+//! configured in the root namespace. Dropping the bed kills the processes in its namespaces (by
+//! PID) and deletes the namespaces; a new bed first deletes the leftovers of earlier runs whose
+//! owner PID is dead ([`netns::sweep_stale`]). Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN),
+//! `ip` and `tc` (iproute2), `nft` (nftables) and, without netem, `iptables` with its NFQUEUE
+//! target; without them [`WanBed::new`] panics naming what is missing.
 
 pub mod delay;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::process::{bin, Proc};
+use super::netns::{self, enter_namespace, nft_script, run, run_ok, Netns};
+use super::process::Proc;
 
 /// How link delay is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,122 +103,17 @@ pub struct WanBed {
     members: Vec<Member>,
     configs: BTreeMap<String, MemberConfig>,
     delayers: BTreeMap<String, delay::Delayer>,
-    namespaces: Vec<String>,
+    /// The bridge's namespace first, then the members' in order.
+    namespaces: Vec<Netns>,
 }
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-const PREFIX: &str = "dvw";
-
-/// Runs a command, returning stdout or a description of the failure.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program} {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn run_ok(program: &str, args: &[&str]) -> String {
-    run(program, args).unwrap_or_else(|e| panic!("WAN test bed: {e}"))
-}
-
-/// Runs `nft -f -` in namespace `ns` with `script` on stdin.
-fn nft_script(ns: &str, script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| format!("nft stdin: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft in {ns} failed: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Kills (SIGKILL, by PID) every process inside namespace `ns` and deletes it.
-fn delete_namespace(ns: &str) {
-    for _ in 0..50 {
-        let pids = run("ip", &["netns", "pids", ns]).unwrap_or_default();
-        let pids: Vec<&str> = pids.split_whitespace().collect();
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            let _ = run("kill", &["-KILL", pid]);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = run("ip", &["netns", "del", ns]);
-}
-
-/// Deletes namespaces left by earlier runs whose owner (the PID in the name) is gone.
-fn sweep_stale() {
-    let list = run("ip", &["netns", "list"]).unwrap_or_default();
-    for line in list.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !pid_alive(pid) {
-            eprintln!("WAN test bed: deleting {name}, left by dead process {pid}");
-            delete_namespace(name);
-        }
-    }
-}
-
-/// Panics naming the missing capability unless namespaces, veths, nftables and (for the
-/// fallback delay) NFQUEUE can be used.
-fn check_capabilities(probe_ns: &str) -> DelayMode {
-    let euid = nix::unistd::geteuid();
-    assert!(
-        euid.is_root(),
-        "WAN test bed needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to create network namespaces); \
-         running as uid {euid}"
-    );
-    for tool in ["ip", "nft", "tc", "iptables"] {
-        let found = run("sh", &["-c", &format!("command -v {tool}")]).is_ok();
-        assert!(
-            found,
-            "WAN test bed needs `{tool}` (packages iproute2, nftables and iptables)"
-        );
-    }
-    if let Err(e) = run("ip", &["netns", "add", probe_ns]) {
-        panic!("WAN test bed needs network namespaces (`ip netns add`): {e}");
-    }
+/// Panics naming the missing capability unless namespaces, veths, bridges, nftables and (for
+/// the fallback delay) NFQUEUE can be used, trying each in a namespace `<prefix>probe`.
+fn check_capabilities(prefix: &str) -> DelayMode {
+    netns::require("WAN test bed", &["ip", "nft", "tc", "iptables"]);
+    let probe = Netns::add(prefix, "probe").unwrap_or_else(|e| panic!("WAN test bed needs {e}"));
+    let probe_ns = probe.name.as_str();
     let result = (|| {
-        run("ip", &["-n", probe_ns, "link", "set", "lo", "up"])
-            .map_err(|e| format!("network namespaces: {e}"))?;
         run(
             "ip",
             &[
@@ -272,20 +166,26 @@ fn check_capabilities(probe_ns: &str) -> DelayMode {
         })?;
         Ok(DelayMode::Nfqueue)
     })();
-    delete_namespace(probe_ns);
+    drop(probe);
     result.unwrap_or_else(|e: String| panic!("WAN test bed needs {e}"))
 }
 
 impl WanBed {
     /// Creates one namespace per member name, all on one bridge, addresses `10.<x>.0.<10+i>`.
     pub fn new(names: &[&str]) -> Self {
-        sweep_stale();
-        let pid = std::process::id();
-        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("{PREFIX}{pid}-{seq}-");
-        let mode = check_capabilities(&format!("{prefix}probe"));
-        let subnet = 16 + ((pid as usize + seq) % 200) as u8;
-        let bridge_ns = format!("{prefix}br");
+        netns::sweep_stale();
+        let prefix = netns::unique_prefix();
+        let mode = check_capabilities(&prefix);
+        // The addresses exist only inside the bed's namespaces; the subnet varies per bed so
+        // that captures of different runs are told apart.
+        let subnet = 16
+            + (prefix.bytes().fold(0usize, |h, b| {
+                h.wrapping_mul(31).wrapping_add(usize::from(b))
+            }) % 200) as u8;
+        let add =
+            |role: &str| Netns::add(&prefix, role).unwrap_or_else(|e| panic!("WAN test bed: {e}"));
+        let bridge = add("br");
+        let bridge_ns = bridge.name.clone();
         let mut bed = Self {
             mode,
             prefix: prefix.clone(),
@@ -293,22 +193,19 @@ impl WanBed {
             members: Vec::new(),
             configs: BTreeMap::new(),
             delayers: BTreeMap::new(),
-            namespaces: Vec::new(),
+            namespaces: vec![bridge],
         };
-        run_ok("ip", &["netns", "add", &bridge_ns]);
-        bed.namespaces.push(bridge_ns.clone());
-        run_ok("ip", &["-n", &bridge_ns, "link", "set", "lo", "up"]);
         run_ok(
             "ip",
             &["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"],
         );
         run_ok("ip", &["-n", &bridge_ns, "link", "set", "br0", "up"]);
         for (i, name) in names.iter().enumerate() {
-            let ns = format!("{prefix}{name}");
+            let member_ns = add(name);
+            let ns = member_ns.name.clone();
+            bed.namespaces.push(member_ns);
             let ip = Ipv4Addr::new(10, subnet, 0, 10 + i as u8);
             let veth = format!("v{i}");
-            run_ok("ip", &["netns", "add", &ns]);
-            bed.namespaces.push(ns.clone());
             run_ok(
                 "ip",
                 &[
@@ -322,7 +219,6 @@ impl WanBed {
                     "-n", &bridge_ns, "link", "set", &veth, "master", "br0", "up",
                 ],
             );
-            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
             run_ok(
                 "ip",
                 &["-n", &ns, "addr", "add", &format!("{ip}/16"), "dev", "eth0"],
@@ -424,6 +320,29 @@ impl WanBed {
         stats
     }
 
+    /// TCP connections established to local `port` of member `name` now (`ss` in its
+    /// namespace).
+    pub fn established_to(&self, name: &str, port: u16) -> usize {
+        let ns = &self.member(name).ns;
+        let filter = format!("( sport = :{port} )");
+        run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+                &filter,
+            ],
+        )
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+    }
+
     /// Packets the NFQUEUE delayer of `name` released, and the largest lateness of a release
     /// behind its due time (zero under netem or without delay).
     pub fn delayer_stats(&self, name: &str) -> (u64, Duration) {
@@ -520,44 +439,31 @@ impl WanBed {
         }
     }
 
-    /// Starts `dvsigner ARGS` inside member `name`'s namespace (`ip netns exec`, which execs the
-    /// binary: the PID is dvsigner's), logging to `log`, with the same hermetic environment as
-    /// [`super::process::command`].
+    /// Starts `dvsigner ARGS` inside member `name`'s namespace
+    /// ([`Netns::spawn_dvsigner`]), logging to `log`.
     pub fn spawn(&self, name: &str, proc_name: &str, args: &[String], log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("clone");
-        let mut cmd = Command::new("ip");
-        for (key, _) in std::env::vars_os() {
-            let text = key.to_string_lossy();
-            if text.starts_with("DVSIGNER_") || text.starts_with("VAULT_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.args(["netns", "exec", &self.member(name).ns])
-            .arg(bin())
-            .args(args)
-            .env("DVSIGNER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = cmd.spawn().expect("spawn dvsigner in namespace");
-        Proc {
-            child,
-            name: proc_name.to_owned(),
-            log: log.to_owned(),
-        }
+        self.namespace(name)
+            .spawn_dvsigner(proc_name, args, log, |_| {})
+    }
+
+    fn namespace(&self, name: &str) -> &Netns {
+        let ns = &self.member(name).ns;
+        self.namespaces
+            .iter()
+            .find(|n| &n.name == ns)
+            .expect("member namespace")
     }
 
     /// A tokio runtime whose threads all live in member `name`'s namespace: sockets it opens
     /// (a reqwest client's connections) are that member's.
     pub fn runtime(&self, name: &str, threads: usize) -> tokio::runtime::Runtime {
-        let path = format!("/run/netns/{}", self.member(name).ns);
+        let path = self.namespace(name).path();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .max_blocking_threads(4)
             .enable_all()
             .on_thread_start(move || {
-                delay::enter_namespace(&path).expect("enter client namespace");
+                enter_namespace(&path).expect("enter client namespace");
             })
             .build()
             .expect("runtime")
@@ -571,9 +477,11 @@ impl WanBed {
 
 impl Drop for WanBed {
     fn drop(&mut self) {
+        // The delay threads first (they hold queues inside the namespaces), then the members'
+        // namespaces (killing what runs inside), the bridge's last.
         self.delayers.clear();
-        for ns in self.namespaces.iter().rev() {
-            delete_namespace(ns);
+        while let Some(ns) = self.namespaces.pop() {
+            drop(ns);
         }
         let left: Vec<String> = run("ip", &["netns", "list"])
             .unwrap_or_default()

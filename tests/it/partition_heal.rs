@@ -16,12 +16,11 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::{combiner_args, peer_sync_args, tls_signer_args};
 use crate::common::netns::Netns;
-use crate::common::process::{bin, free_port, run_ok, Proc};
+use crate::common::process::{free_port, run_ok, Proc};
 use dvsigner::cluster::ClusterDefinition;
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password};
@@ -148,29 +147,11 @@ impl Setup {
         self.dir.path().join(rel)
     }
 
-    /// `dvsigner ARGS` inside the namespace with primary group `gid`, hermetic environment as
-    /// `common::process::command`, logging to `log`.
+    /// `dvsigner ARGS` inside the namespace with primary group `gid`, logging to `log`.
     fn spawn(&self, name: &str, args: &[String], gid: u32, log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("clone");
-        let mut cmd = self.ns.command(&bin());
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("DVSIGNER_") || k.starts_with("VAULT_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.env("DVSIGNER_LOG", "info")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .gid(gid);
-        Proc {
-            child: cmd.spawn().expect("spawn dvsigner in the namespace"),
-            name: name.to_owned(),
-            log: log.to_owned(),
-        }
+        self.ns.spawn_dvsigner(name, args, log, |cmd| {
+            cmd.gid(gid);
+        })
     }
 
     fn share_pk(&self, node: usize, validator: u64) -> String {
@@ -552,4 +533,85 @@ async fn scenario(s: &Setup) {
     assert_eq!(st, 200, "{text}");
     drop(combiner);
     drop(nodes);
+}
+
+/// The contact gate of a 2-of-3 cluster, with the parameters a node derives from its
+/// cluster.json (`contact_required`: t-1 = 1 peer; `default_min_peers`: max(t-1, n-t+1) = 2):
+/// a node that still hears one of its two peers stays open; one that hears neither closes; when
+/// one peer answers again it catches up from it, but reopens only once a full pull from the
+/// second peer, started after contact returned, was merged too (with the second peer still
+/// away it keeps refusing slashable duties, 503 "catching up").
+#[test]
+fn two_of_three_gate_reopens_only_after_both_peers_were_pulled() {
+    use dvsigner::cluster::link::{ContactGate, Transition};
+    use dvsigner::cluster::sync::{contact_required, default_min_peers};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = dir.path().join("whole");
+    std::fs::create_dir_all(&whole).expect("mkdir");
+    std::fs::write(whole.join("pw.txt"), "whole-key-password").expect("pw");
+    let ks = Keystore::encrypt(
+        &interop_secret_key(0),
+        &Password::new("whole-key-password".into()),
+        KdfParams::insecure_fast(),
+        "",
+        "",
+    )
+    .expect("encrypt");
+    std::fs::write(whole.join("v0.json"), ks.to_json()).expect("write");
+    let out = dir.path().join("cluster");
+    run_ok(&[
+        "split".into(),
+        "--keystore".into(),
+        whole.display().to_string(),
+        "--password-file".into(),
+        whole.join("pw.txt").display().to_string(),
+        "--threshold".into(),
+        "2".into(),
+        "--shares".into(),
+        "3".into(),
+        "--operators".into(),
+        "node-a=https://127.0.0.1:1,node-b=https://127.0.0.1:2,node-c=https://127.0.0.1:3".into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--kdf".into(),
+        "insecure-fast".into(),
+    ]);
+    let definition = ClusterDefinition::load(&out.join("cluster.json")).expect("cluster.json");
+    let required = contact_required(&definition);
+    let min_peers = default_min_peers(&definition);
+    assert_eq!((required, min_peers), (1, 2));
+
+    // As ClusterSync builds it: required peers capped at the minimum of peers.
+    let grace = Duration::from_secs(3);
+    let mut gate = ContactGate::new(required.min(min_peers), grace);
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    assert_eq!(gate.evaluate(at(0), 2), Transition::None);
+    // One peer away: the other one suffices.
+    assert_eq!(gate.evaluate(at(100), 1), Transition::None);
+    assert!(!gate.closed());
+    // Both away: closed.
+    assert_eq!(gate.evaluate(at(200), 0), Transition::Lost);
+    assert!(gate.closed());
+    // node-b answers again, node-c is still away: catching up, still closed after node-b's
+    // full pull.
+    assert_eq!(gate.evaluate(at(5000), 1), Transition::Returned);
+    assert!(gate.catching_up());
+    assert_eq!(gate.merged("node-b", at(5000), min_peers, at(5100)), None);
+    assert!(gate.closed());
+    assert!(gate
+        .reason(at(5100), min_peers)
+        .expect("closed")
+        .contains("catching up"));
+    // Long after, node-c is still away: the gate stays closed.
+    assert_eq!(gate.evaluate(at(60_000), 1), Transition::None);
+    assert!(gate.closed());
+    // node-c answers and its full pull is merged: open again.
+    assert_eq!(gate.evaluate(at(61_000), 2), Transition::None);
+    assert_eq!(
+        gate.merged("node-c", at(61_000), min_peers, at(61_200)),
+        Some(Duration::from_millis(56_200))
+    );
+    assert!(!gate.closed());
 }

@@ -75,7 +75,12 @@ fn expected_signature(body: &str, i: u64) -> String {
 struct Answer {
     status: u16,
     text: String,
+    /// From sending the request to the whole answer.
     took: Duration,
+    /// From the common start of the requests sent together to this answer.
+    done: Duration,
+    /// The `Retry-After` header, if any.
+    retry_after: Option<String>,
 }
 
 impl Answer {
@@ -97,17 +102,34 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The cluster on the bed.
-struct Wan {
-    // Field order is drop order: processes first, then the bed (which also kills whatever runs
-    // in its namespaces) and the runtime, then the files.
-    nodes: Vec<Proc>,
+/// One combiner with its own client: the combiner in namespace `combiner[-N]`, the client (a
+/// tokio runtime whose threads live in namespace `client[-N]`) sending it sign requests.
+struct Front {
     combiner: Proc,
     rt: tokio::runtime::Runtime,
-    bed: WanBed,
     client: reqwest::Client,
     base: String,
+    /// The combiner's address.
+    ip: std::net::Ipv4Addr,
+}
+
+/// The cluster on the bed.
+struct Wan {
+    // Field order is drop order: processes first, then the runtimes, the bed (which also kills
+    // whatever runs in its namespaces), then the files.
+    nodes: Vec<Proc>,
+    fronts: Vec<Front>,
+    bed: WanBed,
     dir: tempfile::TempDir,
+}
+
+/// Member names of front `i`: (client, combiner). Front 0 keeps the plain names.
+fn front_names(i: usize) -> (String, String) {
+    if i == 0 {
+        ("client".into(), "combiner".into())
+    } else {
+        (format!("client-{}", i + 1), format!("combiner-{}", i + 1))
+    }
 }
 
 impl Wan {
@@ -119,15 +141,34 @@ impl Wan {
         node_extra: &[&str],
         combiner_extra: &[&str],
     ) -> Self {
-        let mut names = vec!["client", "combiner"];
+        Self::start_fronts(1, validators, deadline, node_extra, combiner_extra)
+    }
+
+    /// [`Wan::start`] with `fronts` combiners, each with its own client and TLS identity.
+    fn start_fronts(
+        fronts: usize,
+        validators: u64,
+        deadline: Duration,
+        node_extra: &[&str],
+        combiner_extra: &[&str],
+    ) -> Self {
+        let front_members: Vec<(String, String)> = (0..fronts).map(front_names).collect();
+        let mut names: Vec<&str> = Vec::new();
+        for (client, combiner) in &front_members {
+            names.push(client);
+            names.push(combiner);
+        }
         names.extend(NODES);
         let bed = WanBed::new(&names);
         println!(
-            "WAN test bed {}: delay by {}; client {}, combiner {}, nodes {}",
+            "WAN test bed {}: delay by {}; {}; nodes {}",
             bed.prefix(),
             bed.mode,
-            bed.ip("client"),
-            bed.ip("combiner"),
+            front_members
+                .iter()
+                .map(|(cl, co)| format!("{cl} {}, {co} {}", bed.ip(cl), bed.ip(co)))
+                .collect::<Vec<_>>()
+                .join("; "),
             NODES
                 .iter()
                 .map(|n| bed.ip(n).to_string())
@@ -139,13 +180,19 @@ impl Wan {
         let s = |p: PathBuf| p.display().to_string();
 
         let node_ips: Vec<String> = NODES.iter().map(|n| bed.ip(n).to_string()).collect();
-        let combiner_ip = bed.ip("combiner").to_string();
-        let mut servers: Vec<&str> = node_ips.iter().map(String::as_str).collect();
-        servers.push(&combiner_ip);
+        let combiner_ips: Vec<String> = front_members
+            .iter()
+            .map(|(_, co)| bed.ip(co).to_string())
+            .collect();
+        let servers: Vec<&str> = node_ips
+            .iter()
+            .chain(&combiner_ips)
+            .map(String::as_str)
+            .collect();
         let client_names: Vec<String> = NODES
             .iter()
             .map(|n| format!("{n}-client"))
-            .chain(["combiner-client".to_owned()])
+            .chain(front_members.iter().map(|(_, co)| format!("{co}-client")))
             .collect();
         let client_refs: Vec<&str> = client_names.iter().map(String::as_str).collect();
         // Server certificates named by address: the address is their subject alternative name.
@@ -246,69 +293,86 @@ impl Wan {
                 .collect();
             nodes.push(bed.spawn(n, n, &args, &path(&format!("{n}.log"))));
         }
-        let id = pki.identity(&combiner_ip).expect("combiner identity");
-        let cc = pki.identity("combiner-client").expect("client identity");
-        let mut args: Vec<String> = vec![
-            "--metrics-listen".into(),
-            format!("{combiner_ip}:{METRICS_PORT}"),
-            "combiner".into(),
-            "--listen".into(),
-            format!("{combiner_ip}:{PORT}"),
-            "--cluster".into(),
-            s(cluster_json),
-            "--tls-cert".into(),
-            s(id.cert.clone()),
-            "--tls-key".into(),
-            s(id.key.clone()),
-            "--node-ca".into(),
-            s(pki.ca_cert.clone()),
-            "--client-cert".into(),
-            s(cc.cert.clone()),
-            "--client-key".into(),
-            s(cc.key.clone()),
-            "--deadline-ms".into(),
-            deadline.as_millis().to_string(),
-            "--http-host-allowlist".into(),
-            combiner_ip.clone(),
-        ];
-        args.extend(combiner_extra.iter().map(|a| (*a).to_owned()));
-        let combiner = bed.spawn("combiner", "combiner", &args, &path("combiner.log"));
-
-        let rt = bed.runtime("client", 2);
         let ca = std::fs::read(&pki.ca_cert).expect("ca");
-        let client = rt.block_on(async {
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .http1_only()
-                .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client")
-        });
+        let mut started = Vec::new();
+        for ((client_name, combiner_name), combiner_ip) in front_members.iter().zip(&combiner_ips) {
+            let id = pki.identity(combiner_ip).expect("combiner identity");
+            let cc = pki
+                .identity(&format!("{combiner_name}-client"))
+                .expect("client identity");
+            let mut args: Vec<String> = vec![
+                "--metrics-listen".into(),
+                format!("{combiner_ip}:{METRICS_PORT}"),
+                "combiner".into(),
+                "--listen".into(),
+                format!("{combiner_ip}:{PORT}"),
+                "--cluster".into(),
+                s(cluster_json.clone()),
+                "--tls-cert".into(),
+                s(id.cert.clone()),
+                "--tls-key".into(),
+                s(id.key.clone()),
+                "--node-ca".into(),
+                s(pki.ca_cert.clone()),
+                "--client-cert".into(),
+                s(cc.cert.clone()),
+                "--client-key".into(),
+                s(cc.key.clone()),
+                "--deadline-ms".into(),
+                deadline.as_millis().to_string(),
+                "--http-host-allowlist".into(),
+                combiner_ip.clone(),
+            ];
+            args.extend(combiner_extra.iter().map(|a| (*a).to_owned()));
+            let combiner = bed.spawn(
+                combiner_name,
+                combiner_name,
+                &args,
+                &path(&format!("{combiner_name}.log")),
+            );
+            let rt = bed.runtime(client_name, 2);
+            let client = rt.block_on(async {
+                reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .http1_only()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client")
+            });
+            started.push(Front {
+                combiner,
+                rt,
+                client,
+                base: format!("https://{combiner_ip}:{PORT}"),
+                ip: bed.ip(combiner_name),
+            });
+        }
         let mut wan = Self {
             nodes,
-            combiner,
-            rt,
+            fronts: started,
             bed,
-            client,
-            base: format!("https://{combiner_ip}:{PORT}"),
             dir,
         };
         wan.wait_nodes_up(NODES.len());
         wan
     }
 
-    /// Runs `fut` on a worker thread of the client's runtime (inside the client namespace; a
-    /// future under `block_on` would run on the calling thread, outside it).
-    fn on_client<T: Send + 'static>(
+    /// Runs `fut` on a worker thread of front `f`'s client runtime (inside the client
+    /// namespace; a future under `block_on` would run on the calling thread, outside it).
+    fn on_client_of<T: Send + 'static>(
         &self,
+        f: usize,
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
-        self.rt.block_on(self.rt.spawn(fut)).expect("client task")
+        let rt = &self.fronts[f].rt;
+        rt.block_on(rt.spawn(fut)).expect("client task")
     }
 
     fn logs(&self) -> String {
-        std::iter::once(&self.combiner)
+        self.fronts
+            .iter()
+            .map(|f| &f.combiner)
             .chain(&self.nodes)
             .map(|p| {
                 let text = p.log_text();
@@ -323,96 +387,85 @@ impl Wan {
             .join("\n")
     }
 
-    /// Waits (bounded) until the combiner's healthcheck shows `want` nodes UP.
+    /// Waits (bounded) until every combiner's healthcheck shows `want` nodes UP.
     fn wait_nodes_up(&mut self, want: usize) {
         let start = Instant::now();
-        loop {
-            for p in std::iter::once(&mut self.combiner).chain(self.nodes.iter_mut()) {
-                if let Ok(Some(s)) = p.child.try_wait() {
-                    panic!("{} exited ({s}):\n{}", p.name, p.log_text());
+        for f in 0..self.fronts.len() {
+            loop {
+                for p in self
+                    .fronts
+                    .iter_mut()
+                    .map(|f| &mut f.combiner)
+                    .chain(self.nodes.iter_mut())
+                {
+                    if let Ok(Some(s)) = p.child.try_wait() {
+                        panic!("{} exited ({s}):\n{}", p.name, p.log_text());
+                    }
                 }
+                let url = format!("{}/healthcheck", self.fronts[f].base);
+                let client = self.fronts[f].client.clone();
+                let up = self.on_client_of(f, async move {
+                    let v: Value = client
+                        .get(url)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    Some(
+                        v["checks"][1]["checks"]
+                            .as_array()
+                            .map(|a| a.iter().filter(|c| c["status"] == "UP").count())
+                            .unwrap_or(0),
+                    )
+                });
+                if up.unwrap_or(0) >= want {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(180),
+                    "cluster not healthy on the bed:\n{}",
+                    self.logs()
+                );
+                std::thread::sleep(Duration::from_millis(200));
             }
-            let url = format!("{}/healthcheck", self.base);
-            let client = self.client.clone();
-            let up = self.on_client(async move {
-                let v: Value = client
-                    .get(url)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                Some(
-                    v["checks"][1]["checks"]
-                        .as_array()
-                        .map(|a| a.iter().filter(|c| c["status"] == "UP").count())
-                        .unwrap_or(0),
-                )
-            });
-            if up.unwrap_or(0) >= want {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(180),
-                "cluster not healthy on the bed:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// Sends `requests` (validator index, body), each started at its offset from now; returns
-    /// the answers in the same order.
+    /// Sends `requests` (validator index, body, offset) through front 0, each started at its
+    /// offset from now; returns the answers in the same order.
     fn send_all(&self, requests: Vec<(u64, String, Duration)>) -> Vec<Answer> {
-        let client = self.client.clone();
-        let base = self.base.clone();
-        self.on_client(async move {
-            let start = tokio::time::Instant::now();
-            let tasks: Vec<_> = requests
-                .into_iter()
-                .map(|(v, body, at)| {
-                    let client = client.clone();
-                    let url = format!("{base}/api/v1/eth2/sign/{}", group_pk(v));
-                    tokio::spawn(async move {
-                        tokio::time::sleep_until(start + at).await;
-                        let t0 = Instant::now();
-                        let r = client
-                            .post(url)
-                            .header("content-type", "application/json")
-                            .header("accept", "application/json")
-                            .body(body)
-                            .send()
-                            .await;
-                        match r {
-                            Ok(r) => {
-                                let status = r.status().as_u16();
-                                let text = r.text().await.unwrap_or_default();
-                                Answer {
-                                    status,
-                                    text,
-                                    took: t0.elapsed(),
-                                }
-                            }
-                            Err(e) => Answer {
-                                status: 0,
-                                text: format!("client error: {e}"),
-                                took: t0.elapsed(),
-                            },
-                        }
-                    })
-                })
-                .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.expect("request task"));
-            }
-            out
-        })
+        self.race(vec![requests]).remove(0)
     }
 
-    /// Sends one request at a time.
+    /// Sends each front its `requests` (validator index, body, offset), every offset counted
+    /// from one common instant shortly after the call, so that fronts sending at the same offset
+    /// race each other; returns each front's answers in order.
+    fn race(&self, per_front: Vec<Vec<(u64, String, Duration)>>) -> Vec<Vec<Answer>> {
+        let start = Instant::now() + Duration::from_millis(50);
+        let handles: Vec<_> = per_front
+            .into_iter()
+            .enumerate()
+            .map(|(f, requests)| {
+                let front = &self.fronts[f];
+                front.rt.spawn(send_requests(
+                    front.client.clone(),
+                    front.base.clone(),
+                    start,
+                    requests,
+                ))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(f, h)| self.fronts[f].rt.block_on(h).expect("client task"))
+            .collect()
+    }
+
+    /// Sends one request at a time through front 0.
     fn send_sequential(&self, requests: Vec<(u64, String)>) -> Vec<Answer> {
         requests
             .into_iter()
@@ -420,11 +473,11 @@ impl Wan {
             .collect()
     }
 
-    /// The combiner's metrics text.
+    /// Front 0's combiner's metrics text.
     fn metrics(&self) -> String {
-        let url = format!("http://{}:{METRICS_PORT}/metrics", self.bed.ip("combiner"));
-        let client = self.client.clone();
-        self.on_client(async move {
+        let url = format!("http://{}:{METRICS_PORT}/metrics", self.fronts[0].ip);
+        let client = self.fronts[0].client.clone();
+        self.on_client_of(0, async move {
             client
                 .get(url)
                 .send()
@@ -435,6 +488,64 @@ impl Wan {
                 .expect("metrics text")
         })
     }
+}
+
+/// Posts every request at `start + offset` (one task each); the answers in order.
+async fn send_requests(
+    client: reqwest::Client,
+    base: String,
+    start: Instant,
+    requests: Vec<(u64, String, Duration)>,
+) -> Vec<Answer> {
+    let start = tokio::time::Instant::from_std(start);
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(v, body, at)| {
+            let client = client.clone();
+            let url = format!("{base}/api/v1/eth2/sign/{}", group_pk(v));
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start + at).await;
+                let t0 = Instant::now();
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let retry_after = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let text = r.text().await.unwrap_or_default();
+                        Answer {
+                            status,
+                            text,
+                            took: t0.elapsed(),
+                            done: start.elapsed(),
+                            retry_after,
+                        }
+                    }
+                    Err(e) => Answer {
+                        status: 0,
+                        text: format!("client error: {e}"),
+                        took: t0.elapsed(),
+                        done: start.elapsed(),
+                        retry_after: None,
+                    },
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
 }
 
 /// Asserts every answer is 200 with the whole key's signature; returns the sorted latencies.
@@ -711,61 +822,111 @@ fn split_partition_answers_503_and_signs_nothing() {
     }
 }
 
+/// Figures of one burst.
+struct BurstFigures {
+    /// From the common start to the last 200.
+    last_signature: Duration,
+    /// From the common start to the last answer of any status.
+    last_answer: Duration,
+    errors: std::collections::BTreeMap<u16, usize>,
+    /// 503 answers that carried `Retry-After`.
+    with_retry_after: usize,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Checks a burst's answers (every 200 the whole key's signature, every error a 503) and
+/// returns its figures.
+fn burst_figures(answers: &[Answer], bodies: &[(u64, String)]) -> BurstFigures {
+    let mut errors = std::collections::BTreeMap::new();
+    for (a, (v, body)) in answers.iter().zip(bodies) {
+        if a.status == 200 {
+            assert_eq!(
+                a.signature().as_deref(),
+                Some(expected_signature(body, *v).as_str()),
+                "burst: wrong signature"
+            );
+        } else {
+            // The combiner sheds what it cannot answer in time: 503 with Retry-After.
+            assert_eq!(a.status, 503, "burst: {}", a.text);
+            assert!(
+                a.retry_after.is_some(),
+                "burst: 503 without Retry-After: {}",
+                a.text
+            );
+            *errors.entry(a.status).or_default() += 1;
+        }
+    }
+    let mut lat: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+    lat.sort();
+    BurstFigures {
+        last_signature: answers
+            .iter()
+            .filter(|a| a.status == 200)
+            .map(|a| a.done)
+            .max()
+            .unwrap_or_default(),
+        last_answer: answers.iter().map(|a| a.done).max().unwrap_or_default(),
+        with_retry_after: answers
+            .iter()
+            .filter(|a| a.status == 503 && a.retry_after.is_some())
+            .count(),
+        errors,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    }
+}
+
 /// Burst over WAN: 1,000 validators' attestations at once over 80 ms links (one way, between
-/// the combiner and each node), twice: every answer is the whole key's signature or a 503;
-/// the time until the last answer and the number of errors are printed.
+/// the combiner and each node), first with no connection to the nodes open (cold), then again
+/// with the connections of the first burst (warm). Every answer is the whole key's signature or
+/// a 503 with Retry-After, within twice the deadline; the time to the last signature and the
+/// errors by status are printed.
 #[test]
 fn burst_over_wan_answers_every_attestation_correctly_or_503() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let validators = 1000u64;
-    let mut w = Wan::start(validators, Duration::from_millis(5000), &[], &[]);
+    let deadline = Duration::from_millis(5000);
+    let mut w = Wan::start(validators, deadline, &[], &[]);
     for n in NODES {
         w.bed.set_link(n, Link::delay_ms(80, 0));
     }
-    let mut times = Vec::new();
-    // The first burst also opens the connections; the second finds them pooled.
-    for (round, target) in [(1, 6000u64), (2, 6001)] {
+    for (round, target) in [("cold", 6000u64), ("warm", 6001)] {
         let bodies: Vec<(u64, String)> =
             (0..validators).map(|v| (v, attestation(target))).collect();
-        let started = Instant::now();
         let answers = w.send_all(
             bodies
                 .iter()
                 .map(|(v, b)| (*v, b.clone(), Duration::ZERO))
                 .collect(),
         );
-        let total = started.elapsed();
-        let errors = answers.iter().filter(|a| a.status != 200).count();
-        let first_error = answers
-            .iter()
-            .find(|a| a.status != 200)
-            .map(|a| a.text.clone());
-        let mut lat: Vec<Duration> = answers.iter().map(|a| a.took).collect();
-        lat.sort();
+        let f = burst_figures(&answers, &bodies);
+        let signed = answers.iter().filter(|a| a.status == 200).count();
         println!(
-            "burst over WAN round {round} ({} delay, 80 ms one-way to each node): {validators} attestations, last signature after {:.0} ms, p50 {:.0} ms, errors {errors}",
+            "burst over WAN, {round} ({} delay, 80 ms one-way to each node, deadline {} ms): {validators} attestations, {signed} signed, last signature after {:.0} ms, last answer after {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, errors by status {:?} ({} of the 503s with Retry-After)",
             w.bed.mode,
-            ms(total),
-            ms(percentile(&lat, 0.5)),
+            deadline.as_millis(),
+            ms(f.last_signature),
+            ms(f.last_answer),
+            ms(f.p50),
+            ms(f.p99),
+            f.errors,
+            f.with_retry_after,
         );
-        if let Some(e) = &first_error {
-            println!("  first error: {e}");
+        if let Some(a) = answers.iter().find(|a| a.status != 200) {
+            println!("  first error: {}", a.text);
         }
-        // Errors are reported, not asserted (the issue's rule is 0: see README, "WAN test
-        // bed"): each is a 503 from the deadline, never a wrong signature.
-        for (a, (v, body)) in answers.iter().zip(&bodies) {
-            if a.status == 200 {
-                assert_eq!(
-                    a.signature().as_deref(),
-                    Some(expected_signature(body, *v).as_str()),
-                    "burst: wrong signature"
-                );
-            } else {
-                assert_eq!(a.status, 503, "burst: {}", a.text);
-            }
-        }
-        assert!(errors < answers.len(), "nothing signed:\n{}", w.logs());
-        times.push(total);
+        assert!(signed > 0, "{round} burst: nothing signed:\n{}", w.logs());
+        // The combiner answers every request by its deadline (signed, or shed at once when its
+        // node queues cannot make it); what comes on top is the client's own 1,000 requests on
+        // the shared cores (the cold burst also opens 1,000 TLS connections to the combiner).
+        // Measured under load: last answer 5.7 s cold, 5.0 s warm with a 5 s deadline; without
+        // admission control 13.5 s.
+        assert!(
+            f.last_answer < 2 * deadline,
+            "{round} burst: last answer after {:?}, more than twice the deadline",
+            f.last_answer
+        );
     }
     for n in NODES {
         let (released, late) = w.bed.delayer_stats(n);
@@ -777,10 +938,11 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
 }
 
 /// Slow node: node-d's link delays 1.5 s each way (it answers after 3 s). It never delays an
-/// answer, and its late partials arrive and are counted. The connection attempts, SYNs and
-/// completed handshakes towards node-d are printed (not asserted: see below). The connect timeout
-/// is raised above the handshake time (about two round trips, 6 s) as README advises for far
-/// nodes; the request to a node then runs past the deadline (connect timeout + deadline).
+/// answer; every request meant for it is accounted for exactly once: answered late (counted),
+/// not sent because its sign request was answered while it waited for node-d's in-flight limit
+/// (counted), or failed; and its connections are reused: at most one connection attempt towards
+/// node-d for every two requests (see the figures in README, "WAN test bed"). The connect timeout is raised above the handshake time
+/// (about two round trips, 6 s) as README advises for far nodes.
 #[test]
 fn slow_node_never_delays_and_its_late_partials_are_counted() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -794,6 +956,20 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         &["--sync-contact-grace-ms", "20000"],
         &["--node-connect-timeout-ms", "10000"],
     );
+    // The combiner opens connections to every node at start (as many as its in-flight limit
+    // per node); wait (bounded) until the number established to node-d stops growing, so that
+    // the count below is of what the requests cause, not of that start-up.
+    let mut warm = w.bed.established_to("node-d", PORT);
+    let since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = w.bed.established_to("node-d", PORT);
+        if now == warm || since.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        warm = now;
+    }
+    println!("  connections to node-d open before the requests: {warm}");
     w.bed.set_link("node-d", Link::delay_ms(1500, 0));
     w.bed.watch_tcp_port("node-d", PORT);
     let requests = 120u64;
@@ -806,30 +982,38 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         .collect();
     let answers = w.send_all(timed);
     let lat = assert_all_signed(&answers, &bodies, "with a slow node");
-    // Let the last requests' late partials arrive (3 s round trip, bounded wait).
+    // node-d's counters, summed over the label value `label` (metric names with or without
+    // the `_total` suffix).
     let node_d = r#"node="node-d""#;
-    let late_of = |m: &str| {
+    let count = |m: &str, metric: &str, label: &str| {
         m.lines()
             .filter(|l| {
-                l.starts_with("dvsigner_combiner_partials_total{")
-                    || l.starts_with("dvsigner_combiner_partials{")
+                l.starts_with(&format!("{metric}_total{{")) || l.starts_with(&format!("{metric}{{"))
             })
-            .filter(|l| l.contains(node_d) && l.contains(r#"result="late""#))
+            .filter(|l| l.contains(node_d) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
+    let figures = |m: &str| {
+        (
+            count(m, "dvsigner_combiner_partials", r#"result="late""#),
+            count(m, "dvsigner_combiner_node_not_sent", r#"reason=""#),
+            count(m, "dvsigner_combiner_partials", r#"result="failed""#),
+        )
+    };
+    // Let the last requests' late partials arrive (3 s round trip, bounded wait).
     let start = Instant::now();
     let mut metrics = w.metrics();
-    while late_of(&metrics) < requests as f64 && start.elapsed() < Duration::from_secs(15) {
+    loop {
+        let (late, not_sent, failed) = figures(&metrics);
+        if late + not_sent + failed >= requests as f64 || start.elapsed() > Duration::from_secs(20)
+        {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(500));
         metrics = w.metrics();
     }
-    let late = late_of(&metrics);
-    let failed: f64 = metrics
-        .lines()
-        .filter(|l| l.contains(node_d) && l.contains(r#"result="failed""#))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let (late, not_sent, failed) = figures(&metrics);
     let tcp = w.bed.tcp_stats("node-d");
     let (p50, max) = (percentile(&lat, 0.5), lat[lat.len() - 1]);
     println!(
@@ -839,7 +1023,7 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         deadline.as_millis()
     );
     println!(
-        "  answers: all 200, p50 {:.1} ms, max {:.1} ms; node-d partials late {late}, failed {failed}",
+        "  answers: all 200, p50 {:.1} ms, max {:.1} ms; requests for node-d: late partials {late}, not sent (answered or hopeless while waiting) {not_sent}, failed {failed}",
         ms(p50),
         ms(max)
     );
@@ -847,22 +1031,210 @@ fn slow_node_never_delays_and_its_late_partials_are_counted() {
         "  towards node-d: {} connection attempts, {} SYNs, {} completed TCP handshakes",
         tcp.attempts, tcp.syns, tcp.established
     );
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("dvsigner_combiner") && l.contains(node_d))
+    {
+        println!("    {l}");
+    }
     // Never delayed by d: far below its 3 s round trip.
     assert!(
         max < Duration::from_millis(1500),
         "an answer waited {max:?}"
     );
-    // Its late partials arrive and are counted (the last ones may still be under way).
-    assert!(
-        late >= (requests / 2) as f64,
-        "only {late} late partials of node-d counted (failed {failed}):\n{}",
+    // Every request meant for node-d is counted once, and its late partials arrive.
+    assert_eq!(
+        late + not_sent + failed,
+        requests as f64,
+        "node-d's requests not accounted for exactly:\n{}",
         w.logs()
     );
-    // Connection reuse is reported, not asserted: the nodes speak HTTP/1.1 only, so every
-    // request in flight to node-d needs a connection of its own, and while the first
-    // handshakes (two round trips, 6 s) are under way each new request starts another.
     assert!(
-        tcp.attempts > 0,
-        "no connection attempt towards node-d was seen"
+        late >= 1.0,
+        "no late partial of node-d counted:\n{}",
+        w.logs()
     );
+    // Connections are reused: the combiner keeps at most `--node-max-unneeded` (4) requests on
+    // the wire to a node for sign requests already answered, on pooled connections (warmed at
+    // start). Measured: 53 connection attempts for 120 requests (108 before that limit). Not a
+    // handful yet: node-d's transport failures back it off, and each probe of a backed-off node
+    // (`GET /upcheck` under the 2 s deadline, shorter than node-d's 3 s round trip and 6 s
+    // handshake) abandons its connection, so every probe starts a new one. The bound is half
+    // the requests: it fails with one connection per request in flight.
+    assert!(
+        tcp.attempts <= requests / 2,
+        "{} connection attempts towards node-d for {requests} requests: connections not reused",
+        tcp.attempts
+    );
+}
+
+/// What happened to one duty raced by two combiners.
+#[derive(Debug, Default)]
+struct RaceTally {
+    duties: usize,
+    /// Duties both combiners got a signature for (two different messages: a slashable double).
+    two: usize,
+    /// Duties neither combiner got a signature for.
+    none: usize,
+    /// Status of the combiner that did not get the signature, for duties with one.
+    losers: std::collections::BTreeMap<u16, usize>,
+    winner_latency: Vec<Duration>,
+    loser_latency: Vec<Duration>,
+    first_unexpected: Option<String>,
+}
+
+impl RaceTally {
+    /// Adds one duty: the two fronts' (validator, body) and answers. A 200 must carry the whole
+    /// key's signature of that front's body.
+    fn add(&mut self, sent: [&(u64, String); 2], got: [&Answer; 2]) {
+        self.duties += 1;
+        for ((v, body), a) in sent.iter().zip(got) {
+            if a.status == 200 {
+                assert_eq!(
+                    a.signature().as_deref(),
+                    Some(expected_signature(body, *v).as_str()),
+                    "race: wrong signature"
+                );
+            }
+        }
+        match (got[0].status == 200, got[1].status == 200) {
+            (true, true) => self.two += 1,
+            (false, false) => {
+                self.none += 1;
+                self.first_unexpected
+                    .get_or_insert_with(|| format!("{} / {}", got[0].text, got[1].text));
+            }
+            (w0, _) => {
+                let (winner, loser) = if w0 {
+                    (got[0], got[1])
+                } else {
+                    (got[1], got[0])
+                };
+                *self.losers.entry(loser.status).or_default() += 1;
+                self.winner_latency.push(winner.took);
+                self.loser_latency.push(loser.took);
+                if loser.status != 412 {
+                    self.first_unexpected
+                        .get_or_insert_with(|| loser.text.clone());
+                }
+            }
+        }
+    }
+
+    fn print(&mut self, what: &str) {
+        self.winner_latency.sort();
+        self.loser_latency.sort();
+        println!(
+            "  {what}: {} duties, two signatures {}, none {}, losers' statuses {:?}; winners p50 {:.1} ms p99 {:.1} ms, losers p50 {:.1} ms p99 {:.1} ms",
+            self.duties,
+            self.two,
+            self.none,
+            self.losers,
+            ms(percentile(&self.winner_latency, 0.5)),
+            ms(percentile(&self.winner_latency, 0.99)),
+            ms(percentile(&self.loser_latency, 0.5)),
+            ms(percentile(&self.loser_latency, 0.99)),
+        );
+        if let Some(e) = &self.first_unexpected {
+            println!("    first unexpected answer: {e}");
+        }
+    }
+}
+
+/// Two combiners racing over WAN: each with its own client, in their own namespaces, both
+/// reaching nodes a-d over one-way delays of 10, 40, 80 and 150 ms (jitter 10%). For the same
+/// duties (validator and target epoch, validator and slot) they send DIFFERENT attestations and
+/// blocks at the same instant; then again with node-d cut off from everyone (three nodes, t,
+/// still reachable). The nodes agree on one message per duty before signing (duty agreement,
+/// on by default with `--cluster`): no duty gets two signatures, none gets no signature, and
+/// the combiner whose message lost gets 412.
+#[test]
+fn two_combiners_racing_over_wan_sign_each_duty_exactly_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let validators = 4u64;
+    let deadline = Duration::from_millis(2000);
+    let mut w = Wan::start_fronts(2, validators, deadline, &[], &[]);
+    let one_way = [10u64, 40, 80, 150];
+    for (n, d) in NODES.iter().zip(one_way) {
+        w.bed.set_link(n, Link::delay_ms(d, 10));
+    }
+    // Warm-up: each combiner opens its connections with duties of its own.
+    for f in 0..2u64 {
+        let warm: Vec<(u64, String, Duration)> = (0..4)
+            .map(|k| (k, attestation(900 + 10 * f + k), Duration::ZERO))
+            .collect();
+        let mut per_front = vec![Vec::new(), Vec::new()];
+        per_front[f as usize] = warm.clone();
+        let answers = w.race(per_front).remove(f as usize);
+        let bodies: Vec<(u64, String)> = warm.into_iter().map(|(v, b, _)| (v, b)).collect();
+        assert_all_signed(&answers, &bodies, "warm-up");
+    }
+    let other_root = |body: String| body.replace(&"ab".repeat(32), &"ef".repeat(32));
+    let other_block = |body: String| body.replace(&"cd".repeat(32), &"ef".repeat(32));
+    println!(
+        "two combiners racing ({} delay), one-way delays a-d {one_way:?} ms, jitter 10%, deadline {} ms:",
+        w.bed.mode,
+        deadline.as_millis()
+    );
+    let pace = Duration::from_millis(250);
+    let mut totals = RaceTally::default();
+    for (phase, base_target, base_slot) in [
+        ("all four nodes", 3000u64, 364_032 * 32 + 1000),
+        ("node-d cut off from everyone", 4000, 364_032 * 32 + 2000),
+    ] {
+        if base_target == 4000 {
+            let others: Vec<&str> = ["client", "combiner", "client-2", "combiner-2"]
+                .into_iter()
+                .chain(NODES[..3].iter().copied())
+                .collect();
+            w.bed.partition(&["node-d"], &others);
+        }
+        // 40 attestation duties and 20 block duties, one pair every `pace`.
+        let mut duties: Vec<[(u64, String); 2]> = (0..40)
+            .map(|k| {
+                let body = attestation(base_target + k);
+                [
+                    (k % validators, body.clone()),
+                    (k % validators, other_root(body)),
+                ]
+            })
+            .collect();
+        duties.extend((0..20).map(|k| {
+            let body = block(base_slot + k);
+            [
+                (k % validators, body.clone()),
+                (k % validators, other_block(body)),
+            ]
+        }));
+        let per_front: Vec<Vec<(u64, String, Duration)>> = (0..2)
+            .map(|f| {
+                duties
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d[f].0, d[f].1.clone(), pace * i as u32))
+                    .collect()
+            })
+            .collect();
+        let answers = w.race(per_front);
+        let mut tally = RaceTally::default();
+        for (i, d) in duties.iter().enumerate() {
+            tally.add([&d[0], &d[1]], [&answers[0][i], &answers[1][i]]);
+            totals.add([&d[0], &d[1]], [&answers[0][i], &answers[1][i]]);
+        }
+        tally.print(phase);
+        assert_eq!(tally.two, 0, "{phase}: duties signed twice");
+        assert_eq!(
+            tally.none,
+            0,
+            "{phase}: duties without a signature while at least t nodes were reachable:\n{}",
+            w.logs()
+        );
+        assert!(
+            tally.losers.keys().all(|s| *s == 412),
+            "{phase}: the losing combiner must get 412, got {:?}:\n{}",
+            tally.losers,
+            w.logs()
+        );
+    }
+    totals.print("both phases");
 }

@@ -13,15 +13,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::super::netns::enter_namespace;
+
 const TICK: Duration = Duration::from_micros(250);
 const QUEUE: u16 = 0;
-
-/// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`).
-pub fn enter_namespace(path: &str) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("setns {path}: {e}"))
-}
 
 /// Checks that an NFQUEUE can be bound inside namespace `ns`.
 pub fn probe(ns: &str) -> Result<(), String> {

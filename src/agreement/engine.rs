@@ -215,7 +215,9 @@ impl Instance {
                             });
                         }
                     }
-                    instance.state(m.round).round_changes.insert(me, sm.clone());
+                    if provable(&m.body) {
+                        instance.state(m.round).round_changes.insert(me, sm.clone());
+                    }
                 }
                 Body::Proposal { .. } => {
                     instance.state(m.round).proposal = Some(sm.clone());
@@ -880,8 +882,7 @@ impl Instance {
         let len = self
             .timing
             .round_ms
-            .checked_mul(1u64 << shift)
-            .unwrap_or(u64::MAX)
+            .saturating_mul(1u64 << shift)
             .min(self.timing.max_round_ms)
             .max(1);
         now_ms.saturating_add(len)
@@ -929,7 +930,7 @@ impl Instance {
             STEP_COMMIT => {
                 self.state(round).commits.insert(me, sm.clone());
             }
-            STEP_ROUND_CHANGE => {
+            STEP_ROUND_CHANGE if provable(&sm.message.body) => {
                 self.state(round).round_changes.insert(me, sm.clone());
             }
             _ => {}
@@ -937,6 +938,18 @@ impl Instance {
         self.sent.push(sm.clone());
         out.push(Output::Send(sm.clone()));
         Some(sm)
+    }
+}
+
+/// Whether a round change can count: it claims no prepared value, or carries a proof. An own
+/// round change claiming a lock whose proof a restart lost counts for nothing, here as at the
+/// peers.
+fn provable(body: &Body) -> bool {
+    match body {
+        Body::RoundChange {
+            prepared, proof, ..
+        } => prepared.is_none() || !proof.is_empty(),
+        _ => true,
     }
 }
 

@@ -215,7 +215,9 @@ impl Instance {
                             });
                         }
                     }
-                    instance.state(m.round).round_changes.insert(me, sm.clone());
+                    if provable(&m.body) {
+                        instance.state(m.round).round_changes.insert(me, sm.clone());
+                    }
                 }
                 Body::Proposal { .. } => {
                     instance.state(m.round).proposal = Some(sm.clone());
@@ -928,7 +930,7 @@ impl Instance {
             STEP_COMMIT => {
                 self.state(round).commits.insert(me, sm.clone());
             }
-            STEP_ROUND_CHANGE => {
+            STEP_ROUND_CHANGE if provable(&sm.message.body) => {
                 self.state(round).round_changes.insert(me, sm.clone());
             }
             _ => {}
@@ -936,6 +938,18 @@ impl Instance {
         self.sent.push(sm.clone());
         out.push(Output::Send(sm.clone()));
         Some(sm)
+    }
+}
+
+/// Whether a round change can count: it claims no prepared value, or carries a proof. An own
+/// round change claiming a lock whose proof a restart lost counts for nothing, here as at the
+/// peers.
+fn provable(body: &Body) -> bool {
+    match body {
+        Body::RoundChange {
+            prepared, proof, ..
+        } => prepared.is_none() || !proof.is_empty(),
+        _ => true,
     }
 }
 

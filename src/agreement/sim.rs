@@ -885,6 +885,23 @@ fn base(n: usize, quorum: usize, input: Root) -> Scenario {
     }
 }
 
+/// Seeds per scenario: the default, or `SIM_SEEDS` (explore more seeds, starting at
+/// `SIM_SEED0`, when changing the engine).
+fn seeds(default: u64) -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn seed_range(count: u64) -> std::ops::Range<u64> {
+    let first = std::env::var("SIM_SEED0")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    first..first + count
+}
+
 fn agreement_holds(s: &Scenario, r: &Report) -> bool {
     let roots: BTreeSet<Root> = r.honest_decisions(s).map(|d| d.root).collect();
     roots.len() <= 1
@@ -898,7 +915,7 @@ fn agreement_holds(s: &Scenario, r: &Report) -> bool {
 #[test]
 fn fast_path_one_round_trip() {
     let mut worst_sends = 0;
-    for seed in 0..300u64 {
+    for seed in seed_range(seeds(300)) {
         let (n, q) = SIZES[seed as usize % SIZES.len()];
         let d = 1 + seed % 40;
         let mut s = base(n, q, root(9));
@@ -921,7 +938,7 @@ fn fast_path_one_round_trip() {
         worst_sends = worst_sends.max(r.honest_sends);
     }
     // Random delays (0-50 ms): still round 1, within two of the largest delays.
-    for seed in 0..500u64 {
+    for seed in seed_range(seeds(500)) {
         let (n, q) = SIZES[seed as usize % SIZES.len()];
         let s = base(n, q, root(9));
         let r = Sim::new(&s, seed).run();
@@ -941,8 +958,8 @@ fn conflicting_inputs_decide_one_of_them() {
     let mut worst_round = 0;
     let mut rounds_seen: BTreeMap<u32, usize> = BTreeMap::new();
     let mut total_sends = 0;
-    let seeds = 1000u64;
-    for seed in 0..seeds {
+    let seeds = seeds(1000);
+    for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed);
         let (n, q) = if seed % 2 == 0 {
             (4, 3)
@@ -988,10 +1005,10 @@ fn conflicting_inputs_decide_one_of_them() {
 /// live member decides, within a bounded number of rounds.
 #[test]
 fn termination_with_crashes_and_healing_partitions() {
-    let seeds = 1000u64;
+    let seeds = seeds(1000);
     let mut worst_round = 0;
     let mut worst_after_heal = 0;
-    for seed in 0..seeds {
+    for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x7465_726d);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(1));
@@ -1047,11 +1064,11 @@ fn termination_with_crashes_and_healing_partitions() {
 /// within the crash budget (n - Q >= 1) every honest member still decides.
 #[test]
 fn agreement_under_byzantine_members() {
-    let seeds = 1000u64;
+    let seeds = seeds(1000);
     let mut worst_round = 0;
     let mut rejected = 0;
     let mut decided_garbage = 0;
-    for seed in 0..seeds {
+    for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0062_797a);
         // Sizes with f >= 1: 4/3 (f = 1), 5/4 (f = 2), 7/5 (f = 2).
         let (n, q) = [(4, 3), (5, 4), (7, 5)][rng.gen_range(0..3)];
@@ -1071,6 +1088,21 @@ fn agreement_under_byzantine_members() {
         }
         s.delay = (0, rng.gen_range(1..=100));
         s.horizon = 60_000;
+        // Some runs also partition the members until a random time, or crash and restore an
+        // honest one (safety must hold regardless; liveness is checked without them).
+        let disturbed = rng.gen_bool(0.3);
+        if disturbed {
+            if rng.gen_bool(0.5) {
+                let side = (0..n).map(|_| rng.gen_range(0..2u8)).collect();
+                s.partition = Some((side, rng.gen_range(0..4000)));
+            } else {
+                let honest: Vec<usize> = (0..n).filter(|&i| s.roles[i] == Role::Honest).collect();
+                let node = honest[rng.gen_range(0..honest.len())];
+                let crash = rng.gen_range(0..400);
+                s.restarts
+                    .push((node, crash, crash + rng.gen_range(1..3000)));
+            }
+        }
         let r = Sim::new(&s, seed).run();
         assert!(
             agreement_holds(&s, &r),
@@ -1081,7 +1113,7 @@ fn agreement_under_byzantine_members() {
                 .collect::<Vec<_>>(),
             s.roles
         );
-        if byz_count <= n - q {
+        if byz_count <= n - q && !disturbed {
             for i in 0..n {
                 if s.roles[i] == Role::Honest {
                     let (dec, _) = r.decisions[i]
@@ -1107,7 +1139,7 @@ fn agreement_under_byzantine_members() {
 /// the decision is v.
 #[test]
 fn validity_same_input_decides_it() {
-    for seed in 0..500u64 {
+    for seed in seed_range(seeds(500)) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0076_616c);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(5));
@@ -1137,10 +1169,10 @@ fn validity_same_input_decides_it() {
 /// ledger asserts that on every send across restarts — and every member still decides.
 #[test]
 fn restore_after_crash_never_equivocates_and_decides() {
-    let seeds = 1000u64;
+    let seeds = seeds(1000);
     let mut worst_round = 0;
     let mut restored_mid = 0;
-    for seed in 0..seeds {
+    for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0072_6573);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(1));

@@ -11,7 +11,9 @@
 //! - `Q` matching commits (one round, one root, distinct members): decided; the member sends
 //!   `Decided { root, commits }`, which decides any member that checks it.
 //! - Entering round `r` arms a timer of `min(round_ms * 2^(r-1), max_round_ms)`; on expiry the
-//!   member enters `r + 1` and sends `RoundChange(r + 1, prepared, proof, input)`.
+//!   member enters `r + 1` and sends `RoundChange(r + 1, prepared, proof, input)`. From round
+//!   2 on the timer only moves the member on once `Q` members are known to be in the round
+//!   (until then an expiry re-sends its round change); it restarts when the `Q`-th shows up.
 //! - Round changes for rounds above the current one from `f + 1 = 2Q - n` distinct members
 //!   (at least one of them honest): the member jumps to the highest round that many of them
 //!   have reached and sends its round change for it.
@@ -113,6 +115,9 @@ pub struct Instance {
     answered: Vec<u32>,
     /// After a restore: re-send the latest own messages at this time (the next tick).
     resend_at: Option<u64>,
+    /// Whether `Q` members are known to be in the current round (or above): only then does
+    /// its timer move the member on (see [`Instance::tick`]).
+    started: bool,
 }
 
 impl Instance {
@@ -145,6 +150,7 @@ impl Instance {
             decision: None,
             answered: vec![0; members.n],
             resend_at: None,
+            started: true,
         };
         instance.deadline = instance.round_deadline(1, now_ms);
         instance
@@ -211,7 +217,9 @@ impl Instance {
                             });
                         }
                     }
-                    instance.state(m.round).round_changes.insert(me, sm.clone());
+                    if provable(&m.body) {
+                        instance.state(m.round).round_changes.insert(me, sm.clone());
+                    }
                 }
                 Body::Proposal { .. } => {
                     instance.state(m.round).proposal = Some(sm.clone());
@@ -223,6 +231,7 @@ impl Instance {
         instance.prepared = lock;
         instance.round = round;
         instance.deadline = instance.round_deadline(round, now_ms);
+        instance.started = round == 1;
         if let Some(decision) = persisted.decision {
             if verify_decision(&id, &members, instance.auth.as_ref(), &decision) {
                 instance.decision = Some(decision);
@@ -276,13 +285,19 @@ impl Instance {
         }
         let mut out = Vec::new();
         if self.decision.is_some() {
-            // A member sending messages of a round above the decision's has missed the decided
-            // message: answer with it (at most once per member and round of theirs). Late
-            // messages of the decision round itself crossed the broadcast decided message.
+            // A member that sends a round change, or messages of a round above the decision's,
+            // has missed the decided message: answer with it (round changes are re-sent once
+            // per round length at most; other messages once per member and round). Late
+            // prepares and commits of the decision round crossed the broadcast decision.
             let decided_round = self.decision.as_ref().map_or(0, |d| d.round);
             let floor = self.answered[from].max(decided_round);
-            if !matches!(m.body, Body::Decided { .. }) && m.round > floor {
-                self.answered[from] = m.round;
+            let answer = match m.body {
+                Body::RoundChange { .. } => true,
+                Body::Decided { .. } => false,
+                _ => m.round > floor,
+            };
+            if answer {
+                self.answered[from] = self.answered[from].max(m.round);
                 self.send_decided(&mut out);
             }
             return Ok(out);
@@ -397,8 +412,28 @@ impl Instance {
             return out;
         }
         if now_ms >= self.deadline {
-            let next = self.round.saturating_add(1);
-            self.enter_round(next, now_ms, true, &mut out);
+            if self.started {
+                let next = self.round.saturating_add(1);
+                self.enter_round(next, now_ms, true, &mut out);
+            } else {
+                // Fewer than Q members are known to be in this round: moving on would leave
+                // them further behind (with capped round lengths two groups a round apart
+                // would never meet). Re-send the own round change (it may have been lost) and
+                // wait; the round's timer restarts once Q members are known to be in it.
+                self.deadline = self.round_deadline(self.round, now_ms);
+                let r = self.round;
+                let own = self.sent.iter().find(|sm| {
+                    sm.message.round == r && matches!(sm.message.body, Body::RoundChange { .. })
+                });
+                match own {
+                    Some(sm) => out.push(Output::Send(sm.clone())),
+                    // Entered through a proposal or restored: say it is here.
+                    None => {
+                        let body = self.round_change_body();
+                        self.send(r, body, &mut out);
+                    }
+                }
+            }
         }
         self.advance(now_ms, &mut out);
         out
@@ -478,6 +513,14 @@ impl Instance {
                     progressed |= self.send(r, Body::Commit { root }, out);
                 }
             }
+            // Q members known to be in the current round: its timer starts now.
+            if !self.started
+                && (self.members_at_or_above(r) >= self.members.quorum
+                    || self.rounds.get(&r).is_some_and(|s| s.proposal.is_some()))
+            {
+                self.started = true;
+                self.deadline = self.round_deadline(r, now_ms);
+            }
             // Round changes from f + 1 members above the current round: catch up.
             if let Some(target) = self.jump_target() {
                 self.enter_round(target, now_ms, true, out);
@@ -509,6 +552,7 @@ impl Instance {
         }
         self.round = round;
         self.deadline = self.round_deadline(round, now_ms);
+        self.started = false;
         // Only commits of past rounds still matter (a quorum of them decides).
         for (_, state) in self.rounds.range_mut(..round) {
             state.prepares.clear();
@@ -522,23 +566,38 @@ impl Instance {
                 && s.proposal.is_none())
         });
         if send_rc {
-            let (prepared, proof) = match &self.prepared {
-                None => (None, Vec::new()),
-                Some(Prepared {
-                    round,
-                    root,
-                    proof: Some(proof),
-                }) => (Some((*round, RootHex(*root))), proof.clone()),
-                // Locked on a value whose proof a restart lost: no round change may claim less.
-                Some(Prepared { proof: None, .. }) => return,
-            };
-            let body = Body::RoundChange {
-                prepared,
-                proof,
-                input: self.input.map(RootHex),
-            };
+            let body = self.round_change_body();
             self.send(round, body, out);
         }
+    }
+
+    /// This member's round change: its prepared value with the proof, and its input. A member
+    /// locked on a value whose proof a restart lost claims that value without a proof: peers
+    /// reject such a round change (it counts for nothing), but a decided peer answers it with
+    /// the decision, and the member never claims less than its lock.
+    fn round_change_body(&self) -> Body {
+        let (prepared, proof) = match &self.prepared {
+            None => (None, Vec::new()),
+            Some(p) => (
+                Some((p.round, RootHex(p.root))),
+                p.proof.clone().unwrap_or_default(),
+            ),
+        };
+        Body::RoundChange {
+            prepared,
+            proof,
+            input: self.input.map(RootHex),
+        }
+    }
+
+    /// Members known to be in `round` or above: this one, and those whose round changes for
+    /// such rounds it holds.
+    fn members_at_or_above(&self, round: u32) -> usize {
+        let mut members = BTreeSet::from([self.me()]);
+        for (_, state) in self.rounds.range(round..) {
+            members.extend(state.round_changes.keys().copied());
+        }
+        members.len()
     }
 
     /// `f + 1` rule: the highest round that `2Q - n` other members have sent round changes
@@ -825,8 +884,7 @@ impl Instance {
         let len = self
             .timing
             .round_ms
-            .checked_mul(1u64 << shift)
-            .unwrap_or(u64::MAX)
+            .saturating_mul(1u64 << shift)
             .min(self.timing.max_round_ms)
             .max(1);
         now_ms.saturating_add(len)
@@ -874,7 +932,7 @@ impl Instance {
             STEP_COMMIT => {
                 self.state(round).commits.insert(me, sm.clone());
             }
-            STEP_ROUND_CHANGE => {
+            STEP_ROUND_CHANGE if provable(&sm.message.body) => {
                 self.state(round).round_changes.insert(me, sm.clone());
             }
             _ => {}
@@ -882,6 +940,18 @@ impl Instance {
         self.sent.push(sm.clone());
         out.push(Output::Send(sm.clone()));
         Some(sm)
+    }
+}
+
+/// Whether a round change can count: it claims no prepared value, or carries a proof. An own
+/// round change claiming a lock whose proof a restart lost counts for nothing, here as at the
+/// peers.
+fn provable(body: &Body) -> bool {
+    match body {
+        Body::RoundChange {
+            prepared, proof, ..
+        } => prepared.is_none() || !proof.is_empty(),
+        _ => true,
     }
 }
 

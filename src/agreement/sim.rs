@@ -169,6 +169,8 @@ struct Report {
     rejected: usize,
     /// Highest round any honest member reached.
     max_round: u32,
+    /// Per member: whether it ever had an instance (a request or a message reached it).
+    involved: Vec<bool>,
 }
 
 impl Report {
@@ -210,6 +212,7 @@ struct Node {
     proposed: bool,
     /// Messages received (byzantine replay and forgery material).
     seen: Vec<SignedMessage>,
+    involved: bool,
 }
 
 struct Sim<'a> {
@@ -226,6 +229,8 @@ struct Sim<'a> {
     ledger: BTreeMap<(u16, u32, u8), Vec<u8>>,
     report: Report,
     pending_restarts: usize,
+    /// `SIM_TRACE=1`: print every send, rejection and decision (debugging a failing seed).
+    trace: bool,
 }
 
 fn step(body: &Body) -> u8 {
@@ -235,6 +240,25 @@ fn step(body: &Body) -> u8 {
         Body::RoundChange { .. } => 3,
         Body::Proposal { .. } => 4,
         Body::Decided { .. } => 5,
+    }
+}
+
+fn brief(body: &Body) -> String {
+    match body {
+        Body::Prepare { root } => format!("prepare {}", root[0]),
+        Body::Commit { root } => format!("commit {}", root[0]),
+        Body::RoundChange {
+            prepared, input, ..
+        } => format!(
+            "round change prepared {:?} input {:?}",
+            prepared.map(|(r, v)| (r, v.0[0])),
+            input.map(|v| v.0[0])
+        ),
+        Body::Proposal {
+            root,
+            justification,
+        } => format!("proposal {} ({} justifying)", root[0], justification.len()),
+        Body::Decided { root, .. } => format!("decided {}", root[0]),
     }
 }
 
@@ -253,6 +277,7 @@ impl<'a> Sim<'a> {
                 persisted: None,
                 proposed: false,
                 seen: Vec::new(),
+                involved: false,
             })
             .collect();
         let mut sim = Sim {
@@ -271,6 +296,7 @@ impl<'a> Sim<'a> {
                 ..Report::default()
             },
             pending_restarts: s.restarts.len(),
+            trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (i, input) in s.inputs.iter().enumerate() {
             if let Some((_, at)) = input {
@@ -300,6 +326,7 @@ impl<'a> Sim<'a> {
     }
 
     fn ensure_instance(&mut self, i: usize) {
+        self.nodes[i].involved = true;
         if self.nodes[i].inst.is_none() {
             let inst = Instance::new(
                 self.id,
@@ -312,10 +339,21 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Every honest member that has an instance (or a request to come) decided, and no
+    /// restart is pending. A member that never hears of the instance has nothing to sign.
     fn done(&self) -> bool {
         self.pending_restarts == 0
-            && (0..self.s.n)
-                .all(|i| self.s.roles[i] != Role::Honest || self.report.decisions[i].is_some())
+            && (0..self.s.n).all(|i| {
+                self.s.roles[i] != Role::Honest
+                    || self.report.decisions[i].is_some()
+                    || (!self.nodes[i].involved && !self.queue_has_propose(i))
+            })
+    }
+
+    fn queue_has_propose(&self, i: usize) -> bool {
+        self.events
+            .values()
+            .any(|e| matches!(e, Event::Propose { node } if *node == i))
     }
 
     fn run(mut self) -> Report {
@@ -355,6 +393,7 @@ impl<'a> Sim<'a> {
                 self.event(ev);
             }
         }
+        self.report.involved = self.nodes.iter().map(|n| n.involved).collect();
         for node in &self.nodes {
             if node.role == Role::Honest {
                 if let Some(inst) = &node.inst {
@@ -403,7 +442,12 @@ impl<'a> Sim<'a> {
                     .receive(msg, now)
                 {
                     Ok(out) => self.handle(to, out),
-                    Err(_) => self.report.rejected += 1,
+                    Err(e) => {
+                        if self.trace {
+                            println!("{} {to} rejected: {e}", self.now);
+                        }
+                        self.report.rejected += 1;
+                    }
                 }
             }
             Event::Crash { node } => {
@@ -465,7 +509,15 @@ impl<'a> Sim<'a> {
         );
         match &self.report.decisions[node] {
             Some((first, _)) => assert_eq!(first.root, d.root, "member {node} decided twice"),
-            None => self.report.decisions[node] = Some((d, self.now)),
+            None => {
+                if self.trace {
+                    println!(
+                        "{} {node} decided {} in round {}",
+                        self.now, d.root[0], d.round
+                    );
+                }
+                self.report.decisions[node] = Some((d, self.now));
+            }
         }
     }
 
@@ -498,6 +550,9 @@ impl<'a> Sim<'a> {
                             self.ledger.insert(key, bytes);
                         }
                         self.report.honest_sends += 1;
+                        if self.trace {
+                            println!("{} {node} r{} sends {}", self.now, m.round, brief(&m.body));
+                        }
                         self.broadcast(node, sm);
                     }
                     Role::Byzantine(b) => self.byzantine_send(node, b, sm),
@@ -830,6 +885,23 @@ fn base(n: usize, quorum: usize, input: Root) -> Scenario {
     }
 }
 
+/// Seeds per scenario: the default, or `SIM_SEEDS` (explore more seeds, starting at
+/// `SIM_SEED0`, when changing the engine).
+fn seeds(default: u64) -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn seed_range(count: u64) -> std::ops::Range<u64> {
+    let first = std::env::var("SIM_SEED0")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    first..first + count
+}
+
 fn agreement_holds(s: &Scenario, r: &Report) -> bool {
     let roots: BTreeSet<Root> = r.honest_decisions(s).map(|d| d.root).collect();
     roots.len() <= 1
@@ -843,7 +915,7 @@ fn agreement_holds(s: &Scenario, r: &Report) -> bool {
 #[test]
 fn fast_path_one_round_trip() {
     let mut worst_sends = 0;
-    for seed in 0..300u64 {
+    for seed in seed_range(seeds(300)) {
         let (n, q) = SIZES[seed as usize % SIZES.len()];
         let d = 1 + seed % 40;
         let mut s = base(n, q, root(9));
@@ -866,7 +938,7 @@ fn fast_path_one_round_trip() {
         worst_sends = worst_sends.max(r.honest_sends);
     }
     // Random delays (0-50 ms): still round 1, within two of the largest delays.
-    for seed in 0..500u64 {
+    for seed in seed_range(seeds(500)) {
         let (n, q) = SIZES[seed as usize % SIZES.len()];
         let s = base(n, q, root(9));
         let r = Sim::new(&s, seed).run();
@@ -886,8 +958,11 @@ fn conflicting_inputs_decide_one_of_them() {
     let mut worst_round = 0;
     let mut rounds_seen: BTreeMap<u32, usize> = BTreeMap::new();
     let mut total_sends = 0;
-    let seeds = 1000u64;
-    for seed in 0..seeds {
+    // Per (n, Q, members asking for root 1): instances, broadcasts, worst round, latest decision.
+    type Case = (u64, usize, u32, u64);
+    let mut cases: BTreeMap<(usize, usize, usize), Case> = BTreeMap::new();
+    let seeds = seeds(1000);
+    for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed);
         let (n, q) = if seed % 2 == 0 {
             (4, 3)
@@ -911,14 +986,19 @@ fn conflicting_inputs_decide_one_of_them() {
         }
         let r = Sim::new(&s, seed).run();
         assert!(agreement_holds(&s, &r), "seed {seed}: {:?}", r.decisions);
+        let case = cases.entry((n, q, split)).or_default();
         for (i, dec) in r.decisions.iter().enumerate() {
-            let (dec, _) = dec
+            let (dec, at) = dec
                 .as_ref()
                 .unwrap_or_else(|| panic!("seed {seed}: {i} undecided"));
             assert!(dec.root == root(1) || dec.root == root(2), "seed {seed}");
             worst_round = worst_round.max(dec.round);
             *rounds_seen.entry(dec.round).or_default() += 1;
+            case.2 = case.2.max(dec.round);
+            case.3 = case.3.max(*at);
         }
+        case.0 += 1;
+        case.1 += r.honest_sends;
         total_sends += r.honest_sends;
     }
     println!(
@@ -926,6 +1006,16 @@ fn conflicting_inputs_decide_one_of_them() {
          {worst_round}, {} broadcasts per instance on average",
         total_sends as u64 / seeds
     );
+    for ((n, q, split), (count, sends, round, at)) in &cases {
+        if *n == 4 {
+            println!(
+                "  {q}-of-{n}, split {split}/{}: {count} instances, {:.1} broadcasts per \
+                 instance, worst round {round}, latest decision {at} ms",
+                n - split,
+                *sends as f64 / *count as f64
+            );
+        }
+    }
 }
 
 /// Up to n - Q members crashed for the whole instance, the others split by a partition that
@@ -933,10 +1023,10 @@ fn conflicting_inputs_decide_one_of_them() {
 /// live member decides, within a bounded number of rounds.
 #[test]
 fn termination_with_crashes_and_healing_partitions() {
-    let seeds = 1000u64;
+    let seeds = seeds(1000);
     let mut worst_round = 0;
     let mut worst_after_heal = 0;
-    for seed in 0..seeds {
+    for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x7465_726d);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(1));
@@ -971,7 +1061,7 @@ fn termination_with_crashes_and_healing_partitions() {
             .max()
             .unwrap_or(0);
         for i in 0..n {
-            if s.roles[i] != Role::Honest {
+            if s.roles[i] != Role::Honest || (!r.involved[i] && s.inputs[i].is_none()) {
                 continue;
             }
             let (dec, at) = r.decisions[i]
@@ -992,12 +1082,12 @@ fn termination_with_crashes_and_healing_partitions() {
 /// within the crash budget (n - Q >= 1) every honest member still decides.
 #[test]
 fn agreement_under_byzantine_members() {
-    let seeds = 1000u64;
+    let seeds = seeds(1000);
     let mut worst_round = 0;
     let mut rejected = 0;
     let mut decided_garbage = 0;
-    for seed in 0..seeds {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x6279_7a);
+    for seed in seed_range(seeds) {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0062_797a);
         // Sizes with f >= 1: 4/3 (f = 1), 5/4 (f = 2), 7/5 (f = 2).
         let (n, q) = [(4, 3), (5, 4), (7, 5)][rng.gen_range(0..3)];
         let f = 2 * q - n - 1;
@@ -1016,6 +1106,21 @@ fn agreement_under_byzantine_members() {
         }
         s.delay = (0, rng.gen_range(1..=100));
         s.horizon = 60_000;
+        // Some runs also partition the members until a random time, or crash and restore an
+        // honest one (safety must hold regardless; liveness is checked without them).
+        let disturbed = rng.gen_bool(0.3);
+        if disturbed {
+            if rng.gen_bool(0.5) {
+                let side = (0..n).map(|_| rng.gen_range(0..2u8)).collect();
+                s.partition = Some((side, rng.gen_range(0..4000)));
+            } else {
+                let honest: Vec<usize> = (0..n).filter(|&i| s.roles[i] == Role::Honest).collect();
+                let node = honest[rng.gen_range(0..honest.len())];
+                let crash = rng.gen_range(0..400);
+                s.restarts
+                    .push((node, crash, crash + rng.gen_range(1..3000)));
+            }
+        }
         let r = Sim::new(&s, seed).run();
         assert!(
             agreement_holds(&s, &r),
@@ -1026,7 +1131,7 @@ fn agreement_under_byzantine_members() {
                 .collect::<Vec<_>>(),
             s.roles
         );
-        if byz_count <= n - q {
+        if byz_count <= n - q && !disturbed {
             for i in 0..n {
                 if s.roles[i] == Role::Honest {
                     let (dec, _) = r.decisions[i]
@@ -1052,8 +1157,8 @@ fn agreement_under_byzantine_members() {
 /// the decision is v.
 #[test]
 fn validity_same_input_decides_it() {
-    for seed in 0..500u64 {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x7661_6c);
+    for seed in seed_range(seeds(500)) {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0076_616c);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(5));
         for input in s.inputs.iter_mut() {
@@ -1082,11 +1187,11 @@ fn validity_same_input_decides_it() {
 /// ledger asserts that on every send across restarts — and every member still decides.
 #[test]
 fn restore_after_crash_never_equivocates_and_decides() {
-    let seeds = 1000u64;
+    let seeds = seeds(1000);
     let mut worst_round = 0;
     let mut restored_mid = 0;
-    for seed in 0..seeds {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x7265_73);
+    for seed in seed_range(seeds) {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0072_6573);
         let (n, q) = SIZES[rng.gen_range(0..SIZES.len())];
         let mut s = base(n, q, root(1));
         for input in s.inputs.iter_mut() {
@@ -1672,8 +1777,8 @@ fn decided_member_answers_laggards() {
     let keys = keys(4, 3);
     let mut insts: Vec<Instance> = (0..4).map(|i| fixture_for(i, &keys)).collect();
     let mut queue: Vec<(usize, SignedMessage)> = Vec::new();
-    for i in 0..3 {
-        for sm in sends(&insts[i].propose(root(1), 0)) {
+    for (i, inst) in insts.iter_mut().enumerate().take(3) {
+        for sm in sends(&inst.propose(root(1), 0)) {
             queue.extend((0..3).filter(|&to| to != i).map(|to| (to, sm.clone())));
         }
     }
@@ -1696,23 +1801,44 @@ fn decided_member_answers_laggards() {
     let answer = sends(&insts[0].receive(rc[0].clone(), deadline).expect("ok"));
     assert_eq!(answer.len(), 1);
     assert!(matches!(answer[0].message.body, Body::Decided { .. }));
-    assert_eq!(
-        insts[0].receive(rc[0].clone(), deadline),
-        Ok(Vec::new()),
-        "answered once per round"
-    );
+    // A re-sent round change (the answer may have been lost) is answered again.
+    let again = sends(&insts[0].receive(rc[0].clone(), deadline).expect("ok"));
+    assert_eq!(again, answer);
+    // A late commit of the decision round crossed the broadcast decision: no answer.
+    let late = sign_as(&keys, id_for(1), 3, 1, Body::Commit { root: root(1) });
+    assert_eq!(insts[0].receive(late, deadline), Ok(Vec::new()));
+    // Another message of a round above the decision's: answered once per round.
+    let above = sign_as(&keys, id_for(1), 3, 3, Body::Prepare { root: root(1) });
+    let answered = sends(&insts[0].receive(above.clone(), deadline).expect("ok"));
+    assert_eq!(answered, answer);
+    assert_eq!(insts[0].receive(above, deadline), Ok(Vec::new()));
     let out = insts[3].receive(answer[0].clone(), deadline).expect("ok");
     assert_eq!(decided(&out).map(|d| d.root), Some(root(1)));
 }
 
 /// The timer: round 1 lasts round_ms from creation, round r lasts round_ms * 2^(r-1) capped,
-/// and every expiry sends one round change for the next round.
+/// and every expiry sends one round change for the next round; a round that fewer than Q
+/// members are known to be in is not left on expiry (the member re-sends its round change and
+/// waits), and its timer restarts when the Q-th member shows up.
 #[test]
 fn round_timers_double_up_to_the_cap() {
     let keys = keys(4, 4);
     let mut inst = fixture_for(1, &keys);
     assert_eq!(inst.next_deadline(), Some(200));
     assert!(inst.tick(199).is_empty());
+    let rc = |from: usize, round: u32| {
+        sign_as(
+            &keys,
+            id_for(1),
+            from,
+            round,
+            Body::RoundChange {
+                prepared: None,
+                proof: Vec::new(),
+                input: None,
+            },
+        )
+    };
     let mut now = 200;
     for (round, len) in [(2, 400), (3, 800), (4, 1600), (5, 1600), (6, 1600)] {
         let out = sends(&inst.tick(now));
@@ -1720,6 +1846,21 @@ fn round_timers_double_up_to_the_cap() {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].message.round, round);
         assert!(matches!(out[0].message.body, Body::RoundChange { .. }));
+        assert_eq!(inst.next_deadline(), Some(now + len));
+        // Only member 2 there: on expiry member 1 stays and re-sends its round change.
+        inst.receive(rc(2, round), now).expect("round change");
+        now += len;
+        let again = sends(&inst.tick(now));
+        assert_eq!(
+            inst.round(),
+            round,
+            "stays while fewer than Q are in the round"
+        );
+        assert_eq!(again, out);
+        assert_eq!(inst.next_deadline(), Some(now + len));
+        // Member 3 arrives later: the round's timer restarts from then.
+        now += 10;
+        inst.receive(rc(3, round), now).expect("round change");
         assert_eq!(inst.next_deadline(), Some(now + len));
         now += len;
     }
@@ -1755,10 +1896,24 @@ fn restore_rebuilds_own_state() {
     assert_eq!(b.next_deadline(), Some(10));
     let resent = sends(&b.tick(12));
     assert_eq!(resent, p.sent);
-    // Timer expiry: locked on (1, root(2)) without the proof, it sends no round change.
-    let out = b.tick(10 + 200);
+    // Timer expiry: locked on (1, root(2)) without the proof, its round change claims the lock
+    // without a proof; an undecided peer rejects it (it counts for nothing).
+    let out = sends(&b.tick(10 + 200));
     assert_eq!(b.round(), 2);
-    assert!(sends(&out).is_empty());
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].message.body,
+        Body::RoundChange {
+            prepared: Some((1, RootHex(root(2)))),
+            proof: Vec::new(),
+            input: Some(RootHex(root(1))),
+        }
+    );
+    let mut peer = fixture_for(1, &keys);
+    assert_eq!(
+        peer.receive(out[0].clone(), 210),
+        Err(Rejected::Invalid("prepared value without a valid proof"))
+    );
     // A round change carrying a valid proof for round 1 gives it the proof back: its next round
     // change claims (1, root(2)).
     let proof: Vec<_> = (1..4)
@@ -1776,7 +1931,21 @@ fn restore_rebuilds_own_state() {
         },
     );
     b.receive(rc, 300).expect("valid round change");
-    let out = sends(&b.tick(10 + 200 + 400));
+    // Member 2 is in round 2 too: three members known in round 2, its timer runs from now.
+    let rc2 = sign_as(
+        &keys,
+        id_for(1),
+        2,
+        2,
+        Body::RoundChange {
+            prepared: None,
+            proof: Vec::new(),
+            input: None,
+        },
+    );
+    b.receive(rc2, 300).expect("valid round change");
+    assert_eq!(b.next_deadline(), Some(300 + 400));
+    let out = sends(&b.tick(300 + 400));
     assert_eq!(out.len(), 1);
     match &out[0].message.body {
         Body::RoundChange {
@@ -1787,6 +1956,9 @@ fn restore_rebuilds_own_state() {
         }
         other => panic!("{other:?}"),
     }
+    // With the proof, a peer accepts it.
+    let mut peer = fixture_for(2, &keys);
+    assert_eq!(peer.receive(out[0].clone(), 700), Ok(Vec::new()));
 }
 
 /// Random garbage (random fields, nested messages, signatures, huge rounds) never panics, and

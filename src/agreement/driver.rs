@@ -14,8 +14,9 @@
 //! and ticks the instances that are due; the same task sweeps the map every second.
 //!
 //! Invariants: `persisted()` is durable before any message of the same engine call leaves; a
-//! request learns a decision only after it is durable; an instance is evicted only while
-//! nothing else holds it, so two engines never run for one instance.
+//! request learns a decision only after it is durable; a decision found in storage is answered
+//! as is (it was checked before it was stored); an instance is evicted only while nothing else
+//! holds it, so two engines never run for one instance.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -396,12 +397,19 @@ impl Shared {
             let stored = self.store.load(id).await.map_err(AgreementError::Storage)?;
             let now = self.now_ms();
             let timing = self.config.timing;
+            // This node's own durable decision counts even when the engine cannot check its
+            // commits again yet (after a restart the peers' certificates come back with their
+            // next messages): it was stored only after it was checked or reached here.
+            let stored_decision = stored
+                .as_ref()
+                .and_then(|p| p.decision.as_ref())
+                .map(|d| d.root);
             let instance = match stored {
                 Some(p) => Instance::restore(id, members, timing, auth, p, now),
                 None => Instance::new(id, members, timing, auth, now),
             };
-            if let Some(d) = instance.decision() {
-                slot.mark_decided(d.root, now);
+            if let Some(root) = instance.decision().map(|d| d.root).or(stored_decision) {
+                slot.mark_decided(root, now);
             }
             *guard = Some(instance);
         }
@@ -704,6 +712,12 @@ mod tests {
     impl World {
         /// Driver of operator `i` (all peers' certificates known), joined to the network.
         fn driver(&self, i: usize, config: DriverConfig) -> Driver {
+            self.driver_with(i, config, true)
+        }
+
+        /// As [`World::driver`]; without `learn`, the peers' certificates are not known yet
+        /// (as after a restart).
+        fn driver_with(&self, i: usize, config: DriverConfig, learn: bool) -> Driver {
             let id = self
                 .pki
                 .identity(&format!("{}-client", OPS[i]))
@@ -712,7 +726,9 @@ mod tests {
             let ring = Arc::new(
                 KeyRing::new(&self.definition, OPS[i], &self.allowed, identity).expect("ring"),
             );
-            assert_eq!(ring.learn(self.certs.iter().map(Vec::as_slice)), 0);
+            if learn {
+                assert_eq!(ring.learn(self.certs.iter().map(Vec::as_slice)), 0);
+            }
             let roster = Arc::new(Roster::new(&self.definition, ring));
             let driver = Driver::new(
                 roster,
@@ -782,10 +798,11 @@ mod tests {
         let decided =
             futures::future::join_all(drivers.iter().map(|d| d.agree(group, duty, [5; 32]))).await;
         assert!(decided.iter().all(|d| d == &Ok([5; 32])));
-        // Node a "restarts" with its storage, cut off from the others: it keeps the decision.
+        // Node a "restarts" with its storage, cut off from the others and without their
+        // certificates: it keeps the decision.
         w.net.drivers.lock().expect("lock").clear();
         drop(drivers);
-        let restarted = w.driver(0, DriverConfig::new(20, 300));
+        let restarted = w.driver_with(0, DriverConfig::new(20, 300), false);
         w.net.drivers.lock().expect("lock").clear();
         assert_eq!(restarted.agree(group, duty, [6; 32]).await, Ok([5; 32]));
         // A new duty with nobody to talk to: no decision, a timeout.

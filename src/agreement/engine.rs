@@ -11,7 +11,9 @@
 //! - `Q` matching commits (one round, one root, distinct members): decided; the member sends
 //!   `Decided { root, commits }`, which decides any member that checks it.
 //! - Entering round `r` arms a timer of `min(round_ms * 2^(r-1), max_round_ms)`; on expiry the
-//!   member enters `r + 1` and sends `RoundChange(r + 1, prepared, proof, input)`.
+//!   member enters `r + 1` and sends `RoundChange(r + 1, prepared, proof, input)`. From round
+//!   2 on the timer only moves the member on once `Q` members are known to be in the round
+//!   (until then an expiry re-sends its round change); it restarts when the `Q`-th shows up.
 //! - Round changes for rounds above the current one from `f + 1 = 2Q - n` distinct members
 //!   (at least one of them honest): the member jumps to the highest round that many of them
 //!   have reached and sends its round change for it.

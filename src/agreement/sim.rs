@@ -958,6 +958,9 @@ fn conflicting_inputs_decide_one_of_them() {
     let mut worst_round = 0;
     let mut rounds_seen: BTreeMap<u32, usize> = BTreeMap::new();
     let mut total_sends = 0;
+    // Per (n, Q, members asking for root 1): instances, broadcasts, worst round, latest decision.
+    type Case = (u64, usize, u32, u64);
+    let mut cases: BTreeMap<(usize, usize, usize), Case> = BTreeMap::new();
     let seeds = seeds(1000);
     for seed in seed_range(seeds) {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -983,14 +986,19 @@ fn conflicting_inputs_decide_one_of_them() {
         }
         let r = Sim::new(&s, seed).run();
         assert!(agreement_holds(&s, &r), "seed {seed}: {:?}", r.decisions);
+        let case = cases.entry((n, q, split)).or_default();
         for (i, dec) in r.decisions.iter().enumerate() {
-            let (dec, _) = dec
+            let (dec, at) = dec
                 .as_ref()
                 .unwrap_or_else(|| panic!("seed {seed}: {i} undecided"));
             assert!(dec.root == root(1) || dec.root == root(2), "seed {seed}");
             worst_round = worst_round.max(dec.round);
             *rounds_seen.entry(dec.round).or_default() += 1;
+            case.2 = case.2.max(dec.round);
+            case.3 = case.3.max(*at);
         }
+        case.0 += 1;
+        case.1 += r.honest_sends;
         total_sends += r.honest_sends;
     }
     println!(
@@ -998,6 +1006,16 @@ fn conflicting_inputs_decide_one_of_them() {
          {worst_round}, {} broadcasts per instance on average",
         total_sends as u64 / seeds
     );
+    for ((n, q, split), (count, sends, round, at)) in &cases {
+        if *n == 4 {
+            println!(
+                "  {q}-of-{n}, split {split}/{}: {count} instances, {:.1} broadcasts per \
+                 instance, worst round {round}, latest decision {at} ms",
+                n - split,
+                *sends as f64 / *count as f64
+            );
+        }
+    }
 }
 
 /// Up to n - Q members crashed for the whole instance, the others split by a partition that

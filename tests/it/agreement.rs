@@ -237,32 +237,34 @@ fn races(targets: std::ops::Range<u64>, slots: std::ops::Range<u64>) -> Vec<Race
     out
 }
 
-/// Runs every race at once through combiners `a` and `b`; returns per race which body won
-/// (asserting exactly one 200 and one 412 each, and a valid group signature).
+/// Runs the races in duty order, each as two requests sent at the same moment through
+/// combiners `a` and `b`; returns per race which body won, asserting exactly one 200 (with a
+/// signature valid under the group key) and one 412 naming the decided root.
+///
+/// Duties go in ascending order as a validator client's do: cluster sync merges peers'
+/// records, and a merged record raises the low watermark above duties not signed yet.
 async fn run_races(s: &Setup, a: &str, b: &str, races: &[Race]) -> Vec<String> {
     let pk = group();
-    let answers = futures::future::join_all(races.iter().map(|r| {
-        let pk = pk.clone();
-        async move {
-            let (x, y) = tokio::join!(
-                sign_json(&s.client, a, &pk, &r.x),
-                sign_json(&s.client, b, &pk, &r.y)
-            );
-            (x, y)
-        }
-    }))
-    .await;
     let mut winners = Vec::new();
-    for (r, ((sx, tx), (sy, ty))) in races.iter().zip(answers) {
-        let (winner, answer) = match (sx, sy) {
-            (200, 412) => (&r.x, tx),
-            (412, 200) => (&r.y, ty),
+    for r in races {
+        let ((sx, tx), (sy, ty)) = tokio::join!(
+            sign_json(&s.client, a, &pk, &r.x),
+            sign_json(&s.client, b, &pk, &r.y)
+        );
+        let (winner, answer, refusal) = match (sx, sy) {
+            (200, 412) => (&r.x, tx, ty),
+            (412, 200) => (&r.y, ty, tx),
             other => panic!(
                 "{}: expected one 200 and one 412, got {other:?}: {tx} / {ty}",
                 r.duty
             ),
         };
         verified_signature(&answer, winner);
+        assert!(
+            refusal.contains(&format!("was decided as root {}", root_hex(winner))),
+            "{}: the refusal names the decided root: {refusal}",
+            r.duty
+        );
         winners.push(winner.clone());
     }
     winners
@@ -275,7 +277,7 @@ async fn racing_combiners_get_one_root_per_duty_and_nodes_keep_it() {
     let (_ca, a) = s.start_combiner("combiner-a").await;
     let (_cb, b) = s.start_combiner("combiner-b").await;
 
-    // (a) 50 attestation duties and 5 block duties raced at once.
+    // (a) 50 attestation duties and 5 block duties, each raced by both combiners.
     let all = races(10..60, 1000..1005);
     let winners = run_races(&s, &a, &b, &all).await;
 

@@ -80,11 +80,13 @@ pub enum RefusalReason {
     ValidatorDisabled,
     /// [`Refusal::BlockAtHighWatermark`] and [`Refusal::AttestationAtHighWatermark`].
     HighWatermark,
+    /// The nodes agreed on another root for the duty (cluster agreement).
+    Agreement,
 }
 
 impl RefusalReason {
     /// Every reason (each has a pre-created series).
-    pub const ALL: [RefusalReason; 13] = [
+    pub const ALL: [RefusalReason; 14] = [
         Self::DoubleBlockProposal,
         Self::NullRootAtSlot,
         Self::BlockSlotBelowWatermark,
@@ -98,6 +100,7 @@ impl RefusalReason {
         Self::WrongGenesisValidatorsRoot,
         Self::ValidatorDisabled,
         Self::HighWatermark,
+        Self::Agreement,
     ];
 
     /// The label value, e.g. `"double_vote"`.
@@ -116,6 +119,7 @@ impl RefusalReason {
             Self::WrongGenesisValidatorsRoot => "wrong_genesis_validators_root",
             Self::ValidatorDisabled => "validator_disabled",
             Self::HighWatermark => "high_watermark",
+            Self::Agreement => "agreement",
         }
     }
 
@@ -166,6 +170,34 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// `reason` values of `dvsigner_agreement_messages_refused_total` (pre-created series).
+pub const AGREEMENT_REFUSAL_REASONS: [&str; 12] = [
+    "not_a_peer",
+    "wrong_cluster",
+    "wrong_operator",
+    "malformed",
+    "unknown_certificate",
+    "unknown_validator",
+    "wrong_sender",
+    "bad_signature",
+    "not_a_member",
+    "wrong_instance",
+    "invalid",
+    "overloaded",
+];
+
+/// `reason` values of `dvsigner_agreement_messages_dropped_total` (pre-created series).
+pub const AGREEMENT_DROP_REASONS: [&str; 4] =
+    ["expired", "queue_full", "send_failed", "refused_by_peer"];
+
+/// `outcome` values of `dvsigner_agreement_requests_total` (pre-created series).
+pub const AGREEMENT_OUTCOMES: [&str; 4] = ["same_root", "other_root", "timeout", "error"];
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 0.5 ms to about 8 s.
@@ -184,6 +216,10 @@ pub struct Metrics {
     keys_loading_total: Gauge,
     keys_loading_done: Gauge,
     wrong_network: Family<WrongNetworkLabels, Counter>,
+    agreement_refused: Family<ReasonLabel, Counter>,
+    agreement_dropped: Family<ReasonLabel, Counter>,
+    agreement_requests: Family<OutcomeLabel, Counter>,
+    agreement_duration: Histogram,
     /// (kind, version) pairs seen, None once [`WRONG_NETWORK_VERSIONS_MAX`] versions were seen.
     wrong_network_seen: Mutex<HashSet<(MismatchKind, Option<[u8; 4]>)>>,
     server: Mutex<Option<Registry>>,
@@ -243,6 +279,43 @@ impl Metrics {
              by the fork version received",
             wrong_network.clone(),
         );
+        let agreement_refused = Family::<ReasonLabel, Counter>::default();
+        let agreement_dropped = Family::<ReasonLabel, Counter>::default();
+        let agreement_requests = Family::<OutcomeLabel, Counter>::default();
+        let agreement_duration = latency_histogram();
+        registry.register(
+            "agreement_messages_refused",
+            "Agreement messages (or whole batches) from peers that were not taken into account, \
+             by reason (not_a_peer: client certificate of no other operator; bad_signature; \
+             wrong_cluster; ...)",
+            agreement_refused.clone(),
+        );
+        registry.register(
+            "agreement_messages_dropped",
+            "Outgoing agreement messages or batches not delivered, by reason (the engine's round \
+             timers send again what still matters)",
+            agreement_dropped.clone(),
+        );
+        registry.register(
+            "agreement_requests",
+            "Blocks and attestations that went through cluster agreement, by outcome (same_root: \
+             signed; other_root: refused 412; timeout: 503; error: storage failure)",
+            agreement_requests.clone(),
+        );
+        registry.register(
+            "agreement_duration_seconds",
+            "Time a sign request waited for the cluster's agreement on its duty",
+            agreement_duration.clone(),
+        );
+        for reason in AGREEMENT_REFUSAL_REASONS {
+            let _ = agreement_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in AGREEMENT_DROP_REASONS {
+            let _ = agreement_dropped.get_or_create(&ReasonLabel { reason });
+        }
+        for outcome in AGREEMENT_OUTCOMES {
+            let _ = agreement_requests.get_or_create(&OutcomeLabel { outcome });
+        }
         let types = SignKind::ALL
             .iter()
             .map(|k| k.as_str())
@@ -267,6 +340,10 @@ impl Metrics {
             keys_loading_total,
             keys_loading_done,
             wrong_network,
+            agreement_refused,
+            agreement_dropped,
+            agreement_requests,
+            agreement_duration,
             wrong_network_seen: Mutex::new(HashSet::new()),
             server: Mutex::new(None),
         }
@@ -307,6 +384,41 @@ impl Metrics {
                 reason: refusal_reason(refusal),
             })
             .inc();
+    }
+
+    /// Records a refusal by its reason (for refusals that are no slashing rule's, e.g.
+    /// [`RefusalReason::Agreement`]).
+    pub fn record_refusal_reason(&self, reason: RefusalReason) {
+        self.refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an agreement message or batch from a peer that was not taken into account
+    /// (`reason` one of [`AGREEMENT_REFUSAL_REASONS`]).
+    pub fn record_agreement_refused(&self, reason: &'static str) {
+        self.agreement_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts an outgoing agreement message or batch that was not delivered (`reason` one of
+    /// [`AGREEMENT_DROP_REASONS`]).
+    pub fn record_agreement_dropped(&self, reason: &'static str) {
+        self.agreement_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Records a sign request's agreement (`outcome` one of [`AGREEMENT_OUTCOMES`]) and how
+    /// long it waited.
+    pub fn record_agreement(&self, outcome: &'static str, waited: Duration) {
+        self.agreement_requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.agreement_duration.observe(waited.as_secs_f64());
     }
 
     /// Counts a request refused as of another network or an unknown fork, and logs it the first
@@ -475,6 +587,7 @@ mod tests {
             "wrong_genesis_validators_root",
             "validator_disabled",
             "high_watermark",
+            "agreement",
         ]
         .into_iter()
         .map(str::to_owned)

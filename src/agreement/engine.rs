@@ -1,11 +1,42 @@
-//! One consensus instance as a pure state machine. API fixed; the rules are being written.
+//! One consensus instance as a pure state machine: QBFT with a leaderless first round.
+//!
+//! Members `0..n`, quorum `Q` (the validator's threshold, `Q > n/2`).
+//!
+//! - Round 1 has no leader: a member whose own client asks for a root (`propose`) while it is
+//!   still in round 1 and has sent nothing in it yet sends `Prepare(1, root)`.
+//! - Round `r >= 2` has the leader `(seed + r) mod n` (seed from SHA-256 of the instance id);
+//!   members prepare in it only the root of a valid `Proposal(r, root)` from that leader.
+//! - `Q` matching prepares of the current round from distinct members: the member is prepared
+//!   on `(r, root)` (the prepares are the proof) and sends `Commit(r, root)`.
+//! - `Q` matching commits (one round, one root, distinct members): decided; the member sends
+//!   `Decided { root, commits }`, which decides any member that checks it.
+//! - Entering round `r` arms a timer of `min(round_ms * 2^(r-1), max_round_ms)`; on expiry the
+//!   member enters `r + 1` and sends `RoundChange(r + 1, prepared, proof, input)`.
+//! - Round changes for rounds above the current one from `f + 1 = 2Q - n` distinct members
+//!   (at least one of them honest): the member jumps to the highest round that many of them
+//!   have reached and sends its round change for it.
+//! - The leader of `r`, holding `Q` valid round changes for `r`, proposes the root of the
+//!   highest prepared round among them (justified by the round changes and that round's
+//!   prepares), or else its own input, or else the input most of them carry (ties: smallest).
+//!
+//! Each honest member sends at most one message per (round, step). Everything received,
+//! including nested proofs, justifications and commits, is signature-checked.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::types::{
-    Authenticator, Decision, InstanceId, Members, Message, Output, Persisted, Root, SignedMessage,
-    Timing,
+    Authenticator, Body, Decision, Duty, InstanceId, Members, Message, Output, Persisted, Root,
+    RootHex, SignedMessage, Timing,
 };
+
+/// Domain tag at the start of every signed agreement message.
+const SIGNING_TAG: &[u8] = b"dvsigner-agreement-v1";
+
+/// Messages for rounds more than this far above the current round are ignored (bounded memory).
+pub const MAX_ROUNDS_AHEAD: u32 = 64;
 
 /// Why a received message was not taken into account.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,12 +55,64 @@ pub enum Rejected {
     Invalid(&'static str),
 }
 
+/// Step codes in the signed encoding and in the (round, step) bookkeeping of own messages.
+const STEP_PREPARE: u8 = 1;
+const STEP_COMMIT: u8 = 2;
+const STEP_ROUND_CHANGE: u8 = 3;
+const STEP_PROPOSAL: u8 = 4;
+const STEP_DECIDED: u8 = 5;
+
+fn step_of(body: &Body) -> u8 {
+    match body {
+        Body::Prepare { .. } => STEP_PREPARE,
+        Body::Commit { .. } => STEP_COMMIT,
+        Body::RoundChange { .. } => STEP_ROUND_CHANGE,
+        Body::Proposal { .. } => STEP_PROPOSAL,
+        Body::Decided { .. } => STEP_DECIDED,
+    }
+}
+
+/// What the members sent in one round (first message per member and step; own ones included).
+#[derive(Default)]
+struct RoundState {
+    prepares: BTreeMap<u16, SignedMessage>,
+    commits: BTreeMap<u16, SignedMessage>,
+    round_changes: BTreeMap<u16, SignedMessage>,
+    /// The accepted (valid) proposal of the round's leader.
+    proposal: Option<SignedMessage>,
+}
+
+/// The highest round in which this member saw a quorum of prepares.
+#[derive(Clone)]
+struct Prepared {
+    round: u32,
+    root: Root,
+    /// The quorum of prepares. None only after a restart that lost it (the member had sent
+    /// `Commit(round, root)` but no round change carrying the proof): then it sends no round
+    /// change until it holds a proof for a round at least as high.
+    proof: Option<Vec<SignedMessage>>,
+}
+
 /// One instance.
 pub struct Instance {
     id: InstanceId,
     members: Members,
     timing: Timing,
     auth: Arc<dyn Authenticator>,
+    /// `seed mod n` of the leader rotation.
+    leader_offset: usize,
+    round: u32,
+    deadline: u64,
+    input: Option<Root>,
+    prepared: Option<Prepared>,
+    rounds: BTreeMap<u32, RoundState>,
+    sent: Vec<SignedMessage>,
+    sent_steps: BTreeSet<(u32, u8)>,
+    decision: Option<Decision>,
+    /// After the decision: per member, the highest round of theirs answered with `Decided`.
+    answered: Vec<u32>,
+    /// After a restore: re-send the latest own messages at this time (the next tick).
+    resend_at: Option<u64>,
 }
 
 impl Instance {
@@ -41,13 +124,30 @@ impl Instance {
         auth: Arc<dyn Authenticator>,
         now_ms: u64,
     ) -> Self {
-        let _ = now_ms;
-        Self {
+        let n = members.n.max(1);
+        let digest = Sha256::digest(instance_bytes(&id));
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&digest[..8]);
+        let leader_offset = (u64::from_be_bytes(seed) % n as u64) as usize;
+        let mut instance = Self {
             id,
             members,
             timing,
             auth,
-        }
+            leader_offset,
+            round: 1,
+            deadline: 0,
+            input: None,
+            prepared: None,
+            rounds: BTreeMap::new(),
+            sent: Vec::new(),
+            sent_steps: BTreeSet::new(),
+            decision: None,
+            answered: vec![0; members.n],
+            resend_at: None,
+        };
+        instance.deadline = instance.round_deadline(1, now_ms);
+        instance
     }
 
     /// An instance this node took part in before a restart.
@@ -59,21 +159,97 @@ impl Instance {
         persisted: Persisted,
         now_ms: u64,
     ) -> Self {
-        let _ = persisted;
-        Self::new(id, members, timing, auth, now_ms)
+        let mut instance = Self::new(id, members, timing, auth, now_ms);
+        let me = instance.me();
+        let mut round = persisted.round.max(1);
+        let mut lock: Option<Prepared> = None;
+        for sm in persisted.sent {
+            let m = &sm.message;
+            if m.instance != id || m.from != me || m.round == 0 {
+                continue;
+            }
+            let step = step_of(&m.body);
+            if !instance.sent_steps.insert((m.round, step)) {
+                continue;
+            }
+            round = round.max(m.round);
+            match &m.body {
+                Body::Prepare { root } => {
+                    if m.round == 1 && instance.input.is_none() {
+                        instance.input = Some(*root);
+                    }
+                    instance.state(m.round).prepares.insert(me, sm.clone());
+                }
+                Body::Commit { root } => {
+                    if lock.as_ref().is_none_or(|p| m.round > p.round) {
+                        lock = Some(Prepared {
+                            round: m.round,
+                            root: *root,
+                            proof: None,
+                        });
+                    }
+                    instance.state(m.round).commits.insert(me, sm.clone());
+                }
+                Body::RoundChange {
+                    prepared,
+                    proof,
+                    input,
+                } => {
+                    if instance.input.is_none() {
+                        instance.input = input.map(|r| r.0);
+                    }
+                    if let Some((pr, RootHex(pv))) = prepared {
+                        let better = match &lock {
+                            None => true,
+                            Some(p) => *pr > p.round || (*pr == p.round && p.proof.is_none()),
+                        };
+                        if better && !proof.is_empty() {
+                            lock = Some(Prepared {
+                                round: *pr,
+                                root: *pv,
+                                proof: Some(proof.clone()),
+                            });
+                        }
+                    }
+                    instance.state(m.round).round_changes.insert(me, sm.clone());
+                }
+                Body::Proposal { .. } => {
+                    instance.state(m.round).proposal = Some(sm.clone());
+                }
+                Body::Decided { .. } => {}
+            }
+            instance.sent.push(sm);
+        }
+        instance.prepared = lock;
+        instance.round = round;
+        instance.deadline = instance.round_deadline(round, now_ms);
+        if let Some(decision) = persisted.decision {
+            if verify_decision(&id, &members, instance.auth.as_ref(), &decision) {
+                instance.decision = Some(decision);
+            }
+        }
+        if instance.decision.is_some() {
+            instance.rounds.clear();
+        }
+        if !instance.sent.is_empty() {
+            instance.resend_at = Some(now_ms);
+        }
+        instance
     }
 
     /// This node's own client asked for `root` (only the first call counts).
     pub fn propose(&mut self, root: Root, now_ms: u64) -> Vec<Output> {
-        let _ = (
-            root,
-            now_ms,
-            &self.id,
-            &self.members,
-            &self.timing,
-            &self.auth,
-        );
-        unimplemented!("engine rules are being written")
+        let mut out = Vec::new();
+        if self.input.is_some() || self.decision.is_some() {
+            return out;
+        }
+        self.input = Some(root);
+        let nothing_sent_in_1 = !self.sent.iter().any(|sm| sm.message.round == 1);
+        if self.round == 1 && nothing_sent_in_1 {
+            self.send(1, Body::Prepare { root }, &mut out);
+        }
+        self.advance(now_ms, &mut out);
+        out
     }
 
     /// A message from another member.
@@ -81,43 +257,719 @@ impl Instance {
     /// # Errors
     /// [`Rejected`] when the message is not taken into account.
     pub fn receive(&mut self, msg: SignedMessage, now_ms: u64) -> Result<Vec<Output>, Rejected> {
-        let _ = (msg, now_ms);
-        unimplemented!("engine rules are being written")
+        let m = &msg.message;
+        if m.instance != self.id {
+            return Err(Rejected::WrongInstance);
+        }
+        let from = usize::from(m.from);
+        if from >= self.members.n {
+            return Err(Rejected::NotAMember);
+        }
+        if !self.verify(&msg) {
+            return Err(Rejected::BadSignature);
+        }
+        if m.from == self.me() {
+            return Err(Rejected::Invalid("own message"));
+        }
+        if m.round == 0 {
+            return Err(Rejected::Invalid("round 0"));
+        }
+        let mut out = Vec::new();
+        if self.decision.is_some() {
+            // A member sending messages of a round above the decision's has missed the decided
+            // message: answer with it (at most once per member and round of theirs). Late
+            // messages of the decision round itself crossed the broadcast decided message.
+            let decided_round = self.decision.as_ref().map_or(0, |d| d.round);
+            let floor = self.answered[from].max(decided_round);
+            if !matches!(m.body, Body::Decided { .. }) && m.round > floor {
+                self.answered[from] = m.round;
+                self.send_decided(&mut out);
+            }
+            return Ok(out);
+        }
+        if let Body::Decided { root, commits } = &m.body {
+            let decision = Decision {
+                root: *root,
+                round: m.round,
+                commits: commits.clone(),
+            };
+            if !verify_decision(&self.id, &self.members, self.auth.as_ref(), &decision) {
+                return Err(Rejected::Invalid(
+                    "decision without a valid quorum of commits",
+                ));
+            }
+            self.decide(decision, false, &mut out);
+            return Ok(out);
+        }
+        if m.round > self.round.saturating_add(MAX_ROUNDS_AHEAD) {
+            return Err(Rejected::Invalid("round too far ahead"));
+        }
+        let round = m.round;
+        let domain = self.members.domain;
+        match &m.body {
+            Body::Commit { .. } => {
+                let slot = &mut self.state(round).commits;
+                insert_first(slot, m.from, &msg, &domain)?;
+            }
+            Body::Prepare { .. } => {
+                if round < self.round {
+                    return Err(Rejected::Invalid("prepare of a past round"));
+                }
+                let slot = &mut self.state(round).prepares;
+                insert_first(slot, m.from, &msg, &domain)?;
+            }
+            Body::RoundChange {
+                prepared, proof, ..
+            } => {
+                if round < 2 {
+                    return Err(Rejected::Invalid("round change to round 1"));
+                }
+                if round < self.round {
+                    return Err(Rejected::Invalid("round change of a past round"));
+                }
+                match prepared {
+                    None if !proof.is_empty() => {
+                        return Err(Rejected::Invalid("proof without a prepared value"));
+                    }
+                    None => {}
+                    Some((pr, RootHex(pv))) => {
+                        if *pr == 0 || *pr >= round {
+                            return Err(Rejected::Invalid("prepared round not below the round"));
+                        }
+                        if !self.is_prepare_quorum(*pr, pv, proof) {
+                            return Err(Rejected::Invalid("prepared value without a valid proof"));
+                        }
+                    }
+                }
+                let slot = &mut self.state(round).round_changes;
+                insert_first(slot, m.from, &msg, &domain)?;
+                if let Some((pr, RootHex(pv))) = prepared {
+                    self.adopt_proof(*pr, *pv, proof);
+                }
+            }
+            Body::Proposal {
+                root,
+                justification,
+            } => {
+                if round < 2 {
+                    return Err(Rejected::Invalid("proposal in round 1"));
+                }
+                if from != self.leader(round) {
+                    return Err(Rejected::Invalid("proposal not from the round's leader"));
+                }
+                if round < self.round {
+                    return Err(Rejected::Invalid("proposal of a past round"));
+                }
+                if let Some(first) = &self.rounds.get(&round).and_then(|s| s.proposal.clone()) {
+                    return Err(if same_signed(first, &msg, &self.members.domain) {
+                        Rejected::Invalid("duplicate")
+                    } else {
+                        Rejected::Invalid("equivocation")
+                    });
+                }
+                let highest = self
+                    .check_justification(round, root, justification)
+                    .map_err(Rejected::Invalid)?;
+                if let Some((pr, proof)) = highest {
+                    self.adopt_proof(pr, *root, &proof);
+                }
+                self.state(round).proposal = Some(msg.clone());
+                if round > self.round {
+                    self.enter_round(round, now_ms, false, &mut out);
+                }
+            }
+            Body::Decided { .. } => {}
+        }
+        self.advance(now_ms, &mut out);
+        Ok(out)
     }
 
     /// Time passed: round timers.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
-        let _ = now_ms;
-        unimplemented!("engine rules are being written")
+        let mut out = Vec::new();
+        if let Some(at) = self.resend_at {
+            if now_ms >= at {
+                self.resend_at = None;
+                self.resend_latest(&mut out);
+            }
+        }
+        if self.decision.is_some() {
+            return out;
+        }
+        if now_ms >= self.deadline {
+            let next = self.round.saturating_add(1);
+            self.enter_round(next, now_ms, true, &mut out);
+        }
+        self.advance(now_ms, &mut out);
+        out
     }
 
     /// When [`Instance::tick`] must be called next (None once decided).
     pub fn next_deadline(&self) -> Option<u64> {
-        unimplemented!("engine rules are being written")
+        if self.decision.is_some() {
+            return self.resend_at;
+        }
+        Some(match self.resend_at {
+            Some(at) => at.min(self.deadline),
+            None => self.deadline,
+        })
     }
 
     /// The decision, once there is one.
     pub fn decision(&self) -> Option<&Decision> {
-        unimplemented!("engine rules are being written")
+        self.decision.as_ref()
     }
 
     /// The state to store durably before sending this call's messages.
     pub fn persisted(&self) -> Persisted {
-        unimplemented!("engine rules are being written")
+        Persisted {
+            round: self.round,
+            sent: self.sent.clone(),
+            decision: self.decision.clone(),
+        }
     }
 
     /// The current round.
     pub fn round(&self) -> u32 {
-        unimplemented!("engine rules are being written")
+        self.round
     }
+
+    // ----- rules -------------------------------------------------------------------------
+
+    /// Applies every rule that the current state enables until none does.
+    fn advance(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        // Each pass either sends a message for a new (round, step), enters a higher round or
+        // decides, so the loop ends; the bound is a guard.
+        for _ in 0..16 {
+            if self.decision.is_some() {
+                return;
+            }
+            if let Some(decision) = self.commit_quorum() {
+                self.decide(decision, true, out);
+                return;
+            }
+            let r = self.round;
+            let mut progressed = false;
+            // Prepare the accepted proposal of the current round.
+            if r >= 2 && !self.sent_steps.contains(&(r, STEP_PREPARE)) {
+                let root = self.rounds.get(&r).and_then(|s| match &s.proposal {
+                    Some(SignedMessage {
+                        message:
+                            Message {
+                                body: Body::Proposal { root, .. },
+                                ..
+                            },
+                        ..
+                    }) => Some(*root),
+                    _ => None,
+                });
+                if let Some(root) = root {
+                    progressed |= self.send(r, Body::Prepare { root }, out);
+                }
+            }
+            // A quorum of prepares in the current round: prepared, commit.
+            if !self.sent_steps.contains(&(r, STEP_COMMIT)) {
+                if let Some((root, proof)) = self.prepare_quorum(r) {
+                    self.prepared = Some(Prepared {
+                        round: r,
+                        root,
+                        proof: Some(proof),
+                    });
+                    progressed |= self.send(r, Body::Commit { root }, out);
+                }
+            }
+            // Round changes from f + 1 members above the current round: catch up.
+            if let Some(target) = self.jump_target() {
+                self.enter_round(target, now_ms, true, out);
+                progressed = true;
+            }
+            // Leader of the current round with a quorum of round changes: propose.
+            if r >= 2
+                && r == self.round
+                && self.leader(r) == usize::from(self.me())
+                && !self.sent_steps.contains(&(r, STEP_PROPOSAL))
+            {
+                if let Some(body) = self.proposal_for(r) {
+                    if let Some(sm) = self.sign_and_send(r, body, out) {
+                        self.state(r).proposal = Some(sm);
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Enters `round` (above the current one): timer, pruning, and the own round change.
+    fn enter_round(&mut self, round: u32, now_ms: u64, send_rc: bool, out: &mut Vec<Output>) {
+        if round <= self.round {
+            return;
+        }
+        self.round = round;
+        self.deadline = self.round_deadline(round, now_ms);
+        // Only commits of past rounds still matter (a quorum of them decides).
+        for (_, state) in self.rounds.range_mut(..round) {
+            state.prepares.clear();
+            state.round_changes.clear();
+            state.proposal = None;
+        }
+        self.rounds.retain(|_, s| {
+            !(s.commits.is_empty()
+                && s.prepares.is_empty()
+                && s.round_changes.is_empty()
+                && s.proposal.is_none())
+        });
+        if send_rc {
+            let (prepared, proof) = match &self.prepared {
+                None => (None, Vec::new()),
+                Some(Prepared {
+                    round,
+                    root,
+                    proof: Some(proof),
+                }) => (Some((*round, RootHex(*root))), proof.clone()),
+                // Locked on a value whose proof a restart lost: no round change may claim less.
+                Some(Prepared { proof: None, .. }) => return,
+            };
+            let body = Body::RoundChange {
+                prepared,
+                proof,
+                input: self.input.map(RootHex),
+            };
+            self.send(round, body, out);
+        }
+    }
+
+    /// `f + 1` rule: the highest round that `2Q - n` other members have sent round changes
+    /// for (or above), when it is above the current round.
+    fn jump_target(&self) -> Option<u32> {
+        let n = self.members.n;
+        let q = self.members.quorum;
+        let threshold = (2 * q)
+            .saturating_sub(n)
+            .clamp(1, n.saturating_sub(1).max(1));
+        let mut highest: BTreeMap<u16, u32> = BTreeMap::new();
+        for (round, state) in self.rounds.range(self.round.saturating_add(1)..) {
+            for from in state.round_changes.keys() {
+                highest.insert(*from, *round);
+            }
+        }
+        let mut rounds: Vec<u32> = highest.into_values().collect();
+        if rounds.len() < threshold {
+            return None;
+        }
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds.get(threshold - 1).copied()
+    }
+
+    /// The proposal the leader of `round` makes from the round changes it holds, if any.
+    fn proposal_for(&self, round: u32) -> Option<Body> {
+        let state = self.rounds.get(&round)?;
+        if state.round_changes.len() < self.members.quorum {
+            return None;
+        }
+        let mut highest: Option<(u32, Root, Vec<SignedMessage>)> = None;
+        let mut inputs: BTreeMap<Root, usize> = BTreeMap::new();
+        let mut justification = Vec::new();
+        for sm in state.round_changes.values() {
+            let Body::RoundChange {
+                prepared,
+                proof,
+                input,
+            } = &sm.message.body
+            else {
+                continue;
+            };
+            if let Some((pr, RootHex(pv))) = prepared {
+                if highest.as_ref().is_none_or(|(hr, _, _)| pr > hr) {
+                    highest = Some((*pr, *pv, proof.clone()));
+                }
+            }
+            if let Some(RootHex(i)) = input {
+                *inputs.entry(*i).or_default() += 1;
+            }
+            let mut stripped = sm.clone();
+            stripped.message.body = Body::RoundChange {
+                prepared: *prepared,
+                proof: Vec::new(),
+                input: *input,
+            };
+            justification.push(stripped);
+        }
+        let root = match highest {
+            Some((_, root, proof)) => {
+                justification.extend(proof);
+                root
+            }
+            None => match self.input {
+                Some(root) => root,
+                None => {
+                    // Most carried input; ties: the smallest root (BTreeMap order, first max).
+                    let mut best: Option<(Root, usize)> = None;
+                    for (root, count) in inputs {
+                        if best.is_none_or(|(_, c)| count > c) {
+                            best = Some((root, count));
+                        }
+                    }
+                    best?.0
+                }
+            },
+        };
+        Some(Body::Proposal {
+            root,
+            justification,
+        })
+    }
+
+    /// Checks a proposal's justification for `round`; returns the highest prepared round and
+    /// its proof when one is claimed.
+    #[allow(clippy::type_complexity)]
+    fn check_justification(
+        &self,
+        round: u32,
+        root: &Root,
+        justification: &[SignedMessage],
+    ) -> Result<Option<(u32, Vec<SignedMessage>)>, &'static str> {
+        if justification.len() > 2 * self.members.n {
+            return Err("justification too long");
+        }
+        let mut senders = BTreeSet::new();
+        let mut highest: Option<(u32, Root)> = None;
+        let mut prepares = Vec::new();
+        for sm in justification {
+            let m = &sm.message;
+            if m.instance != self.id {
+                return Err("justification of another instance");
+            }
+            if usize::from(m.from) >= self.members.n || !self.verify(sm) {
+                return Err("justification with a bad signature");
+            }
+            match &m.body {
+                Body::RoundChange { prepared, .. } => {
+                    if m.round != round {
+                        return Err("justification with a round change of another round");
+                    }
+                    if !senders.insert(m.from) {
+                        return Err("justification with two round changes of one member");
+                    }
+                    if let Some((pr, RootHex(pv))) = prepared {
+                        if *pr == 0 || *pr >= round {
+                            return Err("justification with a prepared round not below the round");
+                        }
+                        match highest {
+                            Some((hr, hv)) if *pr == hr && *pv != hv => {
+                                return Err("justification with conflicting prepared values");
+                            }
+                            Some((hr, _)) if *pr <= hr => {}
+                            _ => highest = Some((*pr, *pv)),
+                        }
+                    }
+                }
+                Body::Prepare { .. } => prepares.push(sm.clone()),
+                _ => return Err("justification with an unexpected message"),
+            }
+        }
+        if senders.len() < self.members.quorum {
+            return Err("justification without a quorum of round changes");
+        }
+        match highest {
+            None if prepares.is_empty() => Ok(None),
+            None => Err("justification with prepares but no prepared value"),
+            Some((pr, pv)) => {
+                if pv != *root {
+                    return Err("proposal differs from the highest prepared value");
+                }
+                if !self.is_prepare_quorum(pr, &pv, &prepares) {
+                    return Err("highest prepared value without a valid proof");
+                }
+                Ok(Some((pr, prepares)))
+            }
+        }
+    }
+
+    /// A restored member locked on a value without its proof takes a valid proof for a round
+    /// at least as high (any such proof is for the locked value or a later safe one).
+    fn adopt_proof(&mut self, round: u32, root: Root, proof: &[SignedMessage]) {
+        if let Some(p) = &self.prepared {
+            if p.proof.is_none() && round >= p.round {
+                self.prepared = Some(Prepared {
+                    round,
+                    root,
+                    proof: Some(proof.to_vec()),
+                });
+            }
+        }
+    }
+
+    fn prepare_quorum(&self, round: u32) -> Option<(Root, Vec<SignedMessage>)> {
+        let state = self.rounds.get(&round)?;
+        let mut by_root: BTreeMap<Root, Vec<SignedMessage>> = BTreeMap::new();
+        for sm in state.prepares.values() {
+            if let Body::Prepare { root } = &sm.message.body {
+                by_root.entry(*root).or_default().push(sm.clone());
+            }
+        }
+        by_root
+            .into_iter()
+            .find(|(_, v)| v.len() >= self.members.quorum)
+    }
+
+    fn commit_quorum(&self) -> Option<Decision> {
+        for (round, state) in &self.rounds {
+            let mut by_root: BTreeMap<Root, Vec<SignedMessage>> = BTreeMap::new();
+            for sm in state.commits.values() {
+                if let Body::Commit { root } = &sm.message.body {
+                    by_root.entry(*root).or_default().push(sm.clone());
+                }
+            }
+            if let Some((root, commits)) = by_root
+                .into_iter()
+                .find(|(_, v)| v.len() >= self.members.quorum)
+            {
+                return Some(Decision {
+                    root,
+                    round: *round,
+                    commits,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether `proof` is a quorum of valid prepares for `(round, root)` from distinct members
+    /// (and nothing else).
+    fn is_prepare_quorum(&self, round: u32, root: &Root, proof: &[SignedMessage]) -> bool {
+        if proof.len() > self.members.n {
+            return false;
+        }
+        let mut senders = BTreeSet::new();
+        for sm in proof {
+            let m = &sm.message;
+            let matches = m.instance == self.id
+                && m.round == round
+                && matches!(&m.body, Body::Prepare { root: r } if r == root)
+                && usize::from(m.from) < self.members.n
+                && senders.insert(m.from)
+                && self.verify(sm);
+            if !matches {
+                return false;
+            }
+        }
+        senders.len() >= self.members.quorum
+    }
+
+    fn decide(&mut self, decision: Decision, announce: bool, out: &mut Vec<Output>) {
+        if self.decision.is_some() {
+            return;
+        }
+        self.decision = Some(decision.clone());
+        self.rounds.clear();
+        if announce {
+            self.send_decided(out);
+        }
+        out.push(Output::Decided(decision));
+    }
+
+    /// Sends this member's `Decided` message (signed once, re-sent as is).
+    fn send_decided(&mut self, out: &mut Vec<Output>) {
+        let Some(decision) = &self.decision else {
+            return;
+        };
+        if let Some(sm) = self
+            .sent
+            .iter()
+            .find(|sm| matches!(sm.message.body, Body::Decided { .. }))
+        {
+            out.push(Output::Send(sm.clone()));
+            return;
+        }
+        let body = Body::Decided {
+            root: decision.root,
+            commits: decision.commits.clone(),
+        };
+        let round = decision.round;
+        self.send(round, body, out);
+    }
+
+    /// After a restore: the own messages of the latest round this member sent in (or its
+    /// decision), so that peers that missed them catch up.
+    fn resend_latest(&mut self, out: &mut Vec<Output>) {
+        if self.decision.is_some() {
+            self.send_decided(out);
+            return;
+        }
+        let Some(latest) = self.sent.iter().map(|sm| sm.message.round).max() else {
+            return;
+        };
+        for sm in &self.sent {
+            if sm.message.round == latest {
+                out.push(Output::Send(sm.clone()));
+            }
+        }
+    }
+
+    // ----- helpers -----------------------------------------------------------------------
+
+    fn me(&self) -> u16 {
+        u16::try_from(self.members.me).unwrap_or(u16::MAX)
+    }
+
+    fn leader(&self, round: u32) -> usize {
+        let n = self.members.n.max(1);
+        (self.leader_offset + (round as usize % n)) % n
+    }
+
+    fn round_deadline(&self, round: u32, now_ms: u64) -> u64 {
+        let shift = round.saturating_sub(1).min(63);
+        let len = self
+            .timing
+            .round_ms
+            .checked_mul(1u64 << shift)
+            .unwrap_or(u64::MAX)
+            .min(self.timing.max_round_ms)
+            .max(1);
+        now_ms.saturating_add(len)
+    }
+
+    fn state(&mut self, round: u32) -> &mut RoundState {
+        self.rounds.entry(round).or_default()
+    }
+
+    fn verify(&self, sm: &SignedMessage) -> bool {
+        let bytes = sm.message.signing_bytes(&self.members.domain);
+        self.auth
+            .verify(usize::from(sm.message.from), &bytes, &sm.signature)
+    }
+
+    /// Signs and sends `body` for `round` unless this member already sent that step in that
+    /// round; records it among the own messages (and in the round's state).
+    fn send(&mut self, round: u32, body: Body, out: &mut Vec<Output>) -> bool {
+        self.sign_and_send(round, body, out).is_some()
+    }
+
+    fn sign_and_send(
+        &mut self,
+        round: u32,
+        body: Body,
+        out: &mut Vec<Output>,
+    ) -> Option<SignedMessage> {
+        let step = step_of(&body);
+        if !self.sent_steps.insert((round, step)) {
+            return None;
+        }
+        let message = Message {
+            instance: self.id,
+            round,
+            from: self.me(),
+            body,
+        };
+        let signature = self.auth.sign(&message.signing_bytes(&self.members.domain));
+        let sm = SignedMessage { message, signature };
+        let me = self.me();
+        match step {
+            STEP_PREPARE => {
+                self.state(round).prepares.insert(me, sm.clone());
+            }
+            STEP_COMMIT => {
+                self.state(round).commits.insert(me, sm.clone());
+            }
+            STEP_ROUND_CHANGE => {
+                self.state(round).round_changes.insert(me, sm.clone());
+            }
+            _ => {}
+        }
+        self.sent.push(sm.clone());
+        out.push(Output::Send(sm.clone()));
+        Some(sm)
+    }
+}
+
+/// Keeps the first message of a member for a (round, step); a second one is a duplicate (same
+/// signed content) or an equivocation.
+fn insert_first(
+    slot: &mut BTreeMap<u16, SignedMessage>,
+    from: u16,
+    msg: &SignedMessage,
+    domain: &[u8; 32],
+) -> Result<(), Rejected> {
+    match slot.get(&from) {
+        Some(first) if same_signed(first, msg, domain) => Err(Rejected::Invalid("duplicate")),
+        Some(_) => Err(Rejected::Invalid("equivocation")),
+        None => {
+            slot.insert(from, msg.clone());
+            Ok(())
+        }
+    }
+}
+
+fn same_signed(a: &SignedMessage, b: &SignedMessage, domain: &[u8; 32]) -> bool {
+    a.message.signing_bytes(domain) == b.message.signing_bytes(domain)
+}
+
+fn instance_bytes(id: &InstanceId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(57);
+    out.extend_from_slice(&id.validator.0);
+    match id.duty {
+        Duty::Block { slot } => {
+            out.push(1);
+            out.extend_from_slice(&slot.to_be_bytes());
+        }
+        Duty::Attestation { target_epoch } => {
+            out.push(2);
+            out.extend_from_slice(&target_epoch.to_be_bytes());
+        }
+    }
+    out
 }
 
 impl Message {
     /// The bytes a member signs: a domain tag, `domain` (the cluster hash) and a canonical
     /// encoding of the message.
+    ///
+    /// Layout (integers big-endian): tag `dvsigner-agreement-v1` | domain (32) | validator (48)
+    /// | duty kind (1: block, 2: attestation) | slot or target epoch (8) | round (4) | sender
+    /// (2) | step (1: prepare, 2: commit, 3: round change, 4: proposal, 5: decided) | fields:
+    /// prepare, commit, proposal, decided: root (32); round change: prepared flag (0, or 1 then
+    /// round (4) and root (32)) and input flag (0, or 1 then root (32)).
+    ///
+    /// Nested messages (a round change's proof, a proposal's justification, a decision's
+    /// commits) are not covered: each carries its own sender's signature and is checked on its
+    /// own, and a proposal or decision is only accepted when its nested messages are valid.
     pub fn signing_bytes(&self, domain: &[u8; 32]) -> Vec<u8> {
-        let _ = domain;
-        unimplemented!("engine rules are being written")
+        let mut out = Vec::with_capacity(SIGNING_TAG.len() + 32 + 57 + 7 + 70);
+        out.extend_from_slice(SIGNING_TAG);
+        out.extend_from_slice(domain);
+        out.extend_from_slice(&instance_bytes(&self.instance));
+        out.extend_from_slice(&self.round.to_be_bytes());
+        out.extend_from_slice(&self.from.to_be_bytes());
+        out.push(step_of(&self.body));
+        match &self.body {
+            Body::Prepare { root }
+            | Body::Commit { root }
+            | Body::Proposal { root, .. }
+            | Body::Decided { root, .. } => out.extend_from_slice(root),
+            Body::RoundChange {
+                prepared, input, ..
+            } => {
+                match prepared {
+                    None => out.push(0),
+                    Some((round, RootHex(root))) => {
+                        out.push(1);
+                        out.extend_from_slice(&round.to_be_bytes());
+                        out.extend_from_slice(root);
+                    }
+                }
+                match input {
+                    None => out.push(0),
+                    Some(RootHex(root)) => {
+                        out.push(1);
+                        out.extend_from_slice(root);
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -129,6 +981,29 @@ pub fn verify_decision(
     auth: &dyn Authenticator,
     decision: &Decision,
 ) -> bool {
-    let _ = (id, members, auth, decision);
-    unimplemented!("engine rules are being written")
+    if decision.commits.len() > members.n || decision.round == 0 {
+        return false;
+    }
+    let mut senders = BTreeSet::new();
+    for sm in &decision.commits {
+        let m = &sm.message;
+        let ok = m.instance == *id
+            && m.round == decision.round
+            && matches!(&m.body, Body::Commit { root } if *root == decision.root)
+            && usize::from(m.from) < members.n
+            && senders.insert(m.from)
+            && auth.verify(
+                usize::from(m.from),
+                &m.signing_bytes(&members.domain),
+                &sm.signature,
+            );
+        if !ok {
+            return false;
+        }
+    }
+    members.quorum > 0 && senders.len() >= members.quorum
 }
+
+#[cfg(test)]
+#[path = "sim.rs"]
+mod sim;

@@ -5,10 +5,18 @@
 //!
 //! `types.rs`: the instance identity, the messages and the signing interface; `engine.rs`: one
 //! consensus instance as a pure state machine (no I/O, no clock: time is passed in), so that the
-//! protocol can be simulated deterministically.
+//! protocol can be simulated deterministically. Around it, in the node: `auth.rs` (messages
+//! signed with the node's peer TLS identity, members' certificates checked against the
+//! fingerprints the cluster trusts), `wire.rs` (`POST /api/v1/cluster/agreement` batches in and
+//! out), `driver.rs` (instances, timers, storage, waiting requests) and `gate.rs` (the sign
+//! path's check).
 
+pub mod auth;
+pub mod driver;
 pub mod engine;
+pub mod gate;
 pub mod types;
+pub mod wire;
 
 pub use engine::{verify_decision, Instance, Rejected};
 pub use types::{

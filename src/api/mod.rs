@@ -6,7 +6,8 @@
 //! [`NodeState`] as its [`Signer`] (`sign.rs`); the node adds
 //! `GET /healthcheck`, `GET /api/v1/eth2/highWatermark`, `POST|GET /reload`,
 //! `GET /api/v1/dvsigner/info` (`info.rs`: role, version, network), for cluster peers
-//! `GET /api/v1/cluster/history` (`peer.rs`, mutual TLS, see `cluster::sync`), and the
+//! `GET /api/v1/cluster/history` and `POST /api/v1/cluster/notify` (`peer.rs`, mutual TLS, see
+//! `cluster::sync`), `POST /api/v1/cluster/agreement` (`peer.rs`, see `agreement::wire`), and the
 //! Keymanager API `GET|POST|DELETE /eth/v1/keystores` (`keymanager.rs`, bearer token; 404 unless
 //! enabled).
 //!
@@ -50,6 +51,9 @@ pub struct NodeState {
     /// Peer history sync, when the node runs with `--cluster` (serves the peer route, reports
     /// in `/healthcheck`).
     pub cluster_sync: OnceLock<Arc<crate::cluster::sync::ClusterSync>>,
+    /// Cluster agreement on one root per block / attestation duty, when on (`--agreement`):
+    /// serves the peer route and gates the sign path.
+    pub agreement: OnceLock<crate::agreement::wire::Inbound>,
     /// The Keymanager API, when enabled (`--keymanager-api`).
     pub keymanager: OnceLock<keymanager::Keymanager>,
     /// Keys imported through the Keymanager API (loaded at start and by `/reload`).
@@ -82,6 +86,7 @@ impl NodeState {
             load_status: RwLock::default(),
             not_ready: RwLock::new(None),
             cluster_sync: OnceLock::new(),
+            agreement: OnceLock::new(),
             keymanager: OnceLock::new(),
             managed_keys: OnceLock::new(),
             key_cache: OnceLock::new(),
@@ -101,6 +106,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/reload", post(reload::start).get(reload::status))
         .route(crate::cluster::protocol::HISTORY_PATH, get(peer::history))
         .route(crate::cluster::protocol::NOTIFY_PATH, post(peer::notify))
+        .route(
+            crate::agreement::wire::AGREEMENT_PATH,
+            post(peer::agreement).layer(axum::extract::DefaultBodyLimit::max(
+                crate::agreement::wire::MAX_BODY_BYTES,
+            )),
+        )
         .route(
             "/eth/v1/keystores",
             get(keymanager::list)

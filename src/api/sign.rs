@@ -1,6 +1,7 @@
 //! The node's side of `POST /api/v1/eth2/sign/{identifier}`: after the shared steps of
 //! [`crate::http::web3signer`] (parse, compute the root, parse the identifier), key disabled? →
-//! key lookup → readiness → slashing check-and-record → sign on the blocking pool. The order
+//! key lookup → readiness → cluster agreement on the duty's root (blocks and attestations, with
+//! `--agreement on`) → slashing check-and-record → sign on the blocking pool. The order
 //! follows Web3Signer so that status codes match.
 
 use std::future::Future;
@@ -59,6 +60,10 @@ async fn sign(state: &NodeState, request: SignRequest<'_>) -> Result<Signature, 
         if let Some(reason) = state.cluster_sync.get().and_then(|s| s.slashable_gate()) {
             return Err(ApiError::Unavailable(reason));
         }
+    }
+    // The cluster agrees on one root per duty before any node records or signs it.
+    if let (Some(agreement), Some((msg, _))) = (state.agreement.get(), prepared.slashable) {
+        crate::agreement::gate::check(agreement.driver(), pubkey, msg, prepared.root).await?;
     }
     if let (Some(db), Some((msg, gvr))) = (&state.slashing, prepared.slashable) {
         let check_started = Instant::now();

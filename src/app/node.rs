@@ -104,6 +104,28 @@ impl ClusterSyncConfig {
     }
 }
 
+/// Cluster agreement on one root per block / attestation duty (`--agreement*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgreementConfig {
+    /// `Some(on)` when given; `None`: on when the node has a cluster and a peer client
+    /// identity to sign with.
+    pub enabled: Option<bool>,
+    /// Length of round 1 in milliseconds.
+    pub round_ms: u64,
+    /// How long a sign request waits for a decision, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for AgreementConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            round_ms: crate::agreement::driver::DEFAULT_ROUND_MS,
+            timeout_ms: crate::agreement::driver::DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
 /// The Keymanager API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeymanagerConfig {
@@ -129,6 +151,8 @@ pub struct NodeConfig {
     pub pruning: PruningConfig,
     /// Peer history sync, when the node is part of a cluster.
     pub cluster: Option<ClusterSyncConfig>,
+    /// Agreement between the cluster's nodes (only with a cluster).
+    pub agreement: AgreementConfig,
     /// The Keymanager API, when enabled.
     pub keymanager: Option<KeymanagerConfig>,
     /// The key cache's password file, when the key cache is on.
@@ -151,6 +175,7 @@ impl NodeConfig {
             network: network(super::DEFAULT_NETWORK)?,
             pruning: PruningConfig::default(),
             cluster: None,
+            agreement: AgreementConfig::default(),
             keymanager: None,
             key_cache_password_file: None,
         })
@@ -205,7 +230,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
     if let Some(db) = state.slashing.clone() {
         spawn_pruning(db, config.pruning, state.network.slots_per_epoch);
     }
-    let sync_task = start_cluster_sync(&config, &state)?;
+    let sync_tasks = start_cluster_sync(&config, &state)?;
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -223,7 +248,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
     Ok(Running::spawn(addr, move |shutdown| async move {
         let served = crate::http::server::run(listener, tls, router, options, shutdown).await;
         watch.abort();
-        if let Some(task) = sync_task {
+        for task in sync_tasks {
             task.abort();
         }
         served?;
@@ -369,17 +394,22 @@ fn host_allowlist(
 }
 
 /// With a cluster: closes the sign gate, builds the peer sync engine, registers it for the
-/// history route and `/healthcheck`, and spawns the sync loop (which opens the gate).
+/// history route and `/healthcheck`, and spawns the sync loop (which opens the gate); with
+/// agreement on, starts it too. Returns the tasks to abort at shutdown.
 ///
 /// # Errors
 /// Unreadable cluster definition or TLS files, unknown operator, impossible minimum, or
-/// slashing protection turned off (sync needs the database).
+/// slashing protection turned off (sync needs the database); `--agreement on` without a peer
+/// client identity.
 fn start_cluster_sync(
     config: &NodeConfig,
     state: &Arc<NodeState>,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let Some(cluster) = &config.cluster else {
-        return Ok(None);
+        if config.agreement.enabled == Some(true) {
+            tracing::warn!("--agreement on has no effect without --cluster");
+        }
+        return Ok(Vec::new());
     };
     let operator = cluster.operator.as_str();
     let path = &cluster.definition;
@@ -425,6 +455,15 @@ fn start_cluster_sync(
         watermark_from_genesis: cluster.watermark_from_genesis,
         ..SyncOptions::default()
     };
+    let mut tasks = start_agreement(
+        &config.agreement,
+        cluster,
+        &definition,
+        &allowed,
+        &db,
+        &client,
+        state,
+    )?;
     let sync = Arc::new(ClusterSync::new(
         definition,
         operator,
@@ -448,11 +487,73 @@ fn start_cluster_sync(
         "cluster history sync enabled"
     );
     let gate_state = Arc::clone(state);
-    Ok(Some(tokio::spawn(sync.run(move |reason| {
+    tasks.push(tokio::spawn(sync.run(move |reason| {
         if let Ok(mut gate) = gate_state.not_ready.write() {
             *gate = reason;
         }
-    }))))
+    })));
+    Ok(tasks)
+}
+
+/// With agreement on: loads the signing identity (the peer client certificate and key), builds
+/// the roster, the per-peer senders over the peer client and the driver, and registers it for
+/// the agreement route and the sign path. Returns the tasks to abort at shutdown.
+///
+/// # Errors
+/// `--agreement on` without `--peer-client-cert`/`--peer-client-key`; unreadable identity.
+fn start_agreement(
+    agreement: &AgreementConfig,
+    cluster: &ClusterSyncConfig,
+    definition: &ClusterDefinition,
+    allowed: &std::collections::BTreeMap<String, tls::Fingerprint>,
+    db: &SlashingDb,
+    client: &reqwest::Client,
+    state: &Arc<NodeState>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::agreement::{auth, driver, wire};
+    let identity = match (agreement.enabled, &cluster.peer_identity) {
+        (Some(false), _) => {
+            tracing::info!("cluster agreement off (--agreement off)");
+            return Ok(Vec::new());
+        }
+        (Some(true), None) => anyhow::bail!(
+            "--agreement on needs --peer-client-cert and --peer-client-key (agreement messages are signed with the peer client identity)"
+        ),
+        (None, None) => {
+            tracing::warn!("cluster agreement off: no --peer-client-cert/--peer-client-key to sign agreement messages with");
+            return Ok(Vec::new());
+        }
+        (_, Some((cert, key))) => auth::NodeIdentity::load(cert, key)
+            .context("agreement identity (--peer-client-cert, --peer-client-key)")?,
+    };
+    let ring = Arc::new(
+        auth::KeyRing::new(definition, &cluster.operator, allowed, identity)
+            .context("agreement key ring")?,
+    );
+    let roster = Arc::new(auth::Roster::new(definition, ring));
+    let hash = definition.hash().to_string();
+    let urls: Vec<String> = definition
+        .operators()
+        .iter()
+        .map(|o| o.url.clone())
+        .collect();
+    let settings = driver::DriverConfig::new(agreement.round_ms, agreement.timeout_ms);
+    let outbound = Arc::new(wire::Outbound::new(
+        &roster,
+        hash.clone(),
+        &urls,
+        settings.timeout,
+    ));
+    let mut tasks = outbound.spawn(client.clone());
+    let driver = driver::Driver::new(roster, Arc::new(db.clone()), outbound, settings);
+    tasks.push(driver.spawn_timers());
+    let _ = state.agreement.set(wire::Inbound::new(driver, hash));
+    tracing::info!(
+        round_ms = settings.timing.round_ms,
+        timeout_ms = settings.timeout.as_millis() as u64,
+        "cluster agreement on: blocks and attestations are signed only for the root the nodes agree on"
+    );
+    Ok(tasks)
 }
 
 /// Prunes slashing-protection history every `interval_hours` (first run one interval after start).

@@ -175,6 +175,9 @@ pub struct SignerArgs {
     /// Cluster membership and peer history sync.
     #[command(flatten)]
     pub sync: SyncArgs,
+    /// Agreement between the cluster's nodes.
+    #[command(flatten)]
+    pub agreement: AgreementArgs,
     /// Key backends: HashiCorp Vault bulk mode and PKCS#11 tokens.
     #[command(flatten)]
     pub backends: backends::KeyBackendArgs,
@@ -254,6 +257,35 @@ pub struct SyncArgs {
     /// epoch (for devnets and tests whose epochs are not wall-clock time).
     #[arg(long)]
     pub no_sync_watermark_from_genesis: bool,
+}
+
+/// `on` / `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Agreement between the nodes of a cluster on one signing root per block / attestation duty.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster agreement")]
+pub struct AgreementArgs {
+    /// Before signing a block or attestation, agree with the other nodes holding shares of the
+    /// validator on ONE root per duty (validator + slot, validator + target epoch), and refuse
+    /// (412) any other root. Default: on with --cluster and a peer client identity (messages are
+    /// signed with --peer-client-key). Off saves one round trip between nodes when a single
+    /// validator client uses the cluster.
+    #[arg(long, value_enum)]
+    pub agreement: Option<OnOff>,
+    /// Length of the first agreement round (later rounds double, up to 16x).
+    #[arg(long, default_value_t = crate::agreement::driver::DEFAULT_ROUND_MS)]
+    pub agreement_round_ms: u64,
+    /// How long a sign request waits for the agreement before answering 503 (keep it below the
+    /// combiner's --deadline-ms).
+    #[arg(long, default_value_t = crate::agreement::driver::DEFAULT_TIMEOUT_MS)]
+    pub agreement_timeout_ms: u64,
 }
 
 /// Slashing-protection pruning (Web3Signer's defaults: keep 250 epochs, every 12 hours).

@@ -76,6 +76,11 @@ impl SignerArgs {
                     watermark_from_genesis: !sync.no_sync_watermark_from_genesis,
                     ..ClusterSyncConfig::new(definition, operator)
                 });
+        config.agreement = node::AgreementConfig {
+            enabled: self.agreement.agreement.map(|a| a == super::OnOff::On),
+            round_ms: self.agreement.agreement_round_ms.max(1),
+            timeout_ms: self.agreement.agreement_timeout_ms.max(1),
+        };
         let km = &self.key_management;
         config.keymanager = km.keymanager_api.then(|| KeymanagerConfig {
             token_file: km.keymanager_token_file.clone(),
@@ -130,7 +135,7 @@ mod tests {
 
     use clap::Parser;
 
-    use crate::app::node::{PruningConfig, SlashingConfig};
+    use crate::app::node::{AgreementConfig, PruningConfig, SlashingConfig};
     use crate::cli::{Cli, Command};
 
     fn signer(extra: &[&str]) -> super::SignerArgs {
@@ -181,6 +186,47 @@ mod tests {
         assert!(config.cluster.is_none() && config.keymanager.is_none());
         assert!(config.key_cache_password_file.is_none());
         assert!(config.key_sources.is_empty());
+        assert_eq!(config.agreement, AgreementConfig::default());
+        assert_eq!(config.agreement.enabled, None);
+        assert_eq!(config.agreement.round_ms, 200);
+        assert_eq!(config.agreement.timeout_ms, 1500);
+    }
+
+    #[test]
+    fn agreement_options_become_typed_settings() {
+        let config = signer(&[
+            "--agreement",
+            "off",
+            "--agreement-round-ms",
+            "50",
+            "--agreement-timeout-ms",
+            "900",
+        ])
+        .to_config()
+        .expect("config");
+        assert_eq!(
+            config.agreement,
+            AgreementConfig {
+                enabled: Some(false),
+                round_ms: 50,
+                timeout_ms: 900
+            }
+        );
+        let on = signer(&["--agreement", "on", "--agreement-round-ms", "0"])
+            .to_config()
+            .expect("config");
+        assert_eq!(on.agreement.enabled, Some(true));
+        assert_eq!(on.agreement.round_ms, 1);
+        let bad = Cli::try_parse_from([
+            "dvsigner",
+            "signer",
+            "--data-dir",
+            "/d",
+            "--insecure-http",
+            "--agreement",
+            "maybe",
+        ]);
+        assert!(bad.is_err());
     }
 
     #[test]

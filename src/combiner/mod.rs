@@ -22,9 +22,11 @@
 //! cannot be answered in time is refused at once with 503 and `Retry-After` (counted in
 //! `dvsigner_combiner_shed_total`). Pooled connections to every node are opened at start.
 //!
-//! Answers: 412 once so many nodes refused that `t` can no longer be reached; 503 when fewer
-//! than `t` valid partials arrived by the deadline (or failures made `t` unreachable), one line
-//! per node without a partial naming its cause ([`node_error`]).
+//! Answers: 412 once the duty cannot be won (a node refused and fewer than `t` nodes can still
+//! give a partial, or the deadline passed after a refusal), passing on the first refusing node's
+//! text; otherwise 503 when fewer than `t` valid partials arrived by the deadline (or failures
+//! made `t` unreachable), one line per node without a partial naming its cause
+//! ([`node_error`]).
 //!
 //! Node health ([`node_health`]): after consecutive transport failures a node is backed off —
 //! not sent requests while at least `t` of the validator's other nodes are healthy, probed with
@@ -729,6 +731,8 @@ async fn combine_from_nodes(
     // node without a partial gave none.
     let mut answered: Vec<usize> = Vec::with_capacity(n);
     let mut refused: Vec<usize> = Vec::new();
+    // The first refusing node's 412 text, passed on when the combiner answers 412.
+    let mut first_refusal: Option<String> = None;
     let mut deadline_passed = false;
     let mut overloaded = false;
     // The signing root hashed to G2, once known (from the first combination).
@@ -754,6 +758,7 @@ async fn combine_from_nodes(
             }
             NodeAnswer::Refused(why) => {
                 c.counters[node].refusals.fetch_add(1, Ordering::Relaxed);
+                first_refusal.get_or_insert_with(|| refusal_text(&why));
                 let why = node_error::snippet(&why, node_error::BODY_SNIPPET_CHARS);
                 tracing::warn!(node = %name, request_id, reason = %why, "node refused");
                 refused.push(node);
@@ -774,16 +779,17 @@ async fn combine_from_nodes(
                 causes.push((node, "no partial (request answered)".into()));
             }
         }
-        if refused.len() > n - t {
-            let names: Vec<_> = refused
-                .iter()
-                .map(|&nd| c.nodes[nd].name.as_str())
-                .collect();
-            return Err(ApiError::PreconditionFailed(format!(
-                "{} of {n} nodes refused ({}); threshold {t} cannot be reached",
+        // The duty cannot be won once a node refused and fewer than t nodes can still give a
+        // partial (those that gave one plus those not answered yet): 412, not 503.
+        if !refused.is_empty() && candidates.len() + pending.len() < t {
+            let unreachable = causes.len() - refused.len();
+            return Err(cannot_win(
+                n,
                 refused.len(),
-                names.join(", ")
-            )));
+                unreachable,
+                pending.len(),
+                first_refusal.as_deref(),
+            ));
         }
         if causes.len() > n - t {
             // Not enough nodes left to reach t: answer now instead of waiting for stragglers.
@@ -836,6 +842,17 @@ async fn combine_from_nodes(
                 "returned a wrong partial signature (left out)".into(),
             ));
         }
+    }
+    if !refused.is_empty() {
+        // Out of time (or partials were wrong) after a refusal: the duty cannot be won.
+        let unreachable = causes.len() - refused.len();
+        return Err(cannot_win(
+            n,
+            refused.len(),
+            unreachable,
+            0,
+            first_refusal.as_deref(),
+        ));
     }
     // Also shed for load: the deadline passed while a node's request still waited in its
     // queue.
@@ -894,6 +911,31 @@ fn retry_after_estimate(c: &Combiner, v: &ValidatorTarget) -> Duration {
         .and_then(|i| expected.get(i).copied())
         .unwrap_or_default()
         .max(Duration::from_secs(1))
+}
+
+/// The 412 answer when the duty cannot be won any more: what the combiner saw (`refused` of `n`
+/// nodes refused, `unreachable` gave no answer or a wrong one, `pending` were not awaited),
+/// then the first refusing node's own text (its "Precondition Failed: " prefix dropped).
+fn cannot_win(
+    n: usize,
+    refused: usize,
+    unreachable: usize,
+    pending: usize,
+    first_refusal: Option<&str>,
+) -> ApiError {
+    let mut seen = format!("{refused} of {n} nodes refused, {unreachable} unreachable");
+    if pending > 0 {
+        seen.push_str(&format!(", {pending} not awaited"));
+    }
+    ApiError::PreconditionFailed(format!("{seen}: {}", first_refusal.unwrap_or_default()))
+}
+
+/// A node's 412 body as passed on: its "Precondition Failed: " prefix dropped, whitespace
+/// flattened, at most 600 characters (room for a duty, a validator key and a root).
+fn refusal_text(body: &str) -> String {
+    let text = body.trim_start();
+    let text = text.strip_prefix("Precondition Failed:").unwrap_or(text);
+    node_error::snippet(text, 600)
 }
 
 /// Combines the first `t` candidates and verifies under the group key (on the verification

@@ -33,6 +33,7 @@
 //! Layout: `rules.rs` (the rules, import/export/prune, over a `Store` trait), `sqlite.rs`,
 //! `postgres.rs` (the two stores and their migrations), `interchange.rs` (wire types).
 
+mod agreement;
 pub mod interchange;
 mod pg_tls;
 mod postgres;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agreement::{InstanceId, Persisted, Root as AgreementRoot};
 use crate::bls::{PublicKeyBytes, SigningRoot};
 use crate::progress::Progress;
 use interchange::Hash256;
@@ -350,6 +352,17 @@ pub enum Error {
     /// The writer thread stopped (it panicked or could not start).
     #[error("slashing database writer stopped")]
     WriterStopped,
+    /// An agreement instance already has a stored decision with another root; a decision
+    /// never changes, so nothing was stored.
+    #[error("agreement decision conflict for {instance}: decided root 0x{} is stored, refusing to store root 0x{}", hex::encode(stored), hex::encode(requested))]
+    DecisionConflict {
+        /// The instance (validator and duty).
+        instance: String,
+        /// The stored decided root.
+        stored: crate::agreement::Root,
+        /// The root of the decision that was to be stored.
+        requested: crate::agreement::Root,
+    },
 }
 
 impl From<rusqlite::Error> for Error {
@@ -445,6 +458,19 @@ enum Op {
         reply: oneshot::Sender<Result<usize, Error>>,
     },
     HighWatermark(oneshot::Sender<Result<Option<HighWatermark>, Error>>),
+    AgreementState(
+        InstanceId,
+        oneshot::Sender<Result<Option<Persisted>, Error>>,
+    ),
+    StoreAgreementState(
+        InstanceId,
+        Box<Persisted>,
+        oneshot::Sender<Result<(), Error>>,
+    ),
+    AgreementDecision(
+        InstanceId,
+        oneshot::Sender<Result<Option<AgreementRoot>, Error>>,
+    ),
     SetHighWatermark(
         Option<HighWatermark>,
         oneshot::Sender<Result<Option<HighWatermark>, Error>>,
@@ -710,7 +736,10 @@ impl SlashingDb {
     /// Web3Signer-style pruning: per validator, raises the low watermarks to the nearest stored
     /// entry within the last `epochs_to_keep` epochs of its history (blocks:
     /// `epochs_to_keep * slots_per_epoch` slots) and deletes the rows below them. The rules
-    /// hold unchanged afterwards. Returns the number of rows deleted.
+    /// hold unchanged afterwards. Agreement instances go in the same transaction: per validator
+    /// key, those before the last `epochs_to_keep` epochs of its instances, and those below
+    /// the low watermarks when the key also has a history. Returns the number of history rows
+    /// deleted.
     ///
     /// # Errors
     /// [`Error`] on database failure (nothing is pruned then).
@@ -785,6 +814,49 @@ impl SlashingDb {
         }
         self.op(|reply| Op::SetHighWatermark(high_watermark, reply))
             .await
+    }
+}
+
+impl SlashingDb {
+    /// The stored agreement state of an instance (None: never stored).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a slot or epoch above 2^63-1; [`Error::Corrupt`] when the
+    /// stored state cannot be read back; database errors.
+    pub async fn agreement_state(&self, id: &InstanceId) -> Result<Option<Persisted>, Error> {
+        let id = *id;
+        self.op(|reply| Op::AgreementState(id, reply)).await
+    }
+
+    /// Stores (replaces) an instance's state durably: committed (SQLite synchronous=FULL /
+    /// PostgreSQL commit) before it returns. A decision, once stored, never changes: storing a
+    /// state whose decision root differs from the stored one fails with
+    /// [`Error::DecisionConflict`] (nothing stored), and storing a state without a decision (or
+    /// with the same root) over one with a decision keeps the stored decision as it was.
+    ///
+    /// # Errors
+    /// [`Error::DecisionConflict`], [`Error::OutOfRange`], database errors (nothing stored).
+    pub async fn store_agreement_state(
+        &self,
+        id: &InstanceId,
+        state: &Persisted,
+    ) -> Result<(), Error> {
+        let id = *id;
+        let state = Box::new(state.clone());
+        self.op(|reply| Op::StoreAgreementState(id, state, reply))
+            .await
+    }
+
+    /// The decided root of an instance, if any (one primary-key lookup).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a slot or epoch above 2^63-1; database errors.
+    pub async fn agreement_decision(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<AgreementRoot>, Error> {
+        let id = *id;
+        self.op(|reply| Op::AgreementDecision(id, reply)).await
     }
 }
 
@@ -1072,10 +1144,11 @@ async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
                 let keys: Vec<PublicKeyBytes> = validators.iter().map(|(pk, _)| *pk).collect();
                 s.lock_validators(&keys).await?;
                 let mut deleted = 0;
-                for (_, id) in validators {
+                for &(_, id) in &validators {
                     deleted +=
                         rules::prune_validator(s, id, epochs_to_keep, slots_per_epoch).await?;
                 }
+                agreement::prune(s, &validators, epochs_to_keep, slots_per_epoch).await?;
                 Ok(deleted)
             })
             .await;
@@ -1116,6 +1189,23 @@ async fn serve_op<S: Store>(store: &mut S, state: &mut WriterState, op: Op) {
         }
         Op::HighWatermark(reply) => {
             let _ = reply.send(store.high_watermark().await);
+        }
+        Op::AgreementState(id, reply) => {
+            let _ = reply.send(agreement::load(store, &id).await);
+        }
+        Op::StoreAgreementState(id, state, reply) => {
+            let r = in_txn(store, async |s: &mut S| {
+                agreement::store(s, &id, &state).await
+            })
+            .await;
+            let _ = reply.send(r);
+        }
+        Op::AgreementDecision(id, reply) => {
+            let r = match agreement::AgreementKey::of(&id) {
+                Ok(key) => store.agreement_decided_root(&key).await,
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(r);
         }
         Op::SetHighWatermark(high_watermark, reply) => {
             let r = in_txn(store, async |s: &mut S| {

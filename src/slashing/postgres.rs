@@ -17,10 +17,11 @@ use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
+use super::agreement::AgreementKey;
 use super::pg_tls::{self, PgTarget};
 use super::rules::{
     self, from_db, high_watermark_from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate,
-    Root, Store, ValidatorId, Watermark,
+    Record, Root, Store, ValidatorId, Watermark,
 };
 use super::{Error, HighWatermark, SlashableMessage, Verdict};
 use crate::bls::PublicKeyBytes;
@@ -71,15 +72,34 @@ CREATE TABLE high_watermark (
     slot BIGINT NOT NULL
 );
 "#,
+    // Record origin (FALSE: signed by this node; TRUE: merged from a peer or an interchange
+    // import; rows from before this migration are this node's) and agreement instances.
+    r#"
+ALTER TABLE signed_blocks ADD COLUMN merged BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE signed_attestations ADD COLUMN merged BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE agreement_state (
+    public_key BYTEA NOT NULL,
+    duty SMALLINT NOT NULL,
+    position BIGINT NOT NULL,
+    decided_root BYTEA,
+    state TEXT NOT NULL,
+    PRIMARY KEY (public_key, duty, position)
+);
+"#,
 ];
 
 const WATERMARK: &str =
     "SELECT slot, source_epoch, target_epoch, pruned_slot, pruned_source_epoch, \
      pruned_target_epoch FROM low_watermarks WHERE validator_id = $1";
 const BLOCK_ROOTS: &str =
-    "SELECT signing_root FROM signed_blocks WHERE validator_id = $1 AND slot = $2";
-const ATTESTATIONS_AT: &str = "SELECT source_epoch, signing_root FROM signed_attestations \
+    "SELECT signing_root, merged FROM signed_blocks WHERE validator_id = $1 AND slot = $2";
+const ATTESTATIONS_AT: &str = "SELECT source_epoch, signing_root, merged FROM signed_attestations \
      WHERE validator_id = $1 AND target_epoch = $2";
+const MARK_OWN_BLOCK: &str = "UPDATE signed_blocks SET merged = FALSE \
+     WHERE validator_id = $1 AND slot = $2 AND signing_root = $3 AND merged";
+const MARK_OWN_ATTESTATION: &str = "UPDATE signed_attestations SET merged = FALSE \
+     WHERE validator_id = $1 AND source_epoch = $2 AND target_epoch = $3 \
+     AND signing_root = $4 AND merged";
 const SURROUNDING: &str = "SELECT source_epoch, target_epoch FROM signed_attestations \
      WHERE validator_id = $1 AND target_epoch > $3 AND source_epoch < $2 \
      ORDER BY target_epoch LIMIT 1";
@@ -92,10 +112,10 @@ const SURROUNDED: &str = "SELECT source_epoch, target_epoch FROM signed_attestat
 const BATCH_WATERMARKS: &str =
     "SELECT validator_id, slot, source_epoch, target_epoch, pruned_slot, pruned_source_epoch, \
      pruned_target_epoch FROM low_watermarks WHERE validator_id = ANY($1::bigint[])";
-const BATCH_BLOCK_ROOTS: &str = "SELECT c.n, b.signing_root \
+const BATCH_BLOCK_ROOTS: &str = "SELECT c.n, b.signing_root, b.merged \
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS c(n, vid, slot) \
      JOIN signed_blocks b ON b.validator_id = c.vid AND b.slot = c.slot";
-const BATCH_ATTESTATIONS_AT: &str = "SELECT c.n, a.source_epoch, a.signing_root \
+const BATCH_ATTESTATIONS_AT: &str = "SELECT c.n, a.source_epoch, a.signing_root, a.merged \
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS c(n, vid, t) \
      JOIN signed_attestations a ON a.validator_id = c.vid AND a.target_epoch = c.t";
 const BATCH_SURROUNDS: &str =
@@ -114,6 +134,14 @@ const BATCH_INSERT_BLOCKS: &str = "INSERT INTO signed_blocks (validator_id, slot
 const BATCH_INSERT_ATTESTATIONS: &str =
     "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root) \
      SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[])";
+/// Merged rows that a batch's repeats mark own.
+const BATCH_MARK_OWN_BLOCKS: &str = "UPDATE signed_blocks b SET merged = FALSE \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS c(vid, slot, root) \
+     WHERE b.validator_id = c.vid AND b.slot = c.slot AND b.signing_root = c.root AND b.merged";
+const BATCH_MARK_OWN_ATTESTATIONS: &str = "UPDATE signed_attestations a SET merged = FALSE \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[]) AS c(vid, s, t, root) \
+     WHERE a.validator_id = c.vid AND a.source_epoch = c.s AND a.target_epoch = c.t \
+        AND a.signing_root = c.root AND a.merged";
 const BATCH_SET_WATERMARKS: &str = "INSERT INTO low_watermarks (validator_id, slot, source_epoch, \
         target_epoch, pruned_slot, pruned_source_epoch, pruned_target_epoch) \
      SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
@@ -325,14 +353,18 @@ impl PgStore {
                 .block_roots
                 .entry(index(r.try_get(0)?)?)
                 .or_default()
-                .push(root_from_db(r.try_get(1)?)?);
+                .push((root_from_db(r.try_get(1)?)?, !r.try_get::<_, bool>(2)?));
         }
         for r in at_rows {
             facts
                 .at_target
                 .entry(index(r.try_get(0)?)?)
                 .or_default()
-                .push((from_db(r.try_get(1)?)?, root_from_db(r.try_get(2)?)?));
+                .push((
+                    from_db(r.try_get(1)?)?,
+                    root_from_db(r.try_get(2)?)?,
+                    !r.try_get::<_, bool>(3)?,
+                ));
         }
         for r in sur_rows {
             let n = index(r.try_get(0)?)?;
@@ -359,6 +391,8 @@ impl PgStore {
         let blocks_st = self.st(BATCH_INSERT_BLOCKS).await?;
         let atts_st = self.st(BATCH_INSERT_ATTESTATIONS).await?;
         let wm_st = self.st(BATCH_SET_WATERMARKS).await?;
+        let own_blocks_st = self.st(BATCH_MARK_OWN_BLOCKS).await?;
+        let own_atts_st = self.st(BATCH_MARK_OWN_ATTESTATIONS).await?;
 
         let mut b_ints: [Vec<i64>; 2] = Default::default();
         let mut b_roots: Vec<&[u8]> = Vec::with_capacity(writes.blocks.len());
@@ -383,6 +417,23 @@ impl PgStore {
                 col.push(v);
             }
         }
+        let mut ob_ints: [Vec<i64>; 2] = Default::default();
+        let mut ob_roots: Vec<&[u8]> = Vec::with_capacity(writes.own_blocks.len());
+        for (id, slot, root) in &writes.own_blocks {
+            ob_ints[0].push(*id);
+            ob_ints[1].push(to_db(*slot)?);
+            ob_roots.push(&root.0[..]);
+        }
+        let mut oa_ints: [Vec<i64>; 3] = Default::default();
+        let mut oa_roots: Vec<&[u8]> = Vec::with_capacity(writes.own_attestations.len());
+        for (id, source, target, root) in &writes.own_attestations {
+            oa_ints[0].push(*id);
+            oa_ints[1].push(to_db(*source)?);
+            oa_ints[2].push(to_db(*target)?);
+            oa_roots.push(&root.0[..]);
+        }
+        let p_own_blocks: Params<'_> = &[&ob_ints[0], &ob_ints[1], &ob_roots];
+        let p_own_atts: Params<'_> = &[&oa_ints[0], &oa_ints[1], &oa_ints[2], &oa_roots];
         let p_blocks: Params<'_> = &[&b_ints[0], &b_ints[1], &b_roots];
         let p_atts: Params<'_> = &[&a_ints[0], &a_ints[1], &a_ints[2], &a_roots];
         let p_wm: Params<'_> = &[
@@ -399,6 +450,8 @@ impl PgStore {
             run(&blocks_st, p_blocks, writes.blocks.len()),
             run(&atts_st, p_atts, writes.attestations.len()),
             run(&wm_st, p_wm, writes.watermarks.len()),
+            run(&own_blocks_st, p_own_blocks, writes.own_blocks.len()),
+            run(&own_atts_st, p_own_atts, writes.own_attestations.len()),
         )?;
         Ok(())
     }
@@ -535,20 +588,42 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Root>, Error> {
+    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Record>, Error> {
         let st = self.st(BLOCK_ROOTS).await?;
         let rows = self.client.query(&st, &[&id, &to_db(slot)?]).await?;
         rows.into_iter()
-            .map(|r| root_from_db(r.try_get(0)?))
+            .map(|r| Ok((root_from_db(r.try_get(0)?)?, !r.try_get::<_, bool>(1)?)))
             .collect()
     }
 
-    async fn insert_block(&mut self, id: ValidatorId, slot: u64, root: Root) -> Result<(), Error> {
+    async fn insert_block(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+        root: Root,
+        own: bool,
+    ) -> Result<(), Error> {
         let st = self
-            .st("INSERT INTO signed_blocks (validator_id, slot, signing_root) VALUES ($1, $2, $3)")
+            .st("INSERT INTO signed_blocks (validator_id, slot, signing_root, merged) VALUES ($1, $2, $3, $4)")
             .await?;
         self.client
-            .execute(&st, &[&id, &to_db(slot)?, &root.as_ref().map(|r| &r[..])])
+            .execute(
+                &st,
+                &[&id, &to_db(slot)?, &root.as_ref().map(|r| &r[..]), &!own],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_own_block(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+        root: [u8; 32],
+    ) -> Result<(), Error> {
+        let st = self.st(MARK_OWN_BLOCK).await?;
+        self.client
+            .execute(&st, &[&id, &to_db(slot)?, &&root[..]])
             .await?;
         Ok(())
     }
@@ -557,11 +632,17 @@ impl Store for PgStore {
         &mut self,
         id: ValidatorId,
         target: u64,
-    ) -> Result<Vec<(u64, Root)>, Error> {
+    ) -> Result<Vec<(u64, Root, bool)>, Error> {
         let st = self.st(ATTESTATIONS_AT).await?;
         let rows = self.client.query(&st, &[&id, &to_db(target)?]).await?;
         rows.into_iter()
-            .map(|r| Ok((from_db(r.try_get(0)?)?, root_from_db(r.try_get(1)?)?)))
+            .map(|r| {
+                Ok((
+                    from_db(r.try_get(0)?)?,
+                    root_from_db(r.try_get(1)?)?,
+                    !r.try_get::<_, bool>(2)?,
+                ))
+            })
             .collect()
     }
 
@@ -601,9 +682,10 @@ impl Store for PgStore {
         source: u64,
         target: u64,
         root: Root,
+        own: bool,
     ) -> Result<(), Error> {
         let st = self
-            .st("INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root) VALUES ($1, $2, $3, $4)")
+            .st("INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, merged) VALUES ($1, $2, $3, $4, $5)")
             .await?;
         self.client
             .execute(
@@ -613,8 +695,23 @@ impl Store for PgStore {
                     &to_db(source)?,
                     &to_db(target)?,
                     &root.as_ref().map(|r| &r[..]),
+                    &!own,
                 ],
             )
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_own_attestation(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+        root: [u8; 32],
+    ) -> Result<(), Error> {
+        let st = self.st(MARK_OWN_ATTESTATION).await?;
+        self.client
+            .execute(&st, &[&id, &to_db(source)?, &to_db(target)?, &&root[..]])
             .await?;
         Ok(())
     }
@@ -681,4 +778,104 @@ impl Store for PgStore {
         self.client.execute(&st, &[&id, &to_db(target)?]).await?;
         Ok(())
     }
+
+    async fn agreement_row(
+        &mut self,
+        key: &AgreementKey,
+    ) -> Result<Option<(Option<[u8; 32]>, String)>, Error> {
+        let st = self
+            .st("SELECT decided_root, state FROM agreement_state \
+                 WHERE public_key = $1 AND duty = $2 AND position = $3")
+            .await?;
+        let duty = duty_to_db(key.duty)?;
+        let row = self
+            .client
+            .query_opt(&st, &[&&key.pubkey.0[..], &duty, &key.position])
+            .await?;
+        row.map(|r| Ok((root_from_db(r.try_get(0)?)?, r.try_get(1)?)))
+            .transpose()
+    }
+
+    async fn put_agreement_row(
+        &mut self,
+        key: &AgreementKey,
+        decided: Option<[u8; 32]>,
+        state: &str,
+    ) -> Result<(), Error> {
+        let st = self
+            .st(
+                "INSERT INTO agreement_state (public_key, duty, position, decided_root, state) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (public_key, duty, position) \
+                 DO UPDATE SET decided_root = EXCLUDED.decided_root, state = EXCLUDED.state",
+            )
+            .await?;
+        let duty = duty_to_db(key.duty)?;
+        self.client
+            .execute(
+                &st,
+                &[
+                    &&key.pubkey.0[..],
+                    &duty,
+                    &key.position,
+                    &decided.as_ref().map(|r| &r[..]),
+                    &state,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn agreement_decided_root(
+        &mut self,
+        key: &AgreementKey,
+    ) -> Result<Option<[u8; 32]>, Error> {
+        let st = self
+            .st("SELECT decided_root FROM agreement_state \
+                 WHERE public_key = $1 AND duty = $2 AND position = $3")
+            .await?;
+        let duty = duty_to_db(key.duty)?;
+        let row = self
+            .client
+            .query_opt(&st, &[&&key.pubkey.0[..], &duty, &key.position])
+            .await?;
+        root_from_db(row.map(|r| r.try_get(0)).transpose()?.flatten())
+    }
+
+    async fn agreement_newest(&mut self) -> Result<Vec<(PublicKeyBytes, i64, u64)>, Error> {
+        let st = self
+            .st("SELECT public_key, duty, max(position) FROM agreement_state GROUP BY public_key, duty")
+            .await?;
+        let rows = self.client.query(&st, &[]).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    pk_from_db(r.try_get(0)?)?,
+                    i64::from(r.try_get::<_, i16>(1)?),
+                    from_db(r.try_get(2)?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_agreement_below(
+        &mut self,
+        pubkey: &PublicKeyBytes,
+        duty: i64,
+        floor: u64,
+    ) -> Result<(), Error> {
+        let st = self
+            .st("DELETE FROM agreement_state WHERE public_key = $1 AND duty = $2 AND position < $3")
+            .await?;
+        let duty = duty_to_db(duty)?;
+        self.client
+            .execute(&st, &[&&pubkey.0[..], &duty, &to_db(floor)?])
+            .await?;
+        Ok(())
+    }
+}
+
+/// The SMALLINT duty kind column value.
+fn duty_to_db(duty: i64) -> Result<i16, Error> {
+    i16::try_from(duty).map_err(|_| Error::Corrupt(format!("agreement duty kind {duty}")))
 }

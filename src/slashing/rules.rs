@@ -6,13 +6,20 @@
 //!
 //! Invariants kept in the tables:
 //! - a stored root of `None` means "signed, root unknown" and conflicts with every request;
+//! - every record has an origin: *own* (this node signed it: recorded by a check) or *merged*
+//!   (stored by an interchange import, which is also how cluster history sync merges peers'
+//!   records). Only the repeat rule looks at it: a request whose root equals an own record at
+//!   its slot / (source, target) is a repeat even when merged records there carry other roots;
+//!   otherwise a request is a repeat only when every record there carries its root, as before.
+//!   A repeat that matched merged records only marks them own (this node has now signed it);
 //! - the low watermark of a validator only rises (import, prune), and is first set by its first
 //!   signature;
 //! - rows below the low watermark may be deleted (prune) without weakening any rule, because
 //!   the watermark then refuses everything they could have refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use super::agreement::AgreementKey;
 use super::interchange::{self, Hash256, Interchange, SignedAttestation, SignedBlock};
 use super::{
     Error, HighWatermark, ImportReport, InterchangeProgress, Refusal, SlashableMessage, Verdict,
@@ -21,6 +28,10 @@ use crate::bls::{PublicKeyBytes, SigningRoot};
 
 /// A stored signing root: `None` when the message was imported without one.
 pub(crate) type Root = Option<[u8; 32]>;
+
+/// A stored block or attestation's root and whether this node signed it (`true`: own) or it
+/// was merged (`false`: interchange import or cluster history sync).
+pub(crate) type Record = (Root, bool);
 
 /// Row id of a validator.
 pub(crate) type ValidatorId = i64;
@@ -83,8 +94,8 @@ fn merged_floor(current: Option<u64>, imported: u64, pruned: Option<u64>) -> u64
 
 /// The stored facts an attestation check needs.
 pub(crate) struct AttestationContext {
-    /// `(source, root)` of the votes at the requested target.
-    pub(crate) at_target: Vec<(u64, Root)>,
+    /// `(source, root, own)` of the votes at the requested target.
+    pub(crate) at_target: Vec<(u64, Root, bool)>,
     /// The validator's watermarks.
     pub(crate) watermark: Watermark,
     /// A stored vote surrounding the request.
@@ -119,14 +130,29 @@ pub(crate) trait Store {
     async fn set_high_watermark(&mut self, hw: Option<HighWatermark>) -> Result<(), Error>;
     async fn watermark(&mut self, id: ValidatorId) -> Result<Watermark, Error>;
     async fn set_watermark(&mut self, id: ValidatorId, wm: Watermark) -> Result<(), Error>;
-    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Root>, Error>;
-    async fn insert_block(&mut self, id: ValidatorId, slot: u64, root: Root) -> Result<(), Error>;
-    /// `(source, root)` of every attestation at `target`.
+    /// `(root, own)` of every block at `slot`.
+    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Record>, Error>;
+    /// Records a block, as this node's own (`own`) or merged.
+    async fn insert_block(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+        root: Root,
+        own: bool,
+    ) -> Result<(), Error>;
+    /// Marks the merged blocks at `slot` with `root` as this node's own.
+    async fn mark_own_block(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+        root: [u8; 32],
+    ) -> Result<(), Error>;
+    /// `(source, root, own)` of every attestation at `target`.
     async fn attestations_at(
         &mut self,
         id: ValidatorId,
         target: u64,
-    ) -> Result<Vec<(u64, Root)>, Error>;
+    ) -> Result<Vec<(u64, Root, bool)>, Error>;
     /// An attestation `(s, t)` with `s < source && t > target`, if any.
     async fn surrounding(
         &mut self,
@@ -141,19 +167,29 @@ pub(crate) trait Store {
         source: u64,
         target: u64,
     ) -> Result<Option<(u64, u64)>, Error>;
+    /// Records an attestation, as this node's own (`own`) or merged.
     async fn insert_attestation(
         &mut self,
         id: ValidatorId,
         source: u64,
         target: u64,
         root: Root,
+        own: bool,
     ) -> Result<(), Error>;
-    /// Everything a block check reads: the roots at `slot` and the watermark.
+    /// Marks the merged attestations `source → target` with `root` as this node's own.
+    async fn mark_own_attestation(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+        root: [u8; 32],
+    ) -> Result<(), Error>;
+    /// Everything a block check reads: the records at `slot` and the watermark.
     async fn block_context(
         &mut self,
         id: ValidatorId,
         slot: u64,
-    ) -> Result<(Vec<Root>, Watermark), Error> {
+    ) -> Result<(Vec<Record>, Watermark), Error> {
         Ok((self.block_roots(id, slot).await?, self.watermark(id).await?))
     }
     /// Everything an attestation check reads (see [`AttestationContext`]).
@@ -193,6 +229,34 @@ pub(crate) trait Store {
         &mut self,
         id: ValidatorId,
         target: u64,
+    ) -> Result<(), Error>;
+    /// The decided root and serialized state of an agreement instance, if stored.
+    async fn agreement_row(
+        &mut self,
+        key: &AgreementKey,
+    ) -> Result<Option<(Option<[u8; 32]>, String)>, Error>;
+    /// Inserts or replaces an agreement instance's row.
+    async fn put_agreement_row(
+        &mut self,
+        key: &AgreementKey,
+        decided: Option<[u8; 32]>,
+        state: &str,
+    ) -> Result<(), Error>;
+    /// The decided root of an agreement instance (`None`: not stored, or not decided).
+    async fn agreement_decided_root(
+        &mut self,
+        key: &AgreementKey,
+    ) -> Result<Option<[u8; 32]>, Error>;
+    /// `(validator key, duty kind, highest position)` of every key and duty kind with
+    /// agreement rows.
+    async fn agreement_newest(&mut self) -> Result<Vec<(PublicKeyBytes, i64, u64)>, Error>;
+    /// Deletes a validator's agreement rows of duty kind `duty` whose position is below
+    /// `floor`.
+    async fn delete_agreement_below(
+        &mut self,
+        pubkey: &PublicKeyBytes,
+        duty: i64,
+        floor: u64,
     ) -> Result<(), Error>;
 }
 
@@ -277,23 +341,46 @@ async fn check_block<S: Store>(
     let (existing, mut wm) = store.block_context(id, slot).await?;
     let verdict = block_verdict(slot, root, &existing, &wm);
     if verdict == Verdict::Allowed {
-        store.insert_block(id, slot, Some(root.0)).await?;
+        store.insert_block(id, slot, Some(root.0), true).await?;
         if wm.slot.is_none() {
             wm.slot = Some(slot);
             store.set_watermark(id, wm).await?;
         }
+    } else if verdict == Verdict::Repeat && !signed_here(&existing, |r| *r == Some(root.0)) {
+        store.mark_own_block(id, slot, root.0).await?;
     }
     Ok(verdict)
 }
 
-/// The verdict on a block at `slot` given the roots stored at that slot and the watermarks;
+/// Whether one of `records` is this node's own and matches.
+fn signed_here<R>(records: &[(R, bool)], matches: impl Fn(&R) -> bool) -> bool {
+    records.iter().any(|(r, own)| *own && matches(r))
+}
+
+/// The repeat rule over the records at one slot / target: a repeat when some own record
+/// matches and every own record matches (merged records with other roots aside), or when
+/// every record, own or merged, matches.
+fn is_repeat<R>(records: &[(R, bool)], matches: impl Fn(&R) -> bool) -> bool {
+    let own_repeat = signed_here(records, &matches)
+        && records
+            .iter()
+            .filter(|(_, own)| *own)
+            .all(|(r, _)| matches(r));
+    own_repeat || records.iter().all(|(r, _)| matches(r))
+}
+
+/// The verdict on a block at `slot` given the records stored at that slot and the watermarks;
 /// `Allowed` means it is to be recorded.
-fn block_verdict(slot: u64, root: SigningRoot, existing: &[Root], wm: &Watermark) -> Verdict {
+fn block_verdict(slot: u64, root: SigningRoot, existing: &[Record], wm: &Watermark) -> Verdict {
     if !existing.is_empty() {
-        if existing.iter().all(|r| *r == Some(root.0)) {
+        if is_repeat(existing, |r| *r == Some(root.0)) {
             return Verdict::Repeat;
         }
-        let refusal = match existing.iter().find(|r| **r != Some(root.0)) {
+        let refusal = match existing
+            .iter()
+            .map(|(r, _)| r)
+            .find(|r| **r != Some(root.0))
+        {
             Some(Some(other)) => Refusal::DoubleBlockProposal {
                 slot,
                 existing_root: SigningRoot(*other),
@@ -336,7 +423,7 @@ async fn check_attestation<S: Store>(
     let verdict = attestation_verdict(source, target, root, &ctx);
     if verdict == Verdict::Allowed {
         store
-            .insert_attestation(id, source, target, Some(root.0))
+            .insert_attestation(id, source, target, Some(root.0), true)
             .await?;
         let mut wm = ctx.watermark;
         if wm.source.is_none() || wm.target.is_none() {
@@ -344,8 +431,21 @@ async fn check_attestation<S: Store>(
             wm.target = wm.target.or(Some(target));
             store.set_watermark(id, wm).await?;
         }
+    } else if verdict == Verdict::Repeat
+        && !signed_here(&vote_records(&ctx.at_target), |v| {
+            *v == (source, Some(root.0))
+        })
+    {
+        store
+            .mark_own_attestation(id, source, target, root.0)
+            .await?;
     }
     Ok(verdict)
+}
+
+/// The votes at a target as `((source, root), own)` records.
+fn vote_records(at_target: &[(u64, Root, bool)]) -> Vec<((u64, Root), bool)> {
+    at_target.iter().map(|&(s, r, own)| ((s, r), own)).collect()
 }
 
 /// The verdict on an attestation `source → target` (with `source <= target`) given the stored
@@ -356,16 +456,14 @@ fn attestation_verdict(
     root: SigningRoot,
     ctx: &AttestationContext,
 ) -> Verdict {
-    let existing = &ctx.at_target;
+    let existing = vote_records(&ctx.at_target);
     if !existing.is_empty() {
-        if existing
-            .iter()
-            .all(|(s, r)| *s == source && *r == Some(root.0))
-        {
+        if is_repeat(&existing, |v| *v == (source, Some(root.0))) {
             return Verdict::Repeat;
         }
         let refusal = match existing
             .iter()
+            .map(|(v, _)| v)
             .find(|(s, r)| *s != source || *r != Some(root.0))
         {
             Some((_, None)) | None => Refusal::NullRootAtTarget {
@@ -432,10 +530,10 @@ pub(crate) struct Candidate {
 pub(crate) struct BatchFacts {
     /// Watermarks of the batch's validators (absent: none set).
     pub(crate) watermarks: HashMap<ValidatorId, Watermark>,
-    /// Block candidates: the roots stored at their slot.
-    pub(crate) block_roots: HashMap<usize, Vec<Root>>,
-    /// Attestation candidates: `(source, root)` of the votes stored at their target.
-    pub(crate) at_target: HashMap<usize, Vec<(u64, Root)>>,
+    /// Block candidates: the records stored at their slot.
+    pub(crate) block_roots: HashMap<usize, Vec<Record>>,
+    /// Attestation candidates: `(source, root, own)` of the votes stored at their target.
+    pub(crate) at_target: HashMap<usize, Vec<(u64, Root, bool)>>,
     /// Attestation candidates: a stored vote surrounding them.
     pub(crate) surrounding: HashMap<usize, (u64, u64)>,
     /// Attestation candidates: a stored vote they surround.
@@ -451,6 +549,10 @@ pub(crate) struct BatchWrites {
     pub(crate) attestations: Vec<(ValidatorId, u64, u64, SigningRoot)>,
     /// Watermarks first set by this batch (final values, one per validator).
     pub(crate) watermarks: Vec<(ValidatorId, Watermark)>,
+    /// Merged blocks that a repeat marks own `(id, slot, root)`, each once.
+    pub(crate) own_blocks: Vec<(ValidatorId, u64, SigningRoot)>,
+    /// Merged attestations that a repeat marks own `(id, source, target, root)`, each once.
+    pub(crate) own_attestations: Vec<(ValidatorId, u64, u64, SigningRoot)>,
 }
 
 /// Converts the candidates' epochs and slots for the database, as the sequential path does
@@ -494,8 +596,12 @@ pub(crate) fn decide_batch(
 ) -> (Vec<Verdict>, BatchWrites) {
     let mut writes = BatchWrites::default();
     let mut first_set: Vec<ValidatorId> = Vec::new();
-    let mut new_blocks: HashMap<(ValidatorId, u64), Vec<Root>> = HashMap::new();
+    let mut new_blocks: HashMap<(ValidatorId, u64), Vec<Record>> = HashMap::new();
     let mut new_atts: HashMap<ValidatorId, Vec<(u64, u64, Root)>> = HashMap::new();
+    // A mark changes no later verdict of the batch (it happens only where every record
+    // already matches), so later candidates need not see it; it is only written once.
+    let mut marked_blocks: HashSet<(ValidatorId, u64, [u8; 32])> = HashSet::new();
+    let mut marked_atts: HashSet<(ValidatorId, u64, u64, [u8; 32])> = HashSet::new();
     let mut verdicts = Vec::with_capacity(candidates.len());
     for (i, c) in candidates.iter().enumerate() {
         let wm = facts.watermarks.entry(c.id).or_default();
@@ -511,11 +617,16 @@ pub(crate) fn decide_batch(
                     new_blocks
                         .entry((c.id, slot))
                         .or_default()
-                        .push(Some(c.root.0));
+                        .push((Some(c.root.0), true));
                     if wm.slot.is_none() {
                         wm.slot = Some(slot);
                         first_set.push(c.id);
                     }
+                } else if v == Verdict::Repeat
+                    && !signed_here(&existing, |r| *r == Some(c.root.0))
+                    && marked_blocks.insert((c.id, slot, c.root.0))
+                {
+                    writes.own_blocks.push((c.id, slot, c.root));
                 }
                 v
             }
@@ -533,7 +644,7 @@ pub(crate) fn decide_batch(
                     recorded
                         .iter()
                         .filter(|(_, t, _)| *t == target)
-                        .map(|(s, _, r)| (*s, *r)),
+                        .map(|(s, _, r)| (*s, *r, true)),
                 );
                 let surrounding = facts.surrounding.get(&i).copied().or_else(|| {
                     recorded
@@ -554,6 +665,14 @@ pub(crate) fn decide_batch(
                     surrounded,
                 };
                 let v = attestation_verdict(source, target, c.root, &ctx);
+                if v == Verdict::Repeat
+                    && !signed_here(&vote_records(&ctx.at_target), |v| {
+                        *v == (source, Some(c.root.0))
+                    })
+                    && marked_atts.insert((c.id, source, target, c.root.0))
+                {
+                    writes.own_attestations.push((c.id, source, target, c.root));
+                }
                 if v == Verdict::Allowed {
                     writes.attestations.push((c.id, source, target, c.root));
                     new_atts
@@ -601,8 +720,9 @@ pub(crate) fn parse_interchange(json: &str) -> Result<Interchange, Error> {
     Ok(doc)
 }
 
-/// Imports a parsed document inside the caller's transaction. Entries already stored
-/// identically are skipped; everything else (conflicting roots, absent roots, even slashable
+/// Imports a parsed document inside the caller's transaction; what it stores is *merged*
+/// (not signed by this node; cluster history sync merges peers' records this way too).
+/// Entries already stored identically (own or merged) are skipped; everything else (conflicting roots, absent roots, even slashable
 /// or invalid entries) is kept, so the rules refuse anything that could conflict with it.
 /// Low watermarks become the minimum of the stored and imported slots / sources / targets
 /// (never below a prune floor). Imported validators are (re-)enabled.
@@ -644,12 +764,10 @@ pub(crate) async fn import<S: Store>(
         for b in &v.signed_blocks {
             let root = b.signing_root.map(|h| h.0);
             let existing = store.block_roots(id, b.slot).await?;
-            if root.is_some() && existing.contains(&root)
-                || root.is_none() && existing.contains(&None)
-            {
+            if existing.iter().any(|(r, _)| *r == root) {
                 report.skipped += 1;
             } else {
-                store.insert_block(id, b.slot, root).await?;
+                store.insert_block(id, b.slot, root, false).await?;
                 report.blocks += 1;
             }
         }
@@ -659,11 +777,14 @@ pub(crate) async fn import<S: Store>(
         for a in &v.signed_attestations {
             let root = a.signing_root.map(|h| h.0);
             let existing = store.attestations_at(id, a.target_epoch).await?;
-            if existing.contains(&(a.source_epoch, root)) {
+            if existing
+                .iter()
+                .any(|(s, r, _)| *s == a.source_epoch && *r == root)
+            {
                 report.skipped += 1;
             } else {
                 store
-                    .insert_attestation(id, a.source_epoch, a.target_epoch, root)
+                    .insert_attestation(id, a.source_epoch, a.target_epoch, root, false)
                     .await?;
                 report.attestations += 1;
             }

@@ -11,8 +11,10 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::agreement::AgreementKey;
 use super::rules::{
-    from_db, high_watermark_from_db, root_from_db, to_db, Root, Store, ValidatorId, Watermark,
+    from_db, high_watermark_from_db, root_from_db, to_db, Record, Root, Store, ValidatorId,
+    Watermark,
 };
 use super::{Error, HighWatermark};
 use crate::bls::PublicKeyBytes;
@@ -59,6 +61,20 @@ CREATE TABLE high_watermark (
     epoch INTEGER NOT NULL,
     slot INTEGER NOT NULL
 );
+"#,
+    // Record origin (0: signed by this node; 1: merged from a peer or an interchange import;
+    // rows from before this migration are this node's) and agreement instances.
+    r#"
+ALTER TABLE signed_blocks ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE signed_attestations ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE agreement_state (
+    public_key BLOB NOT NULL,
+    duty INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    decided_root BLOB,
+    state TEXT NOT NULL,
+    PRIMARY KEY (public_key, duty, position)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -322,22 +338,47 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Root>, Error> {
+    async fn block_roots(&mut self, id: ValidatorId, slot: u64) -> Result<Vec<Record>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT signing_root FROM signed_blocks WHERE validator_id = ?1 AND slot = ?2",
+            "SELECT signing_root, merged FROM signed_blocks WHERE validator_id = ?1 AND slot = ?2",
         )?;
         let rows = st.query_map(params![id, to_db(slot)?], |r| {
-            r.get::<_, Option<Vec<u8>>>(0)
+            Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, bool>(1)?))
         })?;
-        rows.map(|r| root_from_db(r?)).collect()
+        rows.map(|r| {
+            let (root, merged) = r?;
+            Ok((root_from_db(root)?, !merged))
+        })
+        .collect()
     }
 
-    async fn insert_block(&mut self, id: ValidatorId, slot: u64, root: Root) -> Result<(), Error> {
+    async fn insert_block(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+        root: Root,
+        own: bool,
+    ) -> Result<(), Error> {
         self.conn
             .prepare_cached(
-                "INSERT INTO signed_blocks (validator_id, slot, signing_root) VALUES (?1, ?2, ?3)",
+                "INSERT INTO signed_blocks (validator_id, slot, signing_root, merged) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![id, to_db(slot)?, root.as_ref().map(|r| &r[..])])?;
+            .execute(params![id, to_db(slot)?, root.as_ref().map(|r| &r[..]), !own])?;
+        Ok(())
+    }
+
+    async fn mark_own_block(
+        &mut self,
+        id: ValidatorId,
+        slot: u64,
+        root: [u8; 32],
+    ) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "UPDATE signed_blocks SET merged = 0
+                 WHERE validator_id = ?1 AND slot = ?2 AND signing_root = ?3 AND merged <> 0",
+            )?
+            .execute(params![id, to_db(slot)?, &root[..]])?;
         Ok(())
     }
 
@@ -345,16 +386,20 @@ impl Store for SqliteStore {
         &mut self,
         id: ValidatorId,
         target: u64,
-    ) -> Result<Vec<(u64, Root)>, Error> {
+    ) -> Result<Vec<(u64, Root, bool)>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT source_epoch, signing_root FROM signed_attestations WHERE validator_id = ?1 AND target_epoch = ?2",
+            "SELECT source_epoch, signing_root, merged FROM signed_attestations WHERE validator_id = ?1 AND target_epoch = ?2",
         )?;
         let rows = st.query_map(params![id, to_db(target)?], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
         })?;
         rows.map(|r| {
-            let (s, root) = r?;
-            Ok((from_db(s)?, root_from_db(root)?))
+            let (s, root, merged) = r?;
+            Ok((from_db(s)?, root_from_db(root)?, !merged))
         })
         .collect()
     }
@@ -397,12 +442,30 @@ impl Store for SqliteStore {
         source: u64,
         target: u64,
         root: Root,
+        own: bool,
     ) -> Result<(), Error> {
         self.conn
             .prepare_cached(
-                "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, merged) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![id, to_db(source)?, to_db(target)?, root.as_ref().map(|r| &r[..])])?;
+            .execute(params![id, to_db(source)?, to_db(target)?, root.as_ref().map(|r| &r[..]), !own])?;
+        Ok(())
+    }
+
+    async fn mark_own_attestation(
+        &mut self,
+        id: ValidatorId,
+        source: u64,
+        target: u64,
+        root: [u8; 32],
+    ) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "UPDATE signed_attestations SET merged = 0
+                 WHERE validator_id = ?1 AND source_epoch = ?2 AND target_epoch = ?3
+                   AND signing_root = ?4 AND merged <> 0",
+            )?
+            .execute(params![id, to_db(source)?, to_db(target)?, &root[..]])?;
         Ok(())
     }
 
@@ -456,6 +519,96 @@ impl Store for SqliteStore {
                 "DELETE FROM signed_attestations WHERE validator_id = ?1 AND target_epoch < ?2",
             )?
             .execute(params![id, to_db(target)?])?;
+        Ok(())
+    }
+
+    async fn agreement_row(
+        &mut self,
+        key: &AgreementKey,
+    ) -> Result<Option<(Option<[u8; 32]>, String)>, Error> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT decided_root, state FROM agreement_state
+                 WHERE public_key = ?1 AND duty = ?2 AND position = ?3",
+            )?
+            .query_row(params![&key.pubkey.0[..], key.duty, key.position], |r| {
+                Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?;
+        row.map(|(root, state)| Ok((root_from_db(root)?, state)))
+            .transpose()
+    }
+
+    async fn put_agreement_row(
+        &mut self,
+        key: &AgreementKey,
+        decided: Option<[u8; 32]>,
+        state: &str,
+    ) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO agreement_state (public_key, duty, position, decided_root, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (public_key, duty, position)
+                 DO UPDATE SET decided_root = ?4, state = ?5",
+            )?
+            .execute(params![
+                &key.pubkey.0[..],
+                key.duty,
+                key.position,
+                decided.as_ref().map(|r| &r[..]),
+                state
+            ])?;
+        Ok(())
+    }
+
+    async fn agreement_decided_root(
+        &mut self,
+        key: &AgreementKey,
+    ) -> Result<Option<[u8; 32]>, Error> {
+        let root: Option<Option<Vec<u8>>> = self
+            .conn
+            .prepare_cached(
+                "SELECT decided_root FROM agreement_state
+                 WHERE public_key = ?1 AND duty = ?2 AND position = ?3",
+            )?
+            .query_row(params![&key.pubkey.0[..], key.duty, key.position], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        root_from_db(root.flatten())
+    }
+
+    async fn agreement_newest(&mut self) -> Result<Vec<(PublicKeyBytes, i64, u64)>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT public_key, duty, max(position) FROM agreement_state GROUP BY public_key, duty",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (pk, duty, newest) = r?;
+            Ok((pk_from_db(pk)?, duty, from_db(newest)?))
+        })
+        .collect()
+    }
+
+    async fn delete_agreement_below(
+        &mut self,
+        pubkey: &PublicKeyBytes,
+        duty: i64,
+        floor: u64,
+    ) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM agreement_state WHERE public_key = ?1 AND duty = ?2 AND position < ?3",
+            )?
+            .execute(params![&pubkey.0[..], duty, to_db(floor)?])?;
         Ok(())
     }
 }

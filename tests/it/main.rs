@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agreement;
 mod api;
 mod cluster;
 mod cluster_e2e;

@@ -273,7 +273,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // One request per key first: a validator's first signed attestation becomes its low
     // watermark, so it must come before the concurrent requests of the levels (whose targets
     // reach the server out of order); this also opens the connections.
-    let warm = burst(&client, &base, &keys, target.fetch_add(1, Ordering::Relaxed)).await;
+    let warm = burst(
+        &client,
+        &base,
+        &keys,
+        target.fetch_add(1, Ordering::Relaxed),
+    )
+    .await;
     println!(
         "warm-up: one request per key, {} signed, failures: {}",
         warm.ok, warm.failures

@@ -519,8 +519,8 @@ fn start_agreement(
         (Some(true), None) => anyhow::bail!(
             "--agreement on needs --peer-client-cert and --peer-client-key (agreement messages are signed with the peer client identity)"
         ),
-        (None, None) => {
-            tracing::warn!("cluster agreement off: no --peer-client-cert/--peer-client-key to sign agreement messages with");
+        (None, _) => {
+            tracing::info!("cluster agreement off (the default; --agreement on enables it)");
             return Ok(Vec::new());
         }
         (_, Some((cert, key))) => auth::NodeIdentity::load(cert, key)

@@ -96,6 +96,10 @@ impl Setup {
             "--agreement-timeout-ms".to_owned(),
             "10000".to_owned(),
         ]);
+        // Agreement is off by default: these nodes turn it on unless the test says otherwise.
+        if !extra.contains(&"--agreement") {
+            args.extend(["--agreement".to_owned(), "on".to_owned()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = self.path(&format!("{}-{}.log", NODES[i], free_port()));
         Proc::start(NODES[i], &args, &log)

@@ -276,7 +276,8 @@ async fn a_slow_node_keeps_a_handful_of_connections_and_its_partials_are_counted
         "node-d: {connections} connections for {REQUESTS} requests; {late} late partials, {not_sent} not sent"
     );
     assert!(
-        connections <= 6,
+        // 4 measured on a quiet machine, 8 under load; 91 without the in-flight limit.
+        connections <= 12,
         "{connections} connections to the slow node for {REQUESTS} requests\n{}",
         c.combiner.log_text()
     );
@@ -333,9 +334,17 @@ async fn overload_answers_what_can_make_the_deadline_and_sheds_the_rest_with_ret
                 assert_verifies(&body, target);
                 ok += 1;
             }
+            // A request already sent that missed the deadline is a plain 503 naming the
+            // timed-out nodes; only requests shed before sending carry Retry-After.
+            503 if retry.is_none() => {
+                assert!(
+                    body.contains("timed out"),
+                    "503 without Retry-After: {body}"
+                );
+            }
             503 => {
                 let secs: u64 = retry
-                    .unwrap_or_else(|| panic!("503 without Retry-After: {body}"))
+                    .unwrap_or_default()
                     .parse()
                     .expect("Retry-After in seconds");
                 assert!(secs >= 1, "{secs}");

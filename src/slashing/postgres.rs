@@ -23,7 +23,7 @@ use super::rules::{
     self, from_db, high_watermark_from_db, root_from_db, to_db, BatchFacts, BatchWrites, Candidate,
     Record, Root, Store, ValidatorId, Watermark,
 };
-use super::{Error, HighWatermark, SlashableMessage, Verdict};
+use super::{Error, HighWatermark, SigningRoot, SlashableMessage, Verdict};
 use crate::bls::PublicKeyBytes;
 
 /// Advisory-lock key that serializes migrations across processes ("dvsigner" in ASCII).
@@ -394,21 +394,8 @@ impl PgStore {
         let own_blocks_st = self.st(BATCH_MARK_OWN_BLOCKS).await?;
         let own_atts_st = self.st(BATCH_MARK_OWN_ATTESTATIONS).await?;
 
-        let mut b_ints: [Vec<i64>; 2] = Default::default();
-        let mut b_roots: Vec<&[u8]> = Vec::with_capacity(writes.blocks.len());
-        for (id, slot, root) in &writes.blocks {
-            b_ints[0].push(*id);
-            b_ints[1].push(to_db(*slot)?);
-            b_roots.push(&root.0[..]);
-        }
-        let mut a_ints: [Vec<i64>; 3] = Default::default();
-        let mut a_roots: Vec<&[u8]> = Vec::with_capacity(writes.attestations.len());
-        for (id, source, target, root) in &writes.attestations {
-            a_ints[0].push(*id);
-            a_ints[1].push(to_db(*source)?);
-            a_ints[2].push(to_db(*target)?);
-            a_roots.push(&root.0[..]);
-        }
+        let (b_ints, b_roots) = block_columns(&writes.blocks)?;
+        let (a_ints, a_roots) = attestation_columns(&writes.attestations)?;
         let mut w_ids = Vec::with_capacity(writes.watermarks.len());
         let mut w_cols: [Vec<Option<i64>>; 6] = Default::default();
         for (id, wm) in &writes.watermarks {
@@ -417,21 +404,8 @@ impl PgStore {
                 col.push(v);
             }
         }
-        let mut ob_ints: [Vec<i64>; 2] = Default::default();
-        let mut ob_roots: Vec<&[u8]> = Vec::with_capacity(writes.own_blocks.len());
-        for (id, slot, root) in &writes.own_blocks {
-            ob_ints[0].push(*id);
-            ob_ints[1].push(to_db(*slot)?);
-            ob_roots.push(&root.0[..]);
-        }
-        let mut oa_ints: [Vec<i64>; 3] = Default::default();
-        let mut oa_roots: Vec<&[u8]> = Vec::with_capacity(writes.own_attestations.len());
-        for (id, source, target, root) in &writes.own_attestations {
-            oa_ints[0].push(*id);
-            oa_ints[1].push(to_db(*source)?);
-            oa_ints[2].push(to_db(*target)?);
-            oa_roots.push(&root.0[..]);
-        }
+        let (ob_ints, ob_roots) = block_columns(&writes.own_blocks)?;
+        let (oa_ints, oa_roots) = attestation_columns(&writes.own_attestations)?;
         let p_own_blocks: Params<'_> = &[&ob_ints[0], &ob_ints[1], &ob_roots];
         let p_own_atts: Params<'_> = &[&oa_ints[0], &oa_ints[1], &oa_ints[2], &oa_roots];
         let p_blocks: Params<'_> = &[&b_ints[0], &b_ints[1], &b_roots];
@@ -455,6 +429,36 @@ impl PgStore {
         )?;
         Ok(())
     }
+}
+
+/// Array parameters of a batch's rows: `N` integer columns and the roots.
+type Columns<'a, const N: usize> = ([Vec<i64>; N], Vec<&'a [u8]>);
+
+/// Array parameters of block rows `(id, slot, root)`: the id and slot columns, and the roots.
+fn block_columns(rows: &[(ValidatorId, u64, SigningRoot)]) -> Result<Columns<'_, 2>, Error> {
+    let mut ints: [Vec<i64>; 2] = Default::default();
+    let mut roots: Vec<&[u8]> = Vec::with_capacity(rows.len());
+    for (id, slot, root) in rows {
+        ints[0].push(*id);
+        ints[1].push(to_db(*slot)?);
+        roots.push(&root.0[..]);
+    }
+    Ok((ints, roots))
+}
+
+/// Array parameters of attestation rows `(id, source, target, root)`.
+fn attestation_columns(
+    rows: &[(ValidatorId, u64, u64, SigningRoot)],
+) -> Result<Columns<'_, 3>, Error> {
+    let mut ints: [Vec<i64>; 3] = Default::default();
+    let mut roots: Vec<&[u8]> = Vec::with_capacity(rows.len());
+    for (id, source, target, root) in rows {
+        ints[0].push(*id);
+        ints[1].push(to_db(*source)?);
+        ints[2].push(to_db(*target)?);
+        roots.push(&root.0[..]);
+    }
+    Ok((ints, roots))
 }
 
 impl Store for PgStore {

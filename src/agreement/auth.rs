@@ -201,16 +201,11 @@ impl KeyRing {
             .collect();
         let index = |name: &str| operators.iter().position(|o| o == name);
         let me_index = index(me).ok_or_else(|| Error::UnknownOperator(me.to_owned()))?;
-        let mut allowed = HashMap::new();
-        for (name, fp) in allowed_clients {
-            let i = index(name).ok_or_else(|| Error::UnknownPeerClient(name.clone()))?;
-            allowed.insert(*fp, i);
-        }
-        for (i, op) in definition.operators().iter().enumerate() {
-            if let Some(fp) = op.tls_fingerprint {
-                allowed.entry(fp).or_insert(i);
-            }
-        }
+        let allowed = definition
+            .peer_fingerprints(allowed_clients)
+            .map_err(Error::UnknownPeerClient)?
+            .into_iter()
+            .collect();
         let mut certs = vec![Vec::new(); operators.len()];
         certs[me_index].push(Arc::from(identity.certificate()));
         Ok(Self {

@@ -282,6 +282,33 @@ impl ClusterDefinition {
         self.file.operators.iter().find(|o| o.name == name)
     }
 
+    /// Which operator (index in [`ClusterDefinition::operators`]) each trusted peer certificate
+    /// belongs to: the fingerprints of `allowed_clients` (operator name → client certificate
+    /// fingerprint) first, then each operator's `tls_fingerprint`.
+    ///
+    /// # Errors
+    /// The name in `allowed_clients` that is no operator of the cluster.
+    pub fn peer_fingerprints(
+        &self,
+        allowed_clients: &BTreeMap<String, Fingerprint>,
+    ) -> Result<BTreeMap<Fingerprint, usize>, String> {
+        let operators = self.operators();
+        let mut trusted = BTreeMap::new();
+        for (name, fp) in allowed_clients {
+            let i = operators
+                .iter()
+                .position(|o| &o.name == name)
+                .ok_or_else(|| name.clone())?;
+            trusted.insert(*fp, i);
+        }
+        for (i, op) in operators.iter().enumerate() {
+            if let Some(fp) = op.tls_fingerprint {
+                trusted.entry(fp).or_insert(i);
+            }
+        }
+        Ok(trusted)
+    }
+
     /// The validator and share a share public key belongs to.
     pub fn share(
         &self,

@@ -347,18 +347,12 @@ impl ClusterSync {
         if definition.operator(operator).is_none() {
             return Err(Error::UnknownOperator(operator.to_owned()));
         }
-        let mut allowed = BTreeMap::new();
-        for (name, fp) in allowed_clients {
-            if definition.operator(name).is_none() {
-                return Err(Error::UnknownPeerClient(name.clone()));
-            }
-            allowed.insert(*fp, name.clone());
-        }
-        for op in definition.operators() {
-            if let Some(fp) = op.tls_fingerprint {
-                allowed.entry(fp).or_insert_with(|| op.name.clone());
-            }
-        }
+        let allowed = definition
+            .peer_fingerprints(allowed_clients)
+            .map_err(Error::UnknownPeerClient)?
+            .into_iter()
+            .map(|(fp, i)| (fp, definition.operators()[i].name.clone()))
+            .collect();
         let peers: Vec<Operator> = definition
             .operators()
             .iter()

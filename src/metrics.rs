@@ -175,6 +175,11 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
 /// `reason` values of `dvsigner_agreement_messages_refused_total` (pre-created series).
 pub const AGREEMENT_REFUSAL_REASONS: [&str; 12] = [
     "not_a_peer",
@@ -220,6 +225,7 @@ pub struct Metrics {
     agreement_dropped: Family<ReasonLabel, Counter>,
     agreement_requests: Family<OutcomeLabel, Counter>,
     agreement_duration: Histogram,
+    agreement_peer_rtt: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// (kind, version) pairs seen, None once [`WRONG_NETWORK_VERSIONS_MAX`] versions were seen.
     wrong_network_seen: Mutex<HashSet<(MismatchKind, Option<[u8; 4]>)>>,
     server: Mutex<Option<Registry>>,
@@ -283,6 +289,15 @@ impl Metrics {
         let agreement_dropped = Family::<ReasonLabel, Counter>::default();
         let agreement_requests = Family::<OutcomeLabel, Counter>::default();
         let agreement_duration = latency_histogram();
+        let agreement_peer_rtt =
+            Family::<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "agreement_peer_round_trip_seconds",
+            "Smoothed round trip of agreement posts to each peer node (idle peers are probed \
+             every few seconds); round 1 of the agreement lasts at least twice the round trip \
+             to the quorum's farthest peer",
+            agreement_peer_rtt.clone(),
+        );
         registry.register(
             "agreement_messages_refused",
             "Agreement messages (or whole batches) from peers that were not taken into account, \
@@ -344,6 +359,7 @@ impl Metrics {
             agreement_dropped,
             agreement_requests,
             agreement_duration,
+            agreement_peer_rtt,
             wrong_network_seen: Mutex::new(HashSet::new()),
             server: Mutex::new(None),
         }
@@ -402,6 +418,15 @@ impl Metrics {
         self.agreement_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// Sets the smoothed round trip of agreement posts to `peer`.
+    pub fn set_agreement_peer_rtt(&self, peer: &str, rtt: Duration) {
+        self.agreement_peer_rtt
+            .get_or_create(&PeerLabel {
+                peer: peer.to_owned(),
+            })
+            .set(rtt.as_secs_f64());
     }
 
     /// Counts an outgoing agreement message or batch that was not delivered (`reason` one of

@@ -80,6 +80,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Queues `msg` for the operators `to` (cluster.json indices); `signers` are the operators
     /// whose signatures it carries (their certificates go with it).
     fn send(&self, to: &[usize], msg: &SignedMessage, signers: &[usize]);
+
+    /// The `nth` smallest (from 1) measured round trip to the operators `to`, if that many
+    /// are measured.
+    fn round_trip(&self, _to: &[usize], _nth: usize) -> Option<Duration> {
+        None
+    }
+
+    /// Whether the operator `op` is unreachable now (its latest post failed and none has
+    /// succeeded since).
+    fn unreachable(&self, _op: usize) -> bool {
+        false
+    }
 }
 
 /// Why a sign request got no decision.
@@ -396,7 +408,7 @@ impl Shared {
                 .ok_or(AgreementError::NotAMember(id.validator))?;
             let stored = self.store.load(id).await.map_err(AgreementError::Storage)?;
             let now = self.now_ms();
-            let timing = self.config.timing;
+            let timing = self.timing_for(&id.validator, members.quorum);
             // This node's own durable decision counts even when the engine cannot check its
             // commits again yet (after a restart the peers' certificates come back with their
             // next messages): it was stored only after it was checked or reached here.
@@ -416,6 +428,7 @@ impl Shared {
         let Some(instance) = guard.as_mut() else {
             return Ok(());
         };
+        instance.set_unreachable(self.unreachable_members(&id.validator));
         let now = self.now_ms();
         let outputs = match step {
             Step::Propose(root) => instance.propose(root, now),
@@ -450,6 +463,39 @@ impl Shared {
         drop(guard);
         self.schedule(id, deadline);
         Ok(())
+    }
+
+    /// Round timers of a new instance: round 1 lasts at least twice the measured round trip
+    /// to the (Q-1)-th nearest other member (the fast path needs a prepare and a commit to
+    /// cross, after requests that reach the members at different times), at most a third of
+    /// the request timeout (so that round 2 still fits); never below `--agreement-round-ms`.
+    fn timing_for(&self, validator: &PublicKeyBytes, quorum: usize) -> Timing {
+        let configured = self.config.timing;
+        let Some(rtt) = self
+            .transport
+            .round_trip(&self.recipients(validator), quorum.saturating_sub(1))
+        else {
+            return configured;
+        };
+        let cap = ms(self.config.timeout) / 3;
+        let round_ms = (2 * ms(rtt)).min(cap).max(configured.round_ms);
+        Timing {
+            round_ms,
+            max_round_ms: configured.max_round_ms.max(round_ms),
+        }
+    }
+
+    /// Member indices of a validator whose operators the transport cannot reach now.
+    fn unreachable_members(&self, validator: &PublicKeyBytes) -> Vec<u16> {
+        let Some(v) = self.roster.validator(validator) else {
+            return Vec::new();
+        };
+        v.members
+            .iter()
+            .enumerate()
+            .filter(|&(_, &op)| self.transport.unreachable(op))
+            .filter_map(|(m, _)| u16::try_from(m).ok())
+            .collect()
     }
 
     /// The other members of a validator (operator indices).
@@ -746,6 +792,51 @@ mod tests {
         fn group(&self) -> PublicKeyBytes {
             self.definition.validators()[0].group_pubkey.bytes()
         }
+    }
+
+    /// Sends nothing; reports fixed round trips to the peers.
+    struct Rtts(Vec<Duration>);
+
+    impl Transport for Rtts {
+        fn send(&self, _to: &[usize], _msg: &SignedMessage, _signers: &[usize]) {}
+
+        fn round_trip(&self, to: &[usize], nth: usize) -> Option<Duration> {
+            let mut v: Vec<Duration> = to.iter().filter_map(|&o| self.0.get(o).copied()).collect();
+            v.sort_unstable();
+            v.get(nth.checked_sub(1)?).copied()
+        }
+    }
+
+    /// Round 1 lasts twice the round trip to the quorum's farthest peer (the second nearest
+    /// of three for 3-of-4), never less than `--agreement-round-ms`, at most a third of the
+    /// request timeout; without measurements, the configured length.
+    #[test]
+    fn round_one_follows_the_measured_round_trips() {
+        let w = world();
+        let ms = Duration::from_millis;
+        let timing = |rtts: Vec<Duration>| {
+            let id = w.pki.identity("a-client").expect("id");
+            let identity = NodeIdentity::load(&id.cert, &id.key).expect("identity");
+            let ring =
+                Arc::new(KeyRing::new(&w.definition, "a", &w.allowed, identity).expect("ring"));
+            let roster = Arc::new(Roster::new(&w.definition, ring));
+            let driver = Driver::new(
+                roster,
+                Arc::new(w.stores[0].clone()),
+                Arc::new(Rtts(rtts)),
+                DriverConfig::new(200, 1500),
+            );
+            driver.shared.timing_for(&w.group(), 3)
+        };
+        // Operator 0 is this node (never measured).
+        let loopback = timing(vec![ms(0), ms(1), ms(2), ms(1)]);
+        assert_eq!((loopback.round_ms, loopback.max_round_ms), (200, 3200));
+        let wan = timing(vec![ms(0), ms(100), ms(180), ms(320)]);
+        assert_eq!((wan.round_ms, wan.max_round_ms), (360, 3200));
+        let far = timing(vec![ms(0), ms(300), ms(400), ms(500)]);
+        assert_eq!(far.round_ms, 500, "capped at a third of the 1.5 s timeout");
+        let unmeasured = timing(Vec::new());
+        assert_eq!(unmeasured.round_ms, 200);
     }
 
     fn patient() -> DriverConfig {

@@ -118,6 +118,11 @@ pub struct Instance {
     /// Whether `Q` members are known to be in the current round (or above): only then does
     /// its timer move the member on (see [`Instance::tick`]).
     started: bool,
+    /// Members this node's transport currently cannot reach (set by the driver before each
+    /// call). Used only to end rounds early that cannot succeed: a round-1 quorum that would
+    /// need them, a round whose leader is one of them. Like every timer matter, it never
+    /// affects safety, only when a member moves on.
+    unreachable: BTreeSet<u16>,
 }
 
 impl Instance {
@@ -151,6 +156,7 @@ impl Instance {
             answered: vec![0; members.n],
             resend_at: None,
             started: true,
+            unreachable: BTreeSet::new(),
         };
         instance.deadline = instance.round_deadline(1, now_ms);
         instance
@@ -244,6 +250,13 @@ impl Instance {
             instance.resend_at = Some(now_ms);
         }
         instance
+    }
+
+    /// The members this node's transport cannot reach now (see the field's notes); the
+    /// driver sets it before each call.
+    pub fn set_unreachable(&mut self, members: impl IntoIterator<Item = u16>) {
+        let me = self.me();
+        self.unreachable = members.into_iter().filter(|&m| m != me).collect();
     }
 
     /// This node's own client asked for `root` (only the first call counts).
@@ -513,6 +526,13 @@ impl Instance {
                     progressed |= self.send(r, Body::Commit { root }, out);
                 }
             }
+            // Round 1 can no longer gather a quorum of prepares for any root (a split:
+            // every member not yet heard from would not be enough): move on now rather than at
+            // the timer. Timers never matter for safety; this only saves the rest of round 1.
+            if r == 1 && self.round_one_lost() {
+                self.enter_round(2, now_ms, true, out);
+                progressed = true;
+            }
             // Q members known to be in the current round: its timer starts now.
             if !self.started
                 && (self.members_at_or_above(r) >= self.members.quorum
@@ -520,6 +540,12 @@ impl Instance {
             {
                 self.started = true;
                 self.deadline = self.round_deadline(r, now_ms);
+            }
+            // The leader of the current round is unreachable and has proposed nothing: once
+            // Q members are known to be in the round (so they move on together), move on.
+            if r >= 2 && r == self.round && self.started && self.leader_unreachable(r) {
+                self.enter_round(r.saturating_add(1), now_ms, true, out);
+                progressed = true;
             }
             // Round changes from f + 1 members above the current round: catch up.
             if let Some(target) = self.jump_target() {
@@ -588,6 +614,41 @@ impl Instance {
             proof,
             input: self.input.map(RootHex),
         }
+    }
+
+    /// Whether no root can reach a quorum of round-1 prepares any more: the most prepared
+    /// root plus every member whose round-1 prepare is not in (this one included, when its
+    /// client has not asked yet; unreachable members excluded) is below the quorum.
+    fn round_one_lost(&self) -> bool {
+        let Some(state) = self.rounds.get(&1) else {
+            return false;
+        };
+        let mut by_root: BTreeMap<Root, usize> = BTreeMap::new();
+        for sm in state.prepares.values() {
+            if let Body::Prepare { root } = &sm.message.body {
+                *by_root.entry(*root).or_default() += 1;
+            }
+        }
+        let best = by_root.values().copied().max().unwrap_or(0);
+        let silent = self
+            .unreachable
+            .iter()
+            .filter(|m| !state.prepares.contains_key(m))
+            .count();
+        let unheard = self
+            .members
+            .n
+            .saturating_sub(state.prepares.len())
+            .saturating_sub(silent);
+        best + unheard < self.members.quorum
+    }
+
+    /// Whether round `r`'s leader is another member, unreachable, and no proposal of it is in.
+    fn leader_unreachable(&self, r: u32) -> bool {
+        let leader = self.leader(r);
+        leader != usize::from(self.me())
+            && u16::try_from(leader).is_ok_and(|l| self.unreachable.contains(&l))
+            && self.rounds.get(&r).is_none_or(|s| s.proposal.is_none())
     }
 
     /// Members known to be in `round` or above: this one, and those whose round changes for

@@ -1866,6 +1866,112 @@ fn round_timers_double_up_to_the_cap() {
     }
 }
 
+/// A split round 1 ends as soon as no root can reach a quorum of prepares any more (not at the
+/// timer); while the member not yet heard from could still make a quorum, it waits.
+#[test]
+fn a_lost_round_one_ends_before_its_timer() {
+    // 2/2 split of 3-of-4: after the fourth prepare, member 0 moves to round 2 at once.
+    let mut f = fixture();
+    let _ = f.inst.propose(root(1), 0);
+    let p = |f: &Fixture, from: usize, r: Root| f.msg(from, 1, Body::Prepare { root: r });
+    let m = p(&f, 1, root(1));
+    assert!(sends(&f.inst.receive(m, 5).expect("prepare")).is_empty());
+    let m = p(&f, 2, root(2));
+    // 2 for root 1, 1 for root 2, member 3 unheard: root 1 can still get 3.
+    assert!(sends(&f.inst.receive(m, 6).expect("prepare")).is_empty());
+    assert_eq!(f.inst.round(), 1);
+    let m = p(&f, 3, root(2));
+    let out = sends(&f.inst.receive(m, 7).expect("prepare"));
+    assert_eq!(f.inst.round(), 2, "a 2/2 split cannot decide in round 1");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].message.round, 2);
+    assert!(matches!(out[0].message.body, Body::RoundChange { .. }));
+
+    // 1/1/1 with one member silent (3-of-4, member 0's client has not asked): with 3 prepares
+    // for 3 different roots and one member unheard, no root can reach 3: round 2.
+    let mut g = fixture();
+    for (from, r) in [(1, 1u8), (2, 2)] {
+        let m = p(&g, from, root(r));
+        assert!(sends(&g.inst.receive(m, 5).expect("prepare")).is_empty());
+        assert_eq!(g.inst.round(), 1, "two unheard members could still agree");
+    }
+    let m = p(&g, 3, root(3));
+    let _ = g.inst.receive(m, 9).expect("prepare");
+    assert_eq!(g.inst.round(), 2);
+
+    // 2/1 with the fourth member silent (down): it could still make root 1's quorum: wait
+    // for the timer.
+    let mut h = fixture();
+    let _ = h.inst.propose(root(1), 0);
+    for (from, r) in [(1, 1u8), (2, 2)] {
+        let m = p(&h, from, root(r));
+        let _ = h.inst.receive(m, 5).expect("prepare");
+    }
+    assert_eq!(h.inst.round(), 1);
+    assert_eq!(h.inst.next_deadline(), Some(TIMING.round_ms));
+}
+
+/// Members the transport cannot reach: a 2/1 round 1 with the fourth member unreachable ends
+/// at once, and a round whose leader is unreachable is left as soon as Q members are in it
+/// (they move on together); a proposal that did arrive from that leader is followed.
+#[test]
+fn unreachable_members_end_hopeless_rounds_early() {
+    let p = |f: &Fixture, from: usize, r: Root| f.msg(from, 1, Body::Prepare { root: r });
+    let mut f = fixture();
+    let _ = f.inst.propose(root(1), 0);
+    let m = p(&f, 1, root(1));
+    let _ = f.inst.receive(m, 5).expect("prepare");
+    let m = p(&f, 2, root(2));
+    let _ = f.inst.receive(m, 6).expect("prepare");
+    assert_eq!(
+        f.inst.round(),
+        1,
+        "member 3 could still make root 1's quorum"
+    );
+    // The transport learns member 3 is unreachable; the next call applies it.
+    f.inst.set_unreachable([3]);
+    let _ = f.inst.tick(7);
+    assert_eq!(
+        f.inst.round(),
+        2,
+        "without member 3 no root reaches 3 prepares"
+    );
+
+    // Round 2's leader unreachable: member 0 (not the leader) leaves round 2 once Q members
+    // are known to be in it, long before the round's timer.
+    let g = fixture();
+    let leader2 = g.leader(2);
+    let me = (leader2 + 1) % 4;
+    let mut inst = fixture_for(me, &g.keys);
+    inst.set_unreachable([u16::try_from(leader2).expect("member")]);
+    let _ = inst.tick(TIMING.round_ms);
+    assert_eq!(inst.round(), 2);
+    let others: Vec<usize> = (0..4).filter(|&m| m != me && m != leader2).collect();
+    let _ = inst
+        .receive(g.rc(others[0], 2, None), 210)
+        .expect("round change");
+    assert_eq!(inst.round(), 2, "only 2 members known in round 2");
+    let _ = inst
+        .receive(g.rc(others[1], 2, None), 220)
+        .expect("round change");
+    assert_eq!(
+        inst.round(),
+        3,
+        "Q in round 2, its leader unreachable: round 3"
+    );
+
+    // Without the unreachable mark, the same member waits for round 2's proposal or timer.
+    let mut patient = fixture_for(me, &g.keys);
+    let _ = patient.tick(TIMING.round_ms);
+    let _ = patient
+        .receive(g.rc(others[0], 2, None), 210)
+        .expect("round change");
+    let _ = patient
+        .receive(g.rc(others[1], 2, None), 220)
+        .expect("round change");
+    assert_eq!(patient.round(), 2);
+}
+
 /// Restore: the persisted state brings back the round, the input and the own messages; the
 /// next tick re-sends the latest ones; no (round, step) is ever sent twice with different
 /// content; a member that committed but lost its proof sends no round change claiming less.

@@ -14,6 +14,12 @@
 //! peer). Queues are bounded ([`MAX_QUEUE`], the oldest message is dropped) and a message that
 //! waited longer than its life (the agreement timeout) is dropped: a failed post is never
 //! retried, the engine's round timers send again what still matters.
+//!
+//! Round trips: every answered post is a round-trip sample for its peer (smoothed as TCP does,
+//! see [`RttEstimate`]); a peer nothing was posted to for [`PROBE_EVERY`] gets an empty
+//! batch, which measures the round trip and keeps the connection open. The driver sizes round 1
+//! from these figures ([`Transport::round_trip`]), so the fast path fits into round 1 over WAN
+//! links too.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -36,9 +42,11 @@ pub const MAX_BATCH_IN: usize = 4096;
 /// Messages queued per peer.
 pub const MAX_QUEUE: usize = 65_536;
 /// Posts in flight per peer.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 32;
 /// Largest request body of the route.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// A peer nothing was posted to for this long gets an empty batch (round-trip probe).
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// One POST body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +175,66 @@ struct PeerQueue {
     url: String,
     queue: Mutex<VecDeque<Queued>>,
     wake: Notify,
+    /// Round-trip estimate (smoothed round trip and its variation, as TCP keeps them).
+    rtt: Mutex<RttEstimate>,
+    /// The latest post that ended failed to reach the peer (connection error or timeout).
+    down: std::sync::atomic::AtomicBool,
+}
+
+/// Smoothed round trip and mean deviation in microseconds (RFC 6298's SRTT and RTTVAR, gains
+/// 1/8 and 1/4); `srtt == 0` before the first sample.
+#[derive(Debug, Default, Clone, Copy)]
+struct RttEstimate {
+    srtt: u64,
+    rttvar: u64,
+}
+
+impl RttEstimate {
+    fn observe(&mut self, sample_us: u64) {
+        let r = sample_us.max(1);
+        if self.srtt == 0 {
+            self.srtt = r;
+            self.rttvar = r / 2;
+        } else {
+            self.rttvar = (3 * self.rttvar + self.srtt.abs_diff(r)) / 4;
+            self.srtt = (7 * self.srtt + r) / 8;
+        }
+    }
+
+    /// A round trip the peer answers within nearly always: `SRTT + 4 RTTVAR` (TCP's
+    /// retransmission bound). It follows a slower network within a sample or two (through the
+    /// variation) and a faster one within a few seconds.
+    fn bound(&self) -> Option<Duration> {
+        (self.srtt > 0).then(|| Duration::from_micros(self.srtt + 4 * self.rttvar))
+    }
+}
+
+impl PeerQueue {
+    /// Takes one round-trip sample (an answered post).
+    fn observe(&self, sample: Duration) {
+        let Ok(mut e) = self.rtt.lock() else {
+            return;
+        };
+        e.observe(u64::try_from(sample.as_micros()).unwrap_or(u64::MAX));
+        if let Some(b) = e.bound() {
+            crate::metrics::global().set_agreement_peer_rtt(&self.name, b);
+        }
+    }
+
+    fn rtt(&self) -> Option<Duration> {
+        self.rtt.lock().ok()?.bound()
+    }
+
+    fn set_down(&self, down: bool) {
+        let was = self.down.swap(down, std::sync::atomic::Ordering::Relaxed);
+        if was != down {
+            if down {
+                tracing::info!(peer = %self.name, "agreement: peer unreachable (rounds it leads are skipped until it answers again)");
+            } else {
+                tracing::info!(peer = %self.name, "agreement: peer reachable again");
+            }
+        }
+    }
 }
 
 /// Sends to the peers (implements [`Transport`]).
@@ -208,6 +276,8 @@ impl Outbound {
                         ),
                         queue: Mutex::new(VecDeque::new()),
                         wake: Notify::new(),
+                        rtt: Mutex::new(RttEstimate::default()),
+                        down: std::sync::atomic::AtomicBool::new(false),
                     })
                 })
             })
@@ -287,7 +357,14 @@ impl Outbound {
                 if !items.is_empty() {
                     break items;
                 }
-                peer.wake.notified().await;
+                // Idle for PROBE_EVERY: an empty batch measures the round trip (and keeps the
+                // connection open for the next real message).
+                if tokio::time::timeout(PROBE_EVERY, peer.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    break Vec::new();
+                }
             };
             let batch = self.batch(&items);
             let request = client
@@ -296,15 +373,26 @@ impl Outbound {
                 .json(&batch);
             let name = peer.name.clone();
             let count = items.len();
+            let peer = peer.clone();
             tokio::spawn(async move {
+                let sent = Instant::now();
                 match request.send().await {
-                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) if r.status().is_success() => {
+                        peer.observe(sent.elapsed());
+                        peer.set_down(false);
+                    }
                     Ok(r) => {
-                        crate::metrics::global().record_agreement_dropped("refused_by_peer");
+                        peer.set_down(false);
+                        if count > 0 {
+                            crate::metrics::global().record_agreement_dropped("refused_by_peer");
+                        }
                         tracing::debug!(peer = %name, status = r.status().as_u16(), messages = count, "agreement batch refused");
                     }
                     Err(e) => {
-                        crate::metrics::global().record_agreement_dropped("send_failed");
+                        peer.set_down(true);
+                        if count > 0 {
+                            crate::metrics::global().record_agreement_dropped("send_failed");
+                        }
                         tracing::debug!(peer = %name, error = %e, messages = count, "agreement batch not delivered");
                     }
                 }
@@ -315,6 +403,22 @@ impl Outbound {
 }
 
 impl Transport for Outbound {
+    fn unreachable(&self, op: usize) -> bool {
+        self.peers
+            .get(op)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.down.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn round_trip(&self, to: &[usize], nth: usize) -> Option<Duration> {
+        let mut rtts: Vec<Duration> = to
+            .iter()
+            .filter_map(|&op| self.peers.get(op)?.as_ref()?.rtt())
+            .collect();
+        rtts.sort_unstable();
+        rtts.get(nth.checked_sub(1)?).copied()
+    }
+
     fn send(&self, to: &[usize], msg: &SignedMessage, signers: &[usize]) {
         let msg = Arc::new(msg.clone());
         let signers: Arc<[usize]> = Arc::from(signers);
@@ -336,5 +440,47 @@ impl Transport for Outbound {
             }
             peer.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The estimate starts at the first sample (bound 3x it), follows a slower path within one
+    /// sample (through the variation), and settles near the round trip on a steady path.
+    #[test]
+    fn round_trip_estimate_follows_the_path() {
+        let ms = |v: u64| v * 1000;
+        let mut e = RttEstimate::default();
+        assert_eq!(e.bound(), None);
+        e.observe(ms(1));
+        assert_eq!(e.bound(), Some(Duration::from_millis(3)));
+        for _ in 0..20 {
+            e.observe(ms(1));
+        }
+        assert!(e.bound() < Some(Duration::from_millis(2)));
+        // The path becomes 180 ms: one sample lifts the bound above it.
+        e.observe(ms(180));
+        let after_one = e.bound().expect("bound");
+        assert!(after_one >= Duration::from_millis(180), "{after_one:?}");
+        // Steady at 180 ms: the bound comes down close to it, never below.
+        for _ in 0..60 {
+            e.observe(ms(180));
+        }
+        let steady = e.bound().expect("bound");
+        assert!(
+            steady >= Duration::from_millis(180) && steady < Duration::from_millis(190),
+            "{steady:?}"
+        );
+        // Back to 1 ms: it decreases within a few dozen samples.
+        for _ in 0..40 {
+            e.observe(ms(1));
+        }
+        assert!(
+            e.bound() < Some(Duration::from_millis(10)),
+            "{:?}",
+            e.bound()
+        );
     }
 }

@@ -519,8 +519,10 @@ fn start_agreement(
         (Some(true), None) => anyhow::bail!(
             "--agreement on needs --peer-client-cert and --peer-client-key (agreement messages are signed with the peer client identity)"
         ),
-        (None, _) => {
-            tracing::info!("cluster agreement off (the default; --agreement on enables it)");
+        (None, None) => {
+            tracing::info!(
+                "cluster agreement off: no peer client identity (--peer-client-cert, --peer-client-key) to sign its messages with"
+            );
             return Ok(Vec::new());
         }
         (_, Some((cert, key))) => auth::NodeIdentity::load(cert, key)

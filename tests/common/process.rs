@@ -40,7 +40,10 @@ pub fn hermetic(cmd: &mut Command) {
             cmd.env_remove(&name);
         }
     }
-    cmd.env("DVSIGNER_LOG", "info").stdin(Stdio::null());
+    // `DVSIGNER_TEST_LOG` (a `DVSIGNER_LOG` filter) raises the started processes' log level
+    // when debugging a test.
+    let level = std::env::var("DVSIGNER_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+    cmd.env("DVSIGNER_LOG", level).stdin(Stdio::null());
 }
 
 /// Runs `dvsigner ARGS` to completion, asserts it succeeded, returns stdout then stderr.

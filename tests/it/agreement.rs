@@ -96,10 +96,8 @@ impl Setup {
             "--agreement-timeout-ms".to_owned(),
             "10000".to_owned(),
         ]);
-        // Agreement is off by default: these nodes turn it on unless the test says otherwise.
-        if !extra.contains(&"--agreement") {
-            args.extend(["--agreement".to_owned(), "on".to_owned()]);
-        }
+        // No `--agreement` flag unless the test gives one: agreement is on by default with
+        // `--cluster` and a peer client identity, which these tests rely on.
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = self.path(&format!("{}-{}.log", NODES[i], free_port()));
         Proc::start(NODES[i], &args, &log)

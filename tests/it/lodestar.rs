@@ -768,13 +768,67 @@ async fn chain_contents(http: &reqwest::Client, rest: u16, from: u64, to: u64) -
     c
 }
 
-/// The error lines of a Lodestar validator log split into 412 answers of the signer (the
-/// combiner's "Precondition Failed" body, which Lodestar logs as the error's message) and all
-/// other errors.
-fn errors_412_and_others(log: &str) -> (Vec<String>, Vec<String>) {
-    error_lines(log)
+/// The errors of a Lodestar validator log, each with its continuation lines (Lodestar prints a
+/// multi-line message, e.g. the beacon node's "Multiple errors on publish…" followed by one line
+/// per failed item, before the next timestamped entry).
+fn error_entries(log: &str) -> Vec<String> {
+    let starts_entry = |l: &str| {
+        let b = l.as_bytes();
+        // "Dec-07 00:38:23.223[]  ..." : a month, a dash, a day, a space.
+        b.len() > 7 && b[0].is_ascii_uppercase() && b[3] == b'-' && b[6] == b' '
+    };
+    let mut entries = Vec::new();
+    let mut current: Option<String> = None;
+    for line in log.lines() {
+        if starts_entry(line) {
+            entries.extend(current.take());
+            if line.contains("error:") || line.contains("\u{1b}[31merror") {
+                current = Some(line.to_owned());
+            }
+        } else if let Some(c) = current.as_mut() {
+            c.push('\n');
+            c.push_str(line);
+        }
+    }
+    entries.extend(current);
+    entries
+}
+
+/// Whether a Lodestar error entry is only the beacon node refusing to publish a message it
+/// already has: with two validator clients on one beacon node, both get the SAME signature for
+/// a duty they agree on (agreement decides one root, so the threshold signature is identical)
+/// and non-slashable duties (sync committee messages and contributions), and whichever client
+/// publishes second is told "already known" (gossip: `PublishError.Duplicate`). Every item of a
+/// "Multiple errors" entry must be such a duplicate; stack-trace lines are ignored.
+fn is_duplicate_publication(entry: &str) -> bool {
+    let duplicate = |l: &str| l.contains("ALREADY_KNOWN") || l.contains("PublishError.Duplicate");
+    let mut lines = entry.lines();
+    let head = lines.next().unwrap_or_default();
+    if !head.contains("Error publishing") {
+        return false;
+    }
+    if duplicate(head) {
+        return true;
+    }
+    if !head.contains("Multiple errors on publish") {
+        return false;
+    }
+    let items: Vec<&str> = lines
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("at "))
+        .collect();
+    !items.is_empty() && items.iter().all(|l| duplicate(l))
+}
+
+/// The errors of a Lodestar validator log in three groups: 412 answers of the signer (the
+/// combiner's "Precondition Failed" body, which Lodestar logs as the error's message), the beacon
+/// node's refusals to publish a duplicate ([`is_duplicate_publication`]), and all other errors.
+fn errors_412_duplicates_others(log: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (refusals, rest): (Vec<_>, Vec<_>) = error_entries(log)
         .into_iter()
-        .partition(|l| l.contains("Precondition Failed"))
+        .partition(|e| e.contains("Precondition Failed"));
+    let (duplicates, others) = rest.into_iter().partition(|e| is_duplicate_publication(e));
+    (refusals, duplicates, others)
 }
 
 /// Sign requests the combiner answered with `status`, by type.
@@ -929,7 +983,14 @@ async fn two_lodestar_clients_race_through_their_own_combiners() {
         let mut lost = Vec::new();
         for (i, (v, s)) in validators.iter().zip(combiner_scrapes).enumerate() {
             let log = v.log_text();
-            let (refusals, others) = errors_412_and_others(log.get(from[i]..).unwrap_or_default());
+            let (refusals, duplicates, others) =
+                errors_412_duplicates_others(log.get(from[i]..).unwrap_or_default());
+            say!(
+                "{}: {} lost races (412), {} duplicate publications refused by the beacon node",
+                v.name,
+                refusals.len(),
+                duplicates.len()
+            );
             assert!(
                 others.is_empty(),
                 "{} logged errors other than lost races:\n{}",
@@ -1122,4 +1183,34 @@ async fn block_forks(http: &reqwest::Client, rest: u16, last_slot: u64) -> BTree
         }
     }
     forks
+}
+
+/// The classifier on lines as Lodestar 1.5.1 printed them in a CI run: duplicates (also a
+/// "Multiple errors" entry whose every item is a duplicate), a lost race, and errors that are
+/// neither (one item of a "Multiple errors" entry that is not a duplicate is enough).
+#[test]
+fn lodestar_errors_are_told_apart() {
+    let log = "\
+Dec-07 00:38:23.223[]                \u{1b}[31merror\u{1b}[39m: Error publishing attestations slot=1  - Internal Server Error: ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN
+Dec-07 00:38:24.001[]                 info: Published attestations slot=1, count=8
+Dec-07 00:38:49.344[]                \u{1b}[31merror\u{1b}[39m: Error publishing SyncCommitteeContribution slot=9, index=1  - Internal Server Error: Multiple errors on publishContributionAndProofs
+SYNC_COMMITTEE_ERROR_SYNC_COMMITTEE_AGGREGATOR_ALREADY_KNOWN
+PublishError.Duplicate
+    at publishContributionAndProofs (file.js:1:1)
+Dec-07 00:38:58.388[]                \u{1b}[31merror\u{1b}[39m: Error publishing SyncCommitteeContribution slot=12, index=1  - Internal Server Error: PublishError.Duplicate
+Dec-07 00:38:59.000[]                \u{1b}[31merror\u{1b}[39m: Error signing block slot=13 - Precondition Failed: duty already decided
+Dec-07 00:39:01.326[]                \u{1b}[31merror\u{1b}[39m: Error publishing SyncCommitteeContribution slot=13, index=2  - Internal Server Error: Multiple errors on publishContributionAndProofs
+SYNC_COMMITTEE_ERROR_SYNC_COMMITTEE_AGGREGATOR_ALREADY_KNOWN
+SYNC_COMMITTEE_ERROR_INVALID_SIGNATURE
+Dec-07 00:39:02.000[]                \u{1b}[31merror\u{1b}[39m: Error publishing attestations slot=14  - Internal Server Error: ATTESTATION_ERROR_INVALID_SIGNATURE
+Dec-07 00:39:03.000[]                \u{1b}[31merror\u{1b}[39m: Error on fetching duties - Service Unavailable
+";
+    let (refusals, duplicates, others) = errors_412_duplicates_others(log);
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].contains("slot=13 - Precondition Failed"));
+    assert_eq!(duplicates.len(), 3, "{duplicates:?}");
+    assert_eq!(others.len(), 3, "{others:?}");
+    assert!(others[0].contains("INVALID_SIGNATURE") && others[0].contains("slot=13, index=2"));
+    assert!(others[1].contains("slot=14"));
+    assert!(others[2].contains("fetching duties"));
 }

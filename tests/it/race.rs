@@ -621,9 +621,21 @@ async fn run(condition: Condition, combiners: usize, agreement: bool) -> Figures
     assert_eq!(f.bad_signatures, 0, "invalid signatures: {}", context());
     assert_eq!(f.double_signed, 0, "duties signed twice: {}", context());
     if agreement {
-        // Liveness with agreement on (no unsigned duty, losers 412) is not reached yet: the
-        // figures are printed above; only safety is asserted.
-        let _ = (condition, combiners, codes(&f.loser_codes));
+        // At least t nodes are up in every condition: every duty is signed, and every loser
+        // is told 412 (also with a node down), never 503.
+        assert_eq!(
+            f.unsigned,
+            0,
+            "unsigned duties with agreement on: {}",
+            context()
+        );
+        let not_412: Vec<_> = f.loser_codes.keys().filter(|&&c| c != 412).collect();
+        assert!(
+            not_412.is_empty(),
+            "losers answered {} with agreement on: {}",
+            codes(&f.loser_codes),
+            context()
+        );
     }
     drop_cluster(cluster);
     f

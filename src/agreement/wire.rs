@@ -41,7 +41,7 @@ pub const MAX_BATCH: usize = 256;
 pub const MAX_BATCH_IN: usize = 4096;
 /// Messages queued per peer.
 pub const MAX_QUEUE: usize = 65_536;
-/// Posts in flight per peer.
+/// Posts in flight per peer (one while the peer is unreachable).
 pub const MAX_IN_FLIGHT: usize = 32;
 /// Largest request body of the route.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -349,7 +349,14 @@ impl Outbound {
     async fn sender_loop(self: Arc<Self>, peer: Arc<PeerQueue>, client: reqwest::Client) {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         loop {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            // To an unreachable peer one post at a time (each would open a connection that
+            // cannot complete); up to MAX_IN_FLIGHT again once one got through.
+            let wanted = if peer.down.load(std::sync::atomic::Ordering::Relaxed) {
+                u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX)
+            } else {
+                1
+            };
+            let Ok(permit) = in_flight.clone().acquire_many_owned(wanted).await else {
                 return;
             };
             let items = loop {

@@ -115,6 +115,11 @@ impl Setup {
             "--sync-interval-secs".into(),
             interval_secs.to_string(),
             "--no-sync-watermark-from-genesis".into(),
+            // These tests sign at single nodes (some with fewer than t nodes running) to see
+            // what history sync does; agreement (tests/it/agreement.rs) would hold every
+            // block and attestation until t nodes agree.
+            "--agreement".into(),
+            "off".into(),
         ]);
         args.extend(extra.iter().cloned());
         let log = self.path(&format!(

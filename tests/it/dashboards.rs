@@ -484,6 +484,10 @@ impl Cluster {
             "--no-sync-watermark-from-genesis".into(),
             "--metrics-listen".into(),
             format!("127.0.0.1:{}", self.metrics_ports[i]),
+            // One combiner: run as a single-client cluster does (the refused double vote
+            // below is then the slashing rule's, reason double_vote, not agreement's).
+            "--agreement".into(),
+            "off".into(),
         ]);
         Proc::start(
             NODES[i],

@@ -813,9 +813,13 @@ fn is_duplicate_publication(entry: &str) -> bool {
     if !head.contains("Multiple errors on publish") {
         return false;
     }
+    // The continuation: the items, then (for an error with a stack) the message again
+    // ("Error:  - …: Multiple errors on publish…", the items) and the stack frames.
     let items: Vec<&str> = lines
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("at "))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("at ") && !l.contains("Multiple errors on publish")
+        })
         .collect();
     !items.is_empty() && items.iter().all(|l| duplicate(l))
 }
@@ -1196,7 +1200,11 @@ Dec-07 00:38:24.001[]                 info: Published attestations slot=1, count
 Dec-07 00:38:49.344[]                \u{1b}[31merror\u{1b}[39m: Error publishing SyncCommitteeContribution slot=9, index=1  - Internal Server Error: Multiple errors on publishContributionAndProofs
 SYNC_COMMITTEE_ERROR_SYNC_COMMITTEE_AGGREGATOR_ALREADY_KNOWN
 PublishError.Duplicate
+Error:  - Internal Server Error: Multiple errors on publishContributionAndProofs
+SYNC_COMMITTEE_ERROR_SYNC_COMMITTEE_AGGREGATOR_ALREADY_KNOWN
+PublishError.Duplicate
     at publishContributionAndProofs (file.js:1:1)
+    at async Promise.all (index 0)
 Dec-07 00:38:58.388[]                \u{1b}[31merror\u{1b}[39m: Error publishing SyncCommitteeContribution slot=12, index=1  - Internal Server Error: PublishError.Duplicate
 Dec-07 00:38:59.000[]                \u{1b}[31merror\u{1b}[39m: Error signing block slot=13 - Precondition Failed: duty already decided
 Dec-07 00:39:01.326[]                \u{1b}[31merror\u{1b}[39m: Error publishing SyncCommitteeContribution slot=13, index=2  - Internal Server Error: Multiple errors on publishContributionAndProofs

@@ -190,6 +190,11 @@ impl Setup {
             "--sync-contact-grace-ms".into(),
             GRACE.as_millis().to_string(),
             "--no-sync-watermark-from-genesis".into(),
+            // One client, probes signed at single nodes: what is tested is history sync and
+            // the readiness gate; agreement (tests/it/agreement.rs, wan.rs) is off as a
+            // single-client cluster runs it.
+            "--agreement".into(),
+            "off".into(),
         ]);
         let gid = if i == 3 { GID_D } else { GID_CLUSTER };
         self.spawn(

@@ -135,13 +135,18 @@ fn front_names(i: usize) -> (String, String) {
 impl Wan {
     /// Bed with client, combiner and four nodes; `validators` interop keys split 3-of-4; the
     /// combiner with `deadline` and `combiner_extra` options; waits until it sees every node.
+    /// One combiner (one validator client): the nodes run with `--agreement off`, as the
+    /// README advises for a single-client cluster (the scenarios measure the signing path;
+    /// the racing scenario runs two combiners with agreement on, the default).
     fn start(
         validators: u64,
         deadline: Duration,
         node_extra: &[&str],
         combiner_extra: &[&str],
     ) -> Self {
-        Self::start_fronts(1, validators, deadline, node_extra, combiner_extra)
+        let mut extra = vec!["--agreement", "off"];
+        extra.extend_from_slice(node_extra);
+        Self::start_fronts(1, validators, deadline, &extra, combiner_extra)
     }
 
     /// [`Wan::start`] with `fronts` combiners, each with its own client and TLS identity.

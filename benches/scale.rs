@@ -14,8 +14,11 @@
 //!    validators, source = target - 1, as a node records them): first without pruning up to
 //!    epoch 336 (the size per recorded attestation, extrapolated to a year of 82,125 epochs),
 //!    then on with the node's default pruning (keep 250 epochs, every 12 hours = every 112
-//!    epochs) to `DVSIGNER_BENCH_EPOCHS` (default 672): the steady-state size, and the time of
-//!    each prune;
+//!    epochs) to `DVSIGNER_BENCH_EPOCHS` (default 672): the steady-state size, the time of
+//!    each prune, and how long a sign request's check-and-record waits while a prune runs (a
+//!    probe validator records one attestation every 5 ms during each prune; the prunes
+//!    alternate between all validators in one transaction, as before chunking, and the node's
+//!    chunks of `PRUNE_CHUNK` validators per transaction);
 //! 5. interchange export of the pruned database and its import into an empty one.
 //!
 //! Run: `cargo bench --bench scale` (CI does not run benchmarks; a small size for a quick look:
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 use dvsigner::bls::{PublicKeyBytes, SigningRoot};
 use dvsigner::cli::bench::{burst, first_target, percentile, BURST_CONNECTIONS};
 use dvsigner::keys::interop::interop_secret_key;
-use dvsigner::slashing::{SlashableMessage, SlashingDb, Verdict};
+use dvsigner::slashing::{SlashableMessage, SlashingDb, Verdict, PRUNE_CHUNK};
 use rayon::prelude::*;
 use support::{mib, Node, NodeOptions};
 
@@ -156,6 +159,39 @@ fn db_size(path: &Path) -> (u64, u64) {
     (files, used)
 }
 
+/// Records an attestation of `key` every 5 ms (targets from `first_target` up) until `stop`;
+/// returns each check-and-record's wait, sorted.
+async fn probe_during(
+    db: SlashingDb,
+    key: PublicKeyBytes,
+    first_target: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let mut waits = Vec::new();
+    let mut target = first_target;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        target += 1;
+        let t = Instant::now();
+        let verdict = db
+            .check_and_record(
+                key,
+                GVR,
+                SlashableMessage::Attestation {
+                    source_epoch: target - 1,
+                    target_epoch: target,
+                },
+                SigningRoot([7; 32]),
+            )
+            .await
+            .expect("probe");
+        waits.push(t.elapsed());
+        assert_eq!(verdict, Verdict::Allowed);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    waits.sort();
+    waits
+}
+
 async fn record_epoch(db: &SlashingDb, pubkeys: &[PublicKeyBytes], epoch: u64) {
     let requests: Vec<_> = pubkeys
         .iter()
@@ -192,6 +228,11 @@ async fn slashing_figures(n: usize, epochs: u64) {
         .map(|i| interop_secret_key(i).public_key().bytes())
         .collect();
     db.register_validators(&pubkeys).await.expect("register");
+    // A validator outside the recorded set, signing while the prunes run.
+    let probe_key = interop_secret_key(n as u64).public_key().bytes();
+    db.register_validators(&[probe_key])
+        .await
+        .expect("register");
     println!(
         "== slashing database (SQLite), {n} validators, one attestation per validator and epoch"
     );
@@ -225,16 +266,44 @@ async fn slashing_figures(n: usize, epochs: u64) {
         }
         if epoch % PRUNE_EVERY == 0 {
             before_last = db_size(&path);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let probe = tokio::spawn(probe_during(
+                db.clone(),
+                probe_key,
+                epoch * 1_000,
+                stop.clone(),
+            ));
+            // Every other prune in one transaction (as before chunking), for comparison.
+            let chunk = if prunes.len() % 2 == 0 {
+                usize::MAX
+            } else {
+                PRUNE_CHUNK
+            };
             let t = Instant::now();
-            let deleted = db.prune(KEEP_EPOCHS, 32).await.expect("prune");
-            prunes.push((epoch, deleted, t.elapsed()));
+            let deleted = db
+                .prune_in_chunks(KEEP_EPOCHS, 32, chunk)
+                .await
+                .expect("prune");
+            let took = t.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let waits = probe.await.expect("probe");
+            prunes.push((epoch, chunk, deleted, took, waits));
         }
     }
     let (files, used) = db_size(&path);
-    for (epoch, deleted, took) in &prunes {
+    for (epoch, chunk, deleted, took, waits) in &prunes {
+        let how = if *chunk == usize::MAX {
+            "all validators in one transaction".to_owned()
+        } else {
+            format!("{chunk} validators per transaction")
+        };
         println!(
-            "prune at epoch {epoch} (keep {KEEP_EPOCHS}): {deleted} attestations deleted in {:.2} s",
-            took.as_secs_f64()
+            "prune at epoch {epoch} (keep {KEEP_EPOCHS}, {how}): {deleted} attestations deleted in {:.2} s; a check-and-record meanwhile ({} probes): p50 {:.1} ms, p99 {:.1} ms, longest {:.1} ms",
+            took.as_secs_f64(),
+            waits.len(),
+            percentile(waits, 0.5).as_secs_f64() * 1e3,
+            percentile(waits, 0.99).as_secs_f64() * 1e3,
+            waits.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         );
     }
     println!(

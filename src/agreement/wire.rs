@@ -378,7 +378,6 @@ impl Outbound {
                 .post(&peer.url)
                 .timeout(self.life.max(Duration::from_millis(500)))
                 .json(&batch);
-            let name = peer.name.clone();
             let count = items.len();
             let peer = peer.clone();
             tokio::spawn(async move {
@@ -393,14 +392,14 @@ impl Outbound {
                         if count > 0 {
                             crate::metrics::global().record_agreement_dropped("refused_by_peer");
                         }
-                        tracing::debug!(peer = %name, status = r.status().as_u16(), messages = count, "agreement batch refused");
+                        tracing::debug!(peer = %peer.name, status = r.status().as_u16(), messages = count, "agreement batch refused");
                     }
                     Err(e) => {
                         peer.set_down(true);
                         if count > 0 {
                             crate::metrics::global().record_agreement_dropped("send_failed");
                         }
-                        tracing::debug!(peer = %name, error = %e, messages = count, "agreement batch not delivered");
+                        tracing::debug!(peer = %peer.name, error = %e, messages = count, "agreement batch not delivered");
                     }
                 }
                 drop(permit);

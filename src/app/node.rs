@@ -401,6 +401,14 @@ fn host_allowlist(
 /// Unreadable cluster definition or TLS files, unknown operator, impossible minimum, or
 /// slashing protection turned off (sync needs the database); `--agreement on` without a peer
 /// client identity.
+/// Connect timeout (TCP and TLS handshake) of requests to peers: 5 s, or the contact grace
+/// when that is longer. A handshake takes two round trips: an operator who raised
+/// `--sync-contact-grace-ms` for peers with long round trips gets connections that complete
+/// (and are then kept alive and reused) instead of a new attempt, abandoned, at every pull.
+pub fn peer_connect_timeout(contact_grace: Duration) -> Duration {
+    contact_grace.max(Duration::from_secs(5))
+}
+
 fn start_cluster_sync(
     config: &NodeConfig,
     state: &Arc<NodeState>,
@@ -441,7 +449,7 @@ fn start_cluster_sync(
     .context("peer TLS configuration")?;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(client_tls)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(peer_connect_timeout(cluster.contact_grace))
         .build()
         .context("peer HTTP client")?;
     let allowed = match &cluster.peer_allowed_clients {

@@ -60,6 +60,16 @@ pub use super::link::NOTICE_DEBOUNCE;
 /// Timeout of one notice or heartbeat delivery.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Timeout of one notice or heartbeat: [`NOTICE_TIMEOUT`], or a second less than the contact
+/// grace when that is longer. A peer whose round trip is longer than the fixed timeout (its
+/// operator raised the grace for it) still gets its notices, on one kept-alive connection,
+/// instead of each attempt abandoning a new connection that never completes.
+fn notice_timeout(contact_grace: Duration) -> Duration {
+    contact_grace
+        .saturating_sub(Duration::from_secs(1))
+        .max(NOTICE_TIMEOUT)
+}
+
 /// How often the contact gate is re-evaluated.
 const CONTACT_CHECK: Duration = Duration::from_millis(250);
 
@@ -853,7 +863,7 @@ impl ClusterSync {
             let answer = self
                 .client
                 .post(&url)
-                .timeout(NOTICE_TIMEOUT)
+                .timeout(notice_timeout(self.options.contact_grace))
                 .json(&notice)
                 .send()
                 .await;
@@ -1132,6 +1142,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_wait_longer_only_for_a_raised_contact_grace() {
+        // The default grace (3 s) keeps the 2 s notice timeout.
+        assert_eq!(notice_timeout(Duration::from_secs(3)), NOTICE_TIMEOUT);
+        assert_eq!(notice_timeout(Duration::ZERO), NOTICE_TIMEOUT);
+        // A grace raised for 3 s round trips leaves room for a handshake and a request.
+        assert_eq!(
+            notice_timeout(Duration::from_secs(20)),
+            Duration::from_secs(19)
+        );
+    }
 
     #[test]
     fn errors_are_send_sync() {

@@ -69,14 +69,23 @@ impl Link {
 
 /// Counts of TCP connection set-ups towards a watched port of a member (nftables counters in
 /// its namespace).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpStats {
     /// SYN packets received (retransmissions included).
     pub syns: u64,
     /// Connection attempts: distinct (source address, source port) pairs that sent a SYN.
     pub attempts: u64,
+    /// The same attempts by source address.
+    pub attempts_from: std::collections::BTreeMap<Ipv4Addr, u64>,
     /// Completed handshakes: distinct pairs that sent the ACK after the SYN-ACK.
     pub established: u64,
+}
+
+impl TcpStats {
+    /// Connection attempts from `ip`.
+    pub fn attempts_from(&self, ip: Ipv4Addr) -> u64 {
+        self.attempts_from.get(&ip).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -312,6 +321,17 @@ impl WanBed {
                 let n = s["elem"].as_array().map(|a| a.len() as u64).unwrap_or(0);
                 if s["name"] == "attempts" {
                     stats.attempts = n;
+                    // Elements are `{"concat": ["10.1.2.3", 4567]}` (or wrapped in `elem`
+                    // with a timeout).
+                    for e in s["elem"].as_array().into_iter().flatten() {
+                        let pair = e.get("elem").and_then(|x| x.get("val")).unwrap_or(e);
+                        if let Some(ip) = pair["concat"][0]
+                            .as_str()
+                            .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                        {
+                            *stats.attempts_from.entry(ip).or_default() += 1;
+                        }
+                    }
                 } else if s["name"] == "established" {
                     stats.established = n;
                 }

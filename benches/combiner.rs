@@ -103,6 +103,8 @@ fn s(p: &Path) -> String {
 
 struct Cluster {
     combiner_url: String,
+    /// The combiner's plain-HTTP metrics address (`--metrics-listen`).
+    metrics_url: String,
     combiner: Proc,
     nodes: Vec<Proc>,
     client: reqwest::Client,
@@ -195,10 +197,13 @@ async fn start_cluster(validators: u64) -> anyhow::Result<Cluster> {
         ));
     }
     let cport = free_port();
+    let mport = free_port();
     let id = pki.identity("combiner").expect("combiner identity");
     let client_id = pki.identity("combiner-client").expect("client identity");
     let combiner = Proc::start(
         &[
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{mport}"),
             "combiner".into(),
             "--listen".into(),
             format!("127.0.0.1:{cport}"),
@@ -259,6 +264,7 @@ async fn start_cluster(validators: u64) -> anyhow::Result<Cluster> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(Cluster {
         combiner_url,
+        metrics_url: format!("http://127.0.0.1:{mport}/metrics"),
         combiner,
         nodes,
         client,
@@ -312,6 +318,63 @@ async fn sign(client: &reqwest::Client, url: &str, body: String) -> (u16, Option
 struct Cpu {
     combiner: Duration,
     nodes: Duration,
+}
+
+/// The combiner's node requests so far, from its metrics: partials (ok + late + wrong),
+/// other answers (refusals and failures), and requests not sent (spares or waiting requests
+/// dropped once their sign request was answered, or shed).
+#[derive(Debug, Default, Clone, Copy)]
+struct NodeRequests {
+    partials: f64,
+    others: f64,
+    not_sent: f64,
+}
+
+impl std::ops::Sub for NodeRequests {
+    type Output = Self;
+    fn sub(self, o: Self) -> Self {
+        Self {
+            partials: self.partials - o.partials,
+            others: self.others - o.others,
+            not_sent: self.not_sent - o.not_sent,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node requests: {:.0} partials, {:.0} other answers, {:.0} not sent",
+            self.partials, self.others, self.not_sent
+        )
+    }
+}
+
+async fn node_requests(c: &Cluster) -> NodeRequests {
+    let text = match c.client.get(&c.metrics_url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut n = NodeRequests::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.starts_with("dvsigner_combiner_partials") {
+            if ["ok", "late", "wrong"]
+                .iter()
+                .any(|r| line.contains(&format!("result=\"{r}\"")))
+            {
+                n.partials += v;
+            } else {
+                n.others += v;
+            }
+        } else if line.starts_with("dvsigner_combiner_node_not_sent") {
+            n.not_sent += v;
+        }
+    }
+    n
 }
 
 fn cluster_cpu(c: &Cluster) -> Cpu {
@@ -402,11 +465,15 @@ async fn bursts(c: &Cluster, rounds: usize, target: &Arc<AtomicU64>) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let t = target.fetch_add(1, Ordering::Relaxed);
         let before = cluster_cpu(c);
+        let requests_before = node_requests(c).await;
         let (d, st, retry) = burst(c, t).await;
         let after = cluster_cpu(c);
+        // Late partials arrive after the last answer: let them in before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let requests = node_requests(c).await - requests_before;
         let ok = st.get(&200).copied().unwrap_or(0);
         println!(
-            "burst {} ({} validators): last answer after {:.3} s; statuses {st:?} (503 with Retry-After: {retry}); CPU combiner {:.2} s, nodes {:.2} s",
+            "burst {} ({} validators): last answer after {:.3} s; statuses {st:?} (503 with Retry-After: {retry}); CPU combiner {:.2} s, nodes {:.2} s; {requests}",
             r + 1,
             c.keys.len(),
             d.as_secs_f64(),
@@ -529,11 +596,13 @@ async fn main() -> anyhow::Result<()> {
     println!("== 3-of-4 cluster of processes (4 signers with SQLite + combiner, mutual TLS), 1,000 validators");
     // Warm-up, then the measured level.
     let _ = closed_loop(&cluster, &target, 64, 2.0).await;
+    let requests_before = node_requests(&cluster).await;
     let (ok, failed, elapsed, before, after) = closed_loop(&cluster, &target, 64, seconds).await;
+    let requests = node_requests(&cluster).await - requests_before;
     let comb = (after.combiner - before.combiner) / ok.max(1) as u32;
     let nodes = (after.nodes - before.nodes) / ok.max(1) as u32;
     println!(
-        "64 in flight: {:.0} threshold signatures/s, ok {ok}, failed {failed}",
+        "64 in flight: {:.0} threshold signatures/s, ok {ok}, failed {failed}; {requests}",
         ok as f64 / elapsed.as_secs_f64()
     );
     println!(

@@ -9,6 +9,21 @@
 //!   time ([`NodeGate::service_time`]); it is dropped and the sign request is told it was
 //!   shed (503 with `Retry-After`).
 //!
+//! Spares. A sign request needs `t` partials; of the nodes it is sent to, the `t` expected to
+//! answer first (shortest queue and answer time) get it as *needed* requests, the others as
+//! *spares*. A spare goes out at once only to a node that is not loaded (nothing waiting for
+//! it, fewer than [`GateLimits::spare_below`] requests on the wire); otherwise it waits behind
+//! every needed request and is dropped once its sign request is answered (or goes out when
+//! the node's load falls first). It becomes
+//! needed (takes its place among the needed requests, in arrival order) as soon as its sign
+//! request wants it: a needed node failed, refused or gave a wrong partial, or a third of the
+//! deadline passed without the needed nodes' queues being the cause
+//! ([`Combiner`](super::Combiner) sets the flag). So at ordinary load every node still gets
+//! every request (fastest answer, every node seen to work and taking part in duty agreement,
+//! a slow node's late partials counted), while under a burst each sign request costs about
+//! `t` node signatures instead of `n`: a burst of 1,000 through a 3-of-4 cluster needs about
+//! 3,000 signatures, not 4,000, which counts when the nodes share cores.
+//!
 //! And a node that answers after the combiner has answered (a slow or far node) gets at most
 //! `max_unneeded` such requests at once: while that many of its in-flight requests belong to
 //! sign requests already answered, new requests to it wait (and are dropped once their own
@@ -34,6 +49,14 @@ pub struct GateLimits {
     pub max_in_flight: usize,
     /// Most of those whose sign request was already answered.
     pub max_unneeded: usize,
+}
+
+impl GateLimits {
+    /// Spares go out at once only while fewer requests than this are on the wire to the node:
+    /// an eighth of the in-flight limit (16 by default), at least 1.
+    pub fn spare_below(&self) -> usize {
+        (self.max_in_flight / 8).max(1)
+    }
 }
 
 impl Default for GateLimits {
@@ -62,14 +85,26 @@ pub enum NotSent {
 struct Waiter {
     id: u64,
     answered: Answered,
+    /// For a spare: set once its sign request wants it (then it waits as a needed request).
+    wanted: Option<Answered>,
     until: Instant,
     tx: tokio::sync::oneshot::Sender<()>,
 }
 
+impl Waiter {
+    fn is_wanted(&self) -> bool {
+        self.wanted.as_ref().is_none_or(Answered::is_set)
+    }
+}
+
 #[derive(Default)]
 struct State {
-    in_flight: Vec<(u64, Answered)>,
+    /// Requests on the wire: id, its sign request's answered flag, and when it went out.
+    in_flight: Vec<(u64, Answered, Instant)>,
+    /// Needed requests (and spares that became needed), in arrival order.
     waiters: VecDeque<Waiter>,
+    /// Spares not wanted yet, in arrival order.
+    spares: VecDeque<Waiter>,
     next_id: u64,
 }
 
@@ -154,25 +189,30 @@ impl NodeGate {
         self.service_us.store(new.max(1), Ordering::Relaxed);
     }
 
-    /// Requests on the wire and requests waiting.
+    /// Requests on the wire and requests waiting (spares included).
     pub fn load(&self) -> (usize, usize) {
         let s = self.lock();
-        (s.in_flight.len(), s.waiters.len())
+        (s.in_flight.len(), s.waiters.len() + s.spares.len())
     }
 
     /// Time until a request queued now would be answered, from the queue and the node's
-    /// recent answer time: one answer time when it can be sent at once, else
+    /// recent answer time (or the age of its oldest request on the wire, when longer): one
+    /// answer time when it can be sent at once, else
     /// `((waiting + 1) / max_in_flight + 1) x answer time`. `None` before the node's first
     /// answer.
     pub fn expected_answer(&self) -> Option<Duration> {
         let service = self.service_time()?;
-        let (free, waiting) = {
+        let (free, waiting, oldest) = {
             let s = self.lock();
             (
                 s.waiters.is_empty() && s.in_flight.len() < self.limits.max_in_flight,
                 s.waiters.len(),
+                s.in_flight.iter().map(|(_, _, since)| *since).min(),
             )
         };
+        // A request on the wire for longer than the node's usual answer time (a node cut off
+        // or stalled answers nothing, so its average alone would not move) counts instead.
+        let service = service.max(oldest.map_or(Duration::ZERO, |t| t.elapsed()));
         let rounds = if free {
             1.0
         } else {
@@ -181,25 +221,47 @@ impl NodeGate {
         Some(service.mul_f64(rounds))
     }
 
+    /// Whether requests queue because the node has as many on the wire as its in-flight limit
+    /// allows (load), rather than because it is slow (its answered-but-running requests at
+    /// their limit) or not at all.
+    pub fn saturated(&self) -> bool {
+        let s = self.lock();
+        !s.waiters.is_empty() && s.in_flight.len() >= self.limits.max_in_flight
+    }
+
     fn can_send(&self, s: &State) -> bool {
         s.in_flight.len() < self.limits.max_in_flight
-            && s.in_flight.iter().filter(|(_, a)| a.is_set()).count() < self.limits.max_unneeded
+            && s.in_flight.iter().filter(|(_, a, _)| a.is_set()).count() < self.limits.max_unneeded
+    }
+
+    /// Whether a spare may go out now: the node is not loaded (nothing waits for it, fewer than
+    /// [`GateLimits::spare_below`] requests on the wire).
+    fn can_send_spare(&self, s: &State) -> bool {
+        s.waiters.is_empty() && s.in_flight.len() < self.limits.spare_below() && self.can_send(s)
     }
 
     /// Waits (in arrival order) until the request may be sent, or says why it is not sent.
-    /// `until` is the sign request's deadline.
+    /// `until` is the sign request's deadline. `spare`: the request is a spare, needed once
+    /// that flag is set (see the module documentation); `None`: needed now.
     pub async fn acquire(
         self: &Arc<Self>,
         answered: &Answered,
         until: Instant,
+        spare: Option<&Answered>,
     ) -> Result<Permit, NotSent> {
         let started = Instant::now();
-        let (id, rx) = {
+        let (id, mut rx) = {
             let mut s = self.lock();
             let id = s.next_id;
             s.next_id += 1;
-            if s.waiters.is_empty() && self.can_send(&s) {
-                s.in_flight.push((id, answered.clone()));
+            let needed = spare.is_none_or(Answered::is_set);
+            let go = if needed {
+                s.waiters.is_empty() && self.can_send(&s)
+            } else {
+                s.spares.is_empty() && self.can_send_spare(&s)
+            };
+            if go {
+                s.in_flight.push((id, answered.clone(), Instant::now()));
                 return Ok(Permit {
                     gate: Arc::clone(self),
                     id,
@@ -211,18 +273,33 @@ impl NodeGate {
                 return Err(NotSent::Answered);
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            s.waiters.push_back(Waiter {
+            let w = Waiter {
                 id,
                 answered: answered.clone(),
+                wanted: spare.cloned(),
                 until,
                 tx,
-            });
+            };
+            if needed {
+                s.waiters.push_back(w);
+            } else {
+                s.spares.push_back(w);
+            }
             (id, rx)
         };
-        let granted = tokio::select! {
-            r = rx => r.is_ok(),
-            () = answered.wait() => false,
-            () = tokio::time::sleep_until(until.into()) => false,
+        let mut promoted = spare.is_none_or(Answered::is_set);
+        let granted = loop {
+            tokio::select! {
+                r = &mut rx => break r.is_ok(),
+                () = answered.wait() => break false,
+                () = tokio::time::sleep_until(until.into()) => break false,
+                () = async { if let Some(w) = spare { w.wait().await } }, if !promoted => {
+                    // Wanted now: join the needed requests (and go out if there is room).
+                    promoted = true;
+                    let mut s = self.lock();
+                    self.dispatch(&mut s);
+                }
+            }
         };
         if granted {
             return Ok(Permit {
@@ -234,9 +311,12 @@ impl NodeGate {
         let queued = {
             let mut s = self.lock();
             let pos = s.waiters.iter().position(|w| w.id == id);
+            let spare_pos = s.spares.iter().position(|w| w.id == id);
             if let Some(pos) = pos {
                 s.waiters.remove(pos);
-            } else if s.in_flight.iter().any(|(i, _)| *i == id) {
+            } else if let Some(pos) = spare_pos {
+                s.spares.remove(pos);
+            } else if s.in_flight.iter().any(|(i, _, _)| *i == id) {
                 drop(s);
                 drop(Permit {
                     gate: Arc::clone(self),
@@ -244,7 +324,7 @@ impl NodeGate {
                 });
                 s = self.lock();
             }
-            s.waiters.len()
+            s.waiters.len() + s.spares.len()
         };
         if answered.is_set() {
             self.dropped_answered.fetch_add(1, Ordering::Relaxed);
@@ -260,33 +340,77 @@ impl NodeGate {
 
     fn release(&self, id: u64) {
         let mut s = self.lock();
-        if let Some(pos) = s.in_flight.iter().position(|(i, _)| *i == id) {
+        if let Some(pos) = s.in_flight.iter().position(|(i, _, _)| *i == id) {
             s.in_flight.swap_remove(pos);
         }
         self.dispatch(&mut s);
     }
 
-    /// Hands places to waiters in order; drops those no longer worth sending (their task
-    /// sees its channel closed and reports why).
+    /// Hands places to waiters in order, spares last; drops those no longer worth sending
+    /// (their task sees its channel closed and reports why).
     fn dispatch(&self, s: &mut State) {
         let now = Instant::now();
         let service = self.service_time().unwrap_or(Duration::ZERO);
-        while let Some(front) = s.waiters.front() {
+        // Spares that became needed join the needed requests in arrival order.
+        if s.spares.iter().any(Waiter::is_wanted) {
+            let spares = std::mem::take(&mut s.spares);
+            for w in spares {
+                if w.is_wanted() {
+                    let at = s.waiters.partition_point(|x| x.id < w.id);
+                    s.waiters.insert(at, w);
+                } else {
+                    s.spares.push_back(w);
+                }
+            }
+        }
+        self.dispatch_queue(s, false, now, service);
+        if s.waiters.is_empty() {
+            self.dispatch_queue(s, true, now, service);
+        }
+    }
+
+    /// [`NodeGate::dispatch`] for one queue: the needed requests, or the spares.
+    fn dispatch_queue(&self, s: &mut State, spares: bool, now: Instant, service: Duration) {
+        loop {
+            let front = if spares {
+                s.spares.front()
+            } else {
+                s.waiters.front()
+            };
+            let Some(front) = front else {
+                break;
+            };
             let hopeless = front.until.saturating_duration_since(now) < service;
-            if front.answered.is_set() || front.tx.is_closed() || hopeless {
-                if let Some(w) = s.waiters.pop_front() {
+            let worthless = front.answered.is_set() || front.tx.is_closed() || hopeless;
+            let queue = if spares {
+                &mut s.spares
+            } else {
+                &mut s.waiters
+            };
+            if worthless {
+                if let Some(w) = queue.pop_front() {
                     // Its task wakes on the closed channel and counts the drop itself.
                     drop(w.tx);
                 }
                 continue;
             }
-            if !self.can_send(s) {
+            let room = if spares {
+                self.can_send_spare(s)
+            } else {
+                self.can_send(s)
+            };
+            if !room {
                 break;
             }
-            let Some(w) = s.waiters.pop_front() else {
+            let queue = if spares {
+                &mut s.spares
+            } else {
+                &mut s.waiters
+            };
+            let Some(w) = queue.pop_front() else {
                 break;
             };
-            s.in_flight.push((w.id, w.answered.clone()));
+            s.in_flight.push((w.id, w.answered.clone(), now));
             if w.tx.send(()).is_err() {
                 s.in_flight.pop();
             }
@@ -313,16 +437,17 @@ mod tests {
     async fn waiters_are_served_in_order_within_the_limit() {
         let g = gate(2, 2);
         let a = Answered::default();
-        let p1 = g.acquire(&a, far()).await.expect("first");
-        let p2 = g.acquire(&a, far()).await.expect("second");
+        let p1 = g.acquire(&a, far(), None).await.expect("first");
+        let p2 = g.acquire(&a, far(), None).await.expect("second");
         assert_eq!(g.load(), (2, 0));
         let (g3, a3) = (g.clone(), a.clone());
-        let third = tokio::spawn(async move { g3.acquire(&a3, far()).await.map(|p| (3, p)) });
+        let third = tokio::spawn(async move { g3.acquire(&a3, far(), None).await.map(|p| (3, p)) });
         while g.load().1 < 1 {
             tokio::task::yield_now().await;
         }
         let (g4, a4) = (g.clone(), a.clone());
-        let fourth = tokio::spawn(async move { g4.acquire(&a4, far()).await.map(|p| (4, p)) });
+        let fourth =
+            tokio::spawn(async move { g4.acquire(&a4, far(), None).await.map(|p| (4, p)) });
         while g.load().1 < 2 {
             tokio::task::yield_now().await;
         }
@@ -341,11 +466,11 @@ mod tests {
     async fn a_waiter_whose_request_was_answered_is_not_sent() {
         let g = gate(1, 1);
         let busy = Answered::default();
-        let _p = g.acquire(&busy, far()).await.expect("first");
+        let _p = g.acquire(&busy, far(), None).await.expect("first");
         let other = Answered::default();
         let guard = other.guard();
         let (g2, o2) = (g.clone(), other.clone());
-        let waiting = tokio::spawn(async move { g2.acquire(&o2, far()).await.map(|_| ()) });
+        let waiting = tokio::spawn(async move { g2.acquire(&o2, far(), None).await.map(|_| ()) });
         while g.load().1 < 1 {
             tokio::task::yield_now().await;
         }
@@ -364,13 +489,13 @@ mod tests {
         let mut permits = Vec::new();
         for _ in 0..2 {
             let a = Answered::default();
-            permits.push(g.acquire(&a, far()).await.expect("sent"));
+            permits.push(g.acquire(&a, far(), None).await.expect("sent"));
             drop(a.guard());
         }
         let third = Answered::default();
         let guard = third.guard();
         let (g2, t2) = (g.clone(), third.clone());
-        let waiting = tokio::spawn(async move { g2.acquire(&t2, far()).await.map(|_| ()) });
+        let waiting = tokio::spawn(async move { g2.acquire(&t2, far(), None).await.map(|_| ()) });
         while g.load().1 < 1 {
             tokio::task::yield_now().await;
         }
@@ -380,7 +505,7 @@ mod tests {
         // Once one of the slow requests ends, a new request goes out at once.
         drop(permits.pop());
         let fresh = Answered::default();
-        let _p = g.acquire(&fresh, far()).await.expect("sent");
+        let _p = g.acquire(&fresh, far(), None).await.expect("sent");
         assert_eq!(g.load(), (2, 0));
     }
 
@@ -389,17 +514,17 @@ mod tests {
         let g = gate(1, 1);
         g.record_service_time(Duration::from_secs(10));
         let a = Answered::default();
-        let p = g.acquire(&a, far()).await.expect("first");
+        let p = g.acquire(&a, far(), None).await.expect("first");
         let (g2, a2) = (g.clone(), a.clone());
         // Its deadline is 60 s away but the node needs 10 s per answer: fine, it waits...
-        let ok = tokio::spawn(async move { g2.acquire(&a2, far()).await.map(|_| ()) });
+        let ok = tokio::spawn(async move { g2.acquire(&a2, far(), None).await.map(|_| ()) });
         while g.load().1 < 1 {
             tokio::task::yield_now().await;
         }
         // ...while one whose deadline is 1 s away can no longer make it once a place frees.
         let (g3, a3) = (g.clone(), a.clone());
         let soon = Instant::now() + Duration::from_secs(1);
-        let late = tokio::spawn(async move { g3.acquire(&a3, soon).await.map(|_| ()) });
+        let late = tokio::spawn(async move { g3.acquire(&a3, soon, None).await.map(|_| ()) });
         while g.load().1 < 2 {
             tokio::task::yield_now().await;
         }
@@ -408,5 +533,176 @@ mod tests {
         let r = late.await.expect("task");
         assert!(matches!(r, Err(NotSent::Overloaded { .. })), "{r:?}");
         assert_eq!(g.dropped_overloaded.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn spares_go_out_at_once_only_to_a_node_that_is_not_loaded() {
+        // In-flight limit 16: spares go out while fewer than 2 requests are on the wire.
+        let g = gate(16, 16);
+        assert_eq!(g.limits().spare_below(), 2);
+        let a = Answered::default();
+        let s1 = g
+            .acquire(&a, far(), Some(&Answered::default()))
+            .await
+            .expect("idle: the spare goes out");
+        let n1 = g.acquire(&a, far(), None).await.expect("needed");
+        assert_eq!(g.load(), (2, 0));
+        // Two on the wire: a further spare waits, and is dropped unsent once its sign request
+        // is answered.
+        let other = Answered::default();
+        let guard = other.guard();
+        let (g2, o2) = (g.clone(), other.clone());
+        let waiting = tokio::spawn(async move {
+            g2.acquire(&o2, far(), Some(&Answered::default()))
+                .await
+                .map(|_| ())
+        });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Needed requests never wait for spares.
+        let n2 = g.acquire(&a, far(), None).await.expect("needed");
+        assert_eq!(g.load(), (3, 1));
+        drop(guard);
+        assert_eq!(waiting.await.expect("task"), Err(NotSent::Answered));
+        assert_eq!(g.load(), (3, 0));
+        // Once the load falls below the mark, a waiting spare goes out.
+        let (g2, o2) = (g.clone(), Answered::default());
+        let waiting = tokio::spawn(async move {
+            g2.acquire(&o2, far(), Some(&Answered::default()))
+                .await
+                .map(|_| ())
+        });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(s1);
+        assert_eq!(g.load(), (2, 1), "two still on the wire");
+        drop(n1);
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+        drop(n2);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_request_counts_in_the_expected_answer() {
+        let g = gate(128, 128);
+        g.record_service_time(Duration::from_millis(5));
+        let _p = g
+            .acquire(&Answered::default(), far(), None)
+            .await
+            .expect("sent");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let expected = g.expected_answer().expect("answered before");
+        assert!(expected >= Duration::from_millis(60), "{expected:?}");
+    }
+
+    #[tokio::test]
+    async fn saturation_is_load_not_slowness() {
+        // One place: full and a request waiting = saturated.
+        let g = gate(1, 1);
+        let p = g
+            .acquire(&Answered::default(), far(), None)
+            .await
+            .expect("sent");
+        assert!(!g.saturated(), "nothing waits");
+        let g2 = g.clone();
+        let waiting = tokio::spawn(async move {
+            g2.acquire(&Answered::default(), far(), None)
+                .await
+                .map(|_| ())
+        });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert!(g.saturated());
+        drop(p);
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+        // Waiting behind a slow node's answered requests (max_unneeded) is not saturation.
+        let g = gate(100, 1);
+        let slow = Answered::default();
+        let _p = g.acquire(&slow, far(), None).await.expect("sent");
+        drop(slow.guard());
+        let (g2, fresh) = (g.clone(), Answered::default());
+        let f2 = fresh.clone();
+        let waiting = tokio::spawn(async move { g2.acquire(&f2, far(), None).await.map(|_| ()) });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!g.saturated());
+        drop(fresh.guard());
+        assert_eq!(waiting.await.expect("task"), Err(NotSent::Answered));
+    }
+
+    #[tokio::test]
+    async fn spares_wait_behind_needed_requests_until_wanted() {
+        let g = gate(1, 1);
+        let busy = Answered::default();
+        let p = g.acquire(&busy, far(), None).await.expect("first");
+        // A spare arrives first, then a needed request: the needed one gets the place.
+        let wanted = Answered::default();
+        let (g1, w1) = (g.clone(), wanted.clone());
+        let spare = tokio::spawn(async move {
+            g1.acquire(&Answered::default(), far(), Some(&w1))
+                .await
+                .map(|p| ("spare", p))
+        });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        let g2 = g.clone();
+        let needed = tokio::spawn(async move {
+            g2.acquire(&Answered::default(), far(), None)
+                .await
+                .map(|p| ("needed", p))
+        });
+        while g.load().1 < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(p);
+        let (who, p) = needed.await.expect("task").expect("granted");
+        assert_eq!(who, "needed");
+        assert_eq!(g.load(), (1, 1), "the spare still waits");
+        // Wanted now (a needed node failed): it is next, ahead of later needed requests.
+        wanted.set();
+        let g3 = g.clone();
+        let later = tokio::spawn(async move {
+            g3.acquire(&Answered::default(), far(), None)
+                .await
+                .map(|p| ("later", p))
+        });
+        while g.load().1 < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(p);
+        let (who, p) = spare.await.expect("task").expect("granted");
+        assert_eq!(who, "spare");
+        drop(p);
+        let (who, _p) = later.await.expect("task").expect("granted");
+        assert_eq!(who, "later");
+    }
+
+    #[tokio::test]
+    async fn a_spare_wanted_while_the_node_has_room_goes_out_at_once() {
+        // Room for needed requests but not for spares (in-flight limit 8: spares only to an
+        // idle node; one request on the wire).
+        let g = gate(8, 8);
+        let _p1 = g
+            .acquire(&Answered::default(), far(), None)
+            .await
+            .expect("1");
+        let wanted = Answered::default();
+        let (g1, w1) = (g.clone(), wanted.clone());
+        let spare = tokio::spawn(async move {
+            g1.acquire(&Answered::default(), far(), Some(&w1))
+                .await
+                .map(|_| ())
+        });
+        while g.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(g.load(), (1, 1), "not sent while not wanted");
+        wanted.set();
+        assert_eq!(spare.await.expect("task"), Ok(()));
     }
 }

@@ -34,7 +34,7 @@
 //! a periodic summary) instead of one line per failed request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 
 use crate::bls::{PublicKey, PublicKeyBytes, Signature, SigningRoot};
 use crate::http::info::{Info, NetworkInfo, INFO_PATH};
@@ -168,6 +169,8 @@ pub struct Combiner {
     /// Connections opened to each node at start ([`Combiner::spawn_warmup`]), at most its
     /// in-flight limit.
     pub warm_connections: usize,
+    /// Round-robin turn among nodes equally placed to be a sign request's spares.
+    spare_turn: AtomicUsize,
     pool: BlockingPool,
 }
 
@@ -209,6 +212,7 @@ impl Combiner {
             verifier,
             shed: AtomicU64::new(0),
             warm_connections: WARM_CONNECTIONS,
+            spare_turn: AtomicUsize::new(0),
             pool,
         })
     }
@@ -407,6 +411,7 @@ fn spawn_ask(
     body: Bytes,
     request_id: &Arc<str>,
     answered: &pool::Answered,
+    spare: Option<&pool::Answered>,
 ) -> impl std::future::Future<Output = (usize, ShareIndex, NodeAnswer)> {
     let (node, index) = (share.node, share.index);
     let task = tokio::spawn(ask_node(
@@ -415,8 +420,11 @@ fn spawn_ask(
         index,
         share.pubkey.bytes(),
         body,
-        Arc::clone(request_id),
-        answered.clone(),
+        Ask {
+            request_id: Arc::clone(request_id),
+            answered: answered.clone(),
+            spare: spare.cloned(),
+        },
     ));
     async move {
         task.await.unwrap_or_else(|e| {
@@ -429,18 +437,33 @@ fn spawn_ask(
     }
 }
 
+/// What a node request belongs to: its sign request's id and answered flag, and for a spare
+/// the flag that makes it needed ([`gate`]).
+struct Ask {
+    request_id: Arc<str>,
+    answered: pool::Answered,
+    spare: Option<pool::Answered>,
+}
+
 async fn ask_node(
     c: Arc<Combiner>,
     node_pos: usize,
     index: ShareIndex,
     share_pk: PublicKeyBytes,
     body: Bytes,
-    request_id: Arc<str>,
-    answered: pool::Answered,
+    ask: Ask,
 ) -> (usize, ShareIndex, NodeAnswer) {
+    let Ask {
+        request_id,
+        answered,
+        spare,
+    } = ask;
     let node = &c.nodes[node_pos];
     let until = Instant::now() + c.deadline;
-    let _permit = match c.gates[node_pos].acquire(&answered, until).await {
+    let _permit = match c.gates[node_pos]
+        .acquire(&answered, until, spare.as_ref())
+        .await
+    {
         Ok(p) => p,
         Err(NotSent::Answered) => return (node_pos, index, NodeAnswer::NotNeeded),
         Err(NotSent::Overloaded { waited, queued }) => {
@@ -703,6 +726,7 @@ async fn combine_from_nodes(
     let mut pending: FuturesUnordered<_> = FuturesUnordered::new();
     let answered_flag = pool::Answered::default();
     let _answered_on_return = answered_flag.guard();
+    let mut asked: Vec<&ShareTarget> = Vec::with_capacity(n);
     for s in &v.shares {
         let health = &c.health[s.node];
         if !ask_backed_off && health.is_backed_off() {
@@ -714,16 +738,29 @@ async fn combine_from_nodes(
                 continue;
             }
         }
+        asked.push(s);
+    }
+    // The `t` nodes expected to answer first are needed, the others spares (sent at once to
+    // an idle node, else only once wanted: see `gate`).
+    let spares_wanted = pool::Answered::default();
+    let spare_nodes = spare_nodes(c, &asked, t, ask_backed_off);
+    for s in &asked {
+        let spare = spare_nodes.contains(&s.node).then_some(&spares_wanted);
         pending.push(spawn_ask(
             c,
             s,
             body.clone(),
             &request_id_shared,
             &answered_flag,
+            spare,
         ));
     }
     let deadline = tokio::time::sleep(c.deadline);
     tokio::pin!(deadline);
+    // Spares still waiting are wanted once a third of the deadline has passed (unless the
+    // needed nodes' queues are why).
+    let hedge = tokio::time::sleep(c.deadline / 3);
+    tokio::pin!(hedge);
 
     let mut candidates: Vec<(usize, ShareIndex, Signature)> = Vec::with_capacity(n);
     let mut verified: Vec<bool> = Vec::with_capacity(n);
@@ -748,7 +785,27 @@ async fn combine_from_nodes(
                 deadline_passed = true;
                 break;
             }
+            () = &mut hedge, if !spares_wanted.is_set() => {
+                // Spares help against a silent node, not against load: while a needed node's
+                // requests still queue in its gate, more requests would only lengthen the queues.
+                let loaded = asked
+                    .iter()
+                    .filter(|s| !spare_nodes.contains(&s.node))
+                    .any(|s| c.gates[s.node].saturated());
+                if loaded {
+                    hedge
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + c.deadline / 8);
+                } else {
+                    spares_wanted.set();
+                }
+                continue;
+            }
         };
+        if !matches!(answer, NodeAnswer::Partial(_)) {
+            // A node gave no partial: the spares are needed now.
+            spares_wanted.set();
+        }
         answered.push(node);
         let name = &c.nodes[node].name;
         match answer {
@@ -812,8 +869,25 @@ async fn combine_from_nodes(
                         .partials_ok
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                // Answers that came in while the signature was combined are counted too
+                // (partials as late: not used); those still running count themselves.
+                while let Some(Some((node, _, answer))) = pending.next().now_or_never() {
+                    match answer {
+                        NodeAnswer::Partial(_) => {
+                            c.counters[node]
+                                .partials_late
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        NodeAnswer::Refused(_) => {
+                            c.counters[node].refusals.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
                 return Ok(sig);
             }
+            // A partial was wrong (left out): the spares are needed now.
+            spares_wanted.set();
         }
     }
     let waited_ms = started.elapsed().as_millis();
@@ -878,6 +952,26 @@ async fn combine_from_nodes(
         "only {} of {t} required partial signatures; nodes without one:{lines}",
         candidates.len(),
     )))
+}
+
+/// Nodes (positions in `c.nodes`) that get the request as spares: all but the `t` of `asked`
+/// expected to answer first (shortest queue and recent answer time, [`NodeGate::expected_answer`];
+/// ties go round-robin). None when fewer than `t` nodes are healthy (every node is needed then).
+fn spare_nodes(c: &Combiner, asked: &[&ShareTarget], t: usize, ask_backed_off: bool) -> Vec<usize> {
+    if ask_backed_off || asked.len() <= t {
+        return Vec::new();
+    }
+    let turn = c.spare_turn.fetch_add(1, Ordering::Relaxed);
+    let mut ranked: Vec<(Duration, usize, usize)> = asked
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let expected = c.gates[s.node].expected_answer().unwrap_or(Duration::ZERO);
+            (expected, (i + turn) % asked.len(), s.node)
+        })
+        .collect();
+    ranked.sort_unstable();
+    ranked[t..].iter().map(|(_, _, node)| *node).collect()
 }
 
 /// The 412 answer when the duty cannot be won any more: what the combiner saw (`refused` of `n`

@@ -55,6 +55,14 @@ impl Answered {
     pub fn guard(&self) -> AnsweredGuard {
         AnsweredGuard(self.clone())
     }
+
+    /// Sets the flag now (and wakes its waiters). The same type serves as a sign request's
+    /// "spares wanted" flag ([`super::gate`]).
+    pub fn set(&self) {
+        if !self.0.set.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
+    }
 }
 
 /// Marks its request answered on drop.
@@ -63,8 +71,7 @@ pub struct AnsweredGuard(Answered);
 
 impl Drop for AnsweredGuard {
     fn drop(&mut self) {
-        self.0 .0.set.store(true, Ordering::Release);
-        self.0 .0.notify.notify_waiters();
+        self.0.set();
     }
 }
 

@@ -535,14 +535,29 @@ mod tests {
         assert_eq!(g.dropped_overloaded.load(Ordering::Relaxed), 1);
     }
 
+    /// Starts an `acquire` on a task and returns once the request waits in the gate.
+    async fn waiting(
+        g: &Arc<NodeGate>,
+        answered: &Answered,
+        spare: Option<&Answered>,
+    ) -> tokio::task::JoinHandle<Result<Permit, NotSent>> {
+        let before = g.load().1;
+        let (g2, a2, s2) = (g.clone(), answered.clone(), spare.cloned());
+        let task = tokio::spawn(async move { g2.acquire(&a2, far(), s2.as_ref()).await });
+        while g.load().1 <= before {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
     #[tokio::test]
     async fn spares_go_out_at_once_only_to_a_node_that_is_not_loaded() {
         // In-flight limit 16: spares go out while fewer than 2 requests are on the wire.
         let g = gate(16, 16);
         assert_eq!(g.limits().spare_below(), 2);
-        let a = Answered::default();
+        let (a, wanted) = (Answered::default(), Answered::default());
         let s1 = g
-            .acquire(&a, far(), Some(&Answered::default()))
+            .acquire(&a, far(), Some(&wanted))
             .await
             .expect("idle: the spare goes out");
         let n1 = g.acquire(&a, far(), None).await.expect("needed");
@@ -551,35 +566,19 @@ mod tests {
         // is answered.
         let other = Answered::default();
         let guard = other.guard();
-        let (g2, o2) = (g.clone(), other.clone());
-        let waiting = tokio::spawn(async move {
-            g2.acquire(&o2, far(), Some(&Answered::default()))
-                .await
-                .map(|_| ())
-        });
-        while g.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
+        let spare = waiting(&g, &other, Some(&Answered::default())).await;
         // Needed requests never wait for spares.
         let n2 = g.acquire(&a, far(), None).await.expect("needed");
         assert_eq!(g.load(), (3, 1));
         drop(guard);
-        assert_eq!(waiting.await.expect("task"), Err(NotSent::Answered));
+        assert!(matches!(spare.await, Ok(Err(NotSent::Answered))));
         assert_eq!(g.load(), (3, 0));
         // Once the load falls below the mark, a waiting spare goes out.
-        let (g2, o2) = (g.clone(), Answered::default());
-        let waiting = tokio::spawn(async move {
-            g2.acquire(&o2, far(), Some(&Answered::default()))
-                .await
-                .map(|_| ())
-        });
-        while g.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
+        let spare = waiting(&g, &Answered::default(), Some(&Answered::default())).await;
         drop(s1);
         assert_eq!(g.load(), (2, 1), "two still on the wire");
         drop(n1);
-        assert_eq!(waiting.await.expect("task"), Ok(()));
+        assert!(matches!(spare.await, Ok(Ok(_))));
         drop(n2);
     }
 
@@ -605,80 +604,44 @@ mod tests {
             .await
             .expect("sent");
         assert!(!g.saturated(), "nothing waits");
-        let g2 = g.clone();
-        let waiting = tokio::spawn(async move {
-            g2.acquire(&Answered::default(), far(), None)
-                .await
-                .map(|_| ())
-        });
-        while g.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
+        let queued = waiting(&g, &Answered::default(), None).await;
         assert!(g.saturated());
         drop(p);
-        assert_eq!(waiting.await.expect("task"), Ok(()));
+        assert!(matches!(queued.await, Ok(Ok(_))));
         // Waiting behind a slow node's answered requests (max_unneeded) is not saturation.
         let g = gate(100, 1);
         let slow = Answered::default();
         let _p = g.acquire(&slow, far(), None).await.expect("sent");
         drop(slow.guard());
-        let (g2, fresh) = (g.clone(), Answered::default());
-        let f2 = fresh.clone();
-        let waiting = tokio::spawn(async move { g2.acquire(&f2, far(), None).await.map(|_| ()) });
-        while g.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
+        let fresh = Answered::default();
+        let queued = waiting(&g, &fresh, None).await;
         assert!(!g.saturated());
         drop(fresh.guard());
-        assert_eq!(waiting.await.expect("task"), Err(NotSent::Answered));
+        assert!(matches!(queued.await, Ok(Err(NotSent::Answered))));
     }
 
     #[tokio::test]
     async fn spares_wait_behind_needed_requests_until_wanted() {
         let g = gate(1, 1);
-        let busy = Answered::default();
-        let p = g.acquire(&busy, far(), None).await.expect("first");
+        let p = g
+            .acquire(&Answered::default(), far(), None)
+            .await
+            .expect("first");
         // A spare arrives first, then a needed request: the needed one gets the place.
         let wanted = Answered::default();
-        let (g1, w1) = (g.clone(), wanted.clone());
-        let spare = tokio::spawn(async move {
-            g1.acquire(&Answered::default(), far(), Some(&w1))
-                .await
-                .map(|p| ("spare", p))
-        });
-        while g.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
-        let g2 = g.clone();
-        let needed = tokio::spawn(async move {
-            g2.acquire(&Answered::default(), far(), None)
-                .await
-                .map(|p| ("needed", p))
-        });
-        while g.load().1 < 2 {
-            tokio::task::yield_now().await;
-        }
+        let spare = waiting(&g, &Answered::default(), Some(&wanted)).await;
+        let needed = waiting(&g, &Answered::default(), None).await;
         drop(p);
-        let (who, p) = needed.await.expect("task").expect("granted");
-        assert_eq!(who, "needed");
+        let p = needed.await.expect("task").expect("granted");
         assert_eq!(g.load(), (1, 1), "the spare still waits");
         // Wanted now (a needed node failed): it is next, ahead of later needed requests.
         wanted.set();
-        let g3 = g.clone();
-        let later = tokio::spawn(async move {
-            g3.acquire(&Answered::default(), far(), None)
-                .await
-                .map(|p| ("later", p))
-        });
-        while g.load().1 < 2 {
-            tokio::task::yield_now().await;
-        }
+        let later = waiting(&g, &Answered::default(), None).await;
         drop(p);
-        let (who, p) = spare.await.expect("task").expect("granted");
-        assert_eq!(who, "spare");
+        let p = spare.await.expect("task").expect("granted");
+        assert_eq!(g.load(), (1, 1), "the later needed request waits");
         drop(p);
-        let (who, _p) = later.await.expect("task").expect("granted");
-        assert_eq!(who, "later");
+        assert!(matches!(later.await, Ok(Ok(_))));
     }
 
     #[tokio::test]
@@ -691,18 +654,10 @@ mod tests {
             .await
             .expect("1");
         let wanted = Answered::default();
-        let (g1, w1) = (g.clone(), wanted.clone());
-        let spare = tokio::spawn(async move {
-            g1.acquire(&Answered::default(), far(), Some(&w1))
-                .await
-                .map(|_| ())
-        });
-        while g.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
+        let spare = waiting(&g, &Answered::default(), Some(&wanted)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(g.load(), (1, 1), "not sent while not wanted");
         wanted.set();
-        assert_eq!(spare.await.expect("task"), Ok(()));
+        assert!(matches!(spare.await, Ok(Ok(_))));
     }
 }

@@ -741,7 +741,7 @@ async fn combine_from_nodes(
         asked.push(s);
     }
     // The `t` nodes expected to answer first are needed, the others spares (sent at once to
-    // an idle node, else only once wanted: see `gate`).
+    // a node that is not loaded, else only once wanted: see `gate`).
     let spares_wanted = pool::Answered::default();
     let spare_nodes = spare_nodes(c, &asked, t, ask_backed_off);
     for s in &asked {

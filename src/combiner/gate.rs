@@ -108,6 +108,17 @@ struct State {
     next_id: u64,
 }
 
+impl State {
+    /// The needed requests' queue, or the spares'.
+    fn queue(&mut self, spares: bool) -> &mut VecDeque<Waiter> {
+        if spares {
+            &mut self.spares
+        } else {
+            &mut self.waiters
+        }
+    }
+}
+
 /// The gate of one node (see the module documentation).
 pub struct NodeGate {
     limits: GateLimits,
@@ -250,11 +261,11 @@ impl NodeGate {
         spare: Option<&Answered>,
     ) -> Result<Permit, NotSent> {
         let started = Instant::now();
+        let needed = spare.is_none_or(Answered::is_set);
         let (id, mut rx) = {
             let mut s = self.lock();
             let id = s.next_id;
             s.next_id += 1;
-            let needed = spare.is_none_or(Answered::is_set);
             let go = if needed {
                 s.waiters.is_empty() && self.can_send(&s)
             } else {
@@ -280,14 +291,10 @@ impl NodeGate {
                 until,
                 tx,
             };
-            if needed {
-                s.waiters.push_back(w);
-            } else {
-                s.spares.push_back(w);
-            }
+            s.queue(!needed).push_back(w);
             (id, rx)
         };
-        let mut promoted = spare.is_none_or(Answered::is_set);
+        let mut promoted = needed;
         let granted = loop {
             tokio::select! {
                 r = &mut rx => break r.is_ok(),
@@ -311,10 +318,9 @@ impl NodeGate {
         let queued = {
             let mut s = self.lock();
             let pos = s.waiters.iter().position(|w| w.id == id);
-            let spare_pos = s.spares.iter().position(|w| w.id == id);
             if let Some(pos) = pos {
                 s.waiters.remove(pos);
-            } else if let Some(pos) = spare_pos {
+            } else if let Some(pos) = s.spares.iter().position(|w| w.id == id) {
                 s.spares.remove(pos);
             } else if s.in_flight.iter().any(|(i, _, _)| *i == id) {
                 drop(s);
@@ -371,24 +377,10 @@ impl NodeGate {
 
     /// [`NodeGate::dispatch`] for one queue: the needed requests, or the spares.
     fn dispatch_queue(&self, s: &mut State, spares: bool, now: Instant, service: Duration) {
-        loop {
-            let front = if spares {
-                s.spares.front()
-            } else {
-                s.waiters.front()
-            };
-            let Some(front) = front else {
-                break;
-            };
+        while let Some(front) = s.queue(spares).front() {
             let hopeless = front.until.saturating_duration_since(now) < service;
-            let worthless = front.answered.is_set() || front.tx.is_closed() || hopeless;
-            let queue = if spares {
-                &mut s.spares
-            } else {
-                &mut s.waiters
-            };
-            if worthless {
-                if let Some(w) = queue.pop_front() {
+            if front.answered.is_set() || front.tx.is_closed() || hopeless {
+                if let Some(w) = s.queue(spares).pop_front() {
                     // Its task wakes on the closed channel and counts the drop itself.
                     drop(w.tx);
                 }
@@ -402,12 +394,7 @@ impl NodeGate {
             if !room {
                 break;
             }
-            let queue = if spares {
-                &mut s.spares
-            } else {
-                &mut s.waiters
-            };
-            let Some(w) = queue.pop_front() else {
+            let Some(w) = s.queue(spares).pop_front() else {
                 break;
             };
             s.in_flight.push((w.id, w.answered.clone(), now));

@@ -218,6 +218,7 @@ pub struct Metrics {
     sign_duration: HistogramFamily<TypeLabel>,
     refusals: Family<ReasonLabel, Counter>,
     slashing_check: Histogram,
+    slashing_commits: Counter,
     keys_loading_total: Gauge,
     keys_loading_done: Gauge,
     wrong_network: Family<WrongNetworkLabels, Counter>,
@@ -245,6 +246,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let refusals = Family::<ReasonLabel, Counter>::default();
         let slashing_check = latency_histogram();
+        let slashing_commits = Counter::default();
         let keys_loading_total = Gauge::default();
         let keys_loading_done = Gauge::default();
         registry.register(
@@ -277,6 +279,12 @@ impl Metrics {
             "slashing_check_duration_seconds",
             "Slashing-protection check-and-record latency, including the durable commit",
             slashing_check.clone(),
+        );
+        registry.register(
+            "slashing_commits",
+            "Slashing-protection transactions that recorded sign requests (one durable commit \
+             each; several requests share one under load)",
+            slashing_commits.clone(),
         );
         registry.register(
             "wrong_network_requests",
@@ -352,6 +360,7 @@ impl Metrics {
             sign_duration,
             refusals,
             slashing_check,
+            slashing_commits,
             keys_loading_total,
             keys_loading_done,
             wrong_network,
@@ -491,6 +500,11 @@ impl Metrics {
     /// Records the latency of one slashing-protection check-and-record.
     pub fn observe_slashing_check(&self, elapsed: Duration) {
         self.slashing_check.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one slashing-protection transaction that recorded sign requests.
+    pub fn count_slashing_commit(&self) {
+        self.slashing_commits.inc();
     }
 
     /// The OpenMetrics text of these metrics followed by those of the server collector.

@@ -78,6 +78,9 @@ impl NodeState {
         sources: KeySources,
     ) -> std::io::Result<Self> {
         let signer_pool = BlockingPool::new("bls-sign", "signing")?;
+        if let Some(db) = &slashing {
+            db.pace_commits_by(signer_pool.load(), crate::slashing::PACE_WAIT);
+        }
         Ok(Self {
             keys,
             slashing,

@@ -6,9 +6,15 @@
 //! thread is awake to take it; a busy thread takes the next job without any system call. (A
 //! work-stealing pool such as rayon's spins with `sched_yield` before sleeping, which under a
 //! stream of short jobs burns CPU time the signatures need.)
+//!
+//! A producer whose own work comes in batches that get cheaper the larger they are (the
+//! slashing writer: one transaction and one fsync per batch) can follow the pool's backlog
+//! through a [`PoolLoad`]: it holds its batch open while the pool has work queued and hands it
+//! over when the pool is about to run out.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::time::Instant;
 
 use super::ApiError;
 
@@ -23,12 +29,17 @@ struct Queue {
     notified: usize,
     /// Set when the pool is dropped: threads exit once the queue is empty.
     closed: bool,
+    /// Producers waiting in [`PoolLoad::wait_until_short`].
+    short_waiters: usize,
 }
 
-#[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Signalled when the queue gets short while a producer waits for that.
+    short: Condvar,
+    /// A queue of at most this many jobs is short: the threads will soon need more work.
+    short_len: usize,
 }
 
 impl Shared {
@@ -36,6 +47,9 @@ impl Shared {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(job) = q.jobs.pop_front() {
+                if q.short_waiters > 0 && q.jobs.len() <= self.short_len {
+                    self.short.notify_all();
+                }
                 return Some(job);
             }
             if q.closed {
@@ -72,8 +86,13 @@ impl BlockingPool {
     /// # Errors
     /// When the threads cannot be created.
     pub fn new(thread_prefix: &'static str, what: &'static str) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared::default());
         let threads = num_cpus::get().max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            short: Condvar::new(),
+            short_len: threads,
+        });
         let pool = Self {
             shared,
             threads,
@@ -93,6 +112,13 @@ impl BlockingPool {
                 })?;
         }
         Ok(pool)
+    }
+
+    /// A handle on this pool's backlog for a producer that batches its own work.
+    pub fn load(&self) -> PoolLoad {
+        PoolLoad {
+            shared: Arc::downgrade(&self.shared),
+        }
     }
 
     /// Runs `f` on the pool and awaits its result.
@@ -141,6 +167,53 @@ impl Drop for BlockingPool {
         q.closed = true;
         drop(q);
         self.shared.wake.notify_all();
+        self.shared.short.notify_all();
+    }
+}
+
+/// How much work waits for a [`BlockingPool`], seen from a producer that would rather hold its
+/// own work back while the pool is busy (see the module documentation). It does not keep the
+/// pool alive.
+#[derive(Clone)]
+pub struct PoolLoad {
+    shared: Weak<Shared>,
+}
+
+impl std::fmt::Debug for PoolLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolLoad").finish_non_exhaustive()
+    }
+}
+
+impl PoolLoad {
+    /// Whether more jobs wait than the pool has threads (false once the pool is gone).
+    pub fn is_long(&self) -> bool {
+        self.shared.upgrade().is_some_and(|shared| {
+            let q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.jobs.len() > shared.short_len && !q.closed
+        })
+    }
+
+    /// Blocks the calling thread until the pool's queue is short (at most one job per thread
+    /// waits, so the threads will need more work within about one job's time), the pool is
+    /// gone, or `deadline` passes. Returns at once when the queue is short already.
+    pub fn wait_until_short(&self, deadline: Instant) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        while q.jobs.len() > shared.short_len && !q.closed {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            q.short_waiters += 1;
+            q = shared
+                .short
+                .wait_timeout(q, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            q.short_waiters -= 1;
+        }
     }
 }
 
@@ -215,6 +288,37 @@ mod tests {
         for (i, h) in all.into_iter().enumerate() {
             assert_eq!(h.await.expect("join").expect("result"), i as u64 * 2);
         }
+    }
+
+    #[test]
+    fn a_producer_waits_for_a_short_queue_only_while_the_pool_exists() {
+        let pool = BlockingPool::new("test-pool-load", "test").expect("pool");
+        let load = pool.load();
+        let forever = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        // Idle: short at once.
+        assert!(!load.is_long());
+        load.wait_until_short(forever);
+        // Busy: every thread held, as many jobs again queued.
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().expect("gate");
+        for _ in 0..2 * pool.threads + 1 {
+            let gate = gate.clone();
+            pool.spawn(Box::new(move || drop(gate.lock())));
+        }
+        assert!(load.is_long());
+        let waiter = std::thread::spawn(move || {
+            load.wait_until_short(forever);
+            load.is_long()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "returned while the queue was long");
+        // Dropping the pool (its threads finish the queue first) lets the producer go.
+        drop(pool);
+        drop(held);
+        assert!(
+            !waiter.join().expect("waiter"),
+            "the pool is gone: not long"
+        );
     }
 
     #[test]

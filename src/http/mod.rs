@@ -17,6 +17,6 @@ pub mod request;
 pub mod server;
 pub mod web3signer;
 
-pub use blocking::BlockingPool;
+pub use blocking::{BlockingPool, PoolLoad};
 pub use error::ApiError;
 pub use web3signer::{SignRequest, Signer};

@@ -43,12 +43,15 @@ mod sqlite;
 pub use pg_tls::{check_url as check_postgres_url, SslMode};
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agreement::{InstanceId, Persisted, Root as AgreementRoot};
 use crate::bls::{PublicKeyBytes, SigningRoot};
+use crate::http::PoolLoad;
 use crate::progress::Progress;
 use interchange::Hash256;
 use rules::Store;
@@ -58,6 +61,10 @@ use rules::Store;
 /// smaller batch answers its first requests sooner (their signing starts while the next batch
 /// runs), at the price of one more commit per this many requests.
 const MAX_BATCH: usize = 1024;
+
+/// Longest a check waits for the signing pool to run short before its batch commits anyway
+/// (see [`SlashingDb::pace_commits_by`]); under ordinary load the pool runs short long before.
+pub const PACE_WAIT: Duration = Duration::from_millis(10);
 
 /// Depth of the writer's request queue (senders wait when it is full).
 const QUEUE_DEPTH: usize = 65_536;
@@ -392,6 +399,38 @@ pub fn parse_interchange(json: &str) -> Result<interchange::Interchange, Error> 
 pub struct SlashingDb {
     queue: Arc<mpsc::Sender<Job>>,
     backend: Backend,
+    pace: Arc<Pace>,
+}
+
+/// What the writer follows to decide when a batch of checks is complete, and what it counts.
+#[derive(Default)]
+struct Pace {
+    /// The pool that signs what the checks allow (once the node has one), and the longest a
+    /// check waits for it.
+    signers: OnceLock<(PoolLoad, Duration)>,
+    /// Transactions that committed checks.
+    commits: AtomicU64,
+}
+
+impl Pace {
+    /// Called with the first job of a batch. Where the checks' signatures are made on a pool
+    /// that is busy, the batch stays open until that pool is about to run out of work (or the
+    /// longest wait passed): its checks could not be signed sooner anyway, and one transaction
+    /// and one fsync then serve every check that queued up meanwhile, instead of one per
+    /// check or two. An idle pool, or an operation that is not a check, waits for nothing.
+    fn wait(&self, first: &Job) {
+        if matches!(first, Job::Op(_)) {
+            return;
+        }
+        if let Some((signers, longest)) = self.signers.get() {
+            signers.wait_until_short(Instant::now() + *longest);
+        }
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::global().count_slashing_commit();
+    }
 }
 
 /// Which backend a [`SlashingDb`] uses.
@@ -507,11 +546,13 @@ impl SlashingDb {
         let location = parse_url(url)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let pace = Arc::new(Pace::default());
+        let writer_pace = pace.clone();
         let backend = match location {
             Location::Sqlite(path) => {
                 std::thread::Builder::new()
                     .name("slashing-sqlite".into())
-                    .spawn(move || sqlite_writer(path, rx, ready_tx))
+                    .spawn(move || sqlite_writer(path, rx, ready_tx, writer_pace))
                     .map_err(|e| Error::Io {
                         path: "writer thread".into(),
                         error: e,
@@ -521,7 +562,7 @@ impl SlashingDb {
             Location::Postgres(url) => {
                 std::thread::Builder::new()
                     .name("slashing-postgres".into())
-                    .spawn(move || postgres_writer(url, rx, ready_tx))
+                    .spawn(move || postgres_writer(url, rx, ready_tx, writer_pace))
                     .map_err(|e| Error::Io {
                         path: "writer thread".into(),
                         error: e,
@@ -533,7 +574,23 @@ impl SlashingDb {
         Ok(Self {
             queue: Arc::new(tx),
             backend,
+            pace,
         })
+    }
+
+    /// Group commit paced by the pool that signs what the checks allow: while that pool has
+    /// work queued, the writer keeps collecting checks into one transaction and commits when
+    /// the pool is about to run out (every record is still durable before its verdict is
+    /// sent). Without this, each commit takes whatever queued during the previous one, which
+    /// at the signing rate of a node is one check or two. No check waits longer than
+    /// `longest_wait` for the pool ([`PACE_WAIT`] in a node). Set once; later calls are ignored.
+    pub fn pace_commits_by(&self, signers: PoolLoad, longest_wait: Duration) {
+        let _ = self.pace.signers.set((signers, longest_wait));
+    }
+
+    /// Transactions that committed checks since the database was opened (each one fsync).
+    pub fn commits(&self) -> u64 {
+        self.pace.commits.load(Ordering::Relaxed)
     }
 
     /// The backend in use.
@@ -907,16 +964,27 @@ impl SlashingDb {
 }
 
 /// Writer state that survives between batches; only updated after a commit.
-#[derive(Default)]
 struct WriterState {
     gvr: Option<[u8; 32]>,
     known: std::collections::HashSet<PublicKeyBytes>,
+    pace: Arc<Pace>,
+}
+
+impl WriterState {
+    fn new(pace: Arc<Pace>) -> Self {
+        Self {
+            gvr: None,
+            known: std::collections::HashSet::new(),
+            pace,
+        }
+    }
 }
 
 fn sqlite_writer(
     path: PathBuf,
     mut rx: mpsc::Receiver<Job>,
     ready: oneshot::Sender<Result<(), Error>>,
+    pace: Arc<Pace>,
 ) {
     let mut store = match sqlite::SqliteStore::open(&path) {
         Ok(s) => s,
@@ -928,8 +996,9 @@ fn sqlite_writer(
     if ready.send(Ok(())).is_err() {
         return;
     }
-    let mut state = WriterState::default();
+    let mut state = WriterState::new(pace.clone());
     while let Some(first) = rx.blocking_recv() {
+        pace.wait(&first);
         let (checks, op) = drain(first, &mut rx);
         futures::executor::block_on(serve(&mut store, &mut state, checks, op));
     }
@@ -939,6 +1008,7 @@ fn postgres_writer(
     url: String,
     mut rx: mpsc::Receiver<Job>,
     ready: oneshot::Sender<Result<(), Error>>,
+    pace: Arc<Pace>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -964,8 +1034,11 @@ fn postgres_writer(
         if ready.send(Ok(())).is_err() {
             return;
         }
-        let mut state = WriterState::default();
+        let mut state = WriterState::new(pace.clone());
         while let Some(first) = rx.recv().await {
+            // Blocks this writer's own runtime thread, which has nothing else to run between
+            // transactions.
+            pace.wait(&first);
             let (checks, op) = drain(first, &mut rx);
             if let Err(e) = store.ensure_connected().await {
                 // The operations below fail on the closed connection, and are refused.
@@ -1014,6 +1087,7 @@ async fn serve<S: Store>(
 async fn serve_checks<S: Store>(store: &mut S, state: &mut WriterState, checks: Vec<CheckJob>) {
     match check_batch(store, state, &checks).await {
         Ok(verdicts) => {
+            state.pace.committed();
             for (job, verdict) in checks.into_iter().zip(verdicts) {
                 let _ = job.reply.send(Ok(verdict));
             }
@@ -1029,8 +1103,11 @@ async fn serve_checks<S: Store>(store: &mut S, state: &mut WriterState, checks: 
             tracing::warn!(error = %e, size = checks.len(), "slashing batch failed, retrying one by one");
             for job in checks {
                 let result = check_batch(store, state, std::slice::from_ref(&job)).await;
-                if result.is_err() {
-                    let _ = store.rollback().await;
+                match result {
+                    Ok(_) => state.pace.committed(),
+                    Err(_) => {
+                        let _ = store.rollback().await;
+                    }
                 }
                 let _ = job
                     .reply
@@ -1370,5 +1447,159 @@ mod tests {
             matches!(parse_url("mysql://u:secret@h/db"), Err(Error::InvalidUrl(u)) if !u.contains("secret"))
         );
         assert!(parse_url("").is_err());
+    }
+
+    impl SlashingDb {
+        /// Jobs sent to the writer and not yet taken by it.
+        fn queued(&self) -> usize {
+            QUEUE_DEPTH - self.queue.capacity()
+        }
+    }
+
+    /// A signing pool kept busy: every thread holds a job, and as many again wait behind them,
+    /// until `release`.
+    struct BusyPool {
+        pool: Arc<crate::http::BlockingPool>,
+        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        jobs: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl BusyPool {
+        fn start() -> Self {
+            let pool = Arc::new(crate::http::BlockingPool::new("test-pace", "test").expect("pool"));
+            let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+            let jobs = (0..3 * num_cpus::get().max(1))
+                .map(|_| {
+                    let (pool, gate) = (pool.clone(), gate.clone());
+                    tokio::spawn(async move {
+                        let _ = pool
+                            .run(move || {
+                                let (open, cv) = &*gate;
+                                let mut open = open.lock().expect("gate");
+                                while !*open {
+                                    open = cv.wait(open).expect("gate");
+                                }
+                            })
+                            .await;
+                    })
+                })
+                .collect();
+            Self { pool, gate, jobs }
+        }
+
+        async fn release(self) {
+            *self.gate.0.lock().expect("gate") = true;
+            self.gate.1.notify_all();
+            for job in self.jobs {
+                job.await.expect("job");
+            }
+        }
+    }
+
+    fn vote(i: u8, target: u64) -> (PublicKeyBytes, SlashableMessage, SigningRoot) {
+        (
+            PublicKeyBytes([i; 48]),
+            SlashableMessage::Attestation {
+                source_epoch: target - 1,
+                target_epoch: target,
+            },
+            SigningRoot([i; 32]),
+        )
+    }
+
+    async fn check(db: &SlashingDb, i: u8, target: u64) -> Result<Verdict, Error> {
+        let (pubkey, msg, root) = vote(i, target);
+        db.check_and_record(pubkey, [7; 32], msg, root).await
+    }
+
+    async fn open_db(dir: &tempfile::TempDir) -> SlashingDb {
+        let path = dir.path().join("pace.sqlite");
+        SlashingDb::open(path.to_str().expect("utf-8 path"))
+            .await
+            .expect("open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_the_signing_pool_is_busy_checks_gather_into_one_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(&dir).await;
+        let busy = BusyPool::start();
+        // Wait until the pool's queue is long (its threads hold jobs, more wait).
+        let load = busy.pool.load();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !load.is_long() {
+            assert!(Instant::now() < deadline, "the pool never got busy");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        db.pace_commits_by(load, Duration::from_secs(120));
+        let checks: Vec<_> = (0..20u8)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { check(&db, i, 10).await })
+            })
+            .collect();
+        // The writer holds the first check and waits for the pool; the others queue behind it.
+        while db.queued() < 19 {
+            assert!(
+                Instant::now() < deadline,
+                "checks not queued: {}",
+                db.queued()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(db.commits(), 0, "a check committed while the pool was busy");
+        assert!(checks.iter().all(|c| !c.is_finished()));
+        busy.release().await;
+        for c in checks {
+            let verdict = tokio::time::timeout(Duration::from_secs(30), c)
+                .await
+                .expect("answered once the pool drained")
+                .expect("join");
+            assert!(matches!(verdict, Ok(Verdict::Allowed)), "{verdict:?}");
+        }
+        assert_eq!(db.commits(), 1, "twenty checks, one transaction");
+        // Each was recorded: the same votes again are repeats, a conflicting one is refused.
+        assert!(matches!(check(&db, 3, 10).await, Ok(Verdict::Repeat)));
+        let (pubkey, msg, _) = vote(3, 10);
+        let other = db
+            .check_and_record(pubkey, [7; 32], msg, SigningRoot([0xee; 32]))
+            .await;
+        assert!(matches!(other, Ok(Verdict::Refused(_))), "{other:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_pool_holds_no_check_and_a_busy_one_only_up_to_the_longest_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(&dir).await;
+        let idle = crate::http::BlockingPool::new("test-pace", "test").expect("pool");
+        db.pace_commits_by(idle.load(), Duration::from_secs(120));
+        let verdict = tokio::time::timeout(Duration::from_secs(30), check(&db, 1, 10))
+            .await
+            .expect("an idle pool does not hold the check");
+        assert!(matches!(verdict, Ok(Verdict::Allowed)), "{verdict:?}");
+        assert_eq!(db.commits(), 1);
+
+        let db = open_db(&tempfile::tempdir().expect("tempdir")).await;
+        let busy = BusyPool::start();
+        let load = busy.pool.load();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !load.is_long() {
+            assert!(Instant::now() < deadline, "the pool never got busy");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        db.pace_commits_by(load, Duration::from_millis(300));
+        let started = Instant::now();
+        let verdict = tokio::time::timeout(Duration::from_secs(30), check(&db, 2, 10))
+            .await
+            .expect("answered after the longest wait although the pool is still busy");
+        assert!(matches!(verdict, Ok(Verdict::Allowed)), "{verdict:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(busy.jobs.iter().all(|j| !j.is_finished()));
+        busy.release().await;
     }
 }

@@ -6,9 +6,25 @@ use dvsigner::cli::LogFormat;
 #[global_allocator]
 static ALLOCATOR: dvsigner::alloc::Allocator = dvsigner::alloc::Allocator;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = dvsigner::cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        if let Some(workers) = dvsigner::cli::runtime_workers(&cli) {
+            runtime.worker_threads(workers);
+        }
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: dvsigner::cli::Cli) -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DVSIGNER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The Vault client's own tracing can echo response fragments (a secret, in a malformed

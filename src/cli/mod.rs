@@ -337,6 +337,20 @@ pub enum ParseError {
     },
 }
 
+/// Worker threads of the async runtime for this command, when it should differ from tokio's
+/// default (one per core; `TOKIO_WORKER_THREADS` overrides both). A signer node signs, checks
+/// slashing protection and decrypts keys on threads of its own, so its async workers only move
+/// bytes (TLS, HTTP, JSON: about a tenth of a request's CPU time): one worker per four cores is
+/// plenty, and every extra one parks and is woken again for each request, which on a busy
+/// node costs more CPU than the work it takes over (`cargo bench --bench node`: 1.19-1.21x raw
+/// blst per signature with one worker on 2 cores, 1.24x with two).
+pub fn runtime_workers(cli: &Cli) -> Option<usize> {
+    match cli.command {
+        Command::Signer(_) => Some((num_cpus::get() / 4).max(1)),
+        _ => None,
+    }
+}
+
 /// Parses the process's command line with its `--config` file merged in (see
 /// [`crate::cli::config`]); prints usage errors and exits like `Cli::parse` does (status 2).
 pub fn parse() -> Cli {

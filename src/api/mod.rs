@@ -26,6 +26,10 @@ use crate::keys::KeyStore;
 use crate::signing::Network;
 use crate::slashing::SlashingDb;
 
+/// Signatures a busy signing thread makes before it hands them back (see
+/// [`BlockingPool::holding_results`]): one async wake-up per this many under saturation.
+const SIGN_HOLD: usize = 4;
+
 mod health;
 pub mod info;
 pub mod keymanager;
@@ -77,7 +81,7 @@ impl NodeState {
         network: Network,
         sources: KeySources,
     ) -> std::io::Result<Self> {
-        let signer_pool = BlockingPool::new("bls-sign", "signing")?;
+        let signer_pool = BlockingPool::holding_results("bls-sign", "signing", SIGN_HOLD)?;
         if let Some(db) = &slashing {
             db.pace_commits_by(signer_pool.load(), crate::slashing::PACE_WAIT);
         }

@@ -716,6 +716,28 @@ async fn a_dead_node_is_backed_off_logged_once_probed_and_let_back_in() {
     // All four nodes answer (each signs this one).
     let (status, text) = sign(&client, cport, &group_hex, &sign_next()).await;
     assert_eq!(status, 200, "{text}\n{}", combiner.log_text());
+    // The combiner answers with the first three partials; node-d's may still be on its way.
+    // Killed before it arrives, that attempt would fail too and the count below be one over.
+    let d_answered = |text: &str| {
+        ["ok", "late", "refused"]
+            .iter()
+            .filter_map(|r| {
+                sample(
+                    text,
+                    &format!("dvsigner_combiner_partials_total{{node=\"node-d\",result=\"{r}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    let mut first = String::new();
+    for _ in 0..100 {
+        first = scrape(mport).await;
+        if d_answered(&first) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d_answered(&first), 1.0, "node-d's first partial:\n{first}");
 
     nodes[3].kill9();
     for _ in 0..REQUESTS {

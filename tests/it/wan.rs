@@ -691,6 +691,11 @@ fn loss_never_yields_a_wrong_signature() {
         let mut ok_late = 0;
         let mut errors: std::collections::BTreeMap<u16, usize> = Default::default();
         let mut wrong = 0;
+        // The requests are one validator's duties 25 ms apart. A retransmission (200 ms and
+        // more) can deliver a duty to a node after the next one: it is then below that node's
+        // low watermark and refused, a safe answer (a validator's real duties are an epoch
+        // apart). Counted apart from the errors.
+        let mut reordered = 0;
         for (a, (v, body)) in answers.iter().zip(&bodies) {
             if a.status == 200 {
                 if a.signature().as_deref() != Some(expected_signature(body, *v).as_str()) {
@@ -700,6 +705,8 @@ fn loss_never_yields_a_wrong_signature() {
                 } else {
                     ok_late += 1;
                 }
+            } else if a.status == 412 && a.text.contains("below the low watermark") {
+                reordered += 1;
             } else {
                 *errors.entry(a.status).or_default() += 1;
             }
@@ -707,7 +714,7 @@ fn loss_never_yields_a_wrong_signature() {
         let mut lat: Vec<Duration> = answers.iter().map(|a| a.took).collect();
         lat.sort();
         println!(
-            "  loss {:>4.1}% per link: {} requests, signed within the deadline {ok_in_deadline} ({:.0}%), signed later {ok_late}, errors {errors:?}, wrong signatures {wrong}; p50 {:.1} ms p99 {:.1} ms",
+            "  loss {:>4.1}% per link: {} requests, signed within the deadline {ok_in_deadline} ({:.0}%), signed later {ok_late}, refused after a later duty (reordered by loss) {reordered}, errors {errors:?}, wrong signatures {wrong}; p50 {:.1} ms p99 {:.1} ms",
             f64::from(permille) / 10.0,
             answers.len(),
             100.0 * ok_in_deadline as f64 / answers.len() as f64,

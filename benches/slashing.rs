@@ -14,6 +14,9 @@
 #[allow(unreachable_pub)]
 #[path = "../tests/common/pg.rs"]
 mod pg;
+#[allow(unreachable_pub)]
+#[path = "../tests/common/port.rs"]
+mod port;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

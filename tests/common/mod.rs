@@ -7,6 +7,7 @@ pub mod netns;
 pub mod node;
 pub mod oracle;
 pub mod pg;
+pub mod port;
 pub mod process;
 pub mod requests;
 pub mod wan;

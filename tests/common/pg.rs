@@ -124,11 +124,6 @@ fn pg_command(root: bool, program: &str) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
 fn start_private_server() -> String {
     let server = PgServer::start(&ServerOptions::default());
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
@@ -218,7 +213,7 @@ impl PgServer {
             let hba = format!("local all all trust\n{}\n", opts.hba.join("\n"));
             std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         }
-        let port = free_port();
+        let port = super::port::free_port();
         let opts_line = format!(
             "-p {port} -h 127.0.0.1 -k {} -c max_connections=200",
             path(&dir)

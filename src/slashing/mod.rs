@@ -1457,7 +1457,7 @@ mod tests {
     }
 
     /// A signing pool kept busy: every thread holds a job, and as many again wait behind them,
-    /// until `release`.
+    /// until `release`. Returned once its queue is long.
     struct BusyPool {
         pool: Arc<crate::http::BlockingPool>,
         gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
@@ -1465,7 +1465,7 @@ mod tests {
     }
 
     impl BusyPool {
-        fn start() -> Self {
+        async fn start() -> Self {
             let pool = Arc::new(crate::http::BlockingPool::new("test-pace", "test").expect("pool"));
             let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
             let jobs = (0..3 * num_cpus::get().max(1))
@@ -1484,7 +1484,14 @@ mod tests {
                     })
                 })
                 .collect();
-            Self { pool, gate, jobs }
+            let busy = Self { pool, gate, jobs };
+            let load = busy.pool.load();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !load.is_long() {
+                assert!(Instant::now() < deadline, "the pool never got busy");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            busy
         }
 
         async fn release(self) {
@@ -1523,15 +1530,9 @@ mod tests {
     async fn while_the_signing_pool_is_busy_checks_gather_into_one_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(&dir).await;
-        let busy = BusyPool::start();
-        // Wait until the pool's queue is long (its threads hold jobs, more wait).
-        let load = busy.pool.load();
+        let busy = BusyPool::start().await;
+        db.pace_commits_by(busy.pool.load(), Duration::from_secs(120));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !load.is_long() {
-            assert!(Instant::now() < deadline, "the pool never got busy");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        db.pace_commits_by(load, Duration::from_secs(120));
         let checks: Vec<_> = (0..20u8)
             .map(|i| {
                 let db = db.clone();
@@ -1580,15 +1581,10 @@ mod tests {
         assert!(matches!(verdict, Ok(Verdict::Allowed)), "{verdict:?}");
         assert_eq!(db.commits(), 1);
 
-        let db = open_db(&tempfile::tempdir().expect("tempdir")).await;
-        let busy = BusyPool::start();
-        let load = busy.pool.load();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !load.is_long() {
-            assert!(Instant::now() < deadline, "the pool never got busy");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        db.pace_commits_by(load, Duration::from_millis(300));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(&dir).await;
+        let busy = BusyPool::start().await;
+        db.pace_commits_by(busy.pool.load(), Duration::from_millis(300));
         let started = Instant::now();
         let verdict = tokio::time::timeout(Duration::from_secs(30), check(&db, 2, 10))
             .await

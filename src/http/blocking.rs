@@ -84,6 +84,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// More jobs queued than [`Shared::short_len`], in a pool that still runs.
+    fn is_long(&self, q: &Queue) -> bool {
+        q.jobs.len() > self.short_len && !q.closed
+    }
+
     /// The next job; a thread that `holds` results gets [`Next::Empty`] instead of sleeping.
     fn next(&self, holds: bool) -> Next {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -280,7 +285,7 @@ impl PoolLoad {
     pub fn is_long(&self) -> bool {
         self.shared.upgrade().is_some_and(|shared| {
             let q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            q.jobs.len() > shared.short_len && !q.closed
+            shared.is_long(&q)
         })
     }
 
@@ -292,7 +297,7 @@ impl PoolLoad {
             return;
         };
         let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        while q.jobs.len() > shared.short_len && !q.closed {
+        while shared.is_long(&q) {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };

@@ -996,9 +996,9 @@ fn sqlite_writer(
     if ready.send(Ok(())).is_err() {
         return;
     }
-    let mut state = WriterState::new(pace.clone());
+    let mut state = WriterState::new(pace);
     while let Some(first) = rx.blocking_recv() {
-        pace.wait(&first);
+        state.pace.wait(&first);
         let (checks, op) = drain(first, &mut rx);
         futures::executor::block_on(serve(&mut store, &mut state, checks, op));
     }
@@ -1034,11 +1034,11 @@ fn postgres_writer(
         if ready.send(Ok(())).is_err() {
             return;
         }
-        let mut state = WriterState::new(pace.clone());
+        let mut state = WriterState::new(pace);
         while let Some(first) = rx.recv().await {
             // Blocks this writer's own runtime thread, which has nothing else to run between
             // transactions.
-            pace.wait(&first);
+            state.pace.wait(&first);
             let (checks, op) = drain(first, &mut rx);
             if let Err(e) = store.ensure_connected().await {
                 // The operations below fail on the closed connection, and are refused.

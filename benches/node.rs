@@ -10,7 +10,11 @@
 //!    time), and the rate over the raw all-core blst rate. Medians of the rounds are printed.
 //! 2. Bursts: one attestation per validator, all at once, on new connections (the handshakes
 //!    count), for 1,000 and 10,000 validators (`DVSIGNER_BENCH_BURSTS`, default "1000,10000";
-//!    `DVSIGNER_BENCH_BURST_RUNS` bursts each, default 5): p50 and worst time, failures.
+//!    `DVSIGNER_BENCH_BURST_RUNS` bursts each, default 5): p50 and worst time, failures, the
+//!    node's CPU and this process's (the load generator's) CPU per signature. Each size twice:
+//!    an HTTP/1.1 client (up to 256 new connections at once), and a client offering HTTP/2 (one
+//!    new connection carrying every request), the two alternating run by run
+//!    (`DVSIGNER_BENCH_BURST_PROTOCOLS`: "1.1", "2", default both).
 //!
 //! Run: `cargo bench --bench node`.
 
@@ -62,7 +66,9 @@ async fn main() {
         keys: (&ks, &pw),
         key_cache: false,
     });
-    let client = support::client(&pki, BURST_CONNECTIONS);
+    // `DVSIGNER_BENCH_LOOP_HTTP2=1`: the closed loop over HTTP/2 (one connection) instead.
+    let loop_http2 = env("DVSIGNER_BENCH_LOOP_HTTP2", 0) == 1;
+    let client = support::client(&pki, BURST_CONNECTIONS, loop_http2);
     node.wait_keys(&client, n, Instant::now(), Duration::from_secs(600))
         .await;
     let pid = node.pid();
@@ -93,6 +99,7 @@ async fn main() {
     .await;
     assert_eq!(warm.ok, n, "warm-up failures: {}", warm.failures);
     let (mut cpu_ratios, mut rate_ratios, mut cpus, mut raws) = (vec![], vec![], vec![], vec![]);
+    let mut raw_rates = vec![];
     let mut failures = Failures::default();
     for round in 1..=rounds {
         let raw = raw_blst_rate(Duration::from_secs(2)).await;
@@ -122,6 +129,7 @@ async fn main() {
             per_sig / raw_cpu,
             r.failures
         );
+        raw_rates.push(raw.all_cores);
         cpu_ratios.push(per_sig / raw_cpu);
         rate_ratios.push(r.rate / raw.all_cores);
         cpus.push(per_sig * 1e6);
@@ -135,31 +143,57 @@ async fn main() {
         median(&mut rate_ratios),
     );
 
+    let raw_rate = median(&mut raw_rates);
+    let me = std::process::id();
+    // `DVSIGNER_BENCH_BURST_PROTOCOLS`: "1.1", "2" or both (default).
+    let protocols =
+        std::env::var("DVSIGNER_BENCH_BURST_PROTOCOLS").unwrap_or_else(|_| "1.1,2".into());
+    let protocols: Vec<bool> = [("1.1", false), ("2", true)]
+        .into_iter()
+        .filter(|(name, _)| protocols.split(',').any(|p| p.trim() == *name))
+        .map(|(_, http2)| http2)
+        .collect();
     for &size in &bursts {
-        let mut times = Vec::new();
-        let mut failures = Failures::default();
-        let mut cpus = Vec::new();
+        // Per protocol (HTTP/1.1, HTTP/2): burst times, failures, node and own CPU per signature.
+        let mut runs: [(Vec<Duration>, Failures, Vec<f64>, Vec<f64>); 2] = Default::default();
         for _ in 0..burst_runs.max(1) {
-            // A new client per burst: every connection is new, its handshake counts.
-            let fresh = support::client(&pki, BURST_CONNECTIONS);
-            let t = target.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let cpu = ServerCpu::start(pid).expect("node /proc/PID/stat");
-            let r = burst(&fresh, &node.url, &keys[..size], t).await;
-            let used = cpu.elapsed().expect("stat");
-            failures.merge(&r.failures);
-            times.push(r.elapsed);
-            cpus.push(used.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            for (&http2, (times, failures, cpus, own)) in protocols.iter().zip(&mut runs) {
+                // A new client per burst: every connection is new, its handshake counts.
+                let fresh = support::client(&pki, BURST_CONNECTIONS, http2);
+                let t = target.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let cpu = ServerCpu::start(pid).expect("node /proc/PID/stat");
+                let mine = ServerCpu::start(me).expect("own /proc/PID/stat");
+                let r = burst(&fresh, &node.url, &keys[..size], t).await;
+                let used = cpu.elapsed().expect("stat");
+                let used_here = mine.elapsed().expect("stat");
+                failures.merge(&r.failures);
+                times.push(r.elapsed);
+                cpus.push(used.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
+                own.push(used_here.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
+                drop(fresh);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
         }
-        times.sort_unstable();
-        println!(
-            "burst of {size} validators, {} runs on new connections ({BURST_CONNECTIONS} at once): p50 {:.3} s, min {:.3} s, max {:.3} s, node CPU {:.1} us/signature, failures: {failures}",
-            times.len(),
-            percentile(&times, 0.5).as_secs_f64(),
-            times[0].as_secs_f64(),
-            times[times.len() - 1].as_secs_f64(),
-            median(&mut cpus),
-        );
+        for (&http2, (times, failures, cpus, own)) in protocols.iter().zip(&mut runs) {
+            times.sort_unstable();
+            let how = if http2 {
+                "HTTP/2, one new connection".to_owned()
+            } else {
+                format!("HTTP/1.1, {BURST_CONNECTIONS} new connections at once")
+            };
+            let p50 = percentile(times, 0.5).as_secs_f64();
+            // The floor: raw blst signing of the same count on every core (rounds' median rate).
+            let floor = size as f64 / raw_rate;
+            println!(
+                "burst of {size} validators, {} runs ({how}): p50 {p50:.3} s = {:.2} x raw blst on {cores} cores ({floor:.3} s), min {:.3} s, max {:.3} s, node CPU {:.1} us/signature, load generator CPU {:.1} us/signature, failures: {failures}",
+                times.len(),
+                p50 / floor,
+                times[0].as_secs_f64(),
+                times[times.len() - 1].as_secs_f64(),
+                median(cpus),
+                median(own),
+            );
+        }
     }
     node.stop();
 }

@@ -73,7 +73,7 @@ async fn node_figures(n: usize) {
     let (ks, pw) = support::keystores(n);
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = support::pki(dir.path());
-    let client = support::client(&pki, BURST_CONNECTIONS);
+    let client = support::client(&pki, BURST_CONNECTIONS, false);
     let options = NodeOptions {
         dir: dir.path(),
         pki: &pki,

@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
     let keys: Vec<String> = (0..VALIDATORS)
         .map(|v| interop_secret_key(v).public_key().bytes().to_hex())
         .collect();
-    let client = http_client(Some(&pki.ca_cert), None, 128)?;
+    let client = http_client(Some(&pki.ca_cert), None, 128, false)?;
     let target = Arc::new(AtomicU64::new(1_000_000));
     let mut node_64 = None;
     for protected in [true, false] {
@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = http_client(Some(&cluster.pki.ca_cert), None, 128)?;
+    let client = http_client(Some(&cluster.pki.ca_cert), None, 128, false)?;
     // CPU bound: 4 share signatures + combine + verify per threshold signature, on all cores,
     // from CPU time (blst's verify spreads over its own thread pool, so wall time understates it).
     let cost = 4.0 * sign_cpu.as_secs_f64() + combine_cpu.as_secs_f64() + verify_cpu.as_secs_f64();

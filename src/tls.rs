@@ -228,6 +228,14 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
+/// `config` offering HTTP/2 as well: ALPN `h2` first, then `http/1.1` (clients without ALPN or
+/// without `h2` keep HTTP/1.1). [`crate::http::server::run`] serves whichever was chosen.
+pub fn with_http2(config: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// How a client authenticates servers, and which identity it presents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTlsOptions {

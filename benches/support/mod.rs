@@ -58,10 +58,11 @@ pub(crate) fn pki(dir: &Path) -> DevPki {
     DevPki::generate(&dir.join("tls"), &["node"], &["client"]).expect("dev PKI")
 }
 
-/// A keep-alive client of the node presenting the PKI's client certificate (mutual TLS).
-pub(crate) fn client(pki: &DevPki, pool: usize) -> reqwest::Client {
+/// A keep-alive client of the node presenting the PKI's client certificate (mutual TLS);
+/// HTTP/1.1 only, or HTTP/2 on one connection with `http2`.
+pub(crate) fn client(pki: &DevPki, pool: usize, http2: bool) -> reqwest::Client {
     let id = &pki.clients[0];
-    dvsigner::cli::bench::http_client(Some(&pki.ca_cert), Some((&id.cert, &id.key)), pool)
+    dvsigner::cli::bench::http_client(Some(&pki.ca_cert), Some((&id.cert, &id.key)), pool, http2)
         .expect("client")
 }
 

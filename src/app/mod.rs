@@ -42,6 +42,8 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// Hosts requests may address in their Host header (`*` allows any).
     pub host_allowlist: Vec<String>,
+    /// Offer HTTP/2 (ALPN `h2`) to TLS clients besides HTTP/1.1.
+    pub http2: bool,
 }
 
 impl ListenerConfig {
@@ -52,6 +54,7 @@ impl ListenerConfig {
             tls,
             header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
             host_allowlist: crate::http::server::default_host_allowlist(),
+            http2: true,
         }
     }
 
@@ -66,9 +69,12 @@ impl ListenerConfig {
             }
             return Ok(None);
         };
-        Ok(Some(
-            tls::server_config(files).context("TLS configuration")?,
-        ))
+        let config = tls::server_config(files).context("TLS configuration")?;
+        Ok(Some(if self.http2 {
+            tls::with_http2(config)
+        } else {
+            config
+        }))
     }
 
     /// The accept loop's options.

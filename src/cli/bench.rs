@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// Lowest target epoch to use (default: the current Unix time in microseconds).
     #[arg(long)]
     pub start_epoch: Option<u64>,
+    /// Speak HTTP/2 (ALPN `h2` only; the server must offer it): every request on one
+    /// connection (a burst: one new connection instead of up to 256). Default: HTTP/1.1
+    /// keep-alive.
+    #[arg(long)]
+    pub http2: bool,
 }
 
 /// Connections a burst keeps on the wire at once.
@@ -500,10 +505,14 @@ fn client(args: &BenchArgs, pool: usize) -> anyhow::Result<reqwest::Client> {
         args.ca.as_deref(),
         args.client_cert.as_deref().zip(args.client_key.as_deref()),
         pool,
+        args.http2,
     )
 }
 
-/// A keep-alive HTTP/1.1 client trusting `ca` and presenting `identity` (cert, key) if given.
+/// A keep-alive HTTP/1.1 client trusting `ca` and presenting `identity` (cert, key) if given;
+/// with `http2` an HTTP/2 client (ALPN `h2` only) that multiplexes every request on one
+/// connection (with `h2` merely offered, a burst on a new client would still open a connection
+/// per request in flight before the first handshake completes).
 ///
 /// # Errors
 /// Unreadable or invalid PEM files.
@@ -511,12 +520,17 @@ pub fn http_client(
     ca: Option<&std::path::Path>,
     identity: Option<(&std::path::Path, &std::path::Path)>,
     pool: usize,
+    http2: bool,
 ) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
-        .http1_only()
         .pool_max_idle_per_host(pool)
         .timeout(Duration::from_secs(30));
+    b = if http2 {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
     if let Some(ca) = ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);

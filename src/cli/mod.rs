@@ -132,6 +132,10 @@ pub struct ServeArgs {
         value_parser = crate::http::server::parse_host_entry
     )]
     pub http_host_allowlist: Vec<String>,
+    /// Offer HTTP/2 to TLS clients (ALPN `h2`, then `http/1.1`): a client that takes it sends
+    /// all its requests over one connection, with one handshake. `off`: HTTP/1.1 only.
+    #[arg(long, value_enum, default_value = "on")]
+    pub http2: OnOff,
 }
 
 impl ServeArgs {

@@ -35,6 +35,7 @@ impl ServeArgs {
             tls,
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
             host_allowlist: self.http_host_allowlist.clone(),
+            http2: self.http2 == super::OnOff::On,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP(S) accept loop shared by the signer node and the combiner.
 //!
-//! `run(listener, tls, app, options, shutdown)` serves HTTP/1.1 (optionally over rustls) until
-//! `shutdown` resolves, then stops accepting, lets in-flight requests finish (bounded by
+//! `run(listener, tls, app, options, shutdown)` serves HTTP/1.1 (optionally over rustls; HTTP/2
+//! on a TLS connection whose client chose `h2` in ALPN, which the server's TLS configuration
+//! offers only when built with [`crate::tls::with_http2`]) until `shutdown` resolves, then stops accepting, lets in-flight requests finish (bounded by
 //! [`ServerOptions::drain_timeout`]) and returns. Tests bind `127.0.0.1:0` and call it directly.
 //!
 //! Invariants: a slow or broken client only ever costs its own connection task (handshake and
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +28,14 @@ use tower::ServiceExt;
 /// The handshake already verified that the client holds the certificate's private key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientCertificate(pub crate::tls::Fingerprint);
+
+/// Streams one HTTP/2 client may have open at once: a whole slot's burst of sign requests for
+/// a thousand validators fits on one connection; further streams wait at the client.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Interval of HTTP/2 keep-alive pings on an idle connection, and how long the answer may take
+/// before the connection is closed (a peer that vanished without a FIN).
+pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -241,21 +250,21 @@ pub async fn run(
                         .await
                     {
                         Ok(Ok(tls_stream)) => {
-                            let client = tls_stream
-                                .get_ref()
-                                .1
+                            let session = tls_stream.get_ref().1;
+                            let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+                            let client = session
                                 .peer_certificates()
                                 .and_then(|chain| chain.first())
                                 .map(|leaf| {
                                     ClientCertificate(crate::tls::Fingerprint::of_der(leaf))
                                 });
-                            serve(tls_stream, app, client, &options, stop).await
+                            serve(tls_stream, h2, app, client, &options, stop).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve(stream, app, None, &options, stop).await,
+                None => serve(stream, false, app, None, &options, stop).await,
             }
         });
     }
@@ -275,8 +284,10 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves one connection: HTTP/2 when `h2` (negotiated in ALPN), else HTTP/1.1 keep-alive.
 async fn serve<S>(
     stream: S,
+    h2: bool,
     app: Router,
     client: Option<ClientCertificate>,
     options: &ServerOptions,
@@ -299,11 +310,25 @@ async fn serve<S>(
         }
     });
     let service = TowerToHyperService::new(service);
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(Some(H2_KEEP_ALIVE))
+        .keep_alive_timeout(H2_KEEP_ALIVE);
+    // The protocol is known before the first byte (ALPN), so no preface is read to guess it.
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut stop = stop;
     let stopped = async move {
@@ -317,7 +342,7 @@ async fn serve<S>(
             }
         }
         () = stopped => {
-            // Finish the request in flight (if any), then close.
+            // Finish the requests in flight (HTTP/2: GOAWAY, open streams finish), then close.
             conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with error during shutdown");

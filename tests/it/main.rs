@@ -29,6 +29,7 @@ mod dkg;
 mod high_watermark;
 mod host_allowlist;
 mod hsm;
+mod http2;
 mod key_cache;
 mod keymanager;
 mod lodestar;

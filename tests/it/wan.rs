@@ -478,6 +478,33 @@ impl Wan {
             .collect()
     }
 
+    /// [`Wan::send_all`] through front 0 with another `client` (made by [`Wan::client_h2`]).
+    fn send_all_with(
+        &self,
+        client: reqwest::Client,
+        requests: Vec<(u64, String, Duration)>,
+    ) -> Vec<Answer> {
+        let start = Instant::now() + Duration::from_millis(50);
+        let front = &self.fronts[0];
+        let h = front
+            .rt
+            .spawn(send_requests(client, front.base.clone(), start, requests));
+        front.rt.block_on(h).expect("client task")
+    }
+
+    /// A new client of front 0's combiner speaking HTTP/2 only (ALPN `h2`): every request on
+    /// one connection, made from the client's namespace when the first request goes out.
+    fn client_h2(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.dir.path().join("tls").join("ca.pem")).expect("CA");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .http2_prior_knowledge()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP/2 client")
+    }
+
     /// Sends one request at a time through front 0.
     fn send_sequential(&self, requests: Vec<(u64, String)>) -> Vec<Answer> {
         requests
@@ -899,7 +926,8 @@ fn burst_figures(answers: &[Answer], bodies: &[(u64, String)]) -> BurstFigures {
 
 /// Burst over WAN: 1,000 validators' attestations at once over 80 ms links (one way, between
 /// the combiner and each node), first with no connection to the nodes open (cold), then again
-/// with the connections of the first burst (warm). Every answer is the whole key's signature or
+/// with the connections of the first burst (warm), then from a new client speaking HTTP/2 (one
+/// connection to the combiner instead of 1,000). Every answer is the whole key's signature or
 /// a 503 with Retry-After, within twice the deadline; the time to the last signature and the
 /// errors by status are printed.
 #[test]
@@ -911,15 +939,24 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
     for n in NODES {
         w.bed.set_link(n, Link::delay_ms(80, 0));
     }
-    for (round, target) in [("cold", 6000u64), ("warm", 6001)] {
+    // HTTP/1.1: cold (1,000 new connections to the combiner), then warm (the same again); then
+    // a new HTTP/2 client: cold, but one connection and one handshake.
+    for (round, target, http2) in [
+        ("cold", 6000u64, false),
+        ("warm", 6001, false),
+        ("cold, HTTP/2 client", 6002, true),
+    ] {
         let bodies: Vec<(u64, String)> =
             (0..validators).map(|v| (v, attestation(target))).collect();
-        let answers = w.send_all(
-            bodies
-                .iter()
-                .map(|(v, b)| (*v, b.clone(), Duration::ZERO))
-                .collect(),
-        );
+        let requests = bodies
+            .iter()
+            .map(|(v, b)| (*v, b.clone(), Duration::ZERO))
+            .collect();
+        let answers = if http2 {
+            w.send_all_with(w.client_h2(), requests)
+        } else {
+            w.send_all(requests)
+        };
         let f = burst_figures(&answers, &bodies);
         let signed = answers.iter().filter(|a| a.status == 200).count();
         println!(

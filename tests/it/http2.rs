@@ -1,0 +1,196 @@
+//! HTTP/2 on a real `dvsigner signer` process over mutual TLS: a client that offers `h2` in
+//! ALPN gets HTTP/2 and can put a whole burst of sign requests on its one connection (every
+//! answer a valid signature); a client offering only `http/1.1` keeps HTTP/1.1; `--http2 off`
+//! answers HTTP/1.1 to everyone; the Host allow-list applies to HTTP/2's `:authority`.
+
+use crate::common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::process::{dev_keystores, free_port, wait_ready, Proc};
+use dvsigner::bls::{PublicKey, Signature};
+use dvsigner::signing::Network;
+use dvsigner::tls::DevPki;
+use reqwest::Version;
+
+/// A client trusting the PKI's CA and presenting `node-client`; HTTP/1.1 only when `h1_only`
+/// (else ALPN offers `h2` and `http/1.1`); `localhost` and `node-a` resolve to `port`.
+fn client(pki: &DevPki, h1_only: bool, port: u16) -> reqwest::Client {
+    let id = pki.identity("node-client").expect("client identity");
+    let mut pem = std::fs::read(&id.cert).expect("client cert");
+    pem.extend(std::fs::read(&id.key).expect("client key"));
+    let ca = std::fs::read(&pki.ca_cert).expect("CA");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .resolve("node-a", addr)
+        .timeout(Duration::from_secs(30));
+    if h1_only {
+        b = b.http1_only();
+    }
+    b.build().expect("client")
+}
+
+/// A node on 127.0.0.1:`port` with the dev keystores, TLS as `node-a`, clients chaining to the
+/// PKI's CA required, and `extra` options.
+fn start_node(pki: &DevPki, port: u16, dir: &Path, extra: &[&str]) -> Proc {
+    let (ks, pw) = dev_keystores();
+    let id = pki.identity("node-a").expect("node identity");
+    let mut args: Vec<String> = [
+        "signer",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--keystores",
+        &ks.display().to_string(),
+        "--keystores-passwords",
+        &pw.display().to_string(),
+        "--tls-cert",
+        &id.cert.display().to_string(),
+        "--tls-key",
+        &id.key.display().to_string(),
+        "--tls-client-ca",
+        &pki.ca_cert.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Proc::start("node-a", &args, &dir.join("node.log"))
+}
+
+async fn public_keys(client: &reqwest::Client, base: &str) -> Vec<String> {
+    client
+        .get(format!("{base}/api/v1/eth2/publicKeys"))
+        .send()
+        .await
+        .expect("publicKeys")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// Signs one attestation per key at target `target`, all at once, and checks every answer:
+/// 200, HTTP version `version`, a signature over the root computed here under that key.
+async fn burst(
+    client: &reqwest::Client,
+    base: &str,
+    keys: &[String],
+    target: u64,
+    version: Version,
+) {
+    let network = Network::from_name_or_path("mainnet").expect("mainnet");
+    let body = common::requests::attestation_body(target);
+    let root = dvsigner::signing::prepare(body.as_bytes(), &network)
+        .expect("prepare")
+        .root;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, pk) in keys.iter().cycle().take(keys.len() * 40).enumerate() {
+        let client = client.clone();
+        let url = format!("{base}/api/v1/eth2/sign/{pk}");
+        // Forty requests per key: the first of each is new, the rest repeat it (Web3Signer
+        // signs a repeated identical attestation again).
+        let body = body.clone();
+        let pk = pk.clone();
+        tasks.spawn(async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            let v = r.version();
+            let status = r.status().as_u16();
+            let text = r.text().await.expect("body");
+            (pk, v, status, text)
+        });
+    }
+    let mut n = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (pk, v, status, text) = joined.expect("task");
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(v, version);
+        let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let sig = Signature::from_hex(json["signature"].as_str().expect("signature")).expect("hex");
+        let public = PublicKey::from_bytes(&dvsigner::bls::parse_hex::<48>(&pk).expect("hex"))
+            .expect("public key");
+        assert!(
+            sig.verify(&public, &root.0),
+            "signature of {pk} does not verify"
+        );
+        n += 1;
+    }
+    assert_eq!(n, keys.len() * 40);
+}
+
+#[tokio::test]
+async fn http2_clients_get_http2_and_http1_clients_keep_http1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki =
+        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
+    let port = free_port();
+    let mut node = start_node(&pki, port, dir.path(), &[]);
+    let base = format!("https://localhost:{port}");
+    let h2 = client(&pki, false, port);
+    let h1 = client(&pki, true, port);
+    wait_ready(
+        &h2,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let up = h2
+        .get(format!("{base}/upcheck"))
+        .send()
+        .await
+        .expect("upcheck");
+    assert_eq!((up.status().as_u16(), up.version()), (200, Version::HTTP_2));
+    let keys = public_keys(&h2, &base).await;
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    // 200 concurrent sign requests multiplexed on the HTTP/2 client's one connection.
+    burst(&h2, &base, &keys, 900_001, Version::HTTP_2).await;
+    // The same node still serves HTTP/1.1 to a client that offers only that.
+    burst(&h1, &base, &keys, 900_002, Version::HTTP_11).await;
+
+    // The Host allow-list (default `localhost,127.0.0.1`) reads HTTP/2's `:authority`.
+    let refused = h2
+        .get(format!("https://node-a:{port}/upcheck"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.version(), Version::HTTP_2);
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(
+        refused.text().await.expect("body"),
+        r#"{"message":"Host not authorized."}"#
+    );
+    node.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn http2_off_answers_http1_to_a_client_offering_h2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki =
+        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
+    let port = free_port();
+    let mut node = start_node(&pki, port, dir.path(), &["--http2", "off"]);
+    let base = format!("https://localhost:{port}");
+    let h2 = client(&pki, false, port);
+    wait_ready(
+        &h2,
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    let keys = public_keys(&h2, &base).await;
+    burst(&h2, &base, &keys, 900_001, Version::HTTP_11).await;
+    node.terminate(Duration::from_secs(10));
+}

@@ -31,6 +31,18 @@ use dvsigner::cli::bench::{
 };
 use support::{median, Node, NodeOptions};
 
+/// The bursts of one size over one protocol.
+#[derive(Default)]
+struct BurstRuns {
+    /// Time of each burst until its last answer.
+    times: Vec<Duration>,
+    failures: Failures,
+    /// The node's CPU per signature, microseconds, per burst.
+    cpus: Vec<f64>,
+    /// This process's (the load generator's) CPU per signature, microseconds, per burst.
+    own: Vec<f64>,
+}
+
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -154,10 +166,15 @@ async fn main() {
         .map(|(_, http2)| http2)
         .collect();
     for &size in &bursts {
-        // Per protocol (HTTP/1.1, HTTP/2): burst times, failures, node and own CPU per signature.
-        let mut runs: [(Vec<Duration>, Failures, Vec<f64>, Vec<f64>); 2] = Default::default();
+        let mut runs: [BurstRuns; 2] = Default::default();
         for _ in 0..burst_runs.max(1) {
-            for (&http2, (times, failures, cpus, own)) in protocols.iter().zip(&mut runs) {
+            for (&http2, runs) in protocols.iter().zip(&mut runs) {
+                let BurstRuns {
+                    times,
+                    failures,
+                    cpus,
+                    own,
+                } = runs;
                 // A new client per burst: every connection is new, its handshake counts.
                 let fresh = support::client(&pki, BURST_CONNECTIONS, http2);
                 let t = target.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -174,7 +191,13 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
-        for (&http2, (times, failures, cpus, own)) in protocols.iter().zip(&mut runs) {
+        for (&http2, runs) in protocols.iter().zip(&mut runs) {
+            let BurstRuns {
+                times,
+                failures,
+                cpus,
+                own,
+            } = runs;
             times.sort_unstable();
             let how = if http2 {
                 "HTTP/2, one new connection".to_owned()

@@ -265,10 +265,18 @@ mod tests {
         assert!(!cluster.watermark_from_genesis);
         assert_eq!(config.keymanager, Some(Default::default()));
         assert_eq!(config.listener.header_read_timeout, Duration::from_secs(1));
-        let off = signer(&["--no-slashing-protection", "--slashing-db", "sqlite:x"])
-            .to_config()
-            .expect("config");
+        assert!(config.listener.http2, "HTTP/2 is offered unless turned off");
+        let off = signer(&[
+            "--no-slashing-protection",
+            "--slashing-db",
+            "sqlite:x",
+            "--http2",
+            "off",
+        ])
+        .to_config()
+        .expect("config");
         assert_eq!(off.slashing, SlashingConfig::Off);
+        assert!(!off.listener.http2);
     }
 
     #[test]

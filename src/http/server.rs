@@ -11,6 +11,7 @@
 //! the request, so no route (404s included) answers a host that is not listed.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,12 @@ pub const H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Interval of HTTP/2 keep-alive pings on an idle connection, and how long the answer may take
 /// before the connection is closed (a peer that vanished without a FIN).
 pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// At shutdown, how long an HTTP/2 connection may stay open after its last stream finished:
+/// time for the last answers' bytes to leave. A client that cannot be reached (or does not
+/// answer) never acknowledges the GOAWAY, and waiting for it would hold shutdown for the whole
+/// drain timeout.
+pub const H2_SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -296,13 +303,18 @@ async fn serve<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let hosts = options.host_allowlist.clone();
+    // HTTP/2: the streams in flight, so that shutdown knows when only the goodbye is left.
+    let streams = h2.then(|| Arc::new(AtomicUsize::new(0)));
+    let counted = streams.clone();
     let service = tower::service_fn(move |mut req: axum::extract::Request<Incoming>| {
         if let Some(c) = client {
             req.extensions_mut().insert(c);
         }
         let refused = hosts.check(&req);
         let app = app.clone();
+        let stream = counted.as_ref().map(|n| InFlight::new(n.clone()));
         async move {
+            let _stream = stream;
             match refused {
                 Some(response) => Ok(response),
                 None => app.oneshot(req).await,
@@ -344,10 +356,55 @@ async fn serve<S>(
         () = stopped => {
             // Finish the requests in flight (HTTP/2: GOAWAY, open streams finish), then close.
             conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with error during shutdown");
+            let Some(streams) = streams else {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with error during shutdown");
+                }
+                return;
+            };
+            // HTTP/2 ends when the client acknowledges the GOAWAY; one that cannot be reached
+            // never does. Close anyway once no stream was in flight for H2_SHUTDOWN_LINGER.
+            let mut idle_since: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, "connection ended with error during shutdown");
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {
+                        if streams.load(Ordering::Acquire) > 0 {
+                            idle_since = None;
+                        } else if idle_since
+                            .get_or_insert_with(tokio::time::Instant::now)
+                            .elapsed()
+                            >= H2_SHUTDOWN_LINGER
+                        {
+                            tracing::debug!("shutdown: closing an HTTP/2 connection its client did not end");
+                            return;
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// One HTTP/2 stream being served: counted from the call until its answer is produced (or the
+/// stream is cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

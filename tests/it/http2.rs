@@ -194,3 +194,76 @@ async fn http2_off_answers_http1_to_a_client_offering_h2() {
     burst(&h2, &base, &keys, 900_001, Version::HTTP_11).await;
     node.terminate(Duration::from_secs(10));
 }
+
+/// A node stops promptly (SIGTERM) while an HTTP/2 client holds an idle connection and no
+/// longer answers anything (as one behind a partition): the client never acknowledges the
+/// GOAWAY, and the node closes that connection once no stream is in flight instead of waiting
+/// for the whole drain timeout (10 s).
+#[tokio::test]
+async fn a_node_stops_promptly_while_a_silent_http2_client_holds_a_connection() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki =
+        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
+    let port = free_port();
+    let mut node = start_node(&pki, port, dir.path(), &[]);
+    let base = format!("https://localhost:{port}");
+    wait_ready(
+        &client(&pki, true, port),
+        &format!("{base}/upcheck"),
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let id = pki.identity("node-client").expect("client identity");
+    let mut tls = dvsigner::tls::client_config(dvsigner::tls::ClientTlsOptions {
+        ca: Some(pki.ca_cert.clone()),
+        pinned: Vec::new(),
+        identity: Some((id.cert.clone(), id.key.clone())),
+    })
+    .expect("client TLS");
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    // Drive the connection only until one request is answered, then keep it open unpolled:
+    // from then on the client answers neither the GOAWAY nor pings.
+    let mut conn = Box::pin(conn);
+    let request = hyper::Request::builder()
+        .uri(format!("{base}/upcheck"))
+        .body(String::new())
+        .expect("request");
+    let status = tokio::select! {
+        r = sender.send_request(request) => r.expect("answer").status(),
+        r = &mut conn => panic!("connection ended first: {r:?}"),
+    };
+    assert_eq!(status, 200);
+
+    let asked = Instant::now();
+    let exit = node.terminate(Duration::from_secs(15));
+    let took = asked.elapsed();
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "node did not stop cleanly: {exit:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the node took {took:?} to stop while a silent HTTP/2 client held a connection"
+    );
+    drop(conn);
+}

@@ -169,12 +169,6 @@ async fn main() {
         let mut runs: [BurstRuns; 2] = Default::default();
         for _ in 0..burst_runs.max(1) {
             for (&http2, runs) in protocols.iter().zip(&mut runs) {
-                let BurstRuns {
-                    times,
-                    failures,
-                    cpus,
-                    own,
-                } = runs;
                 // A new client per burst: every connection is new, its handshake counts.
                 let fresh = support::client(&pki, BURST_CONNECTIONS, http2);
                 let t = target.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -183,10 +177,12 @@ async fn main() {
                 let r = burst(&fresh, &node.url, &keys[..size], t).await;
                 let used = cpu.elapsed().expect("stat");
                 let used_here = mine.elapsed().expect("stat");
-                failures.merge(&r.failures);
-                times.push(r.elapsed);
-                cpus.push(used.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
-                own.push(used_here.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
+                runs.failures.merge(&r.failures);
+                runs.times.push(r.elapsed);
+                runs.cpus
+                    .push(used.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
+                runs.own
+                    .push(used_here.as_secs_f64() * 1e6 / r.ok.max(1) as f64);
                 drop(fresh);
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }

@@ -35,16 +35,21 @@ pub async fn assert_signs(base: &str, sk: &SecretKey, target: u64) {
 
 /// `GET /api/v1/eth2/publicKeys` of the node at `base`, sorted.
 pub async fn public_keys(base: &str) -> Vec<String> {
-    let mut keys: Vec<String> = http_client()
+    let mut keys = public_keys_with(&http_client(), base).await;
+    keys.sort();
+    keys
+}
+
+/// `GET /api/v1/eth2/publicKeys` of the node at `base` through `client`, in the node's order.
+pub async fn public_keys_with(client: &reqwest::Client, base: &str) -> Vec<String> {
+    client
         .get(format!("{base}/api/v1/eth2/publicKeys"))
         .send()
         .await
         .expect("publicKeys")
         .json()
         .await
-        .expect("json");
-    keys.sort();
-    keys
+        .expect("json")
 }
 
 /// `POST /reload` on the node at `base`, then polls `GET /reload` (bounded) until it finished:

@@ -8,6 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::http::public_keys_with;
 use common::process::{dev_keystores, free_port, wait_ready, Proc};
 use dvsigner::bls::{PublicKey, Signature};
 use dvsigner::signing::Network;
@@ -63,15 +64,40 @@ fn start_node(pki: &DevPki, port: u16, dir: &Path, extra: &[&str]) -> Proc {
     Proc::start("node-a", &args, &dir.join("node.log"))
 }
 
-async fn public_keys(client: &reqwest::Client, base: &str) -> Vec<String> {
-    client
-        .get(format!("{base}/api/v1/eth2/publicKeys"))
-        .send()
-        .await
-        .expect("publicKeys")
-        .json()
-        .await
-        .expect("JSON")
+/// A node started (see [`start_node`]) in a temporary directory, and what its tests use.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    pki: DevPki,
+    port: u16,
+    /// `https://localhost:PORT`.
+    base: String,
+    node: Proc,
+}
+
+/// A new PKI and a node started with `extra` options, ready (`/upcheck` answered over
+/// HTTP/1.1).
+async fn fixture(extra: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki =
+        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
+    let port = free_port();
+    let mut node = start_node(&pki, port, dir.path(), extra);
+    let base = format!("https://localhost:{port}");
+    let url = format!("{base}/upcheck");
+    wait_ready(
+        &client(&pki, true, port),
+        &url,
+        &mut node,
+        Duration::from_secs(30),
+    )
+    .await;
+    Fixture {
+        _dir: dir,
+        pki,
+        port,
+        base,
+        node,
+    }
 }
 
 /// Signs one attestation per key at target `target`, all at once, and checks every answer:
@@ -130,21 +156,15 @@ async fn burst(
 
 #[tokio::test]
 async fn http2_clients_get_http2_and_http1_clients_keep_http1() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki =
-        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
-    let port = free_port();
-    let mut node = start_node(&pki, port, dir.path(), &[]);
-    let base = format!("https://localhost:{port}");
+    let Fixture {
+        _dir,
+        pki,
+        port,
+        base,
+        mut node,
+    } = fixture(&[]).await;
     let h2 = client(&pki, false, port);
     let h1 = client(&pki, true, port);
-    wait_ready(
-        &h2,
-        &format!("{base}/upcheck"),
-        &mut node,
-        Duration::from_secs(30),
-    )
-    .await;
 
     let up = h2
         .get(format!("{base}/upcheck"))
@@ -152,7 +172,7 @@ async fn http2_clients_get_http2_and_http1_clients_keep_http1() {
         .await
         .expect("upcheck");
     assert_eq!((up.status().as_u16(), up.version()), (200, Version::HTTP_2));
-    let keys = public_keys(&h2, &base).await;
+    let keys = public_keys_with(&h2, &base).await;
     assert_eq!(keys.len(), 5, "{keys:?}");
     // 200 concurrent sign requests multiplexed on the HTTP/2 client's one connection.
     burst(&h2, &base, &keys, 900_001, Version::HTTP_2).await;
@@ -176,21 +196,15 @@ async fn http2_clients_get_http2_and_http1_clients_keep_http1() {
 
 #[tokio::test]
 async fn http2_off_answers_http1_to_a_client_offering_h2() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki =
-        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
-    let port = free_port();
-    let mut node = start_node(&pki, port, dir.path(), &["--http2", "off"]);
-    let base = format!("https://localhost:{port}");
+    let Fixture {
+        _dir,
+        pki,
+        port,
+        base,
+        mut node,
+    } = fixture(&["--http2", "off"]).await;
     let h2 = client(&pki, false, port);
-    wait_ready(
-        &h2,
-        &format!("{base}/upcheck"),
-        &mut node,
-        Duration::from_secs(30),
-    )
-    .await;
-    let keys = public_keys(&h2, &base).await;
+    let keys = public_keys_with(&h2, &base).await;
     burst(&h2, &base, &keys, 900_001, Version::HTTP_11).await;
     node.terminate(Duration::from_secs(10));
 }
@@ -204,19 +218,13 @@ async fn a_node_stops_promptly_while_a_silent_http2_client_holds_a_connection() 
     use std::sync::Arc;
     use std::time::Instant;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki =
-        DevPki::generate(&dir.path().join("pki"), &["node-a"], &["node-client"]).expect("pki");
-    let port = free_port();
-    let mut node = start_node(&pki, port, dir.path(), &[]);
-    let base = format!("https://localhost:{port}");
-    wait_ready(
-        &client(&pki, true, port),
-        &format!("{base}/upcheck"),
-        &mut node,
-        Duration::from_secs(30),
-    )
-    .await;
+    let Fixture {
+        _dir,
+        pki,
+        port,
+        base,
+        mut node,
+    } = fixture(&[]).await;
 
     let id = pki.identity("node-client").expect("client identity");
     let mut tls = dvsigner::tls::client_config(dvsigner::tls::ClientTlsOptions {

@@ -2,8 +2,11 @@
 //!
 //! `run(listener, tls, app, options, shutdown)` serves HTTP/1.1 (optionally over rustls; HTTP/2
 //! on a TLS connection whose client chose `h2` in ALPN, which the server's TLS configuration
-//! offers only when built with [`crate::tls::with_http2`]) until `shutdown` resolves, then stops accepting, lets in-flight requests finish (bounded by
-//! [`ServerOptions::drain_timeout`]) and returns. Tests bind `127.0.0.1:0` and call it directly.
+//! offers only when built with [`crate::tls::with_http2`]) until `shutdown` resolves, then
+//! stops accepting, lets in-flight requests finish (bounded by
+//! [`ServerOptions::drain_timeout`]; an HTTP/2 connection whose client does not end it is
+//! closed [`H2_SHUTDOWN_LINGER`] after its last stream) and returns. Tests bind `127.0.0.1:0`
+//! and call it directly.
 //!
 //! Invariants: a slow or broken client only ever costs its own connection task (handshake and
 //! header-read timeouts); handshake failures are logged at debug level and dropped. The

@@ -344,15 +344,7 @@ impl Wan {
                 &path(&format!("{combiner_name}.log")),
             );
             let rt = bed.runtime(client_name, 2);
-            let client = rt.block_on(async {
-                reqwest::Client::builder()
-                    .use_rustls_tls()
-                    .http1_only()
-                    .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .expect("client")
-            });
+            let client = rt.block_on(async { combiner_client(&ca, false) });
             started.push(Front {
                 combiner,
                 rt,
@@ -496,13 +488,7 @@ impl Wan {
     /// one connection, made from the client's namespace when the first request goes out.
     fn client_h2(&self) -> reqwest::Client {
         let ca = std::fs::read(self.dir.path().join("tls").join("ca.pem")).expect("CA");
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .http2_prior_knowledge()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP/2 client")
+        combiner_client(&ca, true)
     }
 
     /// Sends one request at a time through front 0.
@@ -528,6 +514,21 @@ impl Wan {
                 .expect("metrics text")
         })
     }
+}
+
+/// A client of a combiner trusting the bed's CA (`ca`, PEM), 30 s per request: HTTP/1.1, or
+/// with `http2` HTTP/2 only (ALPN `h2`, every request on one connection).
+fn combiner_client(ca: &[u8], http2: bool) -> reqwest::Client {
+    let b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca).expect("pem"))
+        .timeout(Duration::from_secs(30));
+    let b = if http2 {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
+    b.build().expect("client")
 }
 
 /// Posts every request at `start + offset` (one task each); the answers in order.

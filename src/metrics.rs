@@ -181,7 +181,7 @@ struct PeerLabel {
 }
 
 /// `reason` values of `dvsigner_agreement_messages_refused_total` (pre-created series).
-pub const AGREEMENT_REFUSAL_REASONS: [&str; 12] = [
+pub const AGREEMENT_REFUSAL_REASONS: [&str; 13] = [
     "not_a_peer",
     "wrong_cluster",
     "wrong_operator",
@@ -194,6 +194,7 @@ pub const AGREEMENT_REFUSAL_REASONS: [&str; 12] = [
     "wrong_instance",
     "invalid",
     "overloaded",
+    "certificates_needed",
 ];
 
 /// `reason` values of `dvsigner_agreement_messages_dropped_total` (pre-created series).

@@ -5,9 +5,11 @@
 //! the TLS 1.3 signature scheme that key supports (Ed25519, ECDSA P-256/P-384, RSA-PSS). A
 //! signature on the wire is the scheme's 2-byte code (big-endian) followed by the signature.
 //!
-//! Certificates travel with the messages: every batch carries the DER certificates of the
-//! senders of the messages it holds, nested ones (proofs, justifications, commits) included. The
-//! receiver keeps a certificate only if its SHA-256 fingerprint is one the cluster already
+//! Certificates travel with the messages: a batch carries the DER certificates of the senders
+//! of the messages it holds, nested ones (proofs, justifications, commits) included, until the
+//! peer has accepted a batch with them; a peer that meets a signer it holds no certificate of
+//! (after a restart) refuses the batch with 428 and the sender sends it again with the
+//! certificates (see `wire.rs`). The receiver keeps a certificate only if its SHA-256 fingerprint is one the cluster already
 //! trusts for that operator (a line of `--peer-allowed-clients`, or the operator's
 //! `tls_fingerprint` in `cluster.json`: the same fingerprints that authorise a peer on the
 //! history route), so nothing new is configured. A member of an instance is the operator
@@ -263,6 +265,15 @@ impl KeyRing {
             }
         }
         refused
+    }
+
+    /// Whether a certificate of operator `op` is known (this node's own always is).
+    pub fn knows(&self, op: usize) -> bool {
+        op == self.me
+            || self
+                .certs
+                .read()
+                .is_ok_and(|c| c.get(op).is_some_and(|k| !k.is_empty()))
     }
 
     /// The certificates known for these operators (for an outgoing batch).

@@ -45,6 +45,16 @@ pub const MAX_QUEUE: usize = 65_536;
 pub const MAX_IN_FLIGHT: usize = 32;
 /// Largest request body of the route.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// A post is abandoned after this long (or twice the message life when that is longer): it is
+/// not cut at the message life, because cancelling a slow post closes its connection and the
+/// next one pays a new handshake and TCP slow start, which under a burst over long links takes
+/// longer than the life again.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer is taken for unreachable after at least this long without any answer while a post
+/// to it is in flight (otherwise twice its round-trip bound, at most the message life).
+pub const MIN_SILENCE: Duration = Duration::from_millis(200);
+/// While posts to a peer are in flight, a new post waits this long for more messages.
+pub const GATHER: Duration = Duration::from_millis(5);
 /// A peer nothing was posted to for this long gets an empty batch (round-trip probe).
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -74,6 +84,11 @@ pub enum BatchError {
     /// Too many messages or certificates, or certificates that are not hex.
     #[error("malformed batch: {0}")]
     Malformed(&'static str),
+    /// A message is signed by an operator whose certificate this node does not hold (the
+    /// sender leaves the certificates out once the peer has them; after a restart it has
+    /// not): HTTP 428, the sender sends the batch again with the certificates.
+    #[error("batch signed by operator {0} whose certificate is not known here")]
+    CertificatesNeeded(String),
 }
 
 impl BatchError {
@@ -83,6 +98,7 @@ impl BatchError {
             Self::WrongCluster(_) => "wrong_cluster",
             Self::WrongOperator(_) => "wrong_operator",
             Self::Malformed(_) => "malformed",
+            Self::CertificatesNeeded(_) => "certificates_needed",
         }
     }
 }
@@ -141,6 +157,22 @@ impl Inbound {
         for _ in 0..unknown {
             metrics.record_agreement_refused("unknown_certificate");
         }
+        let mut signers = Vec::new();
+        for msg in &batch.messages {
+            if let Some(v) = roster.validator(&msg.message.instance.validator) {
+                signers.clear();
+                super::driver::collect_signers(msg, &mut signers);
+                for &m in &signers {
+                    if let Some(&op) = v.members.get(usize::from(m)) {
+                        if !ring.knows(op) {
+                            return Err(BatchError::CertificatesNeeded(
+                                ring.operators().get(op).cloned().unwrap_or_default(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         let mut delivered = 0;
         for msg in batch.messages {
             let m = &msg.message;
@@ -177,8 +209,14 @@ struct PeerQueue {
     wake: Notify,
     /// Round-trip estimate (smoothed round trip and its variation, as TCP keeps them).
     rtt: Mutex<RttEstimate>,
-    /// The latest post that ended failed to reach the peer (connection error or timeout).
+    /// Nothing has been heard from the peer since a post that failed or stayed unanswered for
+    /// the message life.
     down: std::sync::atomic::AtomicBool,
+    /// When the peer last answered a post (any HTTP answer).
+    heard: Mutex<Option<Instant>>,
+    /// Whether batches carry the signers' certificates: until the peer has accepted a batch
+    /// with them, again when it asks (428) or was unreachable (it may have restarted).
+    with_certificates: std::sync::atomic::AtomicBool,
 }
 
 /// Smoothed round trip and mean deviation in microseconds (RFC 6298's SRTT and RTTVAR, gains
@@ -225,7 +263,27 @@ impl PeerQueue {
         self.rtt.lock().ok()?.bound()
     }
 
+    /// The peer answered a post now.
+    fn heard(&self) {
+        if let Ok(mut h) = self.heard.lock() {
+            *h = Some(Instant::now());
+        }
+    }
+
+    /// Whether the peer answered a post at or after `t`.
+    fn heard_since(&self, t: Instant) -> bool {
+        self.heard
+            .lock()
+            .ok()
+            .and_then(|h| *h)
+            .is_some_and(|h| h >= t)
+    }
+
     fn set_down(&self, down: bool) {
+        if down {
+            self.with_certificates
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let was = self.down.swap(down, std::sync::atomic::Ordering::Relaxed);
         if was != down {
             if down {
@@ -278,6 +336,8 @@ impl Outbound {
                         wake: Notify::new(),
                         rtt: Mutex::new(RttEstimate::default()),
                         down: std::sync::atomic::AtomicBool::new(false),
+                        heard: Mutex::new(None),
+                        with_certificates: std::sync::atomic::AtomicBool::new(true),
                     })
                 })
             })
@@ -326,13 +386,27 @@ impl Outbound {
         out
     }
 
-    fn batch(&self, items: &[Queued]) -> Batch {
-        let mut ops = vec![self.ring.me()];
-        for i in items {
-            ops.extend(i.signers.iter().copied());
+    /// Puts `items` back at the head of the queue of `peer` (a batch it asked to receive again
+    /// with the certificates).
+    fn requeue(&self, peer: &PeerQueue, items: Vec<Queued>) {
+        if let Ok(mut q) = peer.queue.lock() {
+            for item in items.into_iter().rev() {
+                q.push_front(item);
+            }
         }
-        ops.sort_unstable();
-        ops.dedup();
+        peer.wake.notify_one();
+    }
+
+    fn batch(&self, items: &[Queued], with_certificates: bool) -> Batch {
+        let mut ops = Vec::new();
+        if with_certificates {
+            ops.push(self.ring.me());
+            for i in items {
+                ops.extend(i.signers.iter().copied());
+            }
+            ops.sort_unstable();
+            ops.dedup();
+        }
         Batch {
             cluster_hash: self.cluster_hash.clone(),
             operator: self.me.clone(),
@@ -359,6 +433,12 @@ impl Outbound {
             let Ok(permit) = in_flight.clone().acquire_many_owned(wanted).await else {
                 return;
             };
+            // Posts already in flight: let what the engine produces in the next few
+            // milliseconds join this post (a burst of instances then fills a few posts on
+            // warm connections instead of opening a new connection per message).
+            if in_flight.available_permits() + (wanted as usize) < MAX_IN_FLIGHT {
+                tokio::time::sleep(GATHER).await;
+            }
             let items = loop {
                 let items = self.drain(&peer);
                 if !items.is_empty() {
@@ -373,21 +453,73 @@ impl Outbound {
                     break Vec::new();
                 }
             };
-            let batch = self.batch(&items);
+            let with_certificates = peer
+                .with_certificates
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let batch = self.batch(&items, with_certificates);
+            let body = serde_json::to_vec(&batch).unwrap_or_default();
             let request = client
                 .post(&peer.url)
-                .timeout(self.life.max(Duration::from_millis(500)))
-                .json(&batch);
+                .timeout(self.life.saturating_mul(2).max(POST_TIMEOUT))
+                .header("content-type", "application/json")
+                .body(body)
+                .send();
             let count = items.len();
             let peer = peer.clone();
+            let life = self.life;
+            let this = self.clone();
             tokio::spawn(async move {
                 let sent = Instant::now();
-                match request.send().await {
+                tokio::pin!(request);
+                // A post still unanswered after twice the peer's round-trip bound (at least
+                // MIN_SILENCE, at most the message life) while nothing else was heard from the
+                // peer either: it is unreachable (a partition, a dead host). Under a burst the
+                // peer answers other posts meanwhile, so queueing alone does not make it
+                // unreachable. The post goes on (cancelling it would close its connection, and
+                // the next post would pay a new handshake and TCP slow start again): a slow
+                // answer is still an answer.
+                let silence = peer
+                    .rtt()
+                    .map_or(life, |r| r.saturating_mul(2).max(MIN_SILENCE).min(life));
+                let answer = match tokio::time::timeout(silence, &mut request).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if !peer.heard_since(sent) {
+                            peer.set_down(true);
+                        }
+                        request.await
+                    }
+                };
+                match answer {
                     Ok(r) if r.status().is_success() => {
                         peer.observe(sent.elapsed());
+                        peer.heard();
                         peer.set_down(false);
+                        if with_certificates {
+                            peer.with_certificates
+                                .store(false, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    Ok(r) if r.status() == reqwest::StatusCode::PRECONDITION_REQUIRED => {
+                        // The peer holds no certificate of a signer (it restarted): the same
+                        // messages again, with the certificates.
+                        peer.heard();
+                        peer.set_down(false);
+                        peer.with_certificates
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(peer = %peer.name, messages = count, "agreement batch to be sent again with certificates");
+                        if with_certificates {
+                            // It had them: a signer the peer does not trust.
+                            if count > 0 {
+                                crate::metrics::global()
+                                    .record_agreement_dropped("refused_by_peer");
+                            }
+                        } else {
+                            this.requeue(&peer, items);
+                        }
                     }
                     Ok(r) => {
+                        peer.heard();
                         peer.set_down(false);
                         if count > 0 {
                             crate::metrics::global().record_agreement_dropped("refused_by_peer");
@@ -395,7 +527,9 @@ impl Outbound {
                         tracing::debug!(peer = %peer.name, status = r.status().as_u16(), messages = count, "agreement batch refused");
                     }
                     Err(e) => {
-                        peer.set_down(true);
+                        if !peer.heard_since(sent) {
+                            peer.set_down(true);
+                        }
                         if count > 0 {
                             crate::metrics::global().record_agreement_dropped("send_failed");
                         }

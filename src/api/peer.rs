@@ -100,6 +100,11 @@ pub(super) async fn agreement(
     };
     match inbound.accept(peer, batch) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e @ crate::agreement::wire::BatchError::CertificatesNeeded(_)) => {
+            metrics.record_agreement_refused(e.reason());
+            tracing::debug!(peer, error = %e, "agreement batch: certificates needed");
+            (StatusCode::PRECONDITION_REQUIRED, "Certificates Needed").into_response()
+        }
         Err(e) => {
             metrics.record_agreement_refused(e.reason());
             tracing::warn!(peer, error = %e, "agreement batch refused");

@@ -123,6 +123,11 @@ pub struct Instance {
     /// need them, a round whose leader is one of them. Like every timer matter, it never
     /// affects safety, only when a member moves on.
     unreachable: BTreeSet<u16>,
+    /// When round 1 started (the instance's creation).
+    round_one_start: u64,
+    /// Round-1 prepares for two different roots were seen: round 1 keeps its ordinary length
+    /// even when [`Instance::lengthen_round_one`] gave it more.
+    round_one_contested: bool,
 }
 
 impl Instance {
@@ -157,6 +162,8 @@ impl Instance {
             resend_at: None,
             started: true,
             unreachable: BTreeSet::new(),
+            round_one_start: now_ms,
+            round_one_contested: false,
         };
         instance.deadline = instance.round_deadline(1, now_ms);
         instance
@@ -257,6 +264,44 @@ impl Instance {
     pub fn set_unreachable(&mut self, members: impl IntoIterator<Item = u16>) {
         let me = self.me();
         self.unreachable = members.into_iter().filter(|&m| m != me).collect();
+    }
+
+    /// Lets round 1 last up to `len_ms` from its start while every round-1 prepare seen names
+    /// one root (timer matter only). Round 1 is the one that can decide within a request's
+    /// timeout over long links; under a burst its messages queue behind each other and arrive
+    /// later than the round trips promise. Once two roots show up (clients racing) the round
+    /// is back to its ordinary length: a split with a member silently gone must reach round 2
+    /// in time.
+    pub fn lengthen_round_one(&mut self, len_ms: u64) {
+        if self.round == 1 && self.decision.is_none() && !self.round_one_contested {
+            self.deadline = self
+                .deadline
+                .max(self.round_one_start.saturating_add(len_ms));
+        }
+    }
+
+    /// Ends a lengthened round 1 at its ordinary length once round-1 prepares disagree.
+    fn note_round_one_contest(&mut self) {
+        if self.round != 1 || self.round_one_contested {
+            return;
+        }
+        let mut roots = self
+            .rounds
+            .get(&1)
+            .into_iter()
+            .flat_map(|s| s.prepares.values())
+            .filter_map(|sm| match sm.message.body {
+                Body::Prepare { root } => Some(root),
+                _ => None,
+            });
+        let Some(first) = roots.next() else {
+            return;
+        };
+        if roots.any(|r| r != first) {
+            self.round_one_contested = true;
+            let ordinary = self.round_deadline(1, self.round_one_start);
+            self.deadline = self.deadline.min(ordinary);
+        }
     }
 
     /// This node's own client asked for `root` (only the first call counts).
@@ -488,6 +533,7 @@ impl Instance {
     fn advance(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         // Each pass either sends a message for a new (round, step), enters a higher round or
         // decides, so the loop ends; the bound is a guard.
+        self.note_round_one_contest();
         for _ in 0..16 {
             if self.decision.is_some() {
                 return;
@@ -883,10 +929,40 @@ impl Instance {
         if self.decision.is_some() {
             return;
         }
+        // Members whose commit of the decided round and root this member holds have seen a
+        // quorum of prepares and receive the same commits it did: they decide on their own,
+        // and a `Decided` message (the commits again) would only load the links at the moment
+        // a burst of instances needs them most. The others get it now; one that still misses
+        // a commit moves on at its round timer and is answered with the decision (rule 9).
+        let committed: BTreeSet<u16> = self
+            .rounds
+            .get(&decision.round)
+            .map(|s| {
+                s.commits
+                    .iter()
+                    .filter(|(_, sm)| {
+                        matches!(sm.message.body, Body::Commit { root } if root == decision.root)
+                    })
+                    .map(|(m, _)| *m)
+                    .collect()
+            })
+            .unwrap_or_default();
         self.decision = Some(decision.clone());
         self.rounds.clear();
         if announce {
-            self.send_decided(out);
+            let mut signed = Vec::new();
+            self.send_decided(&mut signed);
+            let me = self.me();
+            let to: Vec<u16> = (0..self.members.n)
+                .filter_map(|m| u16::try_from(m).ok())
+                .filter(|m| *m != me && !committed.contains(m))
+                .collect();
+            if !to.is_empty() {
+                out.extend(signed.into_iter().filter_map(|o| match o {
+                    Output::Send(sm) => Some(Output::SendTo(to.clone(), sm)),
+                    _ => None,
+                }));
+            }
         }
         out.push(Output::Decided(decision));
     }

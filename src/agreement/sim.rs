@@ -91,7 +91,7 @@ fn sign_as(
 fn sends(out: &[Output]) -> Vec<SignedMessage> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send(sm) => Some(sm.clone()),
+            Output::Send(sm) | Output::SendTo(_, sm) => Some(sm.clone()),
             Output::Decided(_) => None,
         })
         .collect()
@@ -100,7 +100,7 @@ fn sends(out: &[Output]) -> Vec<SignedMessage> {
 fn decided(out: &[Output]) -> Option<Decision> {
     out.iter().find_map(|o| match o {
         Output::Decided(d) => Some(d.clone()),
-        Output::Send(_) => None,
+        Output::Send(_) | Output::SendTo(..) => None,
     })
 }
 
@@ -523,7 +523,11 @@ impl<'a> Sim<'a> {
 
     fn handle(&mut self, node: usize, out: Vec<Output>) {
         let role = self.nodes[node].role;
-        if role == Role::Honest && out.iter().any(|o| matches!(o, Output::Send(_))) {
+        if role == Role::Honest
+            && out
+                .iter()
+                .any(|o| matches!(o, Output::Send(_) | Output::SendTo(..)))
+        {
             // The driver stores the persisted state before any of the call's messages leave.
             let inst = self.nodes[node].inst.as_ref().expect("instance");
             self.nodes[node].persisted = Some(inst.persisted());
@@ -535,30 +539,43 @@ impl<'a> Sim<'a> {
                         self.record_decision(node, d);
                     }
                 }
-                Output::Send(sm) => match role {
-                    Role::Honest => {
-                        let m = &sm.message;
-                        assert_eq!(usize::from(m.from), node);
-                        let key = (m.from, m.round, step(&m.body));
-                        let bytes = m.signing_bytes(&DOMAIN);
-                        if let Some(first) = self.ledger.get(&key) {
-                            assert_eq!(
-                                first, &bytes,
-                                "member {node} sent two different messages for {key:?}"
-                            );
-                        } else {
-                            self.ledger.insert(key, bytes);
-                        }
-                        self.report.honest_sends += 1;
-                        if self.trace {
-                            println!("{} {node} r{} sends {}", self.now, m.round, brief(&m.body));
-                        }
-                        self.broadcast(node, sm);
-                    }
-                    Role::Byzantine(b) => self.byzantine_send(node, b, sm),
-                    Role::Crashed => {}
-                },
+                Output::Send(sm) => self.send_out(node, role, None, sm),
+                Output::SendTo(to, sm) => self.send_out(node, role, Some(to), sm),
             }
+        }
+    }
+
+    /// One message of `node`'s outputs: to `to` (member indices), or to everyone.
+    fn send_out(&mut self, node: usize, role: Role, to: Option<Vec<u16>>, sm: SignedMessage) {
+        match role {
+            Role::Honest => {
+                let m = &sm.message;
+                assert_eq!(usize::from(m.from), node);
+                let key = (m.from, m.round, step(&m.body));
+                let bytes = m.signing_bytes(&DOMAIN);
+                if let Some(first) = self.ledger.get(&key) {
+                    assert_eq!(
+                        first, &bytes,
+                        "member {node} sent two different messages for {key:?}"
+                    );
+                } else {
+                    self.ledger.insert(key, bytes);
+                }
+                self.report.honest_sends += 1;
+                if self.trace {
+                    println!("{} {node} r{} sends {}", self.now, m.round, brief(&m.body));
+                }
+                match to {
+                    Some(to) => {
+                        for m in to {
+                            self.send_to(node, usize::from(m), sm.clone());
+                        }
+                    }
+                    None => self.broadcast(node, sm),
+                }
+            }
+            Role::Byzantine(b) => self.byzantine_send(node, b, sm),
+            Role::Crashed => {}
         }
     }
 
@@ -2119,4 +2136,77 @@ fn garbage_never_panics() {
         let m = sign_as(&keys, id_for(1), 1, 2, Body::Prepare { root: root(1) });
         let _ = inst.receive(m, u64::MAX);
     }
+}
+
+/// A member that decides on a quorum of commits sends its `Decided` message only to the
+/// members whose commit it does not hold (they may lack the commits); the others decide on the
+/// same commits by themselves. A member that missed a commit and moves on to round 2 gets the
+/// decision in answer to its round change.
+#[test]
+fn decided_goes_only_to_members_without_a_commit() {
+    let keys = keys(4, 8);
+    let mut a = fixture_for(0, &keys);
+    assert_eq!(sends(&a.propose(root(1), 0)).len(), 1);
+    for i in 1..3 {
+        let m = sign_as(&keys, id_for(1), i, 1, Body::Prepare { root: root(1) });
+        let _ = a.receive(m, 5);
+    }
+    // Prepared: member 0 has sent its commit.
+    assert_eq!(a.persisted().sent.len(), 2);
+    let commit = |i: usize| sign_as(&keys, id_for(1), i, 1, Body::Commit { root: root(1) });
+    assert!(decided(&a.receive(commit(1), 6).expect("commit")).is_none());
+    let out = a.receive(commit(2), 7).expect("commit");
+    assert_eq!(decided(&out).map(|d| (d.root, d.round)), Some((root(1), 1)));
+    let targeted: Vec<(Vec<u16>, Body)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::SendTo(to, sm) => Some((to.clone(), sm.message.body.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Send(_))),
+        "no broadcast: {out:?}"
+    );
+    assert_eq!(targeted.len(), 1, "{out:?}");
+    assert_eq!(targeted[0].0, vec![3], "only member 3 sent no commit");
+    assert!(matches!(targeted[0].1, Body::Decided { root: r, .. } if r == root(1)));
+    // Member 2 missed a commit and moves on: its round change is answered with the decision.
+    let rc = sign_as(
+        &keys,
+        id_for(1),
+        2,
+        2,
+        Body::RoundChange {
+            prepared: None,
+            proof: Vec::new(),
+            input: Some(RootHex(root(1))),
+        },
+    );
+    let answer = sends(&a.receive(rc, 300).expect("round change"));
+    assert!(
+        matches!(answer.as_slice(), [sm] if matches!(sm.message.body, Body::Decided { .. })),
+        "{answer:?}"
+    );
+
+    // Commits that came in before this member was prepared count too: with those of members
+    // 1 and 3 held, its own commit completes the quorum and only member 2 is told.
+    let mut b = fixture_for(0, &keys);
+    let _ = b.propose(root(1), 0);
+    let _ = b.receive(commit(3), 1);
+    let _ = b.receive(commit(1), 2);
+    let mut out = Vec::new();
+    for i in 1..3 {
+        let m = sign_as(&keys, id_for(1), i, 1, Body::Prepare { root: root(1) });
+        out.extend(b.receive(m, 5).expect("prepare"));
+    }
+    assert!(decided(&out).is_some());
+    let to: Vec<&Vec<u16>> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::SendTo(to, sm) if matches!(sm.message.body, Body::Decided { .. }) => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to, vec![&vec![2u16]]);
 }

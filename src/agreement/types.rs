@@ -159,6 +159,8 @@ pub enum Output {
     /// the driver must durably store [`Instance::persisted`](super::Instance::persisted), so
     /// that a restarted node never votes differently in a round it already voted in.
     Send(SignedMessage),
+    /// Send this message to these members only (member indices; same storage rule as `Send`).
+    SendTo(Vec<u16>, SignedMessage),
     /// The instance decided (emitted once).
     Decided(Decision),
 }

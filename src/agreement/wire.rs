@@ -84,9 +84,9 @@ pub enum BatchError {
     /// Too many messages or certificates, or certificates that are not hex.
     #[error("malformed batch: {0}")]
     Malformed(&'static str),
-    /// A message is signed by an operator whose certificate this node does not hold (the
-    /// sender leaves the certificates out once the peer has them; after a restart it has
-    /// not): HTTP 428, the sender sends the batch again with the certificates.
+    /// A batch without certificates holds a message signed by an operator whose certificate
+    /// this node does not hold (the sender leaves the certificates out once the peer has them;
+    /// after a restart it has not): HTTP 428, the sender sends the batch again with them.
     #[error("batch signed by operator {0} whose certificate is not known here")]
     CertificatesNeeded(String),
 }
@@ -157,8 +157,16 @@ impl Inbound {
         for _ in 0..unknown {
             metrics.record_agreement_refused("unknown_certificate");
         }
+        // A batch without certificates from a sender that left them out (it sent them before)
+        // while this node does not hold one it needs (restarted since): 428, sent again with
+        // them. A batch that carried certificates is used as it is (a signer the cluster does
+        // not trust is refused message by message, as a bad signature).
         let mut signers = Vec::new();
-        for msg in &batch.messages {
+        for msg in batch
+            .messages
+            .iter()
+            .filter(|_| batch.certificates.is_empty())
+        {
             if let Some(v) = roster.validator(&msg.message.instance.validator) {
                 signers.clear();
                 super::driver::collect_signers(msg, &mut signers);

@@ -890,9 +890,9 @@ struct BurstFigures {
     p99: Duration,
 }
 
-/// Checks a burst's answers (every 200 the whole key's signature, every error a 503) and
-/// returns its figures.
-fn burst_figures(answers: &[Answer], bodies: &[(u64, String)]) -> BurstFigures {
+/// Checks a burst's answers (every 200 the whole key's signature, every error a 503, with
+/// `Retry-After` when `shed` says the combiner sheds them) and returns its figures.
+fn burst_figures(answers: &[Answer], bodies: &[(u64, String)], shed: bool) -> BurstFigures {
     let mut errors = std::collections::BTreeMap::new();
     for (a, (v, body)) in answers.iter().zip(bodies) {
         if a.status == 200 {
@@ -905,7 +905,7 @@ fn burst_figures(answers: &[Answer], bodies: &[(u64, String)]) -> BurstFigures {
             // The combiner sheds what it cannot answer in time: 503 with Retry-After.
             assert_eq!(a.status, 503, "burst: {}", a.text);
             assert!(
-                a.retry_after.is_some(),
+                !shed || a.retry_after.is_some(),
                 "burst: 503 without Retry-After: {}",
                 a.text
             );
@@ -965,7 +965,7 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
         } else {
             w.send_all(requests)
         };
-        let f = burst_figures(&answers, &bodies);
+        let f = burst_figures(&answers, &bodies, true);
         let signed = answers.iter().filter(|a| a.status == 200).count();
         println!(
             "burst over WAN, {round} ({} delay, 80 ms one-way to each node, deadline {} ms): {validators} attestations, {signed} signed, last signature after {:.0} ms, last answer after {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, errors by status {:?} ({} of the 503s with Retry-After)",
@@ -1354,33 +1354,19 @@ fn burst_with_agreement_over_wan_signs_the_duties_once_warm() {
             .map(|(v, b)| (*v, b.clone(), Duration::ZERO))
             .collect();
         let answers = w.send_all_with(w.client_h2(), requests);
-        let mut errors = std::collections::BTreeMap::new();
-        for (a, (v, body)) in answers.iter().zip(&bodies) {
-            if a.status == 200 {
-                assert_eq!(
-                    a.signature().as_deref(),
-                    Some(expected_signature(body, *v).as_str()),
-                    "{round}: wrong signature"
-                );
-            } else {
-                assert_eq!(a.status, 503, "{round}: {}", a.text);
-                *errors.entry(a.status).or_insert(0usize) += 1;
-            }
-        }
-        let signed: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
-        let mut lat: Vec<Duration> = signed.iter().map(|a| a.took).collect();
-        lat.sort();
-        let last = signed.iter().map(|a| a.done).max().unwrap_or_default();
+        // Every error a 503: the nodes found no agreement in time (no Retry-After).
+        let f = burst_figures(&answers, &bodies, false);
+        let signed = answers.iter().filter(|a| a.status == 200).count();
         println!(
-            "burst with agreement over WAN, {round} ({} delay, 80 ms one-way to each node, deadline {} ms): {validators} attestations, {} signed, last signature after {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, errors by status {errors:?}",
+            "burst with agreement over WAN, {round} ({} delay, 80 ms one-way to each node, deadline {} ms): {validators} attestations, {signed} signed, last signature after {:.0} ms, answers p50 {:.0} ms, p99 {:.0} ms, errors by status {:?}",
             w.bed.mode,
             deadline.as_millis(),
-            signed.len(),
-            ms(last),
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
+            ms(f.last_signature),
+            ms(f.p50),
+            ms(f.p99),
+            f.errors,
         );
-        signed_last = signed.len();
+        signed_last = signed;
         std::thread::sleep(Duration::from_secs(2));
     }
     for n in NODES {

@@ -508,23 +508,19 @@ impl Outbound {
                                 .store(false, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
-                    Ok(r) if r.status() == reqwest::StatusCode::PRECONDITION_REQUIRED => {
+                    Ok(r)
+                        if r.status() == reqwest::StatusCode::PRECONDITION_REQUIRED
+                            && !with_certificates =>
+                    {
                         // The peer holds no certificate of a signer (it restarted): the same
-                        // messages again, with the certificates.
+                        // messages again, with the certificates. (A batch that carried them
+                        // is never answered 428; it would count as refused below.)
                         peer.heard();
                         peer.set_down(false);
                         peer.with_certificates
                             .store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::debug!(peer = %peer.name, messages = count, "agreement batch to be sent again with certificates");
-                        if with_certificates {
-                            // It had them: a signer the peer does not trust.
-                            if count > 0 {
-                                crate::metrics::global()
-                                    .record_agreement_dropped("refused_by_peer");
-                            }
-                        } else {
-                            this.requeue(&peer, items);
-                        }
+                        this.requeue(&peer, items);
                     }
                     Ok(r) => {
                         peer.heard();

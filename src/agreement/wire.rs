@@ -57,6 +57,15 @@ pub const MIN_SILENCE: Duration = Duration::from_millis(200);
 pub const GATHER: Duration = Duration::from_millis(5);
 /// A peer nothing was posted to for this long gets an empty batch (round-trip probe).
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Connections kept open to each peer ([`Outbound::spawn`]): a burst of duties sends up to
+/// [`MAX_IN_FLIGHT`] posts to a peer at once, and a post on a new connection waits three round
+/// trips (TCP, TLS, the request) plus TCP slow start, which over long links takes most of the
+/// message life.
+pub const WARM_CONNECTIONS: usize = 16;
+/// The warm connections are used again this often (a peer closes an idle connection after 30 s,
+/// the client after 90 s), and opened again at once when the peer answers after it was
+/// unreachable.
+pub const WARM_EVERY: Duration = Duration::from_secs(20);
 
 /// One POST body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +234,10 @@ struct PeerQueue {
     /// Whether batches carry the signers' certificates: until the peer has accepted a batch
     /// with them, again when it asks (428) or was unreachable (it may have restarted).
     with_certificates: std::sync::atomic::AtomicBool,
+    /// The peer's `/upcheck` (connection warming).
+    upcheck: String,
+    /// Times the peer was taken for unreachable (its connections may be gone since).
+    downs: std::sync::atomic::AtomicU64,
 }
 
 /// Smoothed round trip and mean deviation in microseconds (RFC 6298's SRTT and RTTVAR, gains
@@ -256,6 +269,22 @@ impl RttEstimate {
 }
 
 impl PeerQueue {
+    /// The queue of the peer `name` whose API is at `base` (no trailing slash).
+    fn new(name: &str, base: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            url: format!("{base}{AGREEMENT_PATH}"),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            rtt: Mutex::new(RttEstimate::default()),
+            down: std::sync::atomic::AtomicBool::new(false),
+            heard: Mutex::new(None),
+            with_certificates: std::sync::atomic::AtomicBool::new(true),
+            upcheck: format!("{base}/upcheck"),
+            downs: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// Takes one round-trip sample (an answered post).
     fn observe(&self, sample: Duration) {
         let Ok(mut e) = self.rtt.lock() else {
@@ -295,6 +324,8 @@ impl PeerQueue {
         let was = self.down.swap(down, std::sync::atomic::Ordering::Relaxed);
         if was != down {
             if down {
+                self.downs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(peer = %self.name, "agreement: peer unreachable (rounds it leads are skipped until it answers again)");
             } else {
                 tracing::info!(peer = %self.name, "agreement: peer reachable again");
@@ -334,19 +365,10 @@ impl Outbound {
             .enumerate()
             .map(|(i, name)| {
                 (i != ring.me()).then(|| {
-                    Arc::new(PeerQueue {
-                        name: name.clone(),
-                        url: format!(
-                            "{}{AGREEMENT_PATH}",
-                            urls.get(i).map_or("", |u| u.trim_end_matches('/'))
-                        ),
-                        queue: Mutex::new(VecDeque::new()),
-                        wake: Notify::new(),
-                        rtt: Mutex::new(RttEstimate::default()),
-                        down: std::sync::atomic::AtomicBool::new(false),
-                        heard: Mutex::new(None),
-                        with_certificates: std::sync::atomic::AtomicBool::new(true),
-                    })
+                    Arc::new(PeerQueue::new(
+                        name,
+                        urls.get(i).map_or("", |u| u.trim_end_matches('/')),
+                    ))
                 })
             })
             .collect();
@@ -359,18 +381,58 @@ impl Outbound {
         }
     }
 
-    /// Spawns one sender task per peer posting with `client`; abort them to stop.
+    /// Spawns one sender task per peer posting with `client`, and one keeping
+    /// [`WARM_CONNECTIONS`] connections to it open ([`Outbound::keep_warm`]); abort them to
+    /// stop.
     pub fn spawn(self: &Arc<Self>, client: reqwest::Client) -> Vec<tokio::task::JoinHandle<()>> {
-        self.peers
-            .iter()
-            .flatten()
-            .map(|peer| {
-                let this = self.clone();
-                let peer = peer.clone();
-                let client = client.clone();
-                tokio::spawn(async move { this.sender_loop(peer, client).await })
-            })
-            .collect()
+        let mut tasks = Vec::new();
+        for peer in self.peers.iter().flatten() {
+            let this = self.clone();
+            let (p, c) = (peer.clone(), client.clone());
+            tasks.push(tokio::spawn(async move { this.sender_loop(p, c).await }));
+            let (p, c, life) = (peer.clone(), client.clone(), self.life);
+            tasks.push(tokio::spawn(async move {
+                Self::keep_warm(p, c, life, WARM_CONNECTIONS).await;
+            }));
+        }
+        tasks
+    }
+
+    /// Keeps `connections` pooled connections to `peer` open: once the peer answered a post
+    /// (the round-trip probes find it), again every [`WARM_EVERY`], and at once when it answers
+    /// after it was unreachable, `connections` concurrent `GET /upcheck` (an idle connection
+    /// is reused, a missing one opened). Nothing is sent to a peer taken for unreachable: its
+    /// probes find it again without a handshake storm.
+    async fn keep_warm(
+        peer: Arc<PeerQueue>,
+        client: reqwest::Client,
+        life: Duration,
+        connections: usize,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut warmed: Option<(Instant, u64)> = None;
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let downs = peer.downs.load(Relaxed);
+            if peer.down.load(Relaxed)
+                || !Instant::now()
+                    .checked_sub(WARM_EVERY)
+                    .is_some_and(|t| peer.heard_since(t))
+                || warmed.is_some_and(|(at, d)| d == downs && at.elapsed() < WARM_EVERY)
+            {
+                continue;
+            }
+            let timeout = life.saturating_mul(2).max(POST_TIMEOUT);
+            let answered = futures::future::join_all(
+                (0..connections).map(|_| client.get(&peer.upcheck).timeout(timeout).send()),
+            )
+            .await
+            .into_iter()
+            .filter(|r| r.is_ok())
+            .count();
+            tracing::debug!(peer = %peer.name, answered, "agreement: connections to peer warmed");
+            warmed = Some((Instant::now(), downs));
+        }
     }
 
     /// Takes what is queued for `peer` (dropping expired messages), at most [`MAX_BATCH`].
@@ -626,5 +688,90 @@ mod tests {
             "{:?}",
             e.bound()
         );
+    }
+
+    /// A local HTTP/1.1 server answering every request 200 on keep-alive connections; counts
+    /// the connections it accepted and the requests it answered.
+    async fn counting_server() -> (
+        String,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (conns, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, r) = (conns.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            r.fetch_add(1, Ordering::SeqCst);
+                            if stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (base, conns, requests)
+    }
+
+    /// Connections to a peer are opened once it answered, reused when warmed again (after it
+    /// was unreachable), and nothing is sent to it while it is unreachable or before it
+    /// answered anything.
+    #[tokio::test]
+    async fn connections_to_a_peer_are_kept_warm_and_reused() {
+        use std::sync::atomic::Ordering;
+        let (base, conns, requests) = counting_server().await;
+        let peer = Arc::new(PeerQueue::new("peer", &base));
+        let client = reqwest::Client::builder().build().expect("client");
+        let task = tokio::spawn(Outbound::keep_warm(
+            peer.clone(),
+            client,
+            Duration::from_secs(1),
+            6,
+        ));
+        let settle = || tokio::time::sleep(PROBE_EVERY + Duration::from_millis(700));
+        // Never heard from: nothing is sent.
+        settle().await;
+        assert_eq!(requests.load(Ordering::SeqCst), 0);
+        // It answered (a probe): six connections are opened.
+        peer.heard();
+        settle().await;
+        assert_eq!(requests.load(Ordering::SeqCst), 6);
+        assert_eq!(conns.load(Ordering::SeqCst), 6);
+        // Not again before WARM_EVERY.
+        settle().await;
+        assert_eq!(requests.load(Ordering::SeqCst), 6);
+        // Unreachable: nothing is sent.
+        peer.set_down(true);
+        settle().await;
+        assert_eq!(requests.load(Ordering::SeqCst), 6);
+        // It answers again: warmed again at once, over the same six connections.
+        peer.heard();
+        peer.set_down(false);
+        settle().await;
+        assert_eq!(requests.load(Ordering::SeqCst), 12);
+        assert_eq!(conns.load(Ordering::SeqCst), 6);
+        task.abort();
     }
 }

@@ -1331,10 +1331,12 @@ fn two_combiners_racing_over_wan_sign_each_duty_exactly_once() {
 /// milliseconds while posts were in flight and let an uncontested round 1 run longer, such a
 /// burst signed 0 of 200 (5-7 of 20): round 1 ended before the prepares came in, and the
 /// round changes that followed buried the links. Every answer is the whole key's signature or
-/// a 503, never anything else (safety); the last burst signs at least three quarters of the
-/// duties; the figures and the nodes' agreement counters are printed.
+/// a 503, never anything else (safety); every burst signs at least 90 of the 100 duties, the
+/// first one too: the nodes keep [`dvsigner::agreement::wire::WARM_CONNECTIONS`] connections
+/// to each peer open, where before the first burst opened them and signed 63-77 of 100. The
+/// figures and the nodes' agreement counters are printed.
 #[test]
-fn burst_with_agreement_over_wan_signs_the_duties_once_warm() {
+fn burst_with_agreement_over_wan_signs_the_duties_cold_and_warm() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let validators = 100u64;
     let deadline = Duration::from_millis(2000);
@@ -1345,7 +1347,7 @@ fn burst_with_agreement_over_wan_signs_the_duties_once_warm() {
     // The nodes size round 1 from their measured round trips (idle peers are probed once a
     // second): give them a few probes over the delayed links.
     std::thread::sleep(Duration::from_secs(3));
-    let mut signed_last = 0;
+    let mut signed_per_burst = Vec::new();
     for (round, target) in [("cold", 7000u64), ("warm", 7001), ("warm again", 7002)] {
         let bodies: Vec<(u64, String)> =
             (0..validators).map(|v| (v, attestation(target))).collect();
@@ -1366,7 +1368,7 @@ fn burst_with_agreement_over_wan_signs_the_duties_once_warm() {
             ms(f.p99),
             f.errors,
         );
-        signed_last = signed;
+        signed_per_burst.push((round, signed));
         std::thread::sleep(Duration::from_secs(2));
     }
     for n in NODES {
@@ -1382,8 +1384,10 @@ fn burst_with_agreement_over_wan_signs_the_duties_once_warm() {
             .collect();
         println!("  {n}: {}", counters.join(", "));
     }
-    assert!(
-        signed_last * 4 >= validators as usize * 3,
-        "warm burst with agreement: {signed_last} of {validators} signed"
-    );
+    for (round, signed) in &signed_per_burst {
+        assert!(
+            signed * 10 >= validators as usize * 9,
+            "{round} burst with agreement: {signed} of {validators} signed ({signed_per_burst:?})"
+        );
+    }
 }

@@ -13,7 +13,8 @@
 //!    with `DVSIGNER_BENCH_BURST_10K=1`): time until the last answer, errors by status.
 //!
 //! Run: `cargo bench --bench combiner` (`DVSIGNER_BENCH_SECONDS`: the closed-loop duration,
-//! default 10; `DVSIGNER_BENCH_BURSTS`: bursts per size, default 5).
+//! default 10; `DVSIGNER_BENCH_BURSTS`: bursts per size, default 5;
+//! `DVSIGNER_BENCH_COMBINER_ARGS`: more arguments for the combiner, split at white space).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -200,28 +201,32 @@ async fn start_cluster(validators: u64) -> anyhow::Result<Cluster> {
     let mport = free_port();
     let id = pki.identity("combiner").expect("combiner identity");
     let client_id = pki.identity("combiner-client").expect("client identity");
-    let combiner = Proc::start(
-        &[
-            "--metrics-listen".into(),
-            format!("127.0.0.1:{mport}"),
-            "combiner".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{cport}"),
-            "--cluster".into(),
-            s(&out.join("cluster.json")),
-            "--tls-cert".into(),
-            s(&id.cert),
-            "--tls-key".into(),
-            s(&id.key),
-            "--node-ca".into(),
-            s(&pki.ca_cert),
-            "--client-cert".into(),
-            s(&client_id.cert),
-            "--client-key".into(),
-            s(&client_id.key),
-        ],
-        &dir.path().join("combiner.log"),
+    let mut combiner_args: Vec<String> = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{mport}"),
+        "combiner".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{cport}"),
+        "--cluster".into(),
+        s(&out.join("cluster.json")),
+        "--tls-cert".into(),
+        s(&id.cert),
+        "--tls-key".into(),
+        s(&id.key),
+        "--node-ca".into(),
+        s(&pki.ca_cert),
+        "--client-cert".into(),
+        s(&client_id.cert),
+        "--client-key".into(),
+        s(&client_id.key),
+    ];
+    combiner_args.extend(
+        std::env::var("DVSIGNER_BENCH_COMBINER_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned),
     );
+    let combiner = Proc::start(&combiner_args, &dir.path().join("combiner.log"));
     let pem = std::fs::read(&pki.ca_cert)?;
     let client = reqwest::Client::builder()
         .use_rustls_tls()

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use super::pool::Answered;
 
 /// Default most requests in flight to one node.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// Default most in-flight requests to one node whose sign request was already answered.
 pub const DEFAULT_MAX_UNNEEDED: usize = 4;
 
@@ -53,9 +53,11 @@ pub struct GateLimits {
 
 impl GateLimits {
     /// Spares go out at once only while fewer requests than this are on the wire to the node:
-    /// an eighth of the in-flight limit (16 by default), at least 1.
+    /// an eighth of the in-flight limit, at least 1, at most 16 (a node with more on the wire
+    /// is loaded whatever its limit: the limit is sized for far nodes, whose requests stay on
+    /// the wire for a round trip).
     pub fn spare_below(&self) -> usize {
-        (self.max_in_flight / 8).max(1)
+        (self.max_in_flight / 8).clamp(1, 16)
     }
 }
 

@@ -268,7 +268,7 @@ impl Combiner {
 }
 
 /// Default connections per node opened at start ([`Combiner::spawn_warmup`]).
-pub const WARM_CONNECTIONS: usize = 128;
+pub const WARM_CONNECTIONS: usize = 256;
 
 tokio::task_local! {
     /// Seconds for the `Retry-After` header of the current sign request's 503, when it was

@@ -423,13 +423,8 @@ impl Outbound {
                 continue;
             }
             let timeout = life.saturating_mul(2).max(POST_TIMEOUT);
-            let answered = futures::future::join_all(
-                (0..connections).map(|_| client.get(&peer.upcheck).timeout(timeout).send()),
-            )
-            .await
-            .into_iter()
-            .filter(|r| r.is_ok())
-            .count();
+            let answered =
+                crate::http::warm_connections(&client, &peer.upcheck, connections, timeout).await;
             tracing::debug!(peer = %peer.name, answered, "agreement: connections to peer warmed");
             warmed = Some((Instant::now(), downs));
         }

@@ -238,15 +238,11 @@ impl Combiner {
             let c = Arc::clone(self);
             tokio::spawn(async move {
                 let url = format!("{}/upcheck", c.nodes[node].url.trim_end_matches('/'));
-                let upcheck = |c: &Arc<Combiner>| {
-                    c.client
-                        .get(&url)
-                        .timeout(c.deadline.saturating_add(c.connect_timeout))
-                        .send()
-                };
+                let timeout = c.deadline.saturating_add(c.connect_timeout);
                 let mut up = false;
                 for _ in 0..60 {
-                    if matches!(upcheck(&c).await, Ok(r) if r.status().is_success()) {
+                    let answer = c.client.get(&url).timeout(timeout).send().await;
+                    if matches!(answer, Ok(r) if r.status().is_success()) {
                         up = true;
                         break;
                     }
@@ -256,11 +252,7 @@ impl Combiner {
                     return;
                 }
                 let n = c.gates[node].limits().max_in_flight.min(c.warm_connections);
-                let opened = futures::future::join_all((0..n).map(|_| upcheck(&c)))
-                    .await
-                    .into_iter()
-                    .filter(|r| r.is_ok())
-                    .count();
+                let opened = crate::http::warm_connections(&c.client, &url, n, timeout).await;
                 tracing::debug!(node = %c.nodes[node].name, opened, "connections to node warmed");
             });
         }

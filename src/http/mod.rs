@@ -8,7 +8,8 @@
 //! - [`error`]: [`ApiError`], the failures that become Web3Signer's status codes;
 //! - [`request`]: request ids, `Accept` negotiation, the body limit, response helpers;
 //! - [`blocking`]: the pool that keeps BLS work off the async reactor;
-//! - [`info`]: the `GET /api/v1/dvsigner/info` document.
+//! - [`info`]: the `GET /api/v1/dvsigner/info` document;
+//! - [`warm_connections`]: opening pooled client connections ahead of a burst.
 
 pub mod blocking;
 pub mod error;
@@ -20,3 +21,19 @@ pub mod web3signer;
 pub use blocking::{BlockingPool, PoolLoad};
 pub use error::ApiError;
 pub use web3signer::{SignRequest, Signer};
+
+/// Opens up to `n` pooled keep-alive connections of `client` to the server of `url` (a cheap
+/// `GET`, such as `/upcheck`): `n` concurrent requests, each of which takes an idle connection
+/// or opens a new one. Returns how many were answered.
+pub async fn warm_connections(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    timeout: std::time::Duration,
+) -> usize {
+    futures::future::join_all((0..n).map(|_| client.get(url).timeout(timeout).send()))
+        .await
+        .into_iter()
+        .filter(Result::is_ok)
+        .count()
+}

@@ -1333,7 +1333,7 @@ fn two_combiners_racing_over_wan_sign_each_duty_exactly_once() {
 /// round changes that followed buried the links. Every answer is the whole key's signature or
 /// a 503, never anything else (safety); every burst signs at least 90 of the 100 duties, the
 /// first one too: the nodes keep [`dvsigner::agreement::wire::WARM_CONNECTIONS`] connections
-/// to each peer open, where before the first burst opened them and signed 63-77 of 100. The
+/// to each peer open, where before the first burst opened them and signed 63-88 of 100. The
 /// figures and the nodes' agreement counters are printed.
 #[test]
 fn burst_with_agreement_over_wan_signs_the_duties_cold_and_warm() {

@@ -176,6 +176,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabel {
     peer: String,
 }
@@ -200,6 +205,9 @@ pub const AGREEMENT_REFUSAL_REASONS: [&str; 13] = [
 /// `reason` values of `dvsigner_agreement_messages_dropped_total` (pre-created series).
 pub const AGREEMENT_DROP_REASONS: [&str; 4] =
     ["expired", "queue_full", "send_failed", "refused_by_peer"];
+
+/// `result` values of `dvsigner_agreement_signature_checks_total` (pre-created series).
+pub const AGREEMENT_CHECK_RESULTS: [&str; 3] = ["verified", "remembered", "failed"];
 
 /// `outcome` values of `dvsigner_agreement_requests_total` (pre-created series).
 pub const AGREEMENT_OUTCOMES: [&str; 4] = ["same_root", "other_root", "timeout", "error"];
@@ -226,6 +234,7 @@ pub struct Metrics {
     agreement_refused: Family<ReasonLabel, Counter>,
     agreement_dropped: Family<ReasonLabel, Counter>,
     agreement_requests: Family<OutcomeLabel, Counter>,
+    agreement_checks: Family<ResultLabel, Counter>,
     agreement_duration: Histogram,
     agreement_peer_rtt: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// (kind, version) pairs seen, None once [`WRONG_NETWORK_VERSIONS_MAX`] versions were seen.
@@ -297,6 +306,7 @@ impl Metrics {
         let agreement_refused = Family::<ReasonLabel, Counter>::default();
         let agreement_dropped = Family::<ReasonLabel, Counter>::default();
         let agreement_requests = Family::<OutcomeLabel, Counter>::default();
+        let agreement_checks = Family::<ResultLabel, Counter>::default();
         let agreement_duration = latency_histogram();
         let agreement_peer_rtt =
             Family::<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -327,6 +337,12 @@ impl Metrics {
             agreement_requests.clone(),
         );
         registry.register(
+            "agreement_signature_checks",
+            "Signatures of peers' agreement messages checked, by result (verified: checked now; \
+             remembered: checked before, nested in a proof or sent again; failed)",
+            agreement_checks.clone(),
+        );
+        registry.register(
             "agreement_duration_seconds",
             "Time a sign request waited for the cluster's agreement on its duty",
             agreement_duration.clone(),
@@ -339,6 +355,9 @@ impl Metrics {
         }
         for outcome in AGREEMENT_OUTCOMES {
             let _ = agreement_requests.get_or_create(&OutcomeLabel { outcome });
+        }
+        for result in AGREEMENT_CHECK_RESULTS {
+            let _ = agreement_checks.get_or_create(&ResultLabel { result });
         }
         let types = SignKind::ALL
             .iter()
@@ -368,6 +387,7 @@ impl Metrics {
             agreement_refused,
             agreement_dropped,
             agreement_requests,
+            agreement_checks,
             agreement_duration,
             agreement_peer_rtt,
             wrong_network_seen: Mutex::new(HashSet::new()),
@@ -444,6 +464,14 @@ impl Metrics {
     pub fn record_agreement_dropped(&self, reason: &'static str) {
         self.agreement_dropped
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a signature check of a peer's agreement message (`result` one of
+    /// [`AGREEMENT_CHECK_RESULTS`]).
+    pub fn record_agreement_signature_check(&self, result: &'static str) {
+        self.agreement_checks
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

@@ -162,6 +162,53 @@ pub fn verify_with_cert(cert: &[u8], bytes: &[u8], signature: &[u8]) -> bool {
         .any(|alg| cert.verify_signature(*alg, bytes, sig).is_ok())
 }
 
+/// Signature checks remembered per generation (two generations are kept): about 1 MiB each.
+pub const CHECKS_REMEMBERED: usize = 32 * 1024;
+
+/// Digest of one signature check: operator, message bytes and signature.
+type CheckKey = [u8; 32];
+
+/// Signature checks that succeeded, so that a message met again is not checked again: a prepare
+/// arrives on its own and then again inside round changes and proposals, a commit on its own and
+/// inside decisions, and peers re-send what may have been lost. Bounded: when the current
+/// generation is full it becomes the previous one and the oldest is forgotten.
+///
+/// Sound because the key ring's certificates only grow (learned certificates are never
+/// dropped and the allowed fingerprints are fixed for its lifetime), so a signature that
+/// verified for an operator once verifies for it for as long as the ring exists; the key is a
+/// SHA-256 over everything the check depends on, with the lengths, so two different checks
+/// never share it.
+#[derive(Default)]
+struct CheckedSignatures {
+    current: std::collections::HashSet<CheckKey>,
+    previous: std::collections::HashSet<CheckKey>,
+}
+
+impl CheckedSignatures {
+    fn key(op: usize, bytes: &[u8], signature: &[u8]) -> CheckKey {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"dvsigner agreement signature check\0");
+        h.update((op as u64).to_be_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+        h.update((signature.len() as u64).to_be_bytes());
+        h.update(signature);
+        h.finalize().into()
+    }
+
+    fn contains(&self, key: &CheckKey) -> bool {
+        self.current.contains(key) || self.previous.contains(key)
+    }
+
+    fn insert(&mut self, key: CheckKey, capacity: usize) {
+        if self.current.len() >= capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key);
+    }
+}
+
 /// The operators' certificates this node knows, checked against the fingerprints the cluster
 /// trusts, and this node's own identity.
 pub struct KeyRing {
@@ -172,6 +219,9 @@ pub struct KeyRing {
     /// fingerprint.
     certs: RwLock<Vec<Vec<Arc<[u8]>>>>,
     identity: NodeIdentity,
+    checked: std::sync::Mutex<CheckedSignatures>,
+    /// Most checks per generation of `checked`.
+    remembered: usize,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -216,7 +266,24 @@ impl KeyRing {
             allowed,
             certs: RwLock::new(certs),
             identity,
+            checked: std::sync::Mutex::new(CheckedSignatures::default()),
+            remembered: CHECKS_REMEMBERED,
         })
+    }
+
+    /// Whether a successful check of this signature is remembered.
+    #[cfg(test)]
+    fn remembers(&self, op: usize, bytes: &[u8], signature: &[u8]) -> bool {
+        self.checked
+            .lock()
+            .is_ok_and(|c| c.contains(&CheckedSignatures::key(op, bytes, signature)))
+    }
+
+    /// The same ring remembering at most `n` checks per generation (0: none).
+    #[must_use]
+    pub fn remembering(mut self, n: usize) -> Self {
+        self.remembered = n;
+        self
     }
 
     /// This node's operator index (cluster.json order).
@@ -292,15 +359,32 @@ impl KeyRing {
         out
     }
 
-    /// Whether operator `op` signed `bytes` (under one of its known certificates).
+    /// Whether operator `op` signed `bytes` (under one of its known certificates). A check
+    /// that succeeded before is answered from memory (counted in
+    /// `dvsigner_agreement_signature_checks_total{result="remembered"}`).
     pub fn verify_operator(&self, op: usize, bytes: &[u8], signature: &[u8]) -> bool {
+        let metrics = crate::metrics::global();
+        let key = (self.remembered > 0).then(|| CheckedSignatures::key(op, bytes, signature));
+        if let Some(key) = &key {
+            if self.checked.lock().is_ok_and(|c| c.contains(key)) {
+                metrics.record_agreement_signature_check("remembered");
+                return true;
+            }
+        }
         let known: Vec<Arc<[u8]>> = match self.certs.read() {
             Ok(c) => c.get(op).cloned().unwrap_or_default(),
             Err(_) => return false,
         };
-        known
+        let ok = known
             .iter()
-            .any(|cert| verify_with_cert(cert, bytes, signature))
+            .any(|cert| verify_with_cert(cert, bytes, signature));
+        metrics.record_agreement_signature_check(if ok { "verified" } else { "failed" });
+        if let (true, Some(key)) = (ok, key) {
+            if let Ok(mut c) = self.checked.lock() {
+                c.insert(key, self.remembered);
+            }
+        }
+        ok
     }
 }
 
@@ -584,5 +668,65 @@ mod tests {
             roster_a.group_of_share(&shares[member_a].pubkey.bytes()),
             Some(group)
         );
+    }
+
+    #[test]
+    fn successful_checks_are_remembered_failed_ones_never_and_memory_is_bounded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pki = pki(&dir.path().join("tls"));
+        let def = definition();
+        let allowed: BTreeMap<String, Fingerprint> = [
+            ("a", pki.identity("a-client").expect("a").fingerprint),
+            ("b", pki.identity("b-client").expect("b").fingerprint),
+        ]
+        .into_iter()
+        .map(|(n, f)| (n.to_owned(), f))
+        .collect();
+        let a = identity(&pki, "a-client");
+        let ring = KeyRing::new(&def, "b", &allowed, identity(&pki, "b-client"))
+            .expect("ring b")
+            .remembering(3);
+        let op_a = ring.operator_index("a").expect("a");
+        let op_c = ring.operator_index("c").expect("c");
+        let sig = a.sign(b"prepare 1");
+        // Unknown certificate: refused, and the refusal is not remembered.
+        assert!(!ring.verify_operator(op_a, b"prepare 1", &sig));
+        assert!(!ring.remembers(op_a, b"prepare 1", &sig));
+        ring.learn([der(&pki, "a-client").as_slice()]);
+        assert!(ring.verify_operator(op_a, b"prepare 1", &sig));
+        assert!(ring.remembers(op_a, b"prepare 1", &sig));
+        // Met again: accepted from memory.
+        assert!(ring.verify_operator(op_a, b"prepare 1", &sig));
+        // The remembered check covers exactly that operator, message and signature.
+        assert!(!ring.verify_operator(op_c, b"prepare 1", &sig));
+        assert!(!ring.verify_operator(op_a, b"prepare 2", &sig));
+        let mut bad = sig.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(!ring.verify_operator(op_a, b"prepare 1", &bad));
+        assert!(!ring.remembers(op_a, b"prepare 1", &bad));
+        // Bounded: generations of 3, two kept. "prepare 1" and the next two fill the first
+        // generation; the fourth newer check starts the second; the sixth starts a third, and
+        // the first generation is forgotten: checked again (and still verifies).
+        let newer: Vec<(Vec<u8>, Vec<u8>)> = (0..6)
+            .map(|i| {
+                let m = format!("commit {i}").into_bytes();
+                let s = a.sign(&m);
+                (m, s)
+            })
+            .collect();
+        for (i, (m, s)) in newer.iter().enumerate() {
+            assert!(ring.verify_operator(op_a, m, s));
+            assert_eq!(ring.remembers(op_a, b"prepare 1", &sig), i < 5, "after {i}");
+        }
+        assert!(ring.verify_operator(op_a, b"prepare 1", &sig));
+        assert!(ring.remembers(op_a, b"prepare 1", &sig));
+        // Remembering nothing: every check is made, none kept.
+        let forgetful = KeyRing::new(&def, "b", &allowed, identity(&pki, "b-client"))
+            .expect("ring b")
+            .remembering(0);
+        forgetful.learn([der(&pki, "a-client").as_slice()]);
+        assert!(forgetful.verify_operator(op_a, b"prepare 1", &sig));
+        assert!(!forgetful.remembers(op_a, b"prepare 1", &sig));
     }
 }

@@ -1377,6 +1377,7 @@ fn burst_with_agreement_over_wan_signs_the_duties_cold_and_warm() {
             .lines()
             .filter(|l| {
                 (l.starts_with("dvsigner_agreement_messages_")
+                    || l.starts_with("dvsigner_agreement_signature_checks_total")
                     || l.starts_with("dvsigner_agreement_requests_total"))
                     && !l.ends_with(" 0")
             })

@@ -234,6 +234,12 @@ impl NodeGate {
         Some(service.mul_f64(rounds))
     }
 
+    /// Whether a needed request would go out at once (nothing waits, room on the wire).
+    pub fn can_take_now(&self) -> bool {
+        let s = self.lock();
+        s.waiters.is_empty() && self.can_send(&s)
+    }
+
     /// Whether requests queue because the node has as many on the wire as its in-flight limit
     /// allows (load), rather than because it is slow (its answered-but-running requests at
     /// their limit) or not at all.
@@ -405,6 +411,36 @@ impl NodeGate {
             }
         }
     }
+}
+
+/// Admission control: `Some(retry_after)` when a sign request arriving now cannot be answered
+/// within `deadline` because fewer than `t` of its nodes (`gates`) are expected to answer in
+/// time ([`NodeGate::expected_answer`]); `retry_after` is how much longer the `t`-th soonest
+/// needs, at least a second.
+///
+/// A node that can take the request at once never counts as late, whatever its recent answer
+/// time: that figure is history, and only requests sent to the node can bring it up to date.
+/// Counting it would shed every request once `t` nodes' recent answers took longer than the
+/// deadline (after a burst whose answers ran up to their timeout, say) and, with nothing sent,
+/// keep shedding them for good.
+pub fn shed_for_load<'a>(
+    gates: impl IntoIterator<Item = &'a NodeGate>,
+    t: usize,
+    deadline: Duration,
+) -> Option<Duration> {
+    let mut expected: Vec<Duration> = gates
+        .into_iter()
+        .map(|g| {
+            if g.can_take_now() {
+                Duration::ZERO
+            } else {
+                g.expected_answer().unwrap_or(Duration::ZERO)
+            }
+        })
+        .collect();
+    expected.sort_unstable();
+    let t_th = *expected.get(t.checked_sub(1)?)?;
+    (t_th > deadline).then(|| t_th.saturating_sub(deadline).max(Duration::from_secs(1)))
 }
 
 #[cfg(test)]
@@ -648,5 +684,56 @@ mod tests {
         assert_eq!(g.load(), (1, 1), "not sent while not wanted");
         wanted.set();
         assert!(matches!(spare.await, Ok(Ok(_))));
+    }
+
+    #[tokio::test]
+    async fn requests_are_shed_only_behind_queues_that_cannot_clear_in_time() {
+        let deadline = Duration::from_secs(2);
+        let gates: Vec<Arc<NodeGate>> = (0..4).map(|_| gate(1, 4)).collect();
+        let all = || gates.iter().map(|g| g.as_ref());
+        // Every node's recent answers took 3 s, longer than the deadline (a burst whose answers
+        // ran to their timeout), but each can take a request at once: admitted (and sending
+        // it is what brings the estimate up to date).
+        for g in &gates {
+            g.record_service_time(Duration::from_secs(3));
+        }
+        assert_eq!(shed_for_load(all(), 3, deadline), None);
+        // Two nodes busy with a request on the wire and one waiting each: the third-soonest
+        // of the four is now a busy one, expected after (1 waiting + 1) / 1 on the wire + 1 =
+        // 3 answer times of 3 s: 9 s; shed, retry in 7 s.
+        let mut held = Vec::new();
+        let mut waiting = Vec::new();
+        for g in &gates[..2] {
+            let a = Answered::default();
+            held.push(g.acquire(&a, far(), None).await.expect("sent"));
+            let (g2, a2) = (g.clone(), a.clone());
+            waiting.push(tokio::spawn(async move {
+                g2.acquire(&a2, far(), None).await.map(|_| ())
+            }));
+            while g.load().1 < 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(!gates[0].can_take_now() && gates[2].can_take_now());
+        assert_eq!(
+            shed_for_load(all(), 3, deadline),
+            Some(Duration::from_secs(7))
+        );
+        // With t = 2 the two free nodes suffice.
+        assert_eq!(shed_for_load(all(), 2, deadline), None);
+        // Fast nodes: a short queue clears in time, nothing is shed.
+        for g in &gates {
+            for _ in 0..64 {
+                g.record_service_time(Duration::from_millis(10));
+            }
+        }
+        assert_eq!(shed_for_load(all(), 3, deadline), None);
+        // No t-th node at all: never shed here (the request fails on its own).
+        assert_eq!(shed_for_load(all(), 5, deadline), None);
+        assert_eq!(shed_for_load(all(), 0, deadline), None);
+        drop(held);
+        for w in waiting {
+            w.await.expect("task").expect("sent once a place freed");
+        }
     }
 }

@@ -994,18 +994,15 @@ fn refusal_text(body: &str) -> String {
 /// Admission control: `Some(retry after)` when fewer than `t` of the nodes this request
 /// would be sent to can be expected to answer within the deadline, judged by their queues
 /// and recent answer times ([`NodeGate::expected_answer`]); such a request could only end in
-/// a 503 at the deadline, after adding to the queues. Nodes without an answer time yet count
-/// as able.
+/// a 503 at the deadline, after adding to the queues. Nodes without an answer time yet, and
+/// nodes that can take the request at once, count as able ([`gate::shed_for_load`]).
 fn admission(c: &Combiner, v: &ValidatorTarget, ask_backed_off: bool) -> Option<Duration> {
-    let mut expected: Vec<Duration> = v
+    let gates = v
         .shares
         .iter()
         .filter(|s| ask_backed_off || !c.health[s.node].is_backed_off())
-        .map(|s| c.gates[s.node].expected_answer().unwrap_or(Duration::ZERO))
-        .collect();
-    expected.sort_unstable();
-    let t_th = *expected.get(v.threshold.checked_sub(1)?)?;
-    (t_th > c.deadline).then(|| t_th.saturating_sub(c.deadline).max(Duration::from_secs(1)))
+        .map(|s| c.gates[s.node].as_ref());
+    gate::shed_for_load(gates, v.threshold, c.deadline)
 }
 
 /// How long until the validator's `t`-th fastest node has worked through its queue, at least

@@ -9,10 +9,12 @@
 //! - Overload: nodes that take 400 ms per answer, one request at a time, a 1.2 s deadline and a
 //!   burst of 24 requests: the requests that can make the deadline get verified signatures, the
 //!   others 503 with `Retry-After` (counted in `dvsigner_combiner_shed_total`); nothing else.
+//! - Recovery: after nodes answered later than the deadline, the next requests still go to them
+//!   (they can take them at once) and are signed once the nodes are fast again; nothing shed.
 
 use crate::common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP relay on 127.0.0.1 to `upstream` that passes what the client sends at once and what
-/// the upstream sends back `delay` later (in order); returns its port and the count of
-/// connections it accepted.
-async fn delaying_relay(upstream: u16, delay: Duration) -> (u16, Arc<AtomicUsize>) {
+/// the upstream sends back `delay_ms` later (in order; read for every chunk, so the test can
+/// change it); returns its port and the count of connections it accepted.
+async fn delaying_relay(upstream: u16, delay_ms: Arc<AtomicU64>) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
     let port = listener.local_addr().expect("addr").port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -37,6 +39,7 @@ async fn delaying_relay(upstream: u16, delay: Duration) -> (u16, Arc<AtomicUsize
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let delay_ms = delay_ms.clone();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     return;
@@ -57,7 +60,13 @@ async fn delaying_relay(upstream: u16, delay: Duration) -> (u16, Arc<AtomicUsize
                             Ok(0) | Err(_) => break,
                             Ok(n) => {
                                 if tx
-                                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                                    .send((
+                                        Instant::now()
+                                            + Duration::from_millis(
+                                                delay_ms.load(Ordering::SeqCst),
+                                            ),
+                                        buf[..n].to_vec(),
+                                    ))
                                     .is_err()
                                 {
                                     break;
@@ -102,6 +111,8 @@ struct Cluster {
     port: u16,
     metrics: u16,
     relays: Vec<Option<Arc<AtomicUsize>>>,
+    /// The delay (ms) of each relayed node, changeable.
+    delays: Vec<Option<Arc<AtomicU64>>>,
     client: reqwest::Client,
 }
 
@@ -118,10 +129,15 @@ async fn cluster(delayed: &[(usize, Duration)], extra: &[&str]) -> Cluster {
     let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
     let mut listed = ports.clone();
     let mut relays = vec![None; 4];
+    let mut delays = vec![None; 4];
     for (i, delay) in delayed {
-        let (port, accepted) = delaying_relay(ports[*i], *delay).await;
+        let ms = Arc::new(AtomicU64::new(
+            u64::try_from(delay.as_millis()).expect("delay"),
+        ));
+        let (port, accepted) = delaying_relay(ports[*i], ms.clone()).await;
         listed[*i] = port;
         relays[*i] = Some(accepted);
+        delays[*i] = Some(ms);
     }
     let out = dir.path().join("cluster");
     split_interop(dir.path(), 0..1, 3, &https_operators(&NODES, &listed), &out);
@@ -166,6 +182,7 @@ async fn cluster(delayed: &[(usize, Duration)], extra: &[&str]) -> Cluster {
         port,
         metrics,
         relays,
+        delays,
         client,
     }
 }
@@ -363,4 +380,62 @@ async fn overload_answers_what_can_make_the_deadline_and_sheds_the_rest_with_ret
         metric(c.metrics, "dvsigner_combiner_shed_total").await,
         f64::from(shed)
     );
+}
+
+/// Admission control never locks a cluster out: nodes whose answers took longer than the
+/// deadline (so that their recent answer time is above it) are sent the next request as soon
+/// as they can take it, and it is signed once they answer in time again. Before, every later
+/// request was shed at once (503 with `Retry-After`), and with nothing sent the answer time
+/// never came down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_answered_after_the_deadline_are_sent_requests_again() {
+    let slow = Duration::from_millis(1500);
+    let c = cluster(
+        &[(0, slow), (1, slow), (2, slow), (3, slow)],
+        &[
+            "--deadline-ms",
+            "1000",
+            "--node-connect-timeout-ms",
+            "8000",
+            "--node-warm-connections",
+            "4",
+        ],
+    )
+    .await;
+    // Two requests while every node answers after 1.5 s: 503 at the deadline (not shed: the
+    // combiner knew no answer time yet, then the nodes were free), the partials come in late.
+    for target in [1000, 1001] {
+        let (status, _, body) = sign(&c, target).await;
+        assert_eq!(status, 503, "{body}\n{}", c.combiner.log_text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(
+        c.metrics,
+        "dvsigner_combiner_partials_total{node=\"node-a\",result=\"late\"}",
+    )
+    .await
+        < 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-a's late partials never arrived\n{}",
+            c.combiner.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The nodes are fast again and take requests at once: the next requests are signed.
+    for d in c.delays.iter().flatten() {
+        d.store(0, Ordering::SeqCst);
+    }
+    for target in [1010, 1011, 1012] {
+        let (status, retry, body) = sign(&c, target).await;
+        assert_eq!(
+            (status, retry.as_deref()),
+            (200, None),
+            "request for target {target}: {body}\n{}",
+            c.combiner.log_text()
+        );
+        assert_verifies(&body, target);
+    }
+    assert_eq!(metric(c.metrics, "dvsigner_combiner_shed_total").await, 0.0);
 }

@@ -619,18 +619,23 @@ mod tests {
         crate::cluster::split_keys(&keys, 2, &ops).expect("split").0
     }
 
-    #[test]
-    fn the_ring_keeps_only_certificates_the_cluster_trusts_and_members_map_to_operators() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let pki = pki(&dir.path().join("tls"));
-        let def = definition();
-        let allowed: BTreeMap<String, Fingerprint> = [
+    /// Operators a and b allowed by their client certificates' fingerprints (c by none).
+    fn allowed_a_b(pki: &crate::tls::DevPki) -> BTreeMap<String, Fingerprint> {
+        [
             ("a", pki.identity("a-client").expect("a").fingerprint),
             ("b", pki.identity("b-client").expect("b").fingerprint),
         ]
         .into_iter()
         .map(|(n, f)| (n.to_owned(), f))
-        .collect();
+        .collect()
+    }
+
+    #[test]
+    fn the_ring_keeps_only_certificates_the_cluster_trusts_and_members_map_to_operators() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pki = pki(&dir.path().join("tls"));
+        let def = definition();
+        let allowed = allowed_a_b(&pki);
         let ring_b = Arc::new(
             KeyRing::new(&def, "b", &allowed, identity(&pki, "b-client")).expect("ring b"),
         );
@@ -675,13 +680,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let pki = pki(&dir.path().join("tls"));
         let def = definition();
-        let allowed: BTreeMap<String, Fingerprint> = [
-            ("a", pki.identity("a-client").expect("a").fingerprint),
-            ("b", pki.identity("b-client").expect("b").fingerprint),
-        ]
-        .into_iter()
-        .map(|(n, f)| (n.to_owned(), f))
-        .collect();
+        let allowed = allowed_a_b(&pki);
         let a = identity(&pki, "a-client");
         let ring = KeyRing::new(&def, "b", &allowed, identity(&pki, "b-client"))
             .expect("ring b")

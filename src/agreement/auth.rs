@@ -280,8 +280,9 @@ impl KeyRing {
     }
 
     /// The same ring remembering at most `n` checks per generation (0: none).
+    #[cfg(test)]
     #[must_use]
-    pub fn remembering(mut self, n: usize) -> Self {
+    fn remembering(mut self, n: usize) -> Self {
         self.remembered = n;
         self
     }

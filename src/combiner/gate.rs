@@ -236,8 +236,7 @@ impl NodeGate {
 
     /// Whether a needed request would go out at once (nothing waits, room on the wire).
     pub fn can_take_now(&self) -> bool {
-        let s = self.lock();
-        s.waiters.is_empty() && self.can_send(&s)
+        self.takes_needed_now(&self.lock())
     }
 
     /// Whether requests queue because the node has as many on the wire as its in-flight limit
@@ -246,6 +245,11 @@ impl NodeGate {
     pub fn saturated(&self) -> bool {
         let s = self.lock();
         !s.waiters.is_empty() && s.in_flight.len() >= self.limits.max_in_flight
+    }
+
+    /// Whether a needed request goes out at once: nothing waits before it, room on the wire.
+    fn takes_needed_now(&self, s: &State) -> bool {
+        s.waiters.is_empty() && self.can_send(s)
     }
 
     fn can_send(&self, s: &State) -> bool {
@@ -275,7 +279,7 @@ impl NodeGate {
             let id = s.next_id;
             s.next_id += 1;
             let go = if needed {
-                s.waiters.is_empty() && self.can_send(&s)
+                self.takes_needed_now(&s)
             } else {
                 s.spares.is_empty() && self.can_send_spare(&s)
             };

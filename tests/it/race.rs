@@ -597,7 +597,8 @@ async fn run(condition: Condition, combiners: usize, agreement: bool) -> Figures
         // warm connections once a peer answered, which takes a few round trips over node-d's
         // 500 ms links. Racing the first duties at once measures a cold start instead: in one
         // CI run 2 of 1,008 duties (both of the first target) found no agreement in time, their
-        // round 1 split and round 2 led from behind a link not yet connected.
+        // round 1 split and round 2 led from behind a link not yet connected. The wait did not
+        // remove it (a later run: 1 of 1,008, first target, 3 combiners): cause still open.
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let duties = duties_per_run();

@@ -430,6 +430,7 @@ impl Shared {
             return Ok(());
         };
         instance.set_unreachable(self.unreachable_members(&id.validator));
+        instance.set_round_trips(self.member_round_trips(&id.validator));
         let now = self.now_ms();
         let outputs = match step {
             Step::Propose(root) => instance.propose(root, now),
@@ -516,6 +517,18 @@ impl Shared {
             .enumerate()
             .filter(|&(_, &op)| self.transport.unreachable(op))
             .filter_map(|(m, _)| u16::try_from(m).ok())
+            .collect()
+    }
+
+    /// Per member of a validator (by member index), the measured round trip to its operator
+    /// in ms, if measured.
+    fn member_round_trips(&self, validator: &PublicKeyBytes) -> Vec<Option<u64>> {
+        let Some(v) = self.roster.validator(validator) else {
+            return Vec::new();
+        };
+        v.members
+            .iter()
+            .map(|&op| self.transport.round_trip(&[op], 1).map(ms))
             .collect()
     }
 
@@ -867,6 +880,42 @@ mod tests {
         );
         let unmeasured = timing(Vec::new());
         assert_eq!(unmeasured, (200, 3200, 200));
+    }
+
+    /// The engine is told each member's round trip by member index, from its operator's
+    /// measurement (a far leader's rounds are left early on it).
+    #[test]
+    fn members_round_trips_come_from_their_operators() {
+        let w = world();
+        let id = w.pki.identity("a-client").expect("id");
+        let identity = NodeIdentity::load(&id.cert, &id.key).expect("identity");
+        let ring = Arc::new(KeyRing::new(&w.definition, "a", &w.allowed, identity).expect("ring"));
+        let roster = Arc::new(Roster::new(&w.definition, ring));
+        let members = roster
+            .validator(&w.group())
+            .expect("validator")
+            .members
+            .clone();
+        let rtts = vec![
+            Duration::from_millis(0),
+            Duration::from_millis(7),
+            Duration::from_millis(30),
+            Duration::from_millis(500),
+        ];
+        let driver = Driver::new(
+            roster,
+            Arc::new(w.stores[0].clone()),
+            Arc::new(Rtts(rtts)),
+            DriverConfig::new(200, 1500),
+        );
+        let got = driver.shared.member_round_trips(&w.group());
+        let want: Vec<Option<u64>> = members
+            .iter()
+            .map(|&op| Some([0, 7, 30, 500][op]))
+            .collect();
+        assert_eq!(got, want);
+        let unknown = PublicKeyBytes([0x11; 48]);
+        assert!(driver.shared.member_round_trips(&unknown).is_empty());
     }
 
     fn patient() -> DriverConfig {

@@ -123,6 +123,11 @@ pub struct Instance {
     /// need them, a round whose leader is one of them. Like every timer matter, it never
     /// affects safety, only when a member moves on.
     unreachable: BTreeSet<u16>,
+    /// Per member, this node's measured round trip to it in ms (set by the driver before each
+    /// call; `None` unknown, and for this member). Used only to leave early a round whose
+    /// leader is too far away to finish it in the round's time (see
+    /// [`Instance::leader_too_far`]): a timer matter, never a safety one.
+    round_trips: Vec<Option<u64>>,
     /// When round 1 started (the instance's creation).
     round_one_start: u64,
     /// Round-1 prepares for two different roots were seen: round 1 keeps its ordinary length
@@ -162,6 +167,7 @@ impl Instance {
             resend_at: None,
             started: true,
             unreachable: BTreeSet::new(),
+            round_trips: Vec::new(),
             round_one_start: now_ms,
             round_one_contested: false,
         };
@@ -264,6 +270,17 @@ impl Instance {
     pub fn set_unreachable(&mut self, members: impl IntoIterator<Item = u16>) {
         let me = self.me();
         self.unreachable = members.into_iter().filter(|&m| m != me).collect();
+    }
+
+    /// This node's measured round trips (ms) to each member, by member index (`None`: not
+    /// measured); the driver sets them before each call. The entry for this member is ignored.
+    pub fn set_round_trips(&mut self, per_member: impl IntoIterator<Item = Option<u64>>) {
+        let me = usize::from(self.me());
+        self.round_trips = per_member
+            .into_iter()
+            .enumerate()
+            .map(|(m, rtt)| rtt.filter(|_| m != me))
+            .collect();
     }
 
     /// Lets round 1 last up to `len_ms` from its start while every round-1 prepare seen names
@@ -589,7 +606,12 @@ impl Instance {
             }
             // The leader of the current round is unreachable and has proposed nothing: once
             // Q members are known to be in the round (so they move on together), move on.
-            if r >= 2 && r == self.round && self.started && self.leader_unreachable(r) {
+            // So is a leader too far away to finish the round in the round's time.
+            if r >= 2
+                && r == self.round
+                && self.started
+                && (self.leader_unreachable(r) || self.leader_too_far(r))
+            {
                 self.enter_round(r.saturating_add(1), now_ms, true, out);
                 progressed = true;
             }
@@ -695,6 +717,41 @@ impl Instance {
         leader != usize::from(self.me())
             && u16::try_from(leader).is_ok_and(|l| self.unreachable.contains(&l))
             && self.rounds.get(&r).is_none_or(|s| s.proposal.is_none())
+    }
+
+    /// Whether round `r`'s leader is another member, has proposed nothing yet, and is too far
+    /// away for the round to finish in its time: a round led by member `L` needs about the
+    /// round trip to `L` (round changes to it, its proposal back) plus the round trip within
+    /// a quorum (prepares, then commits), and its timer starts once `Q` members are in it.
+    /// Waiting out such a round only delays the next leader's: a member behind a 500 ms link
+    /// cost every round it led in the race test (round 2 lasts 400 ms with 200 ms rounds), and
+    /// after a split round 1 that left a few racing duties without a decision in the request's
+    /// 1.5 s. Rounds are never skipped once they reached the longest round length, so that
+    /// rounds grow until any leader can finish one (the protocol's liveness argument is
+    /// unchanged); and since the next round is the next member's, a far member still leads
+    /// rounds once they are long enough.
+    fn leader_too_far(&self, r: u32) -> bool {
+        let leader = self.leader(r);
+        if leader == usize::from(self.me())
+            || self.rounds.get(&r).is_some_and(|s| s.proposal.is_some())
+        {
+            return false;
+        }
+        let Some(Some(to_leader)) = self.round_trips.get(leader).copied() else {
+            return false;
+        };
+        let len = self.round_len(r);
+        if len >= self.timing.max_round_ms {
+            return false;
+        }
+        // The (Q-1)-th smallest round trip to another member: a quorum's exchange.
+        let mut others: Vec<u64> = self.round_trips.iter().flatten().copied().collect();
+        others.sort_unstable();
+        let within_quorum = others
+            .get(self.members.quorum.saturating_sub(2))
+            .copied()
+            .unwrap_or(0);
+        to_leader.saturating_add(within_quorum) > len
     }
 
     /// Members known to be in `round` or above: this one, and those whose round changes for
@@ -1017,14 +1074,17 @@ impl Instance {
     }
 
     fn round_deadline(&self, round: u32, now_ms: u64) -> u64 {
+        now_ms.saturating_add(self.round_len(round))
+    }
+
+    /// Length of round `round`: `round_ms * 2^(round-1)`, capped at `max_round_ms`.
+    fn round_len(&self, round: u32) -> u64 {
         let shift = round.saturating_sub(1).min(63);
-        let len = self
-            .timing
+        self.timing
             .round_ms
             .saturating_mul(1u64 << shift)
             .min(self.timing.max_round_ms)
-            .max(1);
-        now_ms.saturating_add(len)
+            .max(1)
     }
 
     fn state(&mut self, round: u32) -> &mut RoundState {

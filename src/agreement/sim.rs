@@ -148,6 +148,13 @@ struct Scenario {
     inputs: Vec<Option<(Root, u64)>>,
     /// Per-message delay, uniform in `delay.0..=delay.1` ms.
     delay: (u64, u64),
+    /// Per member: extra delay of every message towards it (a member behind a long link, as
+    /// the race test's delayed node: slow to reach, quick to answer). Empty: none.
+    slow_in: Vec<u64>,
+    /// Whether each instance is told its measured round trips to the other members (as the
+    /// driver does from the transport's estimates): the largest delay each way, plus the
+    /// extra delays.
+    round_trips: bool,
     /// Per member its side of a partition, and when the partition heals (messages across it
     /// sent before then are lost).
     partition: Option<(Vec<u8>, u64)>,
@@ -328,13 +335,18 @@ impl<'a> Sim<'a> {
     fn ensure_instance(&mut self, i: usize) {
         self.nodes[i].involved = true;
         if self.nodes[i].inst.is_none() {
-            let inst = Instance::new(
+            let mut inst = Instance::new(
                 self.id,
                 self.members(i),
                 self.s.timing,
                 self.nodes[i].auth.clone(),
                 self.now,
             );
+            if self.s.round_trips {
+                inst.set_round_trips(
+                    (0..self.s.n).map(|j| (j != i).then(|| self.round_trip(i, j))),
+                );
+            }
             self.nodes[i].inst = Some(inst);
         }
     }
@@ -586,11 +598,21 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Extra delay of messages towards member `i`.
+    fn slow_in(&self, i: usize) -> u64 {
+        self.s.slow_in.get(i).copied().unwrap_or(0)
+    }
+
+    /// The round trip between `a` and `b` as a transport would measure it (worst case).
+    fn round_trip(&self, a: usize, b: usize) -> u64 {
+        2 * self.s.delay.1 + self.slow_in(a) + self.slow_in(b)
+    }
+
     fn send_to(&mut self, from: usize, to: usize, msg: SignedMessage) {
         if to == from || !self.connected(from, to) {
             return;
         }
-        let d = self.rng.gen_range(self.s.delay.0..=self.s.delay.1);
+        let d = self.rng.gen_range(self.s.delay.0..=self.s.delay.1) + self.slow_in(to);
         self.schedule(self.now + d, Event::Deliver { to, msg });
     }
 
@@ -895,6 +917,8 @@ fn base(n: usize, quorum: usize, input: Root) -> Scenario {
         roles: vec![Role::Honest; n],
         inputs: vec![Some((input, 0)); n],
         delay: (0, 50),
+        slow_in: Vec::new(),
+        round_trips: false,
         partition: None,
         restarts: Vec::new(),
         timing: TIMING,
@@ -1987,6 +2011,161 @@ fn unreachable_members_end_hopeless_rounds_early() {
         .receive(g.rc(others[1], 2, None), 220)
         .expect("round change");
     assert_eq!(patient.round(), 2);
+}
+
+/// Clients racing up to three roots into a 3-of-4 cluster whose member 3 sits behind a 500 ms
+/// link (messages and its client's requests reach it 500 ms late; it answers at once), with
+/// 200 ms rounds, as in the race test's delayed-node condition. Knowing its round trips, a
+/// member leaves a round led by the far member as soon as Q members are in it instead of
+/// waiting out its timer (such a round cannot finish in 400 ms): the third decision (what a
+/// combiner waits for) comes within 450 ms in every seed. Without the round trips (the engine
+/// before this rule) the same seeds needed up to about a second: a round 2 led by the far
+/// member was always lost, and load on a real node added the rest of the 1.5 s request timeout.
+#[test]
+fn a_far_leader_costs_no_round() {
+    let mut worst = [0u64; 2];
+    let mut rounds: [BTreeMap<u32, usize>; 2] = [BTreeMap::new(), BTreeMap::new()];
+    let seeds = seeds(1000);
+    for (k, informed) in [false, true].into_iter().enumerate() {
+        for seed in seed_range(seeds) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut s = base(4, 3, root(1));
+            s.delay = (0, 20);
+            s.slow_in = vec![0, 0, 0, 500];
+            s.round_trips = informed;
+            s.timing = Timing {
+                round_ms: 200,
+                max_round_ms: 3200,
+            };
+            for (i, input) in s.inputs.iter_mut().enumerate() {
+                let late = if i == 3 { 500 } else { 0 };
+                *input = Some((root(rng.gen_range(1..=3)), late + rng.gen_range(0..=50)));
+            }
+            let r = Sim::new(&s, seed).run();
+            assert!(agreement_holds(&s, &r), "seed {seed}: {:?}", r.decisions);
+            let mut at: Vec<u64> = r
+                .decisions
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let (d, at) = d
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("seed {seed}: {i} undecided"));
+                    *rounds[k].entry(d.round).or_default() += 1;
+                    *at
+                })
+                .collect();
+            at.sort_unstable();
+            worst[k] = worst[k].max(at[2]);
+            if informed {
+                assert!(
+                    at[2] <= 450,
+                    "seed {seed}: third decision at {} ms ({:?})",
+                    at[2],
+                    r.decisions
+                        .iter()
+                        .map(|d| d.as_ref().map(|(d, at)| (d.round, *at)))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    println!(
+        "far member, {seeds} seeds: third decision at most {} ms without round trips, {} ms \
+         with; decision rounds {:?} / {:?}",
+        worst[0], worst[1], rounds[0], rounds[1]
+    );
+}
+
+/// A round whose leader is too far away to finish it in the round's time (its round trip plus
+/// a quorum's above the round's length) is left as soon as Q members are in it; a nearer
+/// leader's round, a proposal that did arrive from the far leader, and rounds at the longest
+/// length are waited for.
+#[test]
+fn a_far_leader_round_is_left_once_the_quorum_is_in_it() {
+    let g = fixture();
+    let leader2 = g.leader(2);
+    let me = (leader2 + 1) % 4;
+    let others: Vec<usize> = (0..4).filter(|&m| m != me && m != leader2).collect();
+    let rtts = |far: u64| (0..4).map(move |m| Some(if m == leader2 { far } else { 10 }));
+    // Round 2 lasts 2 * 200 ms; the leader's 500 ms round trip + 10 ms cannot fit.
+    let in_round_two = |far: u64| {
+        let mut inst = fixture_for(me, &g.keys);
+        inst.set_round_trips(rtts(far));
+        let _ = inst.tick(TIMING.round_ms);
+        assert_eq!(inst.round(), 2);
+        let _ = inst
+            .receive(g.rc(others[0], 2, None), 210)
+            .expect("round change");
+        assert_eq!(inst.round(), 2, "only 2 members known in round 2");
+        let _ = inst
+            .receive(g.rc(others[1], 2, None), 220)
+            .expect("round change");
+        inst
+    };
+    assert_eq!(in_round_two(500).round(), 3, "far leader: round 3 at once");
+    assert_eq!(
+        in_round_two(391).round(),
+        3,
+        "391 + 10 ms does not fit in 400 ms"
+    );
+    assert_eq!(in_round_two(390).round(), 2, "390 + 10 ms fits: wait");
+    let mut unmeasured = fixture_for(me, &g.keys);
+    unmeasured.set_round_trips((0..4).map(|_| None));
+    let _ = unmeasured.tick(TIMING.round_ms);
+    for (i, &o) in others.iter().enumerate() {
+        let _ = unmeasured
+            .receive(g.rc(o, 2, None), 210 + i as u64)
+            .expect("round change");
+    }
+    assert_eq!(unmeasured.round(), 2, "unmeasured leader: wait");
+
+    // The far leader's proposal is in: it is followed (prepared), not skipped.
+    let mut inst = fixture_for(me, &g.keys);
+    inst.set_round_trips(rtts(500));
+    let _ = inst.tick(TIMING.round_ms);
+    let justification: Vec<SignedMessage> = [others[0], others[1], leader2]
+        .iter()
+        .map(|&m| g.rc(m, 2, None))
+        .collect();
+    let proposal = g.msg(
+        leader2,
+        2,
+        Body::Proposal {
+            root: root(leader2 as u8 + 1),
+            justification: justification.clone(),
+        },
+    );
+    let out = sends(&inst.receive(proposal, 215).expect("proposal"));
+    for rc in justification {
+        let _ = inst.receive(rc, 220).expect("round change");
+    }
+    assert_eq!(inst.round(), 2);
+    assert!(
+        out.iter()
+            .any(|m| matches!(m.message.body, Body::Prepare { .. })),
+        "the proposal is prepared"
+    );
+
+    // At the longest round length rounds are never skipped (they must grow until any leader
+    // can finish one): with rounds capped at 400 ms, round 2 is waited for.
+    let auth = Arc::new(HmacAuth {
+        me,
+        keys: g.keys.clone(),
+    });
+    let capped = Timing {
+        round_ms: 200,
+        max_round_ms: 400,
+    };
+    let mut inst = Instance::new(id_for(1), members(4, 3, me), capped, auth, 0);
+    inst.set_round_trips(rtts(500));
+    let _ = inst.tick(TIMING.round_ms);
+    for (i, &o) in others.iter().enumerate() {
+        let _ = inst
+            .receive(g.rc(o, 2, None), 210 + i as u64)
+            .expect("round change");
+    }
+    assert_eq!(inst.round(), 2, "round 2 is as long as rounds get: wait");
 }
 
 /// Restore: the persisted state brings back the round, the input and the own messages; the

@@ -595,10 +595,8 @@ async fn run(condition: Condition, combiners: usize, agreement: bool) -> Figures
         // measure their round trips (round 1 is sized from them, and a peer that does not
         // answer counts as unreachable, so that rounds it leads are skipped) and open their
         // warm connections once a peer answered, which takes a few round trips over node-d's
-        // 500 ms links. Racing the first duties at once measures a cold start instead: in one
-        // CI run 2 of 1,008 duties (both of the first target) found no agreement in time, their
-        // round 1 split and round 2 led from behind a link not yet connected. The wait did not
-        // remove it (a later run: 1 of 1,008, first target, 3 combiners): cause still open.
+        // 500 ms links. (The delayed-node cases' occasional unsigned first-target duty was not
+        // a cold start: every round 2 led by node-d was lost, see the README's race figures.)
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let duties = duties_per_run();

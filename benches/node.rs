@@ -8,7 +8,12 @@
 //!    round: `DVSIGNER_BENCH_SECONDS`, default 5). Per round: the node process's CPU time per
 //!    signature (`/proc/PID/stat`) over the CPU time of one raw blst signature (thread CPU
 //!    time), and the rate over the raw all-core blst rate. Medians of the rounds are printed.
-//! 2. Bursts: one attestation per validator, all at once, on new connections (the handshakes
+//!    Every request has a target of its own, so no two requests share a signing root (the
+//!    worst case: a signer reuses a root's hash to the curve across keys); with
+//!    `DVSIGNER_BENCH_LOOP_SHARED_ROOTS=1` the validators take turns on one target after the
+//!    other, all signing the same root as one slot's attesters do. The raw baseline hashes
+//!    every root.
+//! 2. Bursts (all validators sign the same root, as at the start of a slot): one attestation per validator, all at once, on new connections (the handshakes
 //!    count), for 1,000 and 10,000 validators (`DVSIGNER_BENCH_BURSTS`, default "1000,10000";
 //!    `DVSIGNER_BENCH_BURST_RUNS` bursts each, default 5): p50 and worst time, failures, the
 //!    node's CPU and this process's (the load generator's) CPU per signature. Each size twice:
@@ -26,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dvsigner::cli::bench::{
-    burst, first_target, percentile, raw_blst_rate, timed_level, Failures, ServerCpu,
+    burst, first_target, percentile, raw_blst_rate, timed_level_with, Failures, ServerCpu,
     BURST_CONNECTIONS,
 };
 use support::{median, Node, NodeOptions};
@@ -80,6 +85,10 @@ async fn main() {
     });
     // `DVSIGNER_BENCH_LOOP_HTTP2=1`: the closed loop over HTTP/2 (one connection) instead.
     let loop_http2 = env("DVSIGNER_BENCH_LOOP_HTTP2", 0) == 1;
+    // `DVSIGNER_BENCH_LOOP_SHARED_ROOTS=1`: the closed loop's validators take turns on one
+    // target after the other (all sign the same root, as one slot's attesters do) instead of
+    // a target per request (every root distinct, the default: no hashed root is ever reused).
+    let shared_roots = env("DVSIGNER_BENCH_LOOP_SHARED_ROOTS", 0) == 1;
     let client = support::client(&pki, BURST_CONNECTIONS, loop_http2);
     node.wait_keys(&client, n, Instant::now(), Duration::from_secs(600))
         .await;
@@ -98,7 +107,8 @@ async fn main() {
         "== signer node process, whole keys, HTTPS + mutual TLS keep-alive, SQLite slashing protection, {cores} cores"
     );
     println!(
-        "closed loop: {loop_validators} validators, 64 in flight, {rounds} rounds of {seconds} s (each: raw blst, then the node)"
+        "closed loop: {loop_validators} validators, 64 in flight, {rounds} rounds of {seconds} s (each: raw blst, then the node), {}",
+        if shared_roots { "the validators taking turns on one target after the other (shared roots)" } else { "a target per request (distinct roots)" }
     );
     // Warm-up: one request per validator (its first attestation becomes its low watermark, so
     // it must come before the concurrent ones), connections opened.
@@ -116,13 +126,14 @@ async fn main() {
     for round in 1..=rounds {
         let raw = raw_blst_rate(Duration::from_secs(2)).await;
         let cpu = ServerCpu::start(pid).expect("node /proc/PID/stat");
-        let r = timed_level(
+        let r = timed_level_with(
             &client,
             &node.url,
             &keys[..loop_validators],
             &target,
             64,
             Duration::from_secs_f64(seconds),
+            shared_roots,
         )
         .await;
         let used = cpu.elapsed().expect("node /proc/PID/stat");

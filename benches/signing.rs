@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         SigningRoot(r)
     };
     let sign = per_op(500, || {
-        std::hint::black_box(sk.sign(&next_root()));
+        std::hint::black_box(sk.sign_message(&next_root().0));
     });
     let (shares, commitments) = split(&sk, 3, 4)?;
     let root = next_root();
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(whole_sig.verify(&group, &root.0));
     });
     let sign_cpu = cpu_per_op(1000, || {
-        std::hint::black_box(sk.sign(&next_root()));
+        std::hint::black_box(sk.sign_message(&next_root().0));
     });
     let combine_cpu = cpu_per_op(600, || {
         std::hint::black_box(combine(&partials, 3).ok());

@@ -206,6 +206,9 @@ pub const AGREEMENT_REFUSAL_REASONS: [&str; 13] = [
 pub const AGREEMENT_DROP_REASONS: [&str; 4] =
     ["expired", "queue_full", "send_failed", "refused_by_peer"];
 
+/// `result` values of `dvsigner_signing_root_hashes_total` (pre-created series).
+pub const ROOT_HASH_RESULTS: [&str; 2] = ["hashed", "reused"];
+
 /// `result` values of `dvsigner_agreement_signature_checks_total` (pre-created series).
 pub const AGREEMENT_CHECK_RESULTS: [&str; 3] = ["verified", "remembered", "failed"];
 
@@ -235,6 +238,7 @@ pub struct Metrics {
     agreement_dropped: Family<ReasonLabel, Counter>,
     agreement_requests: Family<OutcomeLabel, Counter>,
     agreement_checks: Family<ResultLabel, Counter>,
+    root_hashes: Family<ResultLabel, Counter>,
     agreement_duration: Histogram,
     agreement_peer_rtt: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// (kind, version) pairs seen, None once [`WRONG_NETWORK_VERSIONS_MAX`] versions were seen.
@@ -307,6 +311,7 @@ impl Metrics {
         let agreement_dropped = Family::<ReasonLabel, Counter>::default();
         let agreement_requests = Family::<OutcomeLabel, Counter>::default();
         let agreement_checks = Family::<ResultLabel, Counter>::default();
+        let root_hashes = Family::<ResultLabel, Counter>::default();
         let agreement_duration = latency_histogram();
         let agreement_peer_rtt =
             Family::<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -343,6 +348,12 @@ impl Metrics {
             agreement_checks.clone(),
         );
         registry.register(
+            "signing_root_hashes",
+            "Signing roots hashed to the curve for a signature or its verification, by result \
+             (hashed: now; reused: hashed for another signature of the same root shortly before)",
+            root_hashes.clone(),
+        );
+        registry.register(
             "agreement_duration_seconds",
             "Time a sign request waited for the cluster's agreement on its duty",
             agreement_duration.clone(),
@@ -358,6 +369,9 @@ impl Metrics {
         }
         for result in AGREEMENT_CHECK_RESULTS {
             let _ = agreement_checks.get_or_create(&ResultLabel { result });
+        }
+        for result in ROOT_HASH_RESULTS {
+            let _ = root_hashes.get_or_create(&ResultLabel { result });
         }
         let types = SignKind::ALL
             .iter()
@@ -388,6 +402,7 @@ impl Metrics {
             agreement_dropped,
             agreement_requests,
             agreement_checks,
+            root_hashes,
             agreement_duration,
             agreement_peer_rtt,
             wrong_network_seen: Mutex::new(HashSet::new()),
@@ -471,6 +486,14 @@ impl Metrics {
     /// [`AGREEMENT_CHECK_RESULTS`]).
     pub fn record_agreement_signature_check(&self, result: &'static str) {
         self.agreement_checks
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts a signing root hashed to the curve for a signature (`result` one of
+    /// [`ROOT_HASH_RESULTS`]).
+    pub fn record_root_hash(&self, result: &'static str) {
+        self.root_hashes
             .get_or_create(&ResultLabel { result })
             .inc();
     }

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::bls::SigningRoot;
 use crate::keys::SecretKey;
 
 /// `dvsigner bench` options.
@@ -483,7 +482,9 @@ fn sign_for(sk: &SecretKey, duration: Duration, threads: usize) -> Signed {
                     let mut root = [0u8; 32];
                     root[..8].copy_from_slice(&i.to_le_bytes());
                     root[8..16].copy_from_slice(&(t as u64).to_le_bytes());
-                    std::hint::black_box(sk.sign(&SigningRoot(root)));
+                    // blst itself (hashing every root), not `SecretKey::sign`, whose reuse of
+                    // recently hashed roots would flatter the floor.
+                    std::hint::black_box(sk.sign_message(&root));
                     i += 1;
                     count.fetch_add(1, Ordering::Relaxed);
                 }
@@ -593,7 +594,8 @@ pub async fn one_request(client: &reqwest::Client, url: &str, target: u64) -> Re
     }
 }
 
-/// Runs `concurrency` request loops against the keys for `duration`.
+/// Runs `concurrency` request loops against the keys for `duration`, each request with a
+/// target epoch of its own (every signing root distinct: the worst case for a signer).
 pub async fn timed_level(
     client: &reqwest::Client,
     base: &str,
@@ -602,6 +604,23 @@ pub async fn timed_level(
     concurrency: usize,
     duration: Duration,
 ) -> LevelResult {
+    timed_level_with(client, base, keys, target, concurrency, duration, false).await
+}
+
+/// [`timed_level`], or with `shared_roots` the keys taking turns on one target epoch after the
+/// other (the `k`-th round over the keys signs target `first + k`): every key signs the same
+/// root as the others, as the attesters of one slot do since Electra. `target` ends above
+/// every target used.
+pub async fn timed_level_with(
+    client: &reqwest::Client,
+    base: &str,
+    keys: &[String],
+    target: &Arc<AtomicU64>,
+    concurrency: usize,
+    duration: Duration,
+    shared_roots: bool,
+) -> LevelResult {
+    let first = target.load(Ordering::Relaxed);
     let start = Instant::now();
     let next_key = Arc::new(AtomicUsize::new(0));
     let urls: Arc<Vec<String>> = Arc::new(
@@ -619,8 +638,15 @@ pub async fn timed_level(
             let mut lat = Vec::new();
             let mut failures = Failures::default();
             while start.elapsed() < duration {
-                let i = next_key.fetch_add(1, Ordering::Relaxed) % urls.len();
-                let t = target.fetch_add(1, Ordering::Relaxed);
+                let j = next_key.fetch_add(1, Ordering::Relaxed);
+                let i = j % urls.len();
+                let t = if shared_roots {
+                    let t = first + (j / urls.len()) as u64;
+                    target.fetch_max(t + 1, Ordering::Relaxed);
+                    t
+                } else {
+                    target.fetch_add(1, Ordering::Relaxed)
+                };
                 let t0 = Instant::now();
                 match one_request(&client, &urls[i], t).await {
                     Ok(()) => lat.push(t0.elapsed()),

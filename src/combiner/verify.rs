@@ -12,8 +12,10 @@
 //! When a batch check fails, every signature of the batch is verified on its own to find the
 //! wrong ones; only those jobs are answered without a signature (the combiner then checks
 //! their partials one by one). A job's answer carries a signature only after it verified,
-//! alone or in a batch that verified. Each distinct signing root is hashed to G2 once per
-//! batch, and the hashed root goes back to the request for its partial checks.
+//! alone or in a batch that verified. Each distinct signing root is hashed to G2 once (the
+//! process keeps the latest roots hashed, [`crate::keys::hashed_roots`]: the requests of one
+//! slot's validators share a few roots across batches), verified with one Miller loop per batch,
+//! and the hashed root goes back to the request for its partial checks.
 //!
 //! Everything runs on the calling worker thread (blst's own thread pool is not used), so the
 //! CPU the combiner spends is what its threads show.
@@ -79,7 +81,7 @@ pub fn combine_and_verify(jobs: &[CombineJob], stats: &VerifyStats) -> Vec<Combi
     for j in jobs {
         hashed
             .entry(j.root.0)
-            .or_insert_with(|| threshold::hash_to_g2(&j.root.0));
+            .or_insert_with(|| crate::keys::hashed_roots::hashed(&j.root.0));
     }
     let hash_of = |j: &CombineJob| hashed[&j.root.0];
     let combined: Vec<Option<Signature>> = jobs
@@ -301,6 +303,54 @@ mod tests {
             .iter()
             .all(|o| o.signature.is_some()));
         assert_eq!(stats.batch_failures.load(Ordering::Relaxed), 0);
+    }
+
+    /// Many keys over one root (one slot's attesters) share the root's Miller loop: a batch of
+    /// them verifies, and fails when one signature is wrong, when two keys' signatures are
+    /// swapped (their sum is still right) or when one key's signature is over another root;
+    /// mixed with entries of other roots too.
+    #[test]
+    fn entries_sharing_a_root_are_checked_together_and_still_each_one() {
+        let validators: Vec<Validator> = (0..6).map(|_| validator()).collect();
+        let (shared, other) = (SigningRoot([9; 32]), SigningRoot([10; 32]));
+        let (hs, ho) = (
+            threshold::hash_to_g2(&shared.0),
+            threshold::hash_to_g2(&other.0),
+        );
+        let sigs: Vec<Signature> = validators.iter().map(|v| v.sk.sign(&shared)).collect();
+        let last_other = validators[5].sk.sign(&other);
+        let batch = |sigs: &[&Signature], last_root_other: bool| {
+            let entries: Vec<BatchEntry<'_>> = validators
+                .iter()
+                .zip(sigs)
+                .enumerate()
+                .map(|(i, (v, s))| BatchEntry {
+                    signature: s,
+                    public_key: &v.group,
+                    message: if i == 5 && last_root_other { &ho } else { &hs },
+                })
+                .collect();
+            threshold::verify_batch(&entries)
+        };
+        let honest: Vec<&Signature> = sigs.iter().collect();
+        assert!(batch(&honest, false), "six keys, one root");
+        let mut mixed = honest.clone();
+        mixed[5] = &last_other;
+        assert!(batch(&mixed, true), "five on one root, one on another");
+        let mut swapped = honest.clone();
+        swapped.swap(1, 3);
+        assert!(!batch(&swapped, false), "two keys' signatures swapped");
+        let mut wrong_root = honest.clone();
+        wrong_root[2] = &last_other;
+        assert!(!batch(&wrong_root, false), "a signature over another root");
+        let foreign = validators[0].sk.sign(&shared);
+        let mut foreign_key = honest.clone();
+        foreign_key[4] = &foreign;
+        assert!(!batch(&foreign_key, false), "another key's signature");
+        assert!(
+            !batch(&honest, true),
+            "the last entry claims the other root"
+        );
     }
 
     #[test]

@@ -56,9 +56,12 @@ impl SecretKey {
         }
     }
 
-    /// Signs a signing root.
+    /// Signs a signing root: `sk * H(root)`, with `H(root)` from [`super::hashed_roots`]
+    /// when another key signed the root recently (the same signature as hashing it now).
     pub fn sign(&self, root: &SigningRoot) -> Signature {
-        Signature::from_point(self.inner.sign(&root.0, DST, &[]))
+        let hashed = super::hashed_roots::hashed(&root.0);
+        let secret = Zeroizing::new(self.inner.to_bytes());
+        crate::threshold::sign_hashed(&secret, &hashed)
     }
 
     /// Signs an arbitrary message (used by the BLS conformance vectors).

@@ -389,6 +389,24 @@ pub fn hash_to_g2(msg: &[u8]) -> HashedMessage {
     HashedMessage(out)
 }
 
+/// `sk * H(m)` for a message already hashed: the signature blst's `SecretKey::sign` makes from
+/// the message itself (it hashes, then does exactly this). `secret` is the key's big-endian
+/// scalar; the copy blst makes of it wipes itself on drop.
+pub fn sign_hashed(secret: &[u8; 32], hashed: &HashedMessage) -> Signature {
+    let mut scalar = blst_scalar::default();
+    let mut point = blst_p2::default();
+    let mut out = blst_p2_affine::default();
+    // SAFETY: `secret` holds the 32 bytes read; `scalar`, `point` and `out` are valid, writable
+    // locals and `hashed.0` a valid affine point; a null serialisation output is allowed (blst
+    // then writes only `out`).
+    unsafe {
+        blst_scalar_from_bendian(&mut scalar, secret.as_ptr());
+        blst_p2_from_affine(&mut point, &hashed.0);
+        blst::blst_sign_pk2_in_g1(std::ptr::null_mut(), &mut out, &point, &scalar);
+    }
+    Signature::from_point(min_pk::Signature::from(out))
+}
+
 /// Whether the signature is in the prime-order subgroup G2 (not only on the curve).
 pub fn signature_in_g2(sig: &Signature) -> bool {
     let aff: &blst_p2_affine = sig.point().into();
@@ -430,7 +448,8 @@ pub struct BatchEntry<'a> {
 
 /// Verifies every entry at once, on the calling thread: with a fresh random non-zero 64-bit
 /// scalar `r_i` per entry, checks `prod_i e(r_i pk_i, H(m_i)) == e(G1, sum_i r_i sig_i)` (one
-/// Miller loop per entry plus one, one final exponentiation for the whole batch), after the
+/// Miller loop per distinct message plus one, one final exponentiation for the whole batch;
+/// the `r_i pk_i` of entries sharing a message are summed first), after the
 /// subgroup check of every signature. True only if (except with probability at most 2^-64 per
 /// batch, over the scalars drawn here) every entry verifies on its own; false when any entry
 /// fails. Entries sharing a message are accepted too (each keeps its own scalar). An empty
@@ -457,8 +476,11 @@ pub fn verify_batch(entries: &[BatchEntry<'_>]) -> bool {
             }
         })
         .collect();
-    // r_i * pk_i in G1 (64-bit multiplications), then to affine all at once.
-    let mut scaled: Vec<blst_p1> = Vec::with_capacity(n);
+    // r_i * pk_i in G1 (64-bit multiplications), summed per distinct message: entries that
+    // share a message share its Miller loop, since prod_i e(r_i pk_i, H(m)) over them is
+    // e(sum_i r_i pk_i, H(m)) (one slot's attesters and sync committee members all sign one
+    // root). Then the sums to affine all at once.
+    let mut groups: Vec<(blst_p2_affine, blst_p1)> = Vec::new();
     for (e, r) in entries.iter().zip(&scalars) {
         let aff: &blst_p1_affine = e.public_key.point().into();
         let mut p = blst_p1::default();
@@ -468,13 +490,28 @@ pub fn verify_batch(entries: &[BatchEntry<'_>]) -> bool {
             blst_p1_from_affine(&mut p, aff);
             blst_p1_mult(&mut q, &p, r.as_ptr(), 64);
         }
-        scaled.push(q);
+        match groups.iter_mut().find(|(m, _)| *m == e.message.0) {
+            // SAFETY: valid points; blst allows the output to alias an input.
+            Some((_, sum)) => {
+                let sum: *mut blst_p1 = sum;
+                unsafe { blst_p1_add_or_double(sum, sum, &q) }
+            }
+            None => groups.push((e.message.0, q)),
+        }
     }
-    let mut scaled_aff = vec![blst_p1_affine::default(); n];
-    let scaled_ptrs: [*const blst_p1; 2] = [scaled.as_ptr(), std::ptr::null()];
-    // SAFETY: `scaled` holds `n` contiguous points (null-terminated one-element pointer array)
-    // and `scaled_aff` has room for `n` outputs.
-    unsafe { blst_p1s_to_affine(scaled_aff.as_mut_ptr(), scaled_ptrs.as_ptr(), n) };
+    // A sum at infinity (probability about 2^-64 over the scalars for distinct keys) would
+    // drop its message from the check: refuse the batch, and the caller checks one by one.
+    // SAFETY: valid points.
+    if groups.iter().any(|(_, sum)| unsafe { blst_p1_is_inf(sum) }) {
+        return false;
+    }
+    let g = groups.len();
+    let sums: Vec<blst_p1> = groups.iter().map(|(_, sum)| *sum).collect();
+    let mut scaled_aff = vec![blst_p1_affine::default(); g];
+    let scaled_ptrs: [*const blst_p1; 2] = [sums.as_ptr(), std::ptr::null()];
+    // SAFETY: `sums` holds `g` contiguous points (null-terminated one-element pointer array)
+    // and `scaled_aff` has room for `g` outputs.
+    unsafe { blst_p1s_to_affine(scaled_aff.as_mut_ptr(), scaled_ptrs.as_ptr(), g) };
     // sum r_i * sig_i in G2 (one multi-scalar multiplication with 64-bit scalars).
     let sigs: Vec<blst_p2_affine> = entries
         .iter()
@@ -484,7 +521,7 @@ pub fn verify_batch(entries: &[BatchEntry<'_>]) -> bool {
     let mut sum = blst_p2::default();
     let point_ptrs: [*const blst_p2_affine; 2] = [sigs.as_ptr(), std::ptr::null()];
     let scalar_ptrs: [*const u8; 2] = [flat.as_ptr(), std::ptr::null()];
-    let msgs: Vec<blst_p2_affine> = entries.iter().map(|e| e.message.0).collect();
+    let msgs: Vec<blst_p2_affine> = groups.iter().map(|(m, _)| *m).collect();
     let mut sum_aff = blst_p2_affine::default();
     let mut lhs = blst_fp12::default();
     let mut rhs = blst_fp12::default();
@@ -505,7 +542,7 @@ pub fn verify_batch(entries: &[BatchEntry<'_>]) -> bool {
         blst_p2_to_affine(&mut sum_aff, &sum);
         let qs: [*const blst_p2_affine; 2] = [msgs.as_ptr(), std::ptr::null()];
         let ps: [*const blst_p1_affine; 2] = [scaled_aff.as_ptr(), std::ptr::null()];
-        blst_miller_loop_n(&mut lhs, qs.as_ptr(), ps.as_ptr(), n);
+        blst_miller_loop_n(&mut lhs, qs.as_ptr(), ps.as_ptr(), g);
         blst_miller_loop(&mut rhs, &sum_aff, blst_p1_affine_generator());
         blst_fp12_finalverify(&lhs, &rhs)
     }

@@ -34,7 +34,8 @@ mod shamir;
 
 pub use combine::combine;
 pub use curve::{
-    hash_to_g2, signature_in_g2, verify_batch, verify_hashed, BatchEntry, HashedMessage,
+    hash_to_g2, sign_hashed, signature_in_g2, verify_batch, verify_hashed, BatchEntry,
+    HashedMessage,
 };
 pub use error::Error;
 pub use poly::{

@@ -118,7 +118,19 @@ async fn node_metrics_move_and_logs_hold_no_secrets() {
     let double_vote = "dvsigner_slashing_refusals_total{reason=\"double_vote\"}";
     let surround = "dvsigner_slashing_refusals_total{reason=\"surrounding_vote\"}";
     let checks = "dvsigner_slashing_check_duration_seconds_count";
-    for series in [ok, refused, unknown, bad, double_vote, surround, checks] {
+    let hashed = "dvsigner_signing_root_hashes_total{result=\"hashed\"}";
+    let reused = "dvsigner_signing_root_hashes_total{result=\"reused\"}";
+    for series in [
+        ok,
+        refused,
+        unknown,
+        bad,
+        double_vote,
+        surround,
+        checks,
+        hashed,
+        reused,
+    ] {
         assert_eq!(sample(&before, series), Some(0.0), "{series} in\n{before}");
     }
     assert_eq!(sample(&before, "dvsigner_keys_loaded"), Some(5.0));
@@ -129,6 +141,10 @@ async fn node_metrics_move_and_logs_hold_no_secrets() {
     assert_eq!(s, 200);
     let (s, _) = post(&client, &sign, attestation(7, "cd"), Some("ops-req-2")).await;
     assert_eq!(s, 412);
+    // Another validator signing the same attestation: the same signing root, hashed once.
+    let sign_1 = format!("{base}/api/v1/eth2/sign/{}", pk(1));
+    let (s, _) = post(&client, &sign_1, attestation(7, "ab"), None).await;
+    assert_eq!(s, 200);
     let (s, _) = post(&client, &sign, "{\"type\":".into(), None).await;
     assert_eq!(s, 400);
     let (s, _) = post(
@@ -141,19 +157,21 @@ async fn node_metrics_move_and_logs_hold_no_secrets() {
     assert_eq!(s, 404);
 
     let after = scrape(&client, &metrics).await;
-    assert_eq!(sample(&after, ok), Some(1.0), "{after}");
+    assert_eq!(sample(&after, ok), Some(2.0), "{after}");
     assert_eq!(sample(&after, refused), Some(1.0));
     assert_eq!(sample(&after, unknown), Some(1.0));
     assert_eq!(sample(&after, bad), Some(1.0));
     assert_eq!(sample(&after, double_vote), Some(1.0));
     assert_eq!(sample(&after, surround), Some(0.0));
-    assert_eq!(sample(&after, checks), Some(2.0));
+    assert_eq!(sample(&after, checks), Some(3.0));
+    assert_eq!(sample(&after, hashed), Some(1.0), "{after}");
+    assert_eq!(sample(&after, reused), Some(1.0), "{after}");
     assert_eq!(
         sample(
             &after,
             "dvsigner_sign_duration_seconds_count{type=\"ATTESTATION\"}"
         ),
-        Some(3.0)
+        Some(4.0)
     );
 
     assert!(node.terminate(Duration::from_secs(15)).is_some());

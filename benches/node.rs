@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dvsigner::cli::bench::{
-    burst, first_target, percentile, raw_blst_rate, timed_level_with, Failures, ServerCpu,
+    burst, first_target, percentile, raw_blst_rate, timed_level, Failures, ServerCpu,
     BURST_CONNECTIONS,
 };
 use support::{median, Node, NodeOptions};
@@ -126,7 +126,7 @@ async fn main() {
     for round in 1..=rounds {
         let raw = raw_blst_rate(Duration::from_secs(2)).await;
         let cpu = ServerCpu::start(pid).expect("node /proc/PID/stat");
-        let r = timed_level_with(
+        let r = timed_level(
             &client,
             &node.url,
             &keys[..loop_validators],

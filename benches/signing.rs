@@ -227,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
                 &target,
                 c,
                 Duration::from_secs_f64(seconds),
+                false,
             )
             .await;
             print_level(label, &r, raw.all_cores, &format!("raw {cores}-core blst"));
@@ -261,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
         &target,
         64,
         Duration::from_secs_f64(seconds),
+        false,
     )
     .await;
     print_level("threshold ATTESTATION", &r, bound, "threshold CPU bound");

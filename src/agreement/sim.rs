@@ -1985,16 +1985,8 @@ fn unreachable_members_end_hopeless_rounds_early() {
     let me = (leader2 + 1) % 4;
     let mut inst = fixture_for(me, &g.keys);
     inst.set_unreachable([u16::try_from(leader2).expect("member")]);
-    let _ = inst.tick(TIMING.round_ms);
-    assert_eq!(inst.round(), 2);
     let others: Vec<usize> = (0..4).filter(|&m| m != me && m != leader2).collect();
-    let _ = inst
-        .receive(g.rc(others[0], 2, None), 210)
-        .expect("round change");
-    assert_eq!(inst.round(), 2, "only 2 members known in round 2");
-    let _ = inst
-        .receive(g.rc(others[1], 2, None), 220)
-        .expect("round change");
+    quorum_in_round_two(&mut inst, &g, &others);
     assert_eq!(
         inst.round(),
         3,
@@ -2003,14 +1995,23 @@ fn unreachable_members_end_hopeless_rounds_early() {
 
     // Without the unreachable mark, the same member waits for round 2's proposal or timer.
     let mut patient = fixture_for(me, &g.keys);
-    let _ = patient.tick(TIMING.round_ms);
-    let _ = patient
+    quorum_in_round_two(&mut patient, &g, &others);
+    assert_eq!(patient.round(), 2);
+}
+
+/// Moves `inst` (round 1) into round 2 by its timer, then hands it the round-2 round changes of
+/// `others` (with it a quorum of 3-of-4) at 210 and 220 ms; it is still in round 2 after the
+/// first.
+fn quorum_in_round_two(inst: &mut Instance, g: &Fixture, others: &[usize]) {
+    let _ = inst.tick(TIMING.round_ms);
+    assert_eq!(inst.round(), 2);
+    let _ = inst
         .receive(g.rc(others[0], 2, None), 210)
         .expect("round change");
-    let _ = patient
+    assert_eq!(inst.round(), 2, "only 2 members known in round 2");
+    let _ = inst
         .receive(g.rc(others[1], 2, None), 220)
         .expect("round change");
-    assert_eq!(patient.round(), 2);
 }
 
 /// Clients racing up to three roots into a 3-of-4 cluster whose member 3 sits behind a 500 ms
@@ -2092,15 +2093,7 @@ fn a_far_leader_round_is_left_once_the_quorum_is_in_it() {
     let in_round_two = |far: u64| {
         let mut inst = fixture_for(me, &g.keys);
         inst.set_round_trips(rtts(far));
-        let _ = inst.tick(TIMING.round_ms);
-        assert_eq!(inst.round(), 2);
-        let _ = inst
-            .receive(g.rc(others[0], 2, None), 210)
-            .expect("round change");
-        assert_eq!(inst.round(), 2, "only 2 members known in round 2");
-        let _ = inst
-            .receive(g.rc(others[1], 2, None), 220)
-            .expect("round change");
+        quorum_in_round_two(&mut inst, &g, &others);
         inst
     };
     assert_eq!(in_round_two(500).round(), 3, "far leader: round 3 at once");
@@ -2112,12 +2105,7 @@ fn a_far_leader_round_is_left_once_the_quorum_is_in_it() {
     assert_eq!(in_round_two(390).round(), 2, "390 + 10 ms fits: wait");
     let mut unmeasured = fixture_for(me, &g.keys);
     unmeasured.set_round_trips((0..4).map(|_| None));
-    let _ = unmeasured.tick(TIMING.round_ms);
-    for (i, &o) in others.iter().enumerate() {
-        let _ = unmeasured
-            .receive(g.rc(o, 2, None), 210 + i as u64)
-            .expect("round change");
-    }
+    quorum_in_round_two(&mut unmeasured, &g, &others);
     assert_eq!(unmeasured.round(), 2, "unmeasured leader: wait");
 
     // The far leader's proposal is in: it is followed (prepared), not skipped.
@@ -2159,12 +2147,7 @@ fn a_far_leader_round_is_left_once_the_quorum_is_in_it() {
     };
     let mut inst = Instance::new(id_for(1), members(4, 3, me), capped, auth, 0);
     inst.set_round_trips(rtts(500));
-    let _ = inst.tick(TIMING.round_ms);
-    for (i, &o) in others.iter().enumerate() {
-        let _ = inst
-            .receive(g.rc(o, 2, None), 210 + i as u64)
-            .expect("round change");
-    }
+    quorum_in_round_two(&mut inst, &g, &others);
     assert_eq!(inst.round(), 2, "round 2 is as long as rounds get: wait");
 }
 

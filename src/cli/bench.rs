@@ -297,6 +297,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &target,
             c,
             Duration::from_secs_f64(args.seconds),
+            false,
         )
         .await;
         let cpu = cpu.and_then(|c| c.elapsed());
@@ -594,24 +595,13 @@ pub async fn one_request(client: &reqwest::Client, url: &str, target: u64) -> Re
     }
 }
 
-/// Runs `concurrency` request loops against the keys for `duration`, each request with a
-/// target epoch of its own (every signing root distinct: the worst case for a signer).
+/// Runs `concurrency` request loops against the keys for `duration`. Without `shared_roots`
+/// each request has a target epoch of its own (every signing root distinct: the worst case for
+/// a signer); with it the keys take turns on one target epoch after the other (the `k`-th
+/// round over the keys signs target `first + k`): every key signs the same root as the
+/// others, as the attesters of one slot do since Electra. `target` ends above every target
+/// used.
 pub async fn timed_level(
-    client: &reqwest::Client,
-    base: &str,
-    keys: &[String],
-    target: &Arc<AtomicU64>,
-    concurrency: usize,
-    duration: Duration,
-) -> LevelResult {
-    timed_level_with(client, base, keys, target, concurrency, duration, false).await
-}
-
-/// [`timed_level`], or with `shared_roots` the keys taking turns on one target epoch after the
-/// other (the `k`-th round over the keys signs target `first + k`): every key signs the same
-/// root as the others, as the attesters of one slot do since Electra. `target` ends above
-/// every target used.
-pub async fn timed_level_with(
     client: &reqwest::Client,
     base: &str,
     keys: &[String],

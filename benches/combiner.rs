@@ -2,7 +2,9 @@
 //! the same run on the same cores (these machines are shared and noisy: quote the ratios).
 //!
 //! 1. raw blst, CPU time per operation: the binding's `verify` (which spreads onto blst's
-//!    thread pool), a single-threaded verify, a 3-of-4 combine, and the combiner's batched path
+//!    thread pool), a single-threaded verify, a textbook 3-of-4 combine (full-width Lagrange
+//!    coefficients; dvsigner's own small-coefficient combine printed beside it for each
+//!    3-subset), and the combiner's batched path
 //!    (combine + batch verification, per signature, at batch sizes 1, 8 and 64);
 //! 2. a 3-of-4 cluster of real processes (4 `dvsigner signer` over mutual TLS with SQLite
 //!    slashing protection, and a `dvsigner combiner`), all on this machine: ATTESTATION
@@ -27,7 +29,9 @@ use dvsigner::bls::{Signature, SigningRoot};
 use dvsigner::combiner::verify::{combine_and_verify, CombineJob, VerifyStats};
 use dvsigner::keys::interop::interop_secret_key;
 use dvsigner::keys::{KdfParams, Keystore, Password, SecretKey};
-use dvsigner::threshold::{combine, hash_to_g2, split, verify_hashed, ShareIndex};
+use dvsigner::threshold::{
+    combine, combine_full_width, hash_to_g2, split, verify_hashed, ShareIndex,
+};
 use dvsigner::tls::DevPki;
 
 const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
@@ -518,9 +522,31 @@ fn raw_figures() -> (Duration, Duration, Duration) {
         std::hint::black_box(verify_hashed(&whole, &group, &hash_to_g2(&root.0)));
     }
     let verify_single = (thread_cpu() - t0) / 600;
+    // The raw baseline is the textbook combination (full-width Lagrange coefficients, one
+    // multi-scalar multiplication); dvsigner's own (small integer coefficients) is printed
+    // beside it, for each of the four 3-subsets a 3-of-4 combiner can get.
+    let indices: Vec<ShareIndex> = partials.iter().map(|(i, _)| *i).collect();
+    let points: Vec<Signature> = partials.iter().map(|(_, s)| s.clone()).collect();
     let combine_cpu = cpu_per_op(600, || {
-        std::hint::black_box(combine(&partials, 3).ok());
+        std::hint::black_box(combine_full_width(&indices, &points).ok());
     });
+    let all: Vec<(ShareIndex, Signature)> = shares
+        .iter()
+        .map(|s| (s.index, s.secret.sign(&root)))
+        .collect();
+    let subsets: Vec<Duration> = (0..4)
+        .map(|skip| {
+            let chosen: Vec<(ShareIndex, Signature)> = all
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != skip)
+                .map(|(_, e)| e.clone())
+                .collect();
+            cpu_per_op(600, || {
+                std::hint::black_box(combine(&chosen, 3).ok());
+            })
+        })
+        .collect();
     println!("== raw blst (process CPU per operation)");
     println!(
         "verify, blst binding (its thread pool)  {:>7.1} us",
@@ -531,8 +557,15 @@ fn raw_figures() -> (Duration, Duration, Duration) {
         us(verify_single)
     );
     println!(
-        "combine 3-of-4                          {:>7.1} us",
+        "combine 3-of-4, textbook (full width)   {:>7.1} us",
         us(combine_cpu)
+    );
+    println!(
+        "combine 3-of-4, dvsigner's (small coefficients): {{2,3,4}} {:.1} us, {{1,3,4}} {:.1} us, {{1,2,4}} {:.1} us, {{1,2,3}} {:.1} us",
+        us(subsets[0]),
+        us(subsets[1]),
+        us(subsets[2]),
+        us(subsets[3])
     );
     // The combiner's path per signature: combine + batch verification, every root distinct
     // (hashed once: the process keeps its latest hashed roots, and the partials' signing
@@ -542,23 +575,27 @@ fn raw_figures() -> (Duration, Duration, Duration) {
             let sk = SecretKey::random();
             let (shares, c) = split(&sk, 3, 4).expect("split");
             let root = SigningRoot([i; 32]);
+            // Each validator's partials from a different 3-subset, as the first three nodes
+            // to answer vary.
             let p = shares
                 .iter()
-                .take(3)
-                .map(|s| (s.index, s.secret.sign(&root)))
+                .enumerate()
+                .filter(|(k, _)| *k != usize::from(i % 4))
+                .map(|(_, s)| (s.index, s.secret.sign(&root)))
                 .collect();
             (c.group_public_key().clone(), p)
         })
         .collect();
     // The same 64 validators' partials over one root (one slot's attesters since Electra).
     let one_root: Vec<(PublicKeyG, Vec<(ShareIndex, Signature)>)> = (0..64u8)
-        .map(|_| {
+        .map(|i| {
             let sk = SecretKey::random();
             let (shares, c) = split(&sk, 3, 4).expect("split");
             let p = shares
                 .iter()
-                .take(3)
-                .map(|s| (s.index, s.secret.sign(&SigningRoot([200; 32]))))
+                .enumerate()
+                .filter(|(k, _)| *k != usize::from(i % 4))
+                .map(|(_, s)| (s.index, s.secret.sign(&SigningRoot([200; 32]))))
                 .collect();
             (c.group_public_key().clone(), p)
         })

@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         verify_cpu.as_secs_f64() * 1e6
     );
     println!(
-        "combine 3-of-4        {:>8.1} us wall {:>8.1} us CPU",
+        "combine 3-of-4 {{1,2,3}} (small coefficients) {:>8.1} us wall {:>8.1} us CPU",
         combine_t.as_secs_f64() * 1e6,
         combine_cpu.as_secs_f64() * 1e6
     );

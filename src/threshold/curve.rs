@@ -19,10 +19,11 @@ use blst::{
     blst_fr_sub, blst_hash_to_g2, blst_lendian_from_scalar, blst_miller_loop, blst_miller_loop_n,
     blst_p1, blst_p1_add_or_double, blst_p1_affine, blst_p1_affine_generator, blst_p1_from_affine,
     blst_p1_is_inf, blst_p1_mult, blst_p1_to_affine, blst_p1s_to_affine, blst_p2,
-    blst_p2_add_or_double, blst_p2_affine, blst_p2_affine_in_g2, blst_p2_from_affine, blst_p2_mult,
-    blst_p2_to_affine, blst_p2s_mult_pippenger, blst_p2s_mult_pippenger_scratch_sizeof,
-    blst_scalar, blst_scalar_fr_check, blst_scalar_from_be_bytes, blst_scalar_from_bendian,
-    blst_scalar_from_fr, min_pk,
+    blst_p2_add_or_double, blst_p2_add_or_double_affine, blst_p2_affine, blst_p2_affine_in_g2,
+    blst_p2_cneg, blst_p2_double, blst_p2_from_affine, blst_p2_mult, blst_p2_to_affine,
+    blst_p2s_mult_pippenger, blst_p2s_mult_pippenger_scratch_sizeof, blst_scalar,
+    blst_scalar_fr_check, blst_scalar_from_be_bytes, blst_scalar_from_bendian, blst_scalar_from_fr,
+    min_pk,
 };
 use zeroize::{Zeroize, Zeroizing};
 
@@ -353,6 +354,62 @@ fn msm_pippenger(affines: &[blst_p2_affine], scalars_le: &[u8]) -> blst_p2 {
         );
     }
     ret
+}
+
+/// `(sum_i coeffs[i] * points[i]) * scale` in G2, for small signed public coefficients
+/// (Lagrange numerators over a common denominator, [`super::lagrange::SmallCoefficients`]):
+/// each small multiple by double-and-add from the affine point (variable time, public data
+/// only), and the one full-width multiplication by `scale` (the inverse of the denominator)
+/// only when it is given. Same point as [`g2_msm`] with the full-width coefficients
+/// `coeffs[i] * scale`.
+///
+/// # Panics
+/// If the slices differ in length (an internal invariant of the callers).
+pub(crate) fn g2_small_combination(
+    points: &[Signature],
+    coeffs: &[i64],
+    scale: Option<&Scalar>,
+) -> Signature {
+    assert_eq!(
+        points.len(),
+        coeffs.len(),
+        "invariant: one coefficient per point"
+    );
+    let mut acc = blst_p2::default(); // the identity
+    for (point, c) in points.iter().zip(coeffs) {
+        let base: &blst_p2_affine = point.point().into();
+        let m = c.unsigned_abs();
+        if m == 0 {
+            continue;
+        }
+        let mut q = blst_p2::default();
+        // SAFETY: `base` is a valid affine point; every output is a local value (blst allows
+        // an output to alias an input).
+        unsafe {
+            blst_p2_from_affine(&mut q, base);
+            for bit in (0..(63 - m.leading_zeros())).rev() {
+                let cur = q;
+                blst_p2_double(&mut q, &cur);
+                if m >> bit & 1 == 1 {
+                    let cur = q;
+                    blst_p2_add_or_double_affine(&mut q, &cur, base);
+                }
+            }
+            blst_p2_cneg(&mut q, *c < 0);
+            let cur = acc;
+            blst_p2_add_or_double(&mut acc, &cur, &q);
+        }
+    }
+    if let Some(scale) = scale {
+        let le = scale.to_le_bytes();
+        let cur = acc;
+        // SAFETY: valid points; `le` holds the 32 bytes (>= 255 bits) announced.
+        unsafe { blst_p2_mult(&mut acc, &cur, le.as_ptr(), SCALAR_BITS) };
+    }
+    let mut out = blst_p2_affine::default();
+    // SAFETY: valid in/out pointers.
+    unsafe { blst_p2_to_affine(&mut out, &acc) };
+    Signature::from_point(min_pk::Signature::from(out))
 }
 
 /// A message hashed to G2 with Ethereum's ciphersuite (`hash_to_curve`, [`crate::bls::DST`]),

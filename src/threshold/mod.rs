@@ -32,7 +32,7 @@ mod lagrange;
 mod poly;
 mod shamir;
 
-pub use combine::combine;
+pub use combine::{combine, combine_full_width};
 pub use curve::{
     hash_to_g2, sign_hashed, signature_in_g2, verify_batch, verify_hashed, BatchEntry,
     HashedMessage,

@@ -6,6 +6,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Path of the binary under test.
+/// User + system CPU time of process `pid` (a number or `self`) so far, from `/proc/PID/stat`
+/// (100 ticks per second); zero when it cannot be read.
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((tick(11) + tick(12)) * 10)
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dvsigner"))
 }
@@ -129,6 +139,11 @@ impl Proc {
     /// PID of the child.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// User + system CPU time of the child so far (all its threads).
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(&self.pid().to_string())
     }
 
     /// SIGKILL, then reap.

@@ -443,6 +443,16 @@ impl Wan {
 
     /// Sends `requests` (validator index, body, offset) through front 0, each started at its
     /// offset from now; returns the answers in the same order.
+    /// CPU used so far by the combiners, the nodes and this test process (the clients, the
+    /// delayers and relays of the bed).
+    fn cpu_times(&self) -> CpuTimes {
+        CpuTimes {
+            combiners: self.fronts.iter().map(|f| f.combiner.cpu_time()).sum(),
+            nodes: self.nodes.iter().map(Proc::cpu_time).sum(),
+            test: crate::common::process::cpu_time("self"),
+        }
+    }
+
     fn send_all(&self, requests: Vec<(u64, String, Duration)>) -> Vec<Answer> {
         self.race(vec![requests]).remove(0)
     }
@@ -877,6 +887,36 @@ fn split_partition_answers_503_and_signs_nothing() {
     }
 }
 
+/// CPU time of the bed's parts (see [`Wan::cpu_times`]).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    combiners: Duration,
+    nodes: Duration,
+    test: Duration,
+}
+
+impl CpuTimes {
+    fn since(&self, before: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            combiners: self.combiners.saturating_sub(before.combiners),
+            nodes: self.nodes.saturating_sub(before.nodes),
+            test: self.test.saturating_sub(before.test),
+        }
+    }
+}
+
+impl std::fmt::Display for CpuTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "combiner {:.2} s, nodes {:.2} s, client and delayers {:.2} s",
+            self.combiners.as_secs_f64(),
+            self.nodes.as_secs_f64(),
+            self.test.as_secs_f64()
+        )
+    }
+}
+
 /// Figures of one burst.
 struct BurstFigures {
     /// From the common start to the last 200.
@@ -960,15 +1000,17 @@ fn burst_over_wan_answers_every_attestation_correctly_or_503() {
             .iter()
             .map(|(v, b)| (*v, b.clone(), Duration::ZERO))
             .collect();
+        let cpu_before = w.cpu_times();
         let answers = if http2 {
             w.send_all_with(w.client_h2(), requests)
         } else {
             w.send_all(requests)
         };
+        let cpu = w.cpu_times().since(&cpu_before);
         let f = burst_figures(&answers, &bodies, true);
         let signed = answers.iter().filter(|a| a.status == 200).count();
         println!(
-            "burst over WAN, {round} ({} delay, 80 ms one-way to each node, deadline {} ms): {validators} attestations, {signed} signed, last signature after {:.0} ms, last answer after {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, errors by status {:?} ({} of the 503s with Retry-After)",
+            "burst over WAN, {round} ({} delay, 80 ms one-way to each node, deadline {} ms): {validators} attestations, {signed} signed, last signature after {:.0} ms, last answer after {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, errors by status {:?} ({} of the 503s with Retry-After); CPU {cpu}",
             w.bed.mode,
             deadline.as_millis(),
             ms(f.last_signature),

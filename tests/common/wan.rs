@@ -372,6 +372,12 @@ impl WanBed {
             .unwrap_or((0, Duration::ZERO))
     }
 
+    /// Whether `name`'s NFQUEUE delayer waits on its queue's socket between packets (`None`
+    /// without a delayer).
+    pub fn delayer_waits_on_socket(&self, name: &str) -> Option<bool> {
+        self.delayers.get(name).map(delay::Delayer::waits_on_socket)
+    }
+
     /// Writes the nftables table (and netem qdiscs or the delayer) for `name`'s config.
     fn apply(&mut self, name: &str) {
         let m = self.member(name).clone();

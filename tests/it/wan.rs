@@ -665,6 +665,13 @@ fn continents_latency_follows_the_threshold_fastest_node() {
                 ms(late)
             );
         }
+        // A delayer that polls instead of waiting on its queue costs the shared cores CPU
+        // all the time, and the figures with it.
+        assert_ne!(
+            w.bed.delayer_waits_on_socket(n),
+            Some(false),
+            "{n}: the delayer could not find its queue's socket and polls"
+        );
     }
     // The user-space delay (NFQUEUE) releases packets up to `late` after their due time: an
     // error of the emulator, not of the signer, on each direction of the t-th node's link. It

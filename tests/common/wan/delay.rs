@@ -2,9 +2,10 @@
 //! NFQUEUE 0 of its namespace, and a thread that entered that namespace holds each packet and
 //! issues its ACCEPT verdict once the link's delay (plus a uniform jitter) has passed. Packets
 //! of one flow (protocol, addresses, ports) are released in the order they came, as on a wire.
-//! The thread takes every queued packet each round (the kernel hands them over in batches)
-//! and sleeps at most [`TICK`] between rounds, so releases are at most about a tick late; its
-//! largest lateness is recorded.
+//! The thread takes every queued packet each round (the kernel hands them over in batches),
+//! then waits on the queue's socket until the next packet is due or another arrives, so it
+//! costs no CPU while the link is idle; its largest lateness is recorded. (Where the queue's
+//! socket cannot be found, it falls back to sleeping at most [`TICK`] between rounds.)
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -44,6 +45,8 @@ struct Shared {
 pub struct Delayer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Whether the thread waits on its queue's socket (else it polls every [`TICK`]).
+    waits_on_socket: bool,
 }
 
 struct Held {
@@ -97,7 +100,7 @@ impl Delayer {
             released: AtomicU64::new(0),
             max_late_us: AtomicU64::new(0),
         });
-        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<bool, String>>();
         let path = format!("/run/netns/{ns}");
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -117,8 +120,9 @@ impl Delayer {
                 })();
                 match opened {
                     Ok(q) => {
-                        let _ = tx.send(Ok(()));
-                        run(q, &s);
+                        let fd = queue_fd();
+                        let _ = tx.send(Ok(fd.is_some()));
+                        run(q, fd, &s);
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -126,12 +130,20 @@ impl Delayer {
                 }
             })
             .map_err(|e| format!("spawn: {e}"))?;
-        rx.recv_timeout(Duration::from_secs(10))
+        let waits_on_socket = rx
+            .recv_timeout(Duration::from_secs(10))
             .map_err(|e| format!("delayer did not start: {e}"))??;
         Ok(Self {
             shared,
             thread: Some(thread),
+            waits_on_socket,
         })
+    }
+
+    /// Whether the thread waits on its queue's socket between packets (no CPU while idle)
+    /// rather than polling every [`TICK`].
+    pub fn waits_on_socket(&self) -> bool {
+        self.waits_on_socket
     }
 
     /// Sets the delay and jitter of packets queued from now on.
@@ -162,7 +174,59 @@ impl Drop for Delayer {
     }
 }
 
-fn run(mut q: nfq::Queue, s: &Shared) {
+/// The descriptor of the NFQUEUE socket the calling thread opened in its namespace (the nfq
+/// crate does not expose it): the one netlink-netfilter socket of this namespace
+/// (`/proc/thread-self/net/netlink`, protocol 12) among this process's descriptors. `None`
+/// when there is not exactly one.
+fn queue_fd() -> Option<i32> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/netlink").ok()?;
+    // Columns: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"12")).then(|| f.get(9).map(|i| format!("socket:[{i}]")))?
+        })
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+            if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                found.push(fd);
+            }
+        }
+    }
+    (found.len() == 1).then(|| found[0])
+}
+
+/// Waits until `fd` is readable or `timeout` passed (a signal ends it early, which is harmless:
+/// the caller's loop looks again).
+#[allow(unsafe_code)]
+fn wait_readable(fd: i32, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: one valid pollfd, a valid timespec and no signal mask; `fd` is the queue's open
+    // socket, owned by the `nfq::Queue` the caller holds for the whole call.
+    unsafe {
+        libc::ppoll(&mut pfd, 1, &ts, std::ptr::null());
+    }
+}
+
+/// Longest wait on the queue's socket with nothing held (the stop flag is checked between).
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+fn run(mut q: nfq::Queue, fd: Option<i32>, s: &Shared) {
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
     let mut last_due: HashMap<u128, Instant> = HashMap::new();
     let mut seq = 0u64;
@@ -213,12 +277,24 @@ fn run(mut q: nfq::Queue, s: &Shared) {
             last_due.retain(|_, due| *due > now);
             next_prune = now + Duration::from_secs(1);
         }
-        let wait = held
-            .peek()
-            .map(|h| h.0.due.saturating_duration_since(now))
-            .unwrap_or(TICK)
-            .min(TICK);
-        std::thread::sleep(wait);
+        match fd {
+            Some(fd) => {
+                let wait = held
+                    .peek()
+                    .map(|h| h.0.due.saturating_duration_since(now))
+                    .unwrap_or(IDLE_WAIT)
+                    .min(IDLE_WAIT);
+                wait_readable(fd, wait);
+            }
+            None => {
+                let wait = held
+                    .peek()
+                    .map(|h| h.0.due.saturating_duration_since(now))
+                    .unwrap_or(TICK)
+                    .min(TICK);
+                std::thread::sleep(wait);
+            }
+        }
     }
     while let Some(Reverse(h)) = held.pop() {
         let _ = q.verdict(h.msg);

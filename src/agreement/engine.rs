@@ -338,6 +338,12 @@ impl Instance {
 
     /// A message from another member.
     ///
+    /// The sender's signature is checked only right before the message is acted on (stored,
+    /// answered): the cheap rules come first, so that what is refused or ignored anyway (late
+    /// prepares and commits of a decided instance, duplicates, messages of past rounds) costs
+    /// no signature check. A `Decided` message is taken on its commits' signatures alone
+    /// (checked, [`verify_decision`]): its own signature adds nothing to them.
+    ///
     /// # Errors
     /// [`Rejected`] when the message is not taken into account.
     pub fn receive(&mut self, msg: SignedMessage, now_ms: u64) -> Result<Vec<Output>, Rejected> {
@@ -348,9 +354,6 @@ impl Instance {
         let from = usize::from(m.from);
         if from >= self.members.n {
             return Err(Rejected::NotAMember);
-        }
-        if !self.verify(&msg) {
-            return Err(Rejected::BadSignature);
         }
         if m.from == self.me() {
             return Err(Rejected::Invalid("own message"));
@@ -372,6 +375,9 @@ impl Instance {
                 _ => m.round > floor,
             };
             if answer {
+                if !self.verify(&msg) {
+                    return Err(Rejected::BadSignature);
+                }
                 self.answered[from] = self.answered[from].max(m.round);
                 self.send_decided(&mut out);
             }
@@ -398,6 +404,7 @@ impl Instance {
         let domain = self.members.domain;
         match &m.body {
             Body::Commit { .. } => {
+                self.admit(self.rounds.get(&round).map(|s| &s.commits), &msg)?;
                 let slot = &mut self.state(round).commits;
                 insert_first(slot, m.from, &msg, &domain)?;
             }
@@ -405,6 +412,7 @@ impl Instance {
                 if round < self.round {
                     return Err(Rejected::Invalid("prepare of a past round"));
                 }
+                self.admit(self.rounds.get(&round).map(|s| &s.prepares), &msg)?;
                 let slot = &mut self.state(round).prepares;
                 insert_first(slot, m.from, &msg, &domain)?;
             }
@@ -417,6 +425,7 @@ impl Instance {
                 if round < self.round {
                     return Err(Rejected::Invalid("round change of a past round"));
                 }
+                self.admit(self.rounds.get(&round).map(|s| &s.round_changes), &msg)?;
                 match prepared {
                     None if !proof.is_empty() => {
                         return Err(Rejected::Invalid("proof without a prepared value"));
@@ -453,9 +462,14 @@ impl Instance {
                 if let Some(first) = &self.rounds.get(&round).and_then(|s| s.proposal.clone()) {
                     return Err(if same_signed(first, &msg, &self.members.domain) {
                         Rejected::Invalid("duplicate")
+                    } else if !self.verify(&msg) {
+                        Rejected::BadSignature
                     } else {
                         Rejected::Invalid("equivocation")
                     });
+                }
+                if !self.verify(&msg) {
+                    return Err(Rejected::BadSignature);
                 }
                 let highest = self
                     .check_justification(round, root, justification)
@@ -1089,6 +1103,25 @@ impl Instance {
 
     fn state(&mut self, round: u32) -> &mut RoundState {
         self.rounds.entry(round).or_default()
+    }
+
+    /// Checks `msg`'s signature before it goes into `slot` (the received messages of its kind
+    /// and round): a copy of the message already there is refused as a duplicate without a
+    /// check (the one there was checked); a different message of the same sender is refused
+    /// as an equivocation once its signature verifies (else as a bad signature).
+    fn admit(
+        &self,
+        slot: Option<&BTreeMap<u16, SignedMessage>>,
+        msg: &SignedMessage,
+    ) -> Result<(), Rejected> {
+        match slot.and_then(|s| s.get(&msg.message.from)) {
+            Some(first) if same_signed(first, msg, &self.members.domain) => {
+                Err(Rejected::Invalid("duplicate"))
+            }
+            _ if !self.verify(msg) => Err(Rejected::BadSignature),
+            Some(_) => Err(Rejected::Invalid("equivocation")),
+            None => Ok(()),
+        }
     }
 
     fn verify(&self, sm: &SignedMessage) -> bool {

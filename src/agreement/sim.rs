@@ -2372,3 +2372,148 @@ fn decided_goes_only_to_members_without_a_commit() {
         .collect();
     assert_eq!(to, vec![&vec![2u16]]);
 }
+
+/// An [`HmacAuth`] that counts its signature checks.
+struct CountingAuth {
+    inner: HmacAuth,
+    checks: std::sync::atomic::AtomicUsize,
+}
+
+impl Authenticator for CountingAuth {
+    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        self.inner.sign(bytes)
+    }
+    fn verify(&self, member: usize, bytes: &[u8], signature: &[u8]) -> bool {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.verify(member, bytes, signature)
+    }
+}
+
+/// Member 0 of a 3-of-4 instance whose authenticator counts its checks.
+fn counting_fixture() -> (Fixture, Arc<CountingAuth>) {
+    let keys = keys(4, 1);
+    let id = id_for(1);
+    let auth = Arc::new(CountingAuth {
+        inner: HmacAuth {
+            me: 0,
+            keys: keys.clone(),
+        },
+        checks: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let inst = Instance::new(id, members(4, 3, 0), TIMING, auth.clone(), 0);
+    (Fixture { keys, id, inst }, auth)
+}
+
+fn checks(auth: &CountingAuth) -> usize {
+    auth.checks.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What is refused or ignored anyway costs no signature check: duplicates, messages of past
+/// rounds, late prepares and commits of a decided instance, a `Decided` after the decision.
+/// Whatever is acted on is checked first: a forged prepare, a forged equivocation, a forged
+/// round change to a decided instance (it would be answered) are refused as bad signatures.
+#[test]
+fn signatures_are_checked_only_for_what_is_acted_on() {
+    let (mut fx, auth) = counting_fixture();
+    let _ = fx.inst.propose(root(1), 0);
+    let p1 = fx.msg(1, 1, Body::Prepare { root: root(1) });
+    fx.inst.receive(p1.clone(), 1).expect("first prepare");
+    assert_eq!(checks(&auth), 1, "a new prepare is checked");
+    assert_eq!(fx.inst.receive(p1, 2), Err(Rejected::Invalid("duplicate")));
+    assert_eq!(checks(&auth), 1, "a duplicate is not checked again");
+    let mut forged = fx.msg(1, 1, Body::Prepare { root: root(2) });
+    forged.signature = vec![0; 32];
+    assert_eq!(fx.inst.receive(forged, 3), Err(Rejected::BadSignature));
+    let equivocation = fx.msg(1, 1, Body::Prepare { root: root(2) });
+    assert_eq!(
+        fx.inst.receive(equivocation, 3),
+        Err(Rejected::Invalid("equivocation"))
+    );
+    let mut forged_new = fx.msg(2, 1, Body::Prepare { root: root(1) });
+    forged_new.signature = vec![0; 32];
+    assert_eq!(fx.inst.receive(forged_new, 4), Err(Rejected::BadSignature));
+    // Decide: prepares and commits of members 1 and 2.
+    fx.inst
+        .receive(fx.msg(2, 1, Body::Prepare { root: root(1) }), 5)
+        .expect("prepare");
+    for from in [1, 2] {
+        let _ = fx
+            .inst
+            .receive(fx.msg(from, 1, Body::Commit { root: root(1) }), 6);
+    }
+    let decision = fx.inst.decision().cloned().expect("decided");
+    assert_eq!(decision.root, root(1));
+    let before = checks(&auth);
+    // Late messages of the decision round, and a decision again, even unsigned: ignored
+    // without a check.
+    let mut late_commit = fx.msg(3, 1, Body::Commit { root: root(1) });
+    late_commit.signature = vec![0; 32];
+    assert_eq!(fx.inst.receive(late_commit, 7), Ok(Vec::new()));
+    let late_prepare = fx.msg(3, 1, Body::Prepare { root: root(1) });
+    assert_eq!(fx.inst.receive(late_prepare, 7), Ok(Vec::new()));
+    let mut again = fx.msg(
+        3,
+        1,
+        Body::Decided {
+            root: root(1),
+            commits: decision.commits.clone(),
+        },
+    );
+    again.signature = vec![0; 32];
+    assert_eq!(fx.inst.receive(again, 7), Ok(Vec::new()));
+    assert_eq!(checks(&auth), before, "nothing acted on, nothing checked");
+    // A round change would be answered with the decision: checked, and a forged one refused.
+    let rc = Body::RoundChange {
+        prepared: None,
+        proof: Vec::new(),
+        input: None,
+    };
+    let mut forged_rc = fx.msg(3, 2, rc.clone());
+    forged_rc.signature = vec![0; 32];
+    assert_eq!(fx.inst.receive(forged_rc, 8), Err(Rejected::BadSignature));
+    let answered = fx.inst.receive(fx.msg(3, 2, rc), 8).expect("answered");
+    assert!(
+        answered.iter().any(
+            |o| matches!(o, Output::Send(sm) if matches!(sm.message.body, Body::Decided { .. }))
+        ),
+        "{answered:?}"
+    );
+}
+
+/// A `Decided` message is taken on its commits alone: its own signature may be anything, a
+/// quorum of valid commits decides and a forged commit among them refuses it.
+#[test]
+fn a_decision_stands_on_its_commits() {
+    let fx = fixture();
+    let commits: Vec<SignedMessage> = (1..4)
+        .map(|from| fx.msg(from, 2, Body::Commit { root: root(5) }))
+        .collect();
+    let decided = |commits: Vec<SignedMessage>| {
+        let mut m = fx.msg(
+            3,
+            2,
+            Body::Decided {
+                root: root(5),
+                commits,
+            },
+        );
+        m.signature = vec![7; 3];
+        m
+    };
+    let mut bad = commits.clone();
+    bad[1].signature = vec![0; 32];
+    let mut inst = fixture_for(0, &fx.keys);
+    assert_eq!(
+        inst.receive(decided(bad), 1),
+        Err(Rejected::Invalid(
+            "decision without a valid quorum of commits"
+        ))
+    );
+    assert!(inst.decision().is_none());
+    inst.receive(decided(commits), 2).expect("decided");
+    assert_eq!(
+        inst.decision().map(|d| (d.root, d.round)),
+        Some((root(5), 2))
+    );
+}

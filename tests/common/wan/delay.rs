@@ -277,23 +277,15 @@ fn run(mut q: nfq::Queue, fd: Option<i32>, s: &Shared) {
             last_due.retain(|_, due| *due > now);
             next_prune = now + Duration::from_secs(1);
         }
+        let longest = if fd.is_some() { IDLE_WAIT } else { TICK };
+        let wait = held
+            .peek()
+            .map(|h| h.0.due.saturating_duration_since(now))
+            .unwrap_or(longest)
+            .min(longest);
         match fd {
-            Some(fd) => {
-                let wait = held
-                    .peek()
-                    .map(|h| h.0.due.saturating_duration_since(now))
-                    .unwrap_or(IDLE_WAIT)
-                    .min(IDLE_WAIT);
-                wait_readable(fd, wait);
-            }
-            None => {
-                let wait = held
-                    .peek()
-                    .map(|h| h.0.due.saturating_duration_since(now))
-                    .unwrap_or(TICK)
-                    .min(TICK);
-                std::thread::sleep(wait);
-            }
+            Some(fd) => wait_readable(fd, wait),
+            None => std::thread::sleep(wait),
         }
     }
     while let Some(Reverse(h)) = held.pop() {

@@ -404,7 +404,7 @@ impl Instance {
         let domain = self.members.domain;
         match &m.body {
             Body::Commit { .. } => {
-                self.admit(self.rounds.get(&round).map(|s| &s.commits), &msg)?;
+                self.admit(self.held(round, |s| &s.commits, m.from), &msg)?;
                 let slot = &mut self.state(round).commits;
                 insert_first(slot, m.from, &msg, &domain)?;
             }
@@ -412,7 +412,7 @@ impl Instance {
                 if round < self.round {
                     return Err(Rejected::Invalid("prepare of a past round"));
                 }
-                self.admit(self.rounds.get(&round).map(|s| &s.prepares), &msg)?;
+                self.admit(self.held(round, |s| &s.prepares, m.from), &msg)?;
                 let slot = &mut self.state(round).prepares;
                 insert_first(slot, m.from, &msg, &domain)?;
             }
@@ -425,7 +425,7 @@ impl Instance {
                 if round < self.round {
                     return Err(Rejected::Invalid("round change of a past round"));
                 }
-                self.admit(self.rounds.get(&round).map(|s| &s.round_changes), &msg)?;
+                self.admit(self.held(round, |s| &s.round_changes, m.from), &msg)?;
                 match prepared {
                     None if !proof.is_empty() => {
                         return Err(Rejected::Invalid("proof without a prepared value"));
@@ -459,18 +459,12 @@ impl Instance {
                 if round < self.round {
                     return Err(Rejected::Invalid("proposal of a past round"));
                 }
-                if let Some(first) = &self.rounds.get(&round).and_then(|s| s.proposal.clone()) {
-                    return Err(if same_signed(first, &msg, &self.members.domain) {
-                        Rejected::Invalid("duplicate")
-                    } else if !self.verify(&msg) {
-                        Rejected::BadSignature
-                    } else {
-                        Rejected::Invalid("equivocation")
-                    });
-                }
-                if !self.verify(&msg) {
-                    return Err(Rejected::BadSignature);
-                }
+                // The round's proposal is its leader's (checked above): a second one is a copy
+                // or an equivocation.
+                self.admit(
+                    self.rounds.get(&round).and_then(|s| s.proposal.as_ref()),
+                    &msg,
+                )?;
                 let highest = self
                     .check_justification(round, root, justification)
                     .map_err(Rejected::Invalid)?;
@@ -1105,16 +1099,22 @@ impl Instance {
         self.rounds.entry(round).or_default()
     }
 
-    /// Checks `msg`'s signature before it goes into `slot` (the received messages of its kind
-    /// and round): a copy of the message already there is refused as a duplicate without a
-    /// check (the one there was checked); a different message of the same sender is refused
-    /// as an equivocation once its signature verifies (else as a bad signature).
-    fn admit(
+    /// The message of `from` held in `round`'s slot that `slot` picks, if any.
+    fn held(
         &self,
-        slot: Option<&BTreeMap<u16, SignedMessage>>,
-        msg: &SignedMessage,
-    ) -> Result<(), Rejected> {
-        match slot.and_then(|s| s.get(&msg.message.from)) {
+        round: u32,
+        slot: impl Fn(&RoundState) -> &BTreeMap<u16, SignedMessage>,
+        from: u16,
+    ) -> Option<&SignedMessage> {
+        self.rounds.get(&round).and_then(|s| slot(s).get(&from))
+    }
+
+    /// Checks `msg`'s signature before it is taken, given the message of the same sender,
+    /// kind and round already held (`held`): a copy of it is refused as a duplicate without a
+    /// check (the one held was checked); a different message is refused as an equivocation
+    /// once its signature verifies (else as a bad signature).
+    fn admit(&self, held: Option<&SignedMessage>, msg: &SignedMessage) -> Result<(), Rejected> {
+        match held {
             Some(first) if same_signed(first, msg, &self.members.domain) => {
                 Err(Rejected::Invalid("duplicate"))
             }

@@ -36,33 +36,23 @@ use dvsigner::tls::DevPki;
 
 const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 
-/// utime + stime of a process, from /proc/PID/stat (clock ticks of 10 ms).
-fn proc_cpu(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((tick(11) + tick(12)) * 10)
+/// utime + stime of a process (zero when unreadable).
+fn proc_cpu(pid: u32) -> Duration {
+    dvsigner::cli::bench::process_cpu(pid).unwrap_or_default()
 }
 
-/// CPU time of the calling thread (ns precision, /proc/thread-self/schedstat).
+/// CPU time of the calling thread (zero when unreadable).
 fn thread_cpu() -> Duration {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    Duration::from_nanos(
-        s.split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-    )
+    dvsigner::cli::bench::thread_cpu().unwrap_or_default()
 }
 
 /// Process CPU per operation (every thread, blst's pool included).
 fn cpu_per_op<F: FnMut()>(iters: u32, mut f: F) -> Duration {
-    let start = proc_cpu("self");
+    let start = proc_cpu(std::process::id());
     for _ in 0..iters {
         f();
     }
-    proc_cpu("self").saturating_sub(start) / iters
+    proc_cpu(std::process::id()).saturating_sub(start) / iters
 }
 
 fn us(d: Duration) -> f64 {
@@ -92,8 +82,8 @@ impl Proc {
         Self(child)
     }
 
-    fn pid(&self) -> String {
-        self.0.id().to_string()
+    fn pid(&self) -> u32 {
+        self.0.id()
     }
 }
 
@@ -388,8 +378,8 @@ async fn node_requests(c: &Cluster) -> NodeRequests {
 
 fn cluster_cpu(c: &Cluster) -> Cpu {
     Cpu {
-        combiner: proc_cpu(&c.combiner.pid()),
-        nodes: c.nodes.iter().map(|n| proc_cpu(&n.pid())).sum(),
+        combiner: proc_cpu(c.combiner.pid()),
+        nodes: c.nodes.iter().map(|n| proc_cpu(n.pid())).sum(),
     }
 }
 

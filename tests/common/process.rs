@@ -6,16 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Path of the binary under test.
-/// User + system CPU time of process `pid` (a number or `self`) so far, from `/proc/PID/stat`
-/// (100 ticks per second); zero when it cannot be read.
-pub fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((tick(11) + tick(12)) * 10)
-}
-
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dvsigner"))
 }
@@ -141,9 +131,9 @@ impl Proc {
         self.child.id()
     }
 
-    /// User + system CPU time of the child so far (all its threads).
+    /// User + system CPU time of the child so far (all its threads); zero when unreadable.
     pub fn cpu_time(&self) -> Duration {
-        cpu_time(&self.pid().to_string())
+        dvsigner::cli::bench::process_cpu(self.pid()).unwrap_or_default()
     }
 
     /// SIGKILL, then reap.

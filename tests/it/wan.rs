@@ -441,18 +441,18 @@ impl Wan {
         }
     }
 
-    /// Sends `requests` (validator index, body, offset) through front 0, each started at its
-    /// offset from now; returns the answers in the same order.
     /// CPU used so far by the combiners, the nodes and this test process (the clients, the
     /// delayers and relays of the bed).
     fn cpu_times(&self) -> CpuTimes {
         CpuTimes {
             combiners: self.fronts.iter().map(|f| f.combiner.cpu_time()).sum(),
             nodes: self.nodes.iter().map(Proc::cpu_time).sum(),
-            test: crate::common::process::cpu_time("self"),
+            test: dvsigner::cli::bench::process_cpu(std::process::id()).unwrap_or_default(),
         }
     }
 
+    /// Sends `requests` (validator index, body, offset) through front 0, each started at its
+    /// offset from now; returns the answers in the same order.
     fn send_all(&self, requests: Vec<(u64, String, Duration)>) -> Vec<Answer> {
         self.race(vec![requests]).remove(0)
     }
